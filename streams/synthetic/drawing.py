@@ -110,6 +110,51 @@ def value_noise(
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+class ScrollingNoise:
+    """A window over a large smooth noise field that slides a little every frame.
+
+    Sliding (rather than redrawing) the field keeps texture coherent between frames,
+    which is what makes flames rise and smoke drift instead of boiling randomly.
+    """
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        size: tuple[int, int],
+        cell: int,
+        velocity: tuple[float, float],
+        frames: int,
+    ) -> None:
+        """Draws the field.
+
+        Args:
+            rng: Random generator.
+            size: Window ``(width, height)`` in pixels.
+            cell: Feature size in pixels.
+            velocity: Content motion ``(dx, dy)`` in pixels per frame; negative dy
+                moves content up.
+            frames: Number of frames the window must slide over without wrapping
+                (capped; longer clips wrap around with a visible jump).
+        """
+        w, h = size
+        self._vx, self._vy = velocity
+        travel = min(frames, 2000)
+        self._extra_x = max(1, int(abs(self._vx) * travel) + 1)
+        self._extra_y = max(1, int(abs(self._vy) * travel) + 1)
+        self._field = value_noise(rng, h + self._extra_y, w + self._extra_x, cell)
+        self._w, self._h = w, h
+
+    def window(self, index: int) -> FloatImage:
+        """Returns the ``(height, width)`` noise window of frame ``index``."""
+        # Content that moves by +d per frame means the window origin moves by -d;
+        # start at the far end of the spare margin so the origin walks across it.
+        start_x = self._extra_x - 1 if self._vx > 0 else 0
+        start_y = self._extra_y - 1 if self._vy > 0 else 0
+        ox = round(start_x - self._vx * index) % self._extra_x
+        oy = round(start_y - self._vy * index) % self._extra_y
+        return self._field[oy : oy + self._h, ox : ox + self._w]
+
+
 class SensorNoise:
     """Adds light, fast, deterministic camera sensor noise to frames.
 
