@@ -29,7 +29,7 @@ from streams.synthetic.scenes.vending import VENDING_APPEAR_S, VENDING_STALL_REG
 logger = logging.getLogger(__name__)
 
 #: Bump when any scene's pixels change, so cached clips are re-rendered.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Names of the demo scenes, in render order (keys of `render_demo_clips`' result).
 DEMO_SCENES: tuple[str, ...] = tuple(SCENES)
@@ -51,9 +51,7 @@ __all__ = [
 ]
 
 
-def _sidecar_params(
-    scene: str, seconds: float, fps: int, size: tuple[int, int]
-) -> dict[str, Any]:
+def _sidecar_params(scene: str, seconds: float, fps: int, size: tuple[int, int]) -> dict[str, Any]:
     return {
         "generator_version": GENERATOR_VERSION,
         "scene": scene,
@@ -136,7 +134,7 @@ def render_clip(
             for index in range(drawer.num_frames):
                 rgb = noise.apply(drawer.draw(index), index)
                 # OpenCV's I420 conversion is much faster than libswscale's default.
-                yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+                yuv = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), np.uint8)
                 frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
                 frame.pts = index
                 container.mux(stream.encode(frame))

@@ -37,9 +37,7 @@ def vertical_gradient(height: int, width: int, top: Color, bottom: Color) -> Ima
     return np.repeat(column, width, axis=1).round().astype(np.uint8)
 
 
-def fill_poly_gradient(
-    img: Image, points: npt.ArrayLike, top: Color, bottom: Color
-) -> None:
+def fill_poly_gradient(img: Image, points: npt.ArrayLike, top: Color, bottom: Color) -> None:
     """Fills a polygon in place with a vertical colour gradient (cheap shading).
 
     Args:
@@ -56,7 +54,7 @@ def fill_poly_gradient(
         return
     y_top = int(pts[:, 1].min())
     mask = np.zeros((y2 - y1, x2 - x1), dtype=np.uint8)
-    cv2.fillPoly(mask, [pts - np.array([x1, y1], dtype=np.int32)], 1)
+    cv2.fillPoly(mask, [pts - np.array([x1, y1], dtype=np.int32)], (1,))
     # One gradient column stretched sideways: far cheaper than a full float blend.
     column = vertical_gradient(int(pts[:, 1].max()) + 1 - y_top, 1, top, bottom)
     column = column[y1 - y_top : y2 - y_top]
@@ -89,9 +87,7 @@ def blend_into(img: Image, sprite: Image, alpha: FloatImage, x: int, y: int) -> 
     img[dy1:dy2, dx1:dx2] = (dst + (src - dst) * a).round().astype(np.uint8)
 
 
-def value_noise(
-    rng: np.random.Generator, height: int, width: int, cell: int
-) -> FloatImage:
+def value_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> FloatImage:
     """Returns smooth random noise in ``[0, 1]`` (random grid, bicubic upsampling).
 
     Args:
@@ -162,9 +158,7 @@ class SensorNoise:
     so a small bank of noise frames is drawn once and cycled with varying offsets.
     """
 
-    def __init__(
-        self, rng: np.random.Generator, size: tuple[int, int], sigma: float = 2.5
-    ) -> None:
+    def __init__(self, rng: np.random.Generator, size: tuple[int, int], sigma: float = 2.5) -> None:
         """Builds the noise bank.
 
         Args:
@@ -194,5 +188,4 @@ class SensorNoise:
         pos, neg = self._bank[index % len(self._bank)]
         if (index // len(self._bank)) % 2:
             pos, neg = neg, pos
-        out: Image = cv2.subtract(cv2.add(frame, pos), neg)
-        return out
+        return np.asarray(cv2.subtract(cv2.add(frame, pos), neg), dtype=np.uint8)

@@ -120,7 +120,7 @@ def find_cjk_font(size: int = 200) -> ImageFont.FreeTypeFont:
 def _glyph(ch: str, box_w: int, box_h: int) -> PILImage.Image:
     """Renders one character as an L-mode mask fitted into a ``box_w x box_h`` cell."""
     font = find_cjk_font()
-    x1, y1, x2, y2 = font.getbbox(ch)
+    x1, y1, x2, y2 = (round(v) for v in font.getbbox(ch))
     canvas = PILImage.new("L", (x2 - x1 + 4, y2 - y1 + 4), 0)
     ImageDraw.Draw(canvas).text((2 - x1, 2 - y1), ch, font=font, fill=255)
     gw, gh = canvas.size
@@ -153,9 +153,7 @@ def plate_master(text: str) -> Image:
     # Slight shading: plates are pressed metal and catch light at the top.
     for y in range(h):
         k = 1.08 - 0.16 * y / h
-        draw.line(
-            [(0, y), (w, y)], fill=tuple(min(255, round(c * k)) for c in PLATE_BLUE)
-        )
+        draw.line([(0, y), (w, y)], fill=tuple(min(255, round(c * k)) for c in PLATE_BLUE))
     draw.rounded_rectangle(
         (3 * s, 3 * s, w - 3 * s, h - 3 * s),
         radius=8 * s,
@@ -187,7 +185,5 @@ def plate_image(text: str, width: int) -> Image:
         The plate as an RGB array.
     """
     height = max(1, round(width * PLATE_MM[1] / PLATE_MM[0]))
-    out: Image = cv2.resize(
-        plate_master(text), (width, height), interpolation=cv2.INTER_AREA
-    )
-    return out
+    out = cv2.resize(plate_master(text), (width, height), interpolation=cv2.INTER_AREA)
+    return np.asarray(out, dtype=np.uint8)

@@ -13,7 +13,7 @@ import logging
 import cv2
 import numpy as np
 
-from streams.synthetic.drawing import Image, ScrollingNoise, vertical_gradient
+from streams.synthetic.drawing import FloatImage, Image, ScrollingNoise, vertical_gradient
 from streams.synthetic.scenes.base import Scene
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ _STOPS = (
 )
 
 
-def _palette() -> np.ndarray:
+def _palette() -> Image:
     levels = np.linspace(0.0, 1.0, 256)
     xs = [s[0] for s in _STOPS]
     lut = np.stack([np.interp(levels, xs, [s[1][c] for s in _STOPS]) for c in range(3)], axis=1)
@@ -73,7 +73,9 @@ class FireScene(Scene):
         w, h = self.width, self.height
         img = vertical_gradient(h, w, (8, 12, 30), (22, 26, 44))
         # Building face with a grid of windows, a few lit.
-        cv2.rectangle(img, (self.sx(0.08), self.sy(0.12)), (self.sx(0.78), self.sy(0.88)), (38, 36, 42), -1)
+        cv2.rectangle(
+            img, (self.sx(0.08), self.sy(0.12)), (self.sx(0.78), self.sy(0.88)), (38, 36, 42), -1
+        )
         cv2.rectangle(img, (self.sx(0.78), self.sy(0.3)), (w, self.sy(0.88)), (30, 30, 36), -1)
         for row in range(5):
             for col in range(8):
@@ -86,10 +88,17 @@ class FireScene(Scene):
         cv2.line(img, (0, self.sy(0.88)), (w, self.sy(0.88)), (55, 55, 58), 2)
         # Street lamp on the right.
         cv2.line(img, (self.sx(0.9), self.sy(0.88)), (self.sx(0.9), self.sy(0.35)), (60, 60, 66), 4)
-        cv2.circle(img, (self.sx(0.9), self.sy(0.34)), max(3, self.sx(0.012)), (255, 230, 170), -1, cv2.LINE_AA)
+        cv2.circle(
+            img,
+            (self.sx(0.9), self.sy(0.34)),
+            max(3, self.sx(0.012)),
+            (255, 230, 170),
+            -1,
+            cv2.LINE_AA,
+        )
         return img
 
-    def _flame(self, index: int) -> np.ndarray:
+    def _flame(self, index: int) -> FloatImage:
         """Returns the flame intensity (0..1) at simulation resolution."""
         t = self.t(index)
         ys, xs = self._ys, self._xs
@@ -99,7 +108,7 @@ class FireScene(Scene):
         envelope = np.exp(-((xs - sway) ** 2) / (2.0 * width**2)) * ys**0.8
         noise = 0.62 * self._coarse.window(index) + 0.38 * self._fine.window(index)
         f = envelope * (0.35 + 1.25 * noise) * self._flicker[index]
-        return np.clip((f - 0.25) * 1.9, 0.0, 1.0)
+        return np.asarray(np.clip((f - 0.25) * 1.9, 0.0, 1.0), dtype=np.float32)
 
     def draw(self, index: int) -> Image:
         """Returns frame ``index``. See `Scene.draw`."""
@@ -120,4 +129,4 @@ class FireScene(Scene):
         c = color[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0].astype(np.float32)
         a = alpha[y1 - y0 : y2 - y0, x1 - x0 : x2 - x0]
         img[y1:y2, x1:x2] = (roi + (c - roi) * a).astype(np.uint8)
-        return img
+        return np.asarray(img, dtype=np.uint8)

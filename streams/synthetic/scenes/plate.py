@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from streams.synthetic.drawing import (
     Color,
@@ -40,7 +41,7 @@ class _Car:
 
 _CARS = (
     # Further car (right lane) first: cars are drawn far to near.
-    _Car(DEMO_PLATES[1], (150, 28, 36), (0.735, 0.60, 0.93), (0.715, 0.54, 0.88)),
+    _Car(DEMO_PLATES[1], (150, 28, 36), (0.735, 0.60, 0.93), (0.715, 0.54, 0.90)),
     _Car(DEMO_PLATES[0], (206, 210, 214), (0.265, 0.80, 1.10), (0.300, 0.66, 0.95)),
 )
 
@@ -79,11 +80,18 @@ class PlateScene(Scene):
             x += bw + int(self.rng.integers(0, 6))
         # Asphalt with a little static grain, lighter towards the horizon.
         vp = (self.sx(0.5), self.sy(0.3))
-        road = np.array([(self.sx(-0.45), h), (self.sx(1.45), h), (self.sx(0.75), vp[1]), (self.sx(0.25), vp[1])])
+        road = np.array(
+            [
+                (self.sx(-0.45), h),
+                (self.sx(1.45), h),
+                (self.sx(0.75), vp[1]),
+                (self.sx(0.25), vp[1]),
+            ]
+        )
         fill_poly_gradient(img, road, (118, 118, 122), (72, 72, 76))
         grain = (self.rng.normal(0.0, 4.0, (h, w, 1))).astype(np.float32)
         mask = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(mask, [road.astype(np.int32)], 1)
+        cv2.fillPoly(mask, [road.astype(np.int32)], (1,))
         img = np.clip(img + grain * mask[..., None], 0, 255).astype(np.uint8)
         # Lane markings converging to the vanishing point: solid edges, dashed centre.
         for rel, dashes in ((0.02, 1), (0.5, 12), (0.98, 1)):
@@ -107,29 +115,52 @@ class PlateScene(Scene):
         def p(x: float, y: float) -> tuple[int, int]:
             return round(cx + x * k), round(cy + y * k)
 
-        def pts(*xy: tuple[float, float]) -> np.ndarray:
+        def pts(*xy: tuple[float, float]) -> npt.NDArray[np.int32]:
             return np.array([p(x, y) for x, y in xy], dtype=np.int32)
 
         body = car.body
         # Shadow on the road.
-        cv2.ellipse(img, p(0, 98), (round(270 * k), round(22 * k)), 0, 0, 360, (40, 40, 44), -1, cv2.LINE_AA)
+        cv2.ellipse(
+            img, p(0, 98), (round(270 * k), round(22 * k)), 0, 0, 360, (40, 40, 44), -1, cv2.LINE_AA
+        )
         # Tyres.
         for side in (-1, 1):
             cv2.rectangle(img, p(side * 150, 60), p(side * 228, 100), (22, 22, 24), -1)
         # Cabin (roof and C-pillars) and rear window.
-        fill_poly_gradient(img, pts((-212, -105), (212, -105), (168, -262), (-168, -262)), _shade(body, 1.1), _shade(body, 0.85))
-        fill_poly_gradient(img, pts((-186, -118), (186, -118), (152, -246), (-152, -246)), (60, 72, 84), (20, 24, 30))
+        fill_poly_gradient(
+            img,
+            pts((-212, -105), (212, -105), (168, -262), (-168, -262)),
+            _shade(body, 1.1),
+            _shade(body, 0.85),
+        )
+        fill_poly_gradient(
+            img,
+            pts((-186, -118), (186, -118), (152, -246), (-152, -246)),
+            (60, 72, 84),
+            (20, 24, 30),
+        )
         # Reflection streak across the glass.
-        cv2.line(img, p(-120, -240), p(-60, -125), (95, 108, 120), max(1, round(10 * k)), cv2.LINE_AA)
+        cv2.line(
+            img, p(-120, -240), p(-60, -125), (95, 108, 120), max(1, round(10 * k)), cv2.LINE_AA
+        )
         # Boot lid and rear body.
-        fill_poly_gradient(img, pts((-232, -110), (232, -110), (238, 30), (-238, 30)), _shade(body, 1.08), _shade(body, 0.72))
-        cv2.line(img, p(-225, -62), p(225, -62), _shade(body, 0.6), max(1, round(2 * k)), cv2.LINE_AA)
+        fill_poly_gradient(
+            img,
+            pts((-232, -110), (232, -110), (238, 30), (-238, 30)),
+            _shade(body, 1.08),
+            _shade(body, 0.72),
+        )
+        cv2.line(
+            img, p(-225, -62), p(225, -62), _shade(body, 0.6), max(1, round(2 * k)), cv2.LINE_AA
+        )
         # Tail lights.
         for side in (-1, 1):
             poly = pts((side * 150, -98), (side * 228, -98), (side * 232, -40), (side * 156, -48))
             fill_poly_gradient(img, poly, (235, 60, 50), (150, 20, 25))
         # Bumper, plate recess and plate.
-        fill_poly_gradient(img, pts((-240, 24), (240, 24), (236, 78), (-236, 78)), (52, 52, 56), (28, 28, 30))
+        fill_poly_gradient(
+            img, pts((-240, 24), (240, 24), (236, 78), (-236, 78)), (52, 52, 56), (28, 28, 30)
+        )
         plate = plate_image(car.plate, max(8, round(_PLATE_W * k)))
         ph, pw = plate.shape[:2]
         x0, y0 = round(cx - pw / 2), round(cy - ph / 2)

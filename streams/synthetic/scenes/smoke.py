@@ -12,7 +12,7 @@ import logging
 import cv2
 import numpy as np
 
-from streams.synthetic.drawing import Image, ScrollingNoise, vertical_gradient
+from streams.synthetic.drawing import FloatImage, Image, ScrollingNoise, vertical_gradient
 from streams.synthetic.scenes.base import Scene
 
 logger = logging.getLogger(__name__)
@@ -55,19 +55,31 @@ class SmokeScene(Scene):
         img = vertical_gradient(h, w, (120, 170, 225), (200, 220, 238))
         # Rooftops: the smoking building in front, others behind.
         for x, top, tone in ((0.0, 0.55, 150), (0.55, 0.52, 170), (0.75, 0.40, 140)):
-            cv2.rectangle(img, (self.sx(x), self.sy(top)), (self.sx(x + 0.3), h), (tone, tone - 6, tone - 14), -1)
+            cv2.rectangle(
+                img,
+                (self.sx(x), self.sy(top)),
+                (self.sx(x + 0.3), h),
+                (tone, tone - 6, tone - 14),
+                -1,
+            )
         cv2.rectangle(img, (self.sx(0.2), self.sy(0.48)), (self.sx(0.62), h), (176, 150, 128), -1)
-        cv2.rectangle(img, (self.sx(0.2), self.sy(0.48)), (self.sx(0.62), self.sy(0.5)), (120, 104, 92), -1)
+        cv2.rectangle(
+            img, (self.sx(0.2), self.sy(0.48)), (self.sx(0.62), self.sy(0.5)), (120, 104, 92), -1
+        )
         for row in range(4):
             for col in range(5):
                 x, y = self.sx(0.23 + col * 0.08), self.sy(0.56 + row * 0.11)
-                cv2.rectangle(img, (x, y), (x + self.sx(0.04), y + self.sy(0.06)), (80, 100, 125), -1)
+                cv2.rectangle(
+                    img, (x, y), (x + self.sx(0.04), y + self.sy(0.06)), (80, 100, 125), -1
+                )
         # The vent the smoke comes from.
         vx, vy = self.sx(SMOKE_SOURCE[0]), self.sy(SMOKE_SOURCE[1])
-        cv2.rectangle(img, (vx - self.sx(0.015), vy), (vx + self.sx(0.015), self.sy(0.48)), (90, 86, 84), -1)
+        cv2.rectangle(
+            img, (vx - self.sx(0.015), vy), (vx + self.sx(0.015), self.sy(0.48)), (90, 86, 84), -1
+        )
         return img
 
-    def _density(self, index: int) -> np.ndarray:
+    def _density(self, index: int) -> FloatImage:
         """Returns plume opacity (0..1) on the simulation grid."""
         sx, sy = self._src
         # Height above the source, normalised so the box top is 1.
@@ -81,7 +93,7 @@ class SmokeScene(Scene):
         along = np.clip((length - rise) / 0.2, 0.0, 1.0) * (self._ys <= sy)
         noise = 0.6 * self._coarse.window(index) + 0.4 * self._fine.window(index)
         d = across * along * (0.25 + 1.1 * noise) * (1.0 - 0.45 * rise)
-        return np.clip((d - 0.12) * 1.6, 0.0, 0.8)
+        return np.asarray(np.clip((d - 0.12) * 1.6, 0.0, 0.8), dtype=np.float32)
 
     def draw(self, index: int) -> Image:
         """Returns frame ``index``. See `Scene.draw`."""

@@ -71,11 +71,15 @@ class VendingScene(Scene):
         cv2.rectangle(img, (0, 0), (w, self.sy(0.08)), (120, 96, 88), -1)
         for i in range(8):
             x = self.sx(i / 8 + 0.02)
-            cv2.rectangle(img, (x, self.sy(0.01)), (x + self.sx(0.08), self.sy(0.07)), (60, 70, 82), -1)
+            cv2.rectangle(
+                img, (x, self.sy(0.01)), (x + self.sx(0.08), self.sy(0.07)), (60, 70, 82), -1
+            )
         cv2.rectangle(img, (0, self.sy(0.08)), (w, self.sy(0.29)), (82, 82, 86), -1)
         for i in range(0, 10):
             x = self.sx(i / 10)
-            cv2.line(img, (x, self.sy(0.185)), (x + self.sx(0.05), self.sy(0.185)), (220, 220, 210), 3)
+            cv2.line(
+                img, (x, self.sy(0.185)), (x + self.sx(0.05), self.sy(0.185)), (220, 220, 210), 3
+            )
         cv2.rectangle(img, (0, self.sy(0.29)), (w, self.sy(0.31)), (200, 198, 190), -1)
         tile = max(8, self.sx(0.06))
         for y in range(self.sy(0.31), h, tile // 2):
@@ -85,7 +89,9 @@ class VendingScene(Scene):
         # A tree pit and a bin on the right, for texture.
         cv2.circle(img, (self.sx(0.8), self.sy(0.45)), self.sx(0.05), (92, 70, 50), -1)
         cv2.circle(img, (self.sx(0.8), self.sy(0.45)), self.sx(0.035), (70, 120, 60), -1)
-        cv2.rectangle(img, (self.sx(0.62), self.sy(0.62)), (self.sx(0.65), self.sy(0.72)), (50, 90, 60), -1)
+        cv2.rectangle(
+            img, (self.sx(0.62), self.sy(0.62)), (self.sx(0.65), self.sy(0.72)), (50, 90, 60), -1
+        )
         return img
 
     def _draw_stall(self, img: Image) -> None:
@@ -94,30 +100,60 @@ class VendingScene(Scene):
         top, bottom = self.sy(y1 + 0.03), self.sy(y2 - 0.03)
         half = self.sx((x2 - x1) / 2 - 0.02)
         # Shadow, table with cloth and goods.
-        cv2.ellipse(img, (cx, bottom - 4), (half, max(2, half // 6)), 0, 0, 360, (110, 106, 100), -1)
+        cv2.ellipse(
+            img, (cx, bottom - 4), (half, max(2, half // 6)), 0, 0, 360, (110, 106, 100), -1
+        )
         t_top = top + (bottom - top) * 55 // 100
         t_bottom = bottom - (bottom - top) // 12
         fill_poly_gradient(
             img,
-            [(cx - half * 3 // 4, t_top), (cx + half * 3 // 4, t_top), (cx + half * 3 // 4, t_bottom), (cx - half * 3 // 4, t_bottom)],
+            [
+                (cx - half * 3 // 4, t_top),
+                (cx + half * 3 // 4, t_top),
+                (cx + half * 3 // 4, t_bottom),
+                (cx - half * 3 // 4, t_bottom),
+            ],
             (40, 120, 190),
             (20, 70, 120),
         )
         goods = [(230, 180, 40), (220, 60, 40), (240, 140, 30), (110, 180, 60), (250, 230, 200)]
         step = max(4, half // 5)
-        for i, x in enumerate(range(cx - half * 3 // 4 + step // 2, cx + half * 3 // 4 - step // 3, step)):
-            cv2.circle(img, (x, t_top - step // 3), max(2, step // 3), goods[i % len(goods)], -1, cv2.LINE_AA)
+        for i, x in enumerate(
+            range(cx - half * 3 // 4 + step // 2, cx + half * 3 // 4 - step // 3, step)
+        ):
+            cv2.circle(
+                img,
+                (x, t_top - step // 3),
+                max(2, step // 3),
+                goods[i % len(goods)],
+                -1,
+                cv2.LINE_AA,
+            )
         # Vendor standing beside the table's right end, under the parasol's edge.
         canopy_y = top + (bottom - top) // 5
-        _person(img, cx + half * 17 // 20, t_bottom, (t_bottom - canopy_y) * 9 // 10, (200, 60, 90), 0.0)
+        _person(
+            img, cx + half * 17 // 20, t_bottom, (t_bottom - canopy_y) * 9 // 10, (200, 60, 90), 0.0
+        )
         # Parasol: pole and a striped canopy.
         cv2.line(img, (cx, canopy_y), (cx, t_top), (60, 60, 60), max(2, half // 40))
         colors = [(230, 40, 40), (245, 245, 235)]
         segments = 8
         for s in range(segments):
             a0, a1 = 180 + s * 180 / segments, 180 + (s + 1) * 180 / segments
-            cv2.ellipse(img, (cx, canopy_y), (half, (canopy_y - top)), 0, a0, a1, colors[s % 2], -1, cv2.LINE_AA)
-        cv2.line(img, (cx - half, canopy_y), (cx + half, canopy_y), (150, 30, 30), max(2, half // 30))
+            cv2.ellipse(
+                img,
+                (cx, canopy_y),
+                (half, (canopy_y - top)),
+                0,
+                a0,
+                a1,
+                colors[s % 2],
+                -1,
+                cv2.LINE_AA,
+            )
+        cv2.line(
+            img, (cx - half, canopy_y), (cx + half, canopy_y), (150, 30, 30), max(2, half // 30)
+        )
 
     def draw(self, index: int) -> Image:
         """Returns frame ``index``. See `Scene.draw`."""
@@ -130,7 +166,13 @@ class VendingScene(Scene):
             y = self.sy(_ROAD_Y[0]) + lane * lane_h + lane_h // 6
             length = self.sx(0.16)
             cv2.rectangle(img, (x, y), (x + length, y + lane_h * 2 // 3), color, -1)
-            cv2.rectangle(img, (x + length // 4, y + 3), (x + length * 3 // 4, y + lane_h * 2 // 3 - 3), (50, 60, 70), -1)
+            cv2.rectangle(
+                img,
+                (x + length // 4, y + 3),
+                (x + length * 3 // 4, y + lane_h * 2 // 3 - 3),
+                (50, 60, 70),
+                -1,
+            )
         # Pedestrians below the region, on the right, heights sized to stay out of it.
         for x0, speed, height, shirt, row in self._walkers:
             x = self.sx((x0 + speed * t) % 1.2 - 0.1)
