@@ -1,0 +1,173 @@
+"""The ``citysight`` command line.
+
+Sub-commands of other layers are wired by name (``module:function`` taking ``argv``) and
+imported only when used, so ``citysight config check`` stays fast and light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from citysight.config import ConfigError, json_schema, load_config, schema_reference_markdown
+
+logger = logging.getLogger(__name__)
+
+# command -> "module:function(argv) -> int"
+DELEGATED: dict[str, str] = {
+    "plan": "benchmarks.planner.cli:main",
+    "eval": "benchmarks.eval.cli:main",
+    "models": "inference.triton.models_install:main",
+    "triton": "inference.triton.cli:main",
+}
+BENCHES: dict[str, str] = {
+    "decode": "benchmarks.decode.cli:main",
+    "inference": "benchmarks.inference.cli:main",
+    "rules": "benchmarks.rules.cli:main",
+    "fanout": "benchmarks.fanout.cli:main",
+    "map": "benchmarks.map.cli:main",
+    "city": "benchmarks.city.cli:main",
+    "pipeline": "benchmarks.pipeline.cli:main",
+}
+
+
+def _delegate(target: str, argv: list[str]) -> int:
+    module, func = target.split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        print(f"citysight: this command is not available in this install ({exc})", file=sys.stderr)
+        return 2
+    fn: Callable[[list[str]], int] = getattr(mod, func)
+    return int(fn(argv) or 0)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.action == "check":
+        if not args.file:
+            print("citysight config check: give the config FILE", file=sys.stderr)
+            return 2
+        try:
+            cfg = load_config(args.file)
+        except ConfigError as err:
+            for p in err.problems:
+                print(f"{err.source}: {p}", file=sys.stderr)
+            print(f"{len(err.problems)} problem(s) found", file=sys.stderr)
+            return 1
+        print(
+            f"{args.file}: ok ({len(cfg.cameras)} cameras, {len(cfg.rules)} rules, "
+            f"{len(cfg.departments)} departments)"
+        )
+        return 0
+    if args.action == "schema":
+        text = (
+            schema_reference_markdown()
+            if args.markdown
+            else json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+        )
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return 0
+    return 2
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from citysight.demo import demo_config
+    from citysight.runtime import run_forever
+
+    cfg = demo_config(Path(args.workdir), port=args.port, redis_port=args.redis_port)
+    if args.inference:
+        cfg.services.inference.type = args.inference
+    return run_forever(cfg, workdir=Path(args.workdir), duration_s=args.duration, demo=True)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from citysight.runtime import run_forever
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as err:
+        for p in err.problems:
+            print(f"citysight: {err.source}: {p}", file=sys.stderr)
+        return 1
+    return run_forever(cfg, workdir=Path(args.workdir), duration_s=args.duration, demo=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by the docs test)."""
+    p = argparse.ArgumentParser(prog="citysight", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the embedded demo (synthetic cameras, all five kinds)")
+    d.add_argument("--workdir", default=os.environ.get("CITYSIGHT_HOME", ".citysight"))
+    d.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
+    d.add_argument("--redis-port", type=int, default=6390)
+    d.add_argument("--inference", choices=["onnxruntime", "triton"], default=None,
+                   help="detector backend (default: the demo config's)")
+    d.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: until Ctrl-C)")
+    d.set_defaults(func=_cmd_demo)
+
+    r = sub.add_parser("run", help="run with a config file")
+    r.add_argument("--config", required=True)
+    r.add_argument("--workdir", default=os.environ.get("CITYSIGHT_HOME", ".citysight"))
+    r.add_argument("--duration", type=float, default=None)
+    r.set_defaults(func=_cmd_run)
+
+    c = sub.add_parser("config", help="check a config file or print its schema")
+    c.add_argument("action", choices=["check", "schema"])
+    c.add_argument("file", nargs="?")
+    c.add_argument("--markdown", action="store_true", help="schema as a Markdown reference")
+    c.add_argument("--out", help="write the schema here")
+    c.set_defaults(func=_cmd_config)
+
+    b = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHES))
+    b.add_argument("name", choices=sorted(BENCHES))
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, help_ in (
+        ("plan", "capacity planner"),
+        ("eval", "detector accuracy on labelled data"),
+        ("models", "install model files (models install --from DIR|URL)"),
+        ("triton", "the bundled Triton server (serve, canary)"),
+    ):
+        sp = sub.add_parser(name, help=help_, add_help=False)
+        sp.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``citysight`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Delegated commands parse their own flags (including --help).
+    if argv and argv[0] in DELEGATED:
+        _setup_logging(False)
+        return _delegate(DELEGATED[argv[0]], argv[1:])
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
+        _setup_logging(False)
+        return _delegate(BENCHES[argv[1]], argv[2:])
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,473 @@
+"""Message contracts shared by every layer.
+
+One value type crosses each boundary (ARCHITECTURE.md, "Contracts"):
+
+* :class:`FrameResult` — detections of one decoded frame as parallel numpy arrays
+  (struct of arrays), serialised with msgpack onto ``citysight:detections:{shard}``.
+* :class:`Alert` — one alert (or cross-camera incident), JSON on the API and WebSocket,
+  msgpack in Redis.
+* :class:`AlertEvent` — one lifecycle transition, appended, never rewritten.
+* :class:`CameraStatus` — a camera reader's lifecycle state change.
+
+Every message carries ``schema_version``. Readers accept older versions (missing fields
+take defaults) and ignore fields they do not know (newer writers), so producers and
+consumers can be upgraded one at a time.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION: Final = 1
+
+DETECTIONS_STREAM_PREFIX: Final = "citysight:detections:"
+CAMERA_STATUS_STREAM: Final = "citysight:camera-status"
+
+
+def detections_stream(shard: int) -> str:
+    """Name of the Redis Stream that carries frame results of one shard."""
+    return f"{DETECTIONS_STREAM_PREFIX}{shard}"
+
+
+def shard_of(camera_id: str, shards: int) -> int:
+    """Stable shard of a camera (independent of Python's hash seed)."""
+    digest = hashlib.blake2b(camera_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+class ContractError(ValueError):
+    """A message does not satisfy its contract (wrong shape, unknown version...)."""
+
+
+class ObjectClass(enum.IntEnum):
+    """Class vocabulary of every detector (the ``class_ids`` of a :class:`FrameResult`)."""
+
+    FACE = 0
+    PLATE = 1
+    FIRE = 2
+    SMOKE = 3
+    PERSON = 4
+    VEHICLE = 5
+    UMBRELLA = 6
+    TABLE = 7
+    CHAIR = 8
+    BICYCLE = 9
+    MOTORCYCLE = 10
+    CART = 11
+    STALL = 12
+    """A stationary foreground object (fallback vending cue)."""
+
+
+VENDING_CLASSES: Final = frozenset(
+    {
+        ObjectClass.PERSON,
+        ObjectClass.UMBRELLA,
+        ObjectClass.TABLE,
+        ObjectClass.CHAIR,
+        ObjectClass.BICYCLE,
+        ObjectClass.MOTORCYCLE,
+        ObjectClass.CART,
+        ObjectClass.STALL,
+    }
+)
+
+
+@dataclass(slots=True)
+class FrameResult:
+    """Detections of one frame of one camera, as parallel arrays.
+
+    Attributes:
+        camera_id: Camera identifier from the config.
+        frame_time: Capture (or decode) wall time, Unix seconds.
+        frame_no: Frame number within the camera's current session.
+        width: Width in pixels of the frame the boxes refer to.
+        height: Height in pixels of the frame the boxes refer to.
+        boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in pixels.
+        scores: ``(N,)`` float32 confidences in ``[0, 1]``.
+        class_ids: ``(N,)`` int32 values of :class:`ObjectClass`.
+        track_ids: ``(N,)`` int64 per-camera track ids, ``-1`` when untracked.
+        extra: Further per-detection columns, each a list of length N
+            (for example ``plate_text`` and ``plate_score``).
+        snapshot_key: Redis key of a short-lived JPEG of this frame (evidence source),
+            empty when none was stored.
+        published_at: Wall time the result entered the detections stream
+            (for end-to-end latency); 0 when not yet published.
+        schema_version: Contract version of the writer.
+    """
+
+    camera_id: str
+    frame_time: float
+    frame_no: int
+    width: int = 0
+    height: int = 0
+    boxes: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros((0, 4), np.float32)
+    )
+    scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    class_ids: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    track_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    extra: dict[str, list[Any]] = field(default_factory=dict)
+    published_at: float = 0.0
+    snapshot_key: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.scores = np.asarray(self.scores, dtype=np.float32)
+        n = len(self.scores)
+        boxes = np.asarray(self.boxes, dtype=np.float32)
+        self.boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
+        self.class_ids = np.asarray(self.class_ids, dtype=np.int32)
+        self.track_ids = (
+            np.asarray(self.track_ids, dtype=np.int64)
+            if len(self.track_ids)
+            else np.full(n, -1, np.int64)
+        )
+        self.validate()
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def validate(self) -> None:
+        """Check the parallel arrays agree; raise :class:`ContractError` otherwise."""
+        n = len(self.scores)
+        if self.scores.ndim != 1:
+            raise ContractError("scores must be one-dimensional")
+        if self.boxes.shape != (n, 4):
+            raise ContractError(f"boxes shape {self.boxes.shape} != ({n}, 4)")
+        for name in ("class_ids", "track_ids"):
+            arr = getattr(self, name)
+            if arr.shape != (n,):
+                raise ContractError(f"{name} shape {arr.shape} != ({n},)")
+        for key, col in self.extra.items():
+            if len(col) != n:
+                raise ContractError(f"extra[{key!r}] has {len(col)} values, expected {n}")
+        if not self.camera_id:
+            raise ContractError("camera_id is empty")
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> FrameResult:
+        """Return a copy holding only the detections where ``mask`` is true."""
+        idx = np.flatnonzero(mask)
+        return FrameResult(
+            camera_id=self.camera_id,
+            frame_time=self.frame_time,
+            frame_no=self.frame_no,
+            width=self.width,
+            height=self.height,
+            boxes=self.boxes[idx],
+            scores=self.scores[idx],
+            class_ids=self.class_ids[idx],
+            track_ids=self.track_ids[idx],
+            extra={k: [v[i] for i in idx] for k, v in self.extra.items()},
+            published_at=self.published_at,
+            snapshot_key=self.snapshot_key,
+        )
+
+    @classmethod
+    def concat(cls, parts: list[FrameResult]) -> FrameResult:
+        """Merge detections of several detectors run on the same frame."""
+        if not parts:
+            raise ContractError("nothing to concatenate")
+        first = parts[0]
+        keys = sorted({k for p in parts for k in p.extra})
+        extra: dict[str, list[Any]] = {k: [] for k in keys}
+        for p in parts:
+            for k in keys:
+                extra[k].extend(p.extra.get(k, [None] * len(p)))
+        return cls(
+            camera_id=first.camera_id,
+            frame_time=first.frame_time,
+            frame_no=first.frame_no,
+            width=first.width,
+            height=first.height,
+            boxes=np.concatenate([p.boxes for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            class_ids=np.concatenate([p.class_ids for p in parts]),
+            track_ids=np.concatenate([p.track_ids for p in parts]),
+            extra=extra,
+        )
+
+    # -- serialisation -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (JSON-safe)."""
+        return {
+            "v": self.schema_version,
+            "cam": self.camera_id,
+            "t": self.frame_time,
+            "n": self.frame_no,
+            "w": self.width,
+            "h": self.height,
+            "boxes": self.boxes.round(2).tolist(),
+            "scores": self.scores.round(4).tolist(),
+            "cls": self.class_ids.tolist(),
+            "trk": self.track_ids.tolist(),
+            "extra": self.extra,
+            "pub": self.published_at,
+            "snap": self.snapshot_key,
+        }
+
+    def to_msgpack(self) -> bytes:
+        """Compact binary form for Redis Streams: arrays travel as raw little-endian bytes."""
+        return msgpack.packb(
+            {
+                "v": self.schema_version,
+                "cam": self.camera_id,
+                "t": self.frame_time,
+                "n": self.frame_no,
+                "w": self.width,
+                "h": self.height,
+                "boxes": self.boxes.astype("<f4").tobytes(),
+                "scores": self.scores.astype("<f4").tobytes(),
+                "cls": self.class_ids.astype("<i4").tobytes(),
+                "trk": self.track_ids.astype("<i8").tobytes(),
+                "extra": self.extra,
+                "pub": self.published_at,
+                "snap": self.snapshot_key,
+            },
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def from_msgpack(cls, data: bytes) -> FrameResult:
+        """Decode :meth:`to_msgpack` output; raises :class:`ContractError` on bad input."""
+        try:
+            d = msgpack.unpackb(data, raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise ContractError(f"not a msgpack frame result: {exc}") from exc
+        if not isinstance(d, dict):
+            raise ContractError("frame result must be a map")
+        version = d.get("v", 1)
+        if not isinstance(version, int) or version < 1:
+            raise ContractError(f"bad schema version {version!r}")
+        try:
+            scores = np.frombuffer(d["scores"], "<f4").astype(np.float32)
+            n = len(scores)
+            return cls(
+                camera_id=str(d["cam"]),
+                frame_time=float(d["t"]),
+                frame_no=int(d["n"]),
+                width=int(d.get("w", 0)),
+                height=int(d.get("h", 0)),
+                boxes=np.frombuffer(d["boxes"], "<f4").reshape(n, 4).astype(np.float32),
+                scores=scores,
+                class_ids=np.frombuffer(d["cls"], "<i4").astype(np.int32),
+                track_ids=np.frombuffer(d.get("trk", b""), "<i8").astype(np.int64),
+                extra={str(k): list(v) for k, v in (d.get("extra") or {}).items()},
+                published_at=float(d.get("pub", 0.0)),
+                snapshot_key=str(d.get("snap", "")),
+                schema_version=version,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ContractError(f"malformed frame result: {exc}") from exc
+
+
+@dataclass(slots=True)
+class FrameBatch:
+    """Decoded frames of several cameras, batched for inference (the mux's output).
+
+    Attributes:
+        frames: BGR ``uint8`` arrays ``(H, W, 3)``, already resized to each camera's input.
+        camera_ids: Camera of each frame.
+        frame_nos: Frame number of each frame.
+        frame_times: Capture wall time of each frame (Unix seconds).
+        detectors: Names of the detectors to run on each frame (``citysight.config.Detector``
+            values such as ``"face"``, ``"plate"``, ``"fire_smoke"``, ``"vending"``).
+    """
+
+    frames: list[npt.NDArray[np.uint8]]
+    camera_ids: list[str]
+    frame_nos: list[int]
+    frame_times: list[float]
+    detectors: list[frozenset[str]]
+
+    def __post_init__(self) -> None:
+        n = len(self.frames)
+        for name in ("camera_ids", "frame_nos", "frame_times", "detectors"):
+            if len(getattr(self, name)) != n:
+                raise ContractError(f"FrameBatch.{name} has {len(getattr(self, name))} items, "
+                                    f"expected {n}")
+        for i, f in enumerate(self.frames):
+            if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
+                raise ContractError(
+                    f"FrameBatch.frames[{i}] must be uint8 (H, W, 3), got {f.dtype} {f.shape}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+# -- alerts ----------------------------------------------------------------------------
+
+
+class AlertKind(enum.StrEnum):
+    """What an alert is about."""
+
+    FIRE = "fire"
+    SMOKE = "smoke"
+    FACE = "face"
+    PLATE = "plate"
+    VENDING = "vending"
+    CAMERA_OFFLINE = "camera_offline"
+
+
+class Severity(enum.StrEnum):
+    """Alert severity, lowest to highest."""
+
+    INFO = "info"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Numeric order (info = 0 ... critical = 4)."""
+        return list(Severity).index(self)
+
+
+class AlertState(enum.StrEnum):
+    """Dispatch lifecycle states (see ``serve_app`` for the allowed transitions)."""
+
+    RAISED = "raised"
+    ASSIGNED = "assigned"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+    FEEDBACK = "feedback"
+    CLOSED = "closed"
+    FALSE_ALARM = "false_alarm"
+
+
+class _Message(BaseModel):
+    # Unknown fields from newer writers are ignored; missing ones take defaults.
+    model_config = ConfigDict(extra="ignore", use_enum_values=False)
+
+    schema_version: int = SCHEMA_VERSION
+
+    def to_msgpack(self) -> bytes:
+        """Binary form for Redis."""
+        return msgpack.packb(self.model_dump(mode="json"), use_bin_type=True)
+
+    @classmethod
+    def from_msgpack(cls, data: bytes) -> Any:
+        """Decode :meth:`to_msgpack` output; raises :class:`ContractError` on bad input."""
+        try:
+            return cls.model_validate(msgpack.unpackb(data, raw=False))
+        except Exception as exc:
+            raise ContractError(f"malformed {cls.__name__}: {exc}") from exc
+
+
+class Location(BaseModel):
+    """A WGS84 point."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class EvidenceRef(BaseModel):
+    """Pointer to stored evidence (a snapshot) and the boxes drawn on it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    key: str = Field(description="Storage key of the evidence object")
+    media_type: str = "image/jpeg"
+    frame_time: float = 0.0
+    boxes: list[list[float]] = Field(default_factory=list)
+    class_ids: list[int] = Field(default_factory=list)
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now (UTC)."""
+    return datetime.now(UTC)
+
+
+class Alert(_Message):
+    """One alert, or a cross-camera incident when ``camera_ids`` lists several cameras."""
+
+    id: str
+    kind: AlertKind
+    severity: Severity
+    camera_id: str
+    camera_ids: list[str] = Field(default_factory=list)
+    location: Location
+    jurisdiction: str = ""
+    department: str
+    state: AlertState = AlertState.RAISED
+    rule_id: str = ""
+    subject: str = Field("", description="Track id, plate text or zone the alert is about")
+    started_at: datetime
+    ended_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+    score: float = 0.0
+    summary: str = ""
+    plate_text: str | None = None
+    assigned_unit: str | None = None
+    outcome: str | None = None
+    escalated: bool = False
+    incident_id: str | None = None
+    evidence: list[EvidenceRef] = Field(default_factory=list)
+    detected_at: float = Field(0.0, description="frame_time of the triggering detection")
+    raised_at: float = Field(0.0, description="Wall time the alert was written")
+
+    def to_api(self) -> dict[str, Any]:
+        """JSON form used by the REST API and the WebSocket feed."""
+        return self.model_dump(mode="json")
+
+
+def make_alert_id(camera_id: str, rule_id: str, subject: str, window_start: float) -> str:
+    """Deterministic alert id: the same trigger always yields the same id.
+
+    Redelivered detections therefore overwrite instead of duplicating.
+    ``window_start`` is rounded to whole seconds so float noise cannot split ids.
+    """
+    key = f"{camera_id}\x1f{rule_id}\x1f{subject}\x1f{int(window_start)}"
+    return "al_" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+class AlertEvent(_Message):
+    """One lifecycle transition of an alert (append-only)."""
+
+    alert_id: str
+    seq: int = Field(ge=0, description="Position in the alert's event log")
+    from_state: AlertState | None
+    to_state: AlertState
+    actor: str
+    at: datetime = Field(default_factory=utcnow)
+    note: str = ""
+    unit: str | None = None
+    outcome: str | None = None
+
+
+class CameraState(enum.StrEnum):
+    """Lifecycle state of a camera reader."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STALLED = "stalled"
+    OFFLINE = "offline"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class CameraStatus(_Message):
+    """A camera reader's state change, published on :data:`CAMERA_STATUS_STREAM`."""
+
+    camera_id: str
+    state: CameraState
+    at: float = Field(default_factory=time.time)
+    reason: str = ""
+    metrics: dict[str, float] = Field(default_factory=dict)

@@ -1,0 +1,310 @@
+"""The main job: start every service in order, run, and shut down cleanly.
+
+Order: preflight checks → Redis (embedded or external) → principals and camera registry
+→ Triton (when configured) → private local Ray → the Serve app (API, WebSocket, rules)
+→ stream workers. Anything that fails stops what was already started, prints one line
+naming the cause and what to do, and exits non-zero. Ctrl-C (SIGINT) or SIGTERM stops
+everything in reverse order and leaves no processes behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from citysight.config import CitysightConfig
+from citysight.services.redis_server import EmbeddedRedis, ServiceError, port_in_use
+
+logger = logging.getLogger(__name__)
+
+PRINCIPALS_KEY = "citysight:principals"
+CAMERAS_KEY = "citysight:cameras"
+CAMERAS_CHANNEL = "citysight:cameras:changed"
+
+
+def token_hash(token: str) -> str:
+    """Hash under which a bearer token's principal is stored (tokens are never stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def resolve_principals(cfg: CitysightConfig) -> dict[str, dict[str, Any]]:
+    """Map token hashes to principals, reading each token from its environment variable.
+
+    Raises:
+        ServiceError: a token variable is unset or empty.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for t in cfg.tokens:
+        tok = os.environ.get(t.token_env, "")
+        if not tok:
+            raise ServiceError(
+                f"token variable {t.token_env} (principal {t.name!r}) is not set: export it "
+                "before starting"
+            )
+        if len(tok) < 16:
+            raise ServiceError(f"token in {t.token_env} is shorter than 16 characters")
+        out[token_hash(tok)] = {
+            "name": t.name,
+            "role": t.role,
+            "department": t.department,
+            "scopes": [str(s) for s in t.scopes],
+        }
+    return out
+
+
+def make_infer(inference_json: str, models_dir: str) -> Callable[..., Any]:
+    """Inference callable built inside a stream worker (so models load in that process)."""
+    from citysight.config import InferenceService
+    from inference.client import create_client
+
+    client = create_client(InferenceService.model_validate_json(inference_json), Path(models_dir))
+    return client.infer  # type: ignore[no-any-return]
+
+
+class Runtime:
+    """Starts and stops the services of one citysight deployment on this machine."""
+
+    def __init__(self, cfg: CitysightConfig, workdir: Path, *, demo: bool = False) -> None:
+        self.cfg = cfg
+        self.workdir = workdir
+        self.demo = demo
+        self.redis: EmbeddedRedis | None = None
+        self.redis_url = cfg.services.redis.url or ""
+        self.triton: Any = None
+        self.ray_started = False
+        self.serve_started = False
+        self.supervisor: Any = None
+        self._stopped = False
+
+    # -- start -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start everything; on failure, stop what started and re-raise."""
+        try:
+            self._preflight()
+            self._start_redis()
+            self._seed_redis()
+            self._start_triton()
+            self._start_ray()
+            self._start_serve()
+            self._start_streams()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _preflight(self) -> None:
+        http = self.cfg.services.http
+        if port_in_use(http.port, http.host if http.host != "0.0.0.0" else "127.0.0.1"):
+            raise ServiceError(
+                f"port {http.port} is already in use: stop what listens there (another "
+                "citysight?) or choose another port (--port, services.http.port)"
+            )
+        models = Path(self.cfg.services.inference.models_dir)
+        if not models.exists():
+            logger.warning(
+                "models dir %s does not exist: detectors use their fallback tiers "
+                "(run `citysight models install --from DIR` to add model files)", models
+            )
+        for cam in self.cfg.cameras:
+            if cam.enabled and "://" not in cam.url and not Path(cam.url).exists():
+                raise ServiceError(
+                    f"camera {cam.id}: video file {cam.url} not found: fix cameras[].url"
+                )
+
+    def _start_redis(self) -> None:
+        import redis
+
+        rcfg = self.cfg.services.redis
+        if rcfg.url:
+            password = os.environ.get(rcfg.password_env) if rcfg.password_env else None
+            client = redis.Redis.from_url(rcfg.url, password=password, socket_timeout=3)
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                raise ServiceError(
+                    f"Redis at {rcfg.url} is unreachable ({exc}): start it or fix "
+                    "services.redis.url"
+                ) from None
+            finally:
+                client.close()
+            self.redis_url = rcfg.url
+            return
+        data_dir = Path(rcfg.data_dir)
+        self.redis = EmbeddedRedis(rcfg.embedded_port, data_dir).start()
+        self.redis_url = self.redis.url
+
+    def _seed_redis(self) -> None:
+        import redis
+
+        principals = resolve_principals(self.cfg)
+        r = redis.Redis.from_url(self.redis_url)
+        try:
+            pipe = r.pipeline()
+            pipe.delete(PRINCIPALS_KEY)
+            if principals:
+                pipe.hset(PRINCIPALS_KEY, mapping={k: json.dumps(v) for k, v in principals.items()})
+            for cam in self.cfg.cameras:
+                pipe.hset(CAMERAS_KEY, cam.id, cam.model_dump_json())
+            pipe.execute()
+        finally:
+            r.close()
+
+    def _start_triton(self) -> None:
+        inf = self.cfg.services.inference
+        if inf.type != "triton" or inf.triton_url:
+            return
+        from inference.triton.server import LocalTriton
+
+        self.triton = LocalTriton(models_dir=Path(inf.models_dir))
+        self.triton.start()
+        inf.triton_url = self.triton.grpc_url
+
+    def _start_ray(self) -> None:
+        import ray
+
+        rcfg = self.cfg.services.ray
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if rcfg.address:
+            ray.init(address=rcfg.address, log_to_driver=False)
+        else:
+            # Never attach to some other Ray on this machine: address="local" starts a
+            # private one in its own temp dir.
+            ray.init(
+                address="local",
+                include_dashboard=False,
+                _temp_dir=rcfg.temp_dir,
+                num_cpus=rcfg.num_cpus or max(4, os.cpu_count() or 2),
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        self.ray_started = True
+
+    def _start_serve(self) -> None:
+        from ray import serve
+
+        from serve_app.app import build_app
+
+        http = self.cfg.services.http
+        serve.start(http_options={"host": http.host, "port": http.port}, logging_config={
+            "log_level": "WARNING"})
+        self.serve_started = True
+        app = build_app({"config": self.cfg.model_dump(mode="json"), "redis_url": self.redis_url})
+        serve.run(app, name="citysight", route_prefix="/", blocking=False)
+
+    def _start_streams(self) -> None:
+        from streams.supervisor import start_supervisor
+
+        self.supervisor = start_supervisor(
+            self.cfg,
+            self.redis_url,
+            infer_factory_args=(
+                self.cfg.services.inference.model_dump_json(),
+                str(Path(self.cfg.services.inference.models_dir).resolve()),
+            ),
+        )
+
+    # -- stop --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything that was started, in reverse order. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("streams", self._stop_streams),
+            ("serve", self._stop_serve),
+            ("ray", self._stop_ray),
+            ("triton", self._stop_triton),
+            ("redis", self._stop_redis),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception:  # keep stopping the rest
+                logger.exception("error while stopping %s", name)
+
+    def _stop_streams(self) -> None:
+        if self.supervisor is not None:
+            from streams.supervisor import stop_supervisor
+
+            stop_supervisor(self.supervisor)
+            self.supervisor = None
+
+    def _stop_serve(self) -> None:
+        if self.serve_started:
+            from ray import serve
+
+            serve.shutdown()
+            self.serve_started = False
+
+    def _stop_ray(self) -> None:
+        if self.ray_started:
+            import ray
+
+            ray.shutdown()
+            self.ray_started = False
+
+    def _stop_triton(self) -> None:
+        if self.triton is not None:
+            self.triton.stop()
+            self.triton = None
+
+    def _stop_redis(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+
+def _print_banner(cfg: CitysightConfig, demo: bool) -> None:
+    http = cfg.services.http
+    base = f"http://{http.host}:{http.port}"
+    print(f"citysight is running: map {base}/  health {base}/health  "
+          f"WebSocket ws://{http.host}:{http.port}/ws", flush=True)
+    if demo:
+        for t in cfg.tokens:
+            print(f"  token {t.role:<12} {os.environ.get(t.token_env, '')}", flush=True)
+        print("  (synthetic demo cameras; Ctrl-C stops everything)", flush=True)
+
+
+def run_forever(cfg: CitysightConfig, *, workdir: Path, duration_s: float | None = None,
+                demo: bool = False) -> int:
+    """Start, wait for Ctrl-C/SIGTERM (or ``duration_s``), stop. Returns the exit code."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if demo:
+        from citysight.demo import demo_tokens
+
+        demo_tokens()
+    rt = Runtime(cfg, workdir, demo=demo)
+    stop_event = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        logger.info("signal %s: stopping", signum)
+        stop_event.set()
+
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            rt.start()
+        except ServiceError as exc:
+            print(f"citysight: {exc}", file=sys.stderr)
+            return 1
+        _print_banner(cfg, demo)
+        deadline = time.monotonic() + duration_s if duration_s else None
+        while not stop_event.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            stop_event.wait(0.5)
+        return 0
+    finally:
+        rt.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
