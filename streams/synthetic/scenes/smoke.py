@@ -39,7 +39,7 @@ class SmokeScene(Scene):
         n = self.num_frames
         px_per_s = sh / 10  # slow: the texture climbs a box height in 10 s
         v = px_per_s / fps
-        self._coarse = ScrollingNoise(self.rng, (sw, sh), max(2, sw // 8), (0.5 * v, -v), n)
+        self._coarse = ScrollingNoise(self.rng, (sw, sh), max(2, sw // 6), (0.5 * v, -v), n)
         self._fine = ScrollingNoise(self.rng, (sw, sh), max(2, sw // 20), (0.8 * v, -1.4 * v), n)
         # Source position in simulation-grid coordinates, normalised to the grid.
         self._src = (
@@ -88,12 +88,12 @@ class SmokeScene(Scene):
         length = 0.15 + 0.85 * min(1.0, self.progress(index) * 2.0)
         wind = 0.5 * rise**1.4
         center = sx + wind / self._aspect * 1.8
-        width = (0.035 + 0.26 * rise) / self._aspect * 1.6
+        width = (0.05 + 0.30 * rise) / self._aspect * 1.6
         across = np.exp(-((self._xs - center) ** 2) / (2.0 * width**2))
         along = np.clip((length - rise) / 0.2, 0.0, 1.0) * (self._ys <= sy)
         noise = 0.6 * self._coarse.window(index) + 0.4 * self._fine.window(index)
-        d = across * along * (0.25 + 1.1 * noise) * (1.0 - 0.45 * rise)
-        return np.asarray(np.clip((d - 0.12) * 1.6, 0.0, 0.8), dtype=np.float32)
+        d = across * along * (0.45 + 1.0 * noise) * (1.0 - 0.4 * rise)
+        return np.asarray(np.clip((d - 0.15) * 1.1, 0.0, 0.78), dtype=np.float32)
 
     def draw(self, index: int) -> Image:
         """Returns frame ``index``. See `Scene.draw`."""
@@ -102,7 +102,7 @@ class SmokeScene(Scene):
         d = cv2.resize(self._density(index), (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
         a = d[..., None]
         # Thicker smoke is darker grey; thin smoke lighter; almost no saturation.
-        shade = (200.0 - 80.0 * d)[..., None] * np.array([1.0, 0.99, 0.97], np.float32)
+        shade = (225.0 - 130.0 * d)[..., None] * np.array([1.0, 0.99, 0.97], np.float32)
         roi = img[y1:y2, x1:x2].astype(np.float32)
         img[y1:y2, x1:x2] = (roi + (shade - roi) * a).astype(np.uint8)
         return img
