@@ -111,10 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workdir", default=os.environ.get("CITYSIGHT_HOME", ".citysight"))
     d.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
     d.add_argument("--redis-port", type=int, default=6390)
-    d.add_argument("--inference", choices=["onnxruntime", "triton"], default=None,
-                   help="detector backend (default: the demo config's)")
-    d.add_argument("--duration", type=float, default=None,
-                   help="stop after this many seconds (default: until Ctrl-C)")
+    d.add_argument(
+        "--inference",
+        choices=["onnxruntime", "triton"],
+        default=None,
+        help="detector backend (default: the demo config's)",
+    )
+    d.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
     d.set_defaults(func=_cmd_demo)
 
     r = sub.add_parser("run", help="run with a config file")

@@ -62,9 +62,7 @@ class ZoneConfig(Strict):
 
     id: str = _f("Zone id", "Unique within the camera.", pattern=ID_PATTERN)
     type: ZoneType = _f("Zone type", "What the zone means to the rules.")
-    polygon: list[Point] = _f(
-        "Polygon", "Vertices as relative (x, y) in 0..1; at least 3 points."
-    )
+    polygon: list[Point] = _f("Polygon", "Vertices as relative (x, y) in 0..1; at least 3 points.")
 
     @field_validator("polygon")
     @classmethod
@@ -109,20 +107,27 @@ class CameraProfile(Strict):
         default=False,
     )
     input_width: int = _f(
-        "Input width", "Frames are resized to this width (px) before inference.",
-        default=960, ge=64, le=7680,
+        "Input width",
+        "Frames are resized to this width (px) before inference.",
+        default=960,
+        ge=64,
+        le=7680,
     )
     input_height: int = _f(
-        "Input height", "Frames are resized to this height (px) before inference.",
-        default=540, ge=64, le=4320,
+        "Input height",
+        "Frames are resized to this height (px) before inference.",
+        default=540,
+        ge=64,
+        le=4320,
     )
     no_frame_timeout_s: float = _f(
-        "No-frame timeout", "A camera with no frame for this long is marked offline.",
-        default=10.0, gt=0, le=3600,
+        "No-frame timeout",
+        "A camera with no frame for this long is marked offline.",
+        default=10.0,
+        gt=0,
+        le=3600,
     )
-    transport: Literal["tcp", "udp"] = _f(
-        "RTSP transport", "RTSP lower transport.", default="tcp"
-    )
+    transport: Literal["tcp", "udp"] = _f("RTSP transport", "RTSP lower transport.", default="tcp")
     loop: bool = _f("Loop", "Loop file sources (replay and load tests).", default=False)
 
 
@@ -152,7 +157,8 @@ class CameraConfig(Strict):
     )
     enabled: bool = _f("Enabled", "Disabled cameras are not read.", default=True)
     detectors: list[Detector] = _f(
-        "Detectors", "Which detectors run on this camera.",
+        "Detectors",
+        "Which detectors run on this camera.",
         default_factory=lambda: list(Detector),
     )
     profile: CameraProfile = _f("Profile", "Analytics profile.", default_factory=CameraProfile)
@@ -184,7 +190,9 @@ class CameraConfig(Strict):
 class PersistenceConfig(Strict):
     """N-of-M persistence with hysteresis."""
 
-    on_frames: int = _f("On frames", "Frames with a detection needed to switch on.", default=3, ge=1)
+    on_frames: int = _f(
+        "On frames", "Frames with a detection needed to switch on.", default=3, ge=1
+    )
     window_frames: int = _f("Window", "Window the on_frames are counted in.", default=5, ge=1)
     off_frames: int = _f(
         "Off frames", "Consecutive quiet frames that switch the condition off.", default=10, ge=1
@@ -201,12 +209,15 @@ class ScheduleWindow(Strict):
     """A daily time window (local time of the deployment)."""
 
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = _f(
-        "Days", "Days of the week.",
+        "Days",
+        "Days of the week.",
         default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
     )
     start: str = _f("Start", "HH:MM.", default="00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     end: str = _f(
-        "End", "HH:MM; an end before the start crosses midnight.", default="24:00",
+        "End",
+        "HH:MM; an end before the start crosses midnight.",
+        default="24:00",
         pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$",
     )
 
@@ -228,15 +239,17 @@ class RuleConfig(Strict):
     type: RuleType = _f("Rule type", "How detections become an alert.")
     kind: AlertKind = _f("Alert kind", "Kind of alert raised.")
     classes: list[str] = _f(
-        "Classes", "Object classes the rule looks at (names of ObjectClass, lower case).",
+        "Classes",
+        "Object classes the rule looks at (names of ObjectClass, lower case).",
         default_factory=list,
     )
     cameras: list[str] = _f(
         "Cameras", "Camera id patterns (shell globs).", default_factory=lambda: ["*"]
     )
     zone_types: list[ZoneType] = _f(
-        "Zone types", "Only detections whose anchor lies in a zone of these types count "
-        "(empty: anywhere).", default_factory=list,
+        "Zone types",
+        "Only detections whose anchor lies in a zone of these types count (empty: anywhere).",
+        default_factory=list,
     )
     anchor: Literal["bottom_center", "center"] = _f(
         "Anchor", "Point of a box tested against zones and lines.", default="bottom_center"
@@ -249,8 +262,10 @@ class RuleConfig(Strict):
     count_min: int = _f("Count", "Objects needed at once (count rules).", default=1, ge=1)
     line_ids: list[str] = _f("Lines", "Lines watched (line_crossing rules).", default_factory=list)
     cooldown_s: float = _f(
-        "Cooldown", "No repeat alert per (camera, rule, subject) within this time.",
-        default=300, ge=0,
+        "Cooldown",
+        "No repeat alert per (camera, rule, subject) within this time.",
+        default=300,
+        ge=0,
     )
     severity: Severity = _f("Severity", "Severity of raised alerts.", default=Severity.MEDIUM)
     schedule: list[ScheduleWindow] = _f(
@@ -324,7 +339,8 @@ class TokenConfig(Strict):
     department: str = _f("Department", "Department id, or * for all departments.")
     scopes: list[Scope] = _f("Scopes", "Rights.", default_factory=lambda: [Scope.ALERTS_READ])
     token_env: str = _f(
-        "Token variable", "Environment variable holding the bearer token.",
+        "Token variable",
+        "Environment variable holding the bearer token.",
         pattern=r"^[A-Z_][A-Z0-9_]*$",
     )
 
@@ -332,17 +348,23 @@ class TokenConfig(Strict):
 class RetentionConfig(Strict):
     """How long data is kept (enforced with Redis TTLs)."""
 
-    alert_ttl_s: int = _f("Alert TTL", "Seconds alerts and their events are kept.",
-                          default=30 * 86400, ge=60)
-    evidence_ttl_s: int = _f("Evidence TTL", "Seconds snapshots are kept.",
-                             default=7 * 86400, ge=60)
-    plate_read_ttl_s: int = _f("Plate-read TTL", "Seconds plate reads are kept.",
-                               default=3 * 86400, ge=60)
-    audit_ttl_s: int = _f("Audit TTL", "Seconds audit records are kept.",
-                          default=365 * 86400, ge=86400)
+    alert_ttl_s: int = _f(
+        "Alert TTL", "Seconds alerts and their events are kept.", default=30 * 86400, ge=60
+    )
+    evidence_ttl_s: int = _f(
+        "Evidence TTL", "Seconds snapshots are kept.", default=7 * 86400, ge=60
+    )
+    plate_read_ttl_s: int = _f(
+        "Plate-read TTL", "Seconds plate reads are kept.", default=3 * 86400, ge=60
+    )
+    audit_ttl_s: int = _f(
+        "Audit TTL", "Seconds audit records are kept.", default=365 * 86400, ge=86400
+    )
     detections_max_age_s: int = _f(
-        "Detections age", "Acknowledged stream entries older than this are trimmed.",
-        default=3600, ge=60,
+        "Detections age",
+        "Acknowledged stream entries older than this are trimmed.",
+        default=3600,
+        ge=60,
     )
 
 
@@ -353,42 +375,49 @@ class RedisService(Strict):
     """Redis: external (url) or embedded (started by citysight)."""
 
     url: str | None = _f(
-        "URL", "redis://host:port/db of an external Redis; empty starts an embedded one.",
+        "URL",
+        "redis://host:port/db of an external Redis; empty starts an embedded one.",
         default=None,
     )
     password_env: str | None = _f(
         "Password variable", "Environment variable with the Redis password.", default=None
     )
-    embedded_port: int = _f("Embedded port", "Port of the embedded Redis.", default=6390,
-                            ge=1024, le=65535)
-    data_dir: str = _f("Data dir", "Embedded Redis data (AOF) directory.",
-                       default=".citysight/redis")
+    embedded_port: int = _f(
+        "Embedded port", "Port of the embedded Redis.", default=6390, ge=1024, le=65535
+    )
+    data_dir: str = _f(
+        "Data dir", "Embedded Redis data (AOF) directory.", default=".citysight/redis"
+    )
 
 
 class RayService(Strict):
     """Ray: external cluster (address) or a private local one."""
 
     address: str | None = _f(
-        "Address", "ray:// or host:port of a Ray cluster; empty starts a private local Ray.",
+        "Address",
+        "ray:// or host:port of a Ray cluster; empty starts a private local Ray.",
         default=None,
     )
     num_cpus: int | None = _f("CPUs", "CPUs given to the local Ray.", default=None, ge=1)
-    temp_dir: str = _f("Temp dir", "Private temp dir of the local Ray.",
-                       default="/tmp/citysight-ray")
+    temp_dir: str = _f(
+        "Temp dir", "Private temp dir of the local Ray.", default="/tmp/citysight-ray"
+    )
 
 
 class InferenceService(Strict):
     """Where detectors run."""
 
     type: Literal["onnxruntime", "triton"] = _f(
-        "Backend", "onnxruntime: in-process; triton: a Triton server (embedded if no URL).",
+        "Backend",
+        "onnxruntime: in-process; triton: a Triton server (embedded if no URL).",
         default="onnxruntime",
     )
     triton_url: str | None = _f(
         "Triton URL", "host:port of Triton gRPC; empty starts the bundled server.", default=None
     )
     models_dir: str = _f(
-        "Models dir", "Directory with operator-supplied model files (see model_repo/manifest).",
+        "Models dir",
+        "Directory with operator-supplied model files (see model_repo/manifest).",
         default="model_repo/files",
     )
     timeout_ms: int = _f("Timeout", "Per-request timeout.", default=2000, ge=10, le=60000)
@@ -402,8 +431,11 @@ class HttpService(Strict):
     port: int = _f("Port", "Bind port.", default=8000, ge=1, le=65535)
     ingress_replicas: int = _f("Replicas", "Ingress replicas.", default=1, ge=1, le=64)
     max_connections: int = _f(
-        "Max connections", "Open requests + WebSockets per ingress replica.",
-        default=2000, ge=5, le=100000,
+        "Max connections",
+        "Open requests + WebSockets per ingress replica.",
+        default=2000,
+        ge=5,
+        le=100000,
     )
 
 
@@ -411,19 +443,24 @@ class StreamsService(Strict):
     """Stream ingest."""
 
     workers: int = _f("Workers", "Stream-worker actors.", default=1, ge=1, le=4096)
-    shards: int = _f("Shards", "Detections streams (citysight:detections:{0..n-1}).",
-                     default=4, ge=1, le=1024)
+    shards: int = _f(
+        "Shards", "Detections streams (citysight:detections:{0..n-1}).", default=4, ge=1, le=1024
+    )
     max_batch: int = _f("Max batch", "Frames per inference batch.", default=8, ge=1, le=256)
-    push_timeout_ms: int = _f("Push timeout", "Wait this long for a batch to fill.",
-                              default=40, ge=1, le=10000)
-    queue_frames: int = _f("Queue", "Frames buffered per camera (drop-oldest).",
-                           default=2, ge=1, le=1000)
+    push_timeout_ms: int = _f(
+        "Push timeout", "Wait this long for a batch to fill.", default=40, ge=1, le=10000
+    )
+    queue_frames: int = _f(
+        "Queue", "Frames buffered per camera (drop-oldest).", default=2, ge=1, le=1000
+    )
     allowed_url_schemes: list[str] = _f(
-        "Allowed schemes", "URL schemes accepted from the camera API.",
+        "Allowed schemes",
+        "URL schemes accepted from the camera API.",
         default_factory=lambda: ["rtsp", "rtsps"],
     )
-    max_restarts: int = _f("Restarts", "Reader restarts allowed per restart window.",
-                           default=5, ge=1)
+    max_restarts: int = _f(
+        "Restarts", "Reader restarts allowed per restart window.", default=5, ge=1
+    )
     restart_window_s: float = _f("Restart window", "Window for max_restarts.", default=60, gt=0)
 
 
@@ -448,7 +485,8 @@ class MapConfig(Strict):
     """The map page."""
 
     tile_url: str | None = _f(
-        "Tile URL", "XYZ tile server template; empty draws a plain background with a graticule.",
+        "Tile URL",
+        "XYZ tile server template; empty draws a plain background with a graticule.",
         default=None,
     )
     overlays: list[GeoOverlay] = _f("Overlays", "GeoJSON overlays.", default_factory=list)
@@ -460,12 +498,11 @@ class CitysightConfig(Strict):
     version: Literal[1] = _f("Version", "Config format version.", default=1)
     cameras: list[CameraConfig] = _f("Cameras", "Cameras.", default_factory=list)
     rules: list[RuleConfig] = _f("Rules", "Alert rules.", default_factory=list)
-    plate_hotlist: list[HotlistEntry] = _f("Hotlist", "Plates of interest.",
-                                           default_factory=list)
-    departments: list[DepartmentConfig] = _f("Departments", "Departments.",
-                                             default_factory=list)
-    routing: list[RouteConfig] = _f("Routing", "Kind/jurisdiction to department; first match "
-                                    "wins.", default_factory=list)
+    plate_hotlist: list[HotlistEntry] = _f("Hotlist", "Plates of interest.", default_factory=list)
+    departments: list[DepartmentConfig] = _f("Departments", "Departments.", default_factory=list)
+    routing: list[RouteConfig] = _f(
+        "Routing", "Kind/jurisdiction to department; first match wins.", default_factory=list
+    )
     tokens: list[TokenConfig] = _f("Tokens", "API principals.", default_factory=list)
     retention: RetentionConfig = _f("Retention", "TTLs.", default_factory=RetentionConfig)
     services: ServicesConfig = _f("Services", "Services.", default_factory=ServicesConfig)
@@ -568,8 +605,9 @@ def load_config(path: str | os.PathLike[str]) -> CitysightConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise ConfigError(str(p), [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) \
-            from None
+        raise ConfigError(
+            str(p), [f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]
+        ) from None
     return parse_config(data, str(p))
 
 
@@ -598,7 +636,9 @@ def schema_reference_markdown() -> str:
             tname = _type_name(ann)
             default = "required" if f.is_required() else _default_repr(f)
             bounds = ", ".join(
-                f"{k} {getattr(m, k)}" for m in f.metadata for k in ("ge", "gt", "le", "lt")
+                f"{k} {getattr(m, k)}"
+                for m in f.metadata
+                for k in ("ge", "gt", "le", "lt")
                 if getattr(m, k, None) is not None
             )
             desc = (f.description or "") + (f" ({bounds})" if bounds else "")
@@ -626,8 +666,13 @@ def _type_name(ann: Any) -> str:
         return " \\| ".join(f"`{m.value}`" for m in ann)
     if isinstance(ann, type):
         return ann.__name__
-    return str(ann).replace("typing.", "").replace("citysight.config.", "").replace(
-        "citysight.contracts.", "").replace("|", "\\|")
+    return (
+        str(ann)
+        .replace("typing.", "")
+        .replace("citysight.config.", "")
+        .replace("citysight.contracts.", "")
+        .replace("|", "\\|")
+    )
 
 
 def _default_repr(f: Any) -> str:

@@ -113,9 +113,7 @@ class FrameResult:
     frame_no: int
     width: int = 0
     height: int = 0
-    boxes: npt.NDArray[np.float32] = field(
-        default_factory=lambda: np.zeros((0, 4), np.float32)
-    )
+    boxes: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
     class_ids: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
     track_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -221,7 +219,7 @@ class FrameResult:
 
     def to_msgpack(self) -> bytes:
         """Compact binary form for Redis Streams: arrays travel as raw little-endian bytes."""
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             {
                 "v": self.schema_version,
                 "cam": self.camera_id,
@@ -239,6 +237,7 @@ class FrameResult:
             },
             use_bin_type=True,
         )
+        return packed
 
     @classmethod
     def from_msgpack(cls, data: bytes) -> FrameResult:
@@ -297,8 +296,9 @@ class FrameBatch:
         n = len(self.frames)
         for name in ("camera_ids", "frame_nos", "frame_times", "detectors"):
             if len(getattr(self, name)) != n:
-                raise ContractError(f"FrameBatch.{name} has {len(getattr(self, name))} items, "
-                                    f"expected {n}")
+                raise ContractError(
+                    f"FrameBatch.{name} has {len(getattr(self, name))} items, expected {n}"
+                )
         for i, f in enumerate(self.frames):
             if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
                 raise ContractError(
@@ -358,7 +358,8 @@ class _Message(BaseModel):
 
     def to_msgpack(self) -> bytes:
         """Binary form for Redis."""
-        return msgpack.packb(self.model_dump(mode="json"), use_bin_type=True)
+        packed: bytes = msgpack.packb(self.model_dump(mode="json"), use_bin_type=True)
+        return packed
 
     @classmethod
     def from_msgpack(cls, data: bytes) -> Any:

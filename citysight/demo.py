@@ -25,10 +25,8 @@ _CAMERAS: list[tuple[str, str, str, float, float, str, list[str]]] = [
     ("cam-plate-01", "plate", "Binhai Ave / Longkun Rd", 20.0312, 110.3210, "longhua", ["plate"]),
     ("cam-face-01", "face", "City hall, service corridor", 20.0265, 110.3305, "longhua", ["face"]),
     ("cam-fire-01", "fire", "Old town warehouse row", 20.0456, 110.3420, "meilan", ["fire_smoke"]),
-    ("cam-smoke-01", "smoke", "Xiuying port roofs", 20.0180, 110.2870, "xiuying",
-     ["fire_smoke"]),
-    ("cam-vending-01", "vending", "Jiefang Rd pavement", 20.0395, 110.3380, "meilan",
-     ["vending"]),
+    ("cam-smoke-01", "smoke", "Xiuying port roofs", 20.0180, 110.2870, "xiuying", ["fire_smoke"]),
+    ("cam-vending-01", "vending", "Jiefang Rd pavement", 20.0395, 110.3380, "meilan", ["vending"]),
 ]
 
 
@@ -46,8 +44,9 @@ def demo_tokens() -> dict[str, str]:
     return out
 
 
-def demo_config_dict(clip_dir: Path, *, port: int = 8000, redis_port: int = 6390,
-                     workdir: Path = Path(".citysight")) -> dict[str, Any]:
+def demo_config_dict(
+    clip_dir: Path, *, port: int = 8000, redis_port: int = 6390, workdir: Path = Path(".citysight")
+) -> dict[str, Any]:
     """The demo configuration as a plain document (also written as an example file)."""
     from streams.synthetic.clips import VENDING_STALL_REGION
 
@@ -65,53 +64,118 @@ def demo_config_dict(clip_dir: Path, *, port: int = 8000, redis_port: int = 6390
             "longitude": lon,
             "jurisdiction": juris,
             "detectors": dets,
-            "profile": {"analytics_fps": 2.0, "input_width": 960, "input_height": 540,
-                        "loop": True, "no_frame_timeout_s": 10.0},
+            "profile": {
+                "analytics_fps": 2.0,
+                "input_width": 960,
+                "input_height": 540,
+                "loop": True,
+                "no_frame_timeout_s": 10.0,
+            },
         }
         if scene == "vending":
-            cam["zones"] = [{
-                "id": "pavement", "type": "no_vending",
-                "polygon": [[vx1, vy1], [vx2, vy1], [vx2, vy2], [vx1, vy2]],
-            }]
+            cam["zones"] = [
+                {
+                    "id": "pavement",
+                    "type": "no_vending",
+                    "polygon": [[vx1, vy1], [vx2, vy1], [vx2, vy2], [vx1, vy2]],
+                }
+            ]
         if scene == "face":
-            cam["zones"] = [{
-                "id": "corridor", "type": "restricted",
-                "polygon": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
-            }]
+            cam["zones"] = [
+                {
+                    "id": "corridor",
+                    "type": "restricted",
+                    "polygon": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
+                }
+            ]
         cameras.append(cam)
-    all_scopes = ["alerts:read", "alerts:dispatch", "cameras:write", "rules:write",
-                  "evidence:unredacted", "plates:query", "audit:read"]
+    all_scopes = [
+        "alerts:read",
+        "alerts:dispatch",
+        "cameras:write",
+        "rules:write",
+        "evidence:unredacted",
+        "plates:query",
+        "audit:read",
+    ]
     return {
         "version": 1,
         "cameras": cameras,
         "rules": [
-            {"id": "fire", "type": "presence", "kind": "fire", "classes": ["fire"],
-             "min_score": 0.3, "persistence": {"on_frames": 3, "window_frames": 5,
-                                               "off_frames": 10},
-             "cooldown_s": 120, "severity": "critical"},
-            {"id": "smoke", "type": "presence", "kind": "smoke", "classes": ["smoke"],
-             "min_score": 0.3, "persistence": {"on_frames": 3, "window_frames": 5,
-                                               "off_frames": 10},
-             "cooldown_s": 120, "severity": "high"},
-            {"id": "vending", "type": "dwell", "kind": "vending",
-             "classes": ["person", "umbrella", "table", "chair", "cart", "stall",
-                         "bicycle", "motorcycle"],
-             "zone_types": ["no_vending"], "dwell_s": 15, "min_score": 0.3,
-             "cooldown_s": 300, "severity": "low"},
-            {"id": "face-restricted", "type": "presence", "kind": "face", "classes": ["face"],
-             "zone_types": ["restricted"], "anchor": "center", "min_score": 0.5,
-             "persistence": {"on_frames": 2, "window_frames": 3, "off_frames": 6},
-             "cooldown_s": 120, "severity": "medium"},
-            {"id": "plate-hotlist", "type": "plate_hotlist", "kind": "plate",
-             "classes": ["plate"], "min_score": 0.3, "cooldown_s": 120, "severity": "high"},
+            {
+                "id": "fire",
+                "type": "presence",
+                "kind": "fire",
+                "classes": ["fire"],
+                "min_score": 0.3,
+                "persistence": {"on_frames": 3, "window_frames": 5, "off_frames": 10},
+                "cooldown_s": 120,
+                "severity": "critical",
+            },
+            {
+                "id": "smoke",
+                "type": "presence",
+                "kind": "smoke",
+                "classes": ["smoke"],
+                "min_score": 0.3,
+                "persistence": {"on_frames": 3, "window_frames": 5, "off_frames": 10},
+                "cooldown_s": 120,
+                "severity": "high",
+            },
+            {
+                "id": "vending",
+                "type": "dwell",
+                "kind": "vending",
+                "classes": [
+                    "person",
+                    "umbrella",
+                    "table",
+                    "chair",
+                    "cart",
+                    "stall",
+                    "bicycle",
+                    "motorcycle",
+                ],
+                "zone_types": ["no_vending"],
+                "dwell_s": 15,
+                "min_score": 0.3,
+                "cooldown_s": 300,
+                "severity": "low",
+            },
+            {
+                "id": "face-restricted",
+                "type": "presence",
+                "kind": "face",
+                "classes": ["face"],
+                "zone_types": ["restricted"],
+                "anchor": "center",
+                "min_score": 0.5,
+                "persistence": {"on_frames": 2, "window_frames": 3, "off_frames": 6},
+                "cooldown_s": 120,
+                "severity": "medium",
+            },
+            {
+                "id": "plate-hotlist",
+                "type": "plate_hotlist",
+                "kind": "plate",
+                "classes": ["plate"],
+                "min_score": 0.3,
+                "cooldown_s": 120,
+                "severity": "high",
+            },
         ],
-        "plate_hotlist": [{"plate": "琼A12345", "reason": "reported stolen (demo)",
-                           "severity": "high"}],
+        "plate_hotlist": [
+            {"plate": "琼A12345", "reason": "reported stolen (demo)", "severity": "high"}
+        ],
         "departments": [
             {"id": "duty", "name": "Duty supervisors", "ack_sla_s": 600},
             {"id": "police", "name": "Traffic police", "supervisor": "duty", "ack_sla_s": 300},
-            {"id": "enforcement", "name": "City enforcement", "supervisor": "duty",
-             "ack_sla_s": 900},
+            {
+                "id": "enforcement",
+                "name": "City enforcement",
+                "supervisor": "duty",
+                "ack_sla_s": 900,
+            },
             {"id": "fire", "name": "Fire and emergency", "supervisor": "duty", "ack_sla_s": 120},
         ],
         "routing": [
@@ -123,17 +187,34 @@ def demo_config_dict(clip_dir: Path, *, port: int = 8000, redis_port: int = 6390
             {"kind": "camera_offline", "department": "duty"},
         ],
         "tokens": [
-            {"name": "admin", "role": "admin", "department": "*", "scopes": all_scopes,
-             "token_env": "CITYSIGHT_DEMO_TOKEN_ADMIN"},
-            {"name": "police", "role": "police", "department": "police",
-             "scopes": ["alerts:read", "alerts:dispatch", "plates:query"],
-             "token_env": "CITYSIGHT_DEMO_TOKEN_POLICE"},
-            {"name": "enforcement", "role": "enforcement", "department": "enforcement",
-             "scopes": ["alerts:read", "alerts:dispatch"],
-             "token_env": "CITYSIGHT_DEMO_TOKEN_ENFORCEMENT"},
-            {"name": "fire", "role": "fire", "department": "fire",
-             "scopes": ["alerts:read", "alerts:dispatch"],
-             "token_env": "CITYSIGHT_DEMO_TOKEN_FIRE"},
+            {
+                "name": "admin",
+                "role": "admin",
+                "department": "*",
+                "scopes": all_scopes,
+                "token_env": "CITYSIGHT_DEMO_TOKEN_ADMIN",
+            },
+            {
+                "name": "police",
+                "role": "police",
+                "department": "police",
+                "scopes": ["alerts:read", "alerts:dispatch", "plates:query"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_POLICE",
+            },
+            {
+                "name": "enforcement",
+                "role": "enforcement",
+                "department": "enforcement",
+                "scopes": ["alerts:read", "alerts:dispatch"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_ENFORCEMENT",
+            },
+            {
+                "name": "fire",
+                "role": "fire",
+                "department": "fire",
+                "scopes": ["alerts:read", "alerts:dispatch"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_FIRE",
+            },
         ],
         "services": {
             "redis": {"embedded_port": redis_port, "data_dir": str(workdir / "redis")},

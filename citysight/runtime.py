@@ -63,8 +63,9 @@ def resolve_principals(cfg: CitysightConfig) -> dict[str, dict[str, Any]]:
 
 def make_infer(inference_json: str, models_dir: str) -> Callable[..., Any]:
     """Inference callable built inside a stream worker (so models load in that process)."""
-    from citysight.config import InferenceService
     from inference.client import create_client
+
+    from citysight.config import InferenceService
 
     client = create_client(InferenceService.model_validate_json(inference_json), Path(models_dir))
     return client.infer  # type: ignore[no-any-return]
@@ -112,7 +113,8 @@ class Runtime:
         if not models.exists():
             logger.warning(
                 "models dir %s does not exist: detectors use their fallback tiers "
-                "(run `citysight models install --from DIR` to add model files)", models
+                "(run `citysight models install --from DIR` to add model files)",
+                models,
             )
         for cam in self.cfg.cameras:
             if cam.enabled and "://" not in cam.url and not Path(cam.url).exists():
@@ -190,12 +192,13 @@ class Runtime:
 
     def _start_serve(self) -> None:
         from ray import serve
-
         from serve_app.app import build_app
 
         http = self.cfg.services.http
-        serve.start(http_options={"host": http.host, "port": http.port}, logging_config={
-            "log_level": "WARNING"})
+        serve.start(
+            http_options={"host": http.host, "port": http.port},
+            logging_config={"log_level": "WARNING"},
+        )
         self.serve_started = True
         app = build_app({"config": self.cfg.model_dump(mode="json"), "redis_url": self.redis_url})
         serve.run(app, name="citysight", route_prefix="/", blocking=False)
@@ -243,7 +246,7 @@ class Runtime:
         if self.serve_started:
             from ray import serve
 
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
             self.serve_started = False
 
     def _stop_ray(self) -> None:
@@ -267,16 +270,20 @@ class Runtime:
 def _print_banner(cfg: CitysightConfig, demo: bool) -> None:
     http = cfg.services.http
     base = f"http://{http.host}:{http.port}"
-    print(f"citysight is running: map {base}/  health {base}/health  "
-          f"WebSocket ws://{http.host}:{http.port}/ws", flush=True)
+    print(
+        f"citysight is running: map {base}/  health {base}/health  "
+        f"WebSocket ws://{http.host}:{http.port}/ws",
+        flush=True,
+    )
     if demo:
         for t in cfg.tokens:
             print(f"  token {t.role:<12} {os.environ.get(t.token_env, '')}", flush=True)
         print("  (synthetic demo cameras; Ctrl-C stops everything)", flush=True)
 
 
-def run_forever(cfg: CitysightConfig, *, workdir: Path, duration_s: float | None = None,
-                demo: bool = False) -> int:
+def run_forever(
+    cfg: CitysightConfig, *, workdir: Path, duration_s: float | None = None, demo: bool = False
+) -> int:
     """Start, wait for Ctrl-C/SIGTERM (or ``duration_s``), stop. Returns the exit code."""
     workdir.mkdir(parents=True, exist_ok=True)
     if demo:

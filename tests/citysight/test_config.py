@@ -8,14 +8,23 @@ from typing import Any
 
 import pytest
 
-from citysight.config import ConfigError, json_schema, load_config, parse_config, \
-    schema_reference_markdown
+from citysight.config import (
+    ConfigError,
+    json_schema,
+    load_config,
+    parse_config,
+    schema_reference_markdown,
+)
 from citysight.contracts import AlertKind
 
 
 def _cam(i: int, **kw: Any) -> dict[str, Any]:
-    c: dict[str, Any] = {"id": f"cam-{i}", "url": f"rtsp://10.0.0.{i}/main", "latitude": 20.0,
-                         "longitude": 110.3}
+    c: dict[str, Any] = {
+        "id": f"cam-{i}",
+        "url": f"rtsp://10.0.0.{i}/main",
+        "latitude": 20.0,
+        "longitude": 110.3,
+    }
     c.update(kw)
     return c
 
@@ -35,27 +44,70 @@ def test_minimal_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [
-        ({"cameras": [_cam(0), _cam(1), _cam(2), _cam(3, zones=[
-            {"id": "z", "type": "no_vending", "polygon": [[0, 0], [1, 1]]}])]},
-         "cameras[3].zones[0].polygon: needs at least 3 points"),
+        (
+            {
+                "cameras": [
+                    _cam(0),
+                    _cam(1),
+                    _cam(2),
+                    _cam(3, zones=[{"id": "z", "type": "no_vending", "polygon": [[0, 0], [1, 1]]}]),
+                ]
+            },
+            "cameras[3].zones[0].polygon: needs at least 3 points",
+        ),
         ({"cameras": [_cam(1, lattitude=3)]}, "cameras[0].lattitude: unknown key (typo?)"),
         ({"cameras": [_cam(1, latitude=95)]}, "cameras[0].latitude: Input should be less than"),
-        ({"cameras": [_cam(1, profile={"analytics_fps": 0})]},
-         "cameras[0].profile.analytics_fps: Input should be greater than 0"),
-        ({"cameras": [_cam(1, url="rtsp://admin:secret@10.0.0.1/x")]},
-         "cameras[0].url: the URL holds a password"),
-        ({"cameras": [_cam(1, zones=[{"id": "z", "type": "parking",
-                                      "polygon": [[0, 0], [1, 0], [1, 1]]}])]},
-         "cameras[0].zones[0].type: Input should be"),
-        ({"rules": [{"id": "r", "type": "presence", "kind": "fire", "classes": ["dragon"]}]},
-         "rules[0].classes: unknown classes ['dragon']"),
-        ({"rules": [{"id": "r", "type": "presence", "kind": "fire",
-                     "persistence": {"on_frames": 6, "window_frames": 5}}]},
-         "rules[0].persistence: on_frames cannot exceed window_frames"),
-        ({"departments": [{"id": "fire"}], "routing": [{"kind": "fire", "department": "police"}]},
-         "unknown department 'police'"),
-        ({"tokens": [{"name": "a", "role": "admin", "department": "*",
-                      "token_env": "lower-case"}]}, "tokens[0].token_env: String should match"),
+        (
+            {"cameras": [_cam(1, profile={"analytics_fps": 0})]},
+            "cameras[0].profile.analytics_fps: Input should be greater than 0",
+        ),
+        (
+            {"cameras": [_cam(1, url="rtsp://admin:secret@10.0.0.1/x")]},
+            "cameras[0].url: the URL holds a password",
+        ),
+        (
+            {
+                "cameras": [
+                    _cam(
+                        1,
+                        zones=[{"id": "z", "type": "parking", "polygon": [[0, 0], [1, 0], [1, 1]]}],
+                    )
+                ]
+            },
+            "cameras[0].zones[0].type: Input should be",
+        ),
+        (
+            {"rules": [{"id": "r", "type": "presence", "kind": "fire", "classes": ["dragon"]}]},
+            "rules[0].classes: unknown classes ['dragon']",
+        ),
+        (
+            {
+                "rules": [
+                    {
+                        "id": "r",
+                        "type": "presence",
+                        "kind": "fire",
+                        "persistence": {"on_frames": 6, "window_frames": 5},
+                    }
+                ]
+            },
+            "rules[0].persistence: on_frames cannot exceed window_frames",
+        ),
+        (
+            {
+                "departments": [{"id": "fire"}],
+                "routing": [{"kind": "fire", "department": "police"}],
+            },
+            "unknown department 'police'",
+        ),
+        (
+            {
+                "tokens": [
+                    {"name": "a", "role": "admin", "department": "*", "token_env": "lower-case"}
+                ]
+            },
+            "tokens[0].token_env: String should match",
+        ),
         ({"services": {"http": {"port": 70000}}}, "services.http.port: Input should be less"),
         ({"cameras": [_cam(1), _cam(1)]}, "camera ids repeat: cam-1"),
         ([1, 2], "(top level): must be a mapping"),
@@ -71,7 +123,10 @@ def test_every_problem_is_reported_not_just_the_first() -> None:
     problems = _problems(doc)
     assert len(problems) == 3
     assert [p.split(":")[0] for p in problems] == [
-        "cameras[0].latitude", "cameras[1].longitude", "cameras[2].colour"]
+        "cameras[0].latitude",
+        "cameras[1].longitude",
+        "cameras[2].colour",
+    ]
 
 
 def test_load_config_file_errors(tmp_path: Path) -> None:
@@ -87,14 +142,16 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
 
 
 def test_routing_first_match_and_jurisdiction_globs() -> None:
-    cfg = parse_config({
-        "departments": [{"id": "fire"}, {"id": "police"}, {"id": "meilan-police"}],
-        "routing": [
-            {"kind": "plate", "jurisdiction": "meilan*", "department": "meilan-police"},
-            {"kind": "plate", "department": "police"},
-            {"kind": "*", "department": "fire"},
-        ],
-    })
+    cfg = parse_config(
+        {
+            "departments": [{"id": "fire"}, {"id": "police"}, {"id": "meilan-police"}],
+            "routing": [
+                {"kind": "plate", "jurisdiction": "meilan*", "department": "meilan-police"},
+                {"kind": "plate", "department": "police"},
+                {"kind": "*", "department": "fire"},
+            ],
+        }
+    )
     assert cfg.route(AlertKind.PLATE, "meilan-north") == "meilan-police"
     assert cfg.route(AlertKind.PLATE, "longhua") == "police"
     assert cfg.route(AlertKind.SMOKE, "longhua") == "fire"

@@ -64,8 +64,9 @@ def test_empty_frame_result_round_trip() -> None:
 
 
 def test_untracked_detections_get_minus_one() -> None:
-    fr = FrameResult(camera_id="c", frame_time=1.0, frame_no=0, boxes=[[0, 0, 1, 1]],
-                     scores=[0.5], class_ids=[0])
+    fr = FrameResult(
+        camera_id="c", frame_time=1.0, frame_no=0, boxes=[[0, 0, 1, 1]], scores=[0.5], class_ids=[0]
+    )
     assert fr.track_ids.tolist() == [-1]
 
 
@@ -74,22 +75,37 @@ def test_untracked_detections_get_minus_one() -> None:
     [
         ({"boxes": [[0, 0, 1, 1]], "scores": [0.5, 0.6], "class_ids": [0, 0]}, ContractError),
         ({"boxes": [[0, 0, 1, 1]], "scores": [0.5], "class_ids": [0, 1]}, ContractError),
-        ({"boxes": [[0, 0, 1, 1]], "scores": [0.5], "class_ids": [0],
-          "extra": {"plate_text": []}}, ContractError),
+        (
+            {
+                "boxes": [[0, 0, 1, 1]],
+                "scores": [0.5],
+                "class_ids": [0],
+                "extra": {"plate_text": []},
+            },
+            ContractError,
+        ),
         ({"camera_id": ""}, ContractError),
     ],
 )
-def test_frame_result_rejects_inconsistent_arrays(kwargs: dict[str, object],
-                                                  error: type[Exception]) -> None:
+def test_frame_result_rejects_inconsistent_arrays(
+    kwargs: dict[str, object], error: type[Exception]
+) -> None:
     base: dict[str, object] = {"camera_id": "c", "frame_time": 1.0, "frame_no": 0}
     base.update(kwargs)
     with pytest.raises(error):
         FrameResult(**base)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("data", [b"", b"\xc1", msgpack.packb([1, 2]),
-                                  msgpack.packb({"v": 1, "cam": "c"}),
-                                  msgpack.packb({"v": -3, "cam": "c"})])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb([1, 2]),
+        msgpack.packb({"v": 1, "cam": "c"}),
+        msgpack.packb({"v": -3, "cam": "c"}),
+    ],
+)
 def test_frame_result_rejects_garbage(data: bytes) -> None:
     with pytest.raises(ContractError):
         FrameResult.from_msgpack(data)
@@ -115,8 +131,14 @@ def test_select_and_concat() -> None:
     fr = _fr()
     one = fr.select(np.array([False, True]))
     assert one.extra["plate_text"] == ["琼B6789D"]
-    empty_face = FrameResult(camera_id="cam-1", frame_time=fr.frame_time, frame_no=42,
-                             boxes=[[1, 1, 2, 2]], scores=[0.7], class_ids=[0])
+    empty_face = FrameResult(
+        camera_id="cam-1",
+        frame_time=fr.frame_time,
+        frame_no=42,
+        boxes=[[1, 1, 2, 2]],
+        scores=[0.7],
+        class_ids=[0],
+    )
     both = FrameResult.concat([fr, empty_face])
     assert len(both) == 3 and both.extra["plate_text"][-1] is None
 
@@ -124,8 +146,11 @@ def test_select_and_concat() -> None:
 def _alert(**kw: object) -> Alert:
     base: dict[str, object] = dict(
         id=make_alert_id("cam-1", "fire", "zone-a", 1700000000.7),
-        kind=AlertKind.FIRE, severity=Severity.CRITICAL, camera_id="cam-1",
-        location=Location(lat=20.03, lon=110.32), department="fire",
+        kind=AlertKind.FIRE,
+        severity=Severity.CRITICAL,
+        camera_id="cam-1",
+        location=Location(lat=20.03, lon=110.32),
+        department="fire",
         started_at=datetime(2026, 11, 23, 10, 0, tzinfo=UTC),
     )
     base.update(kw)
@@ -143,8 +168,16 @@ def test_alert_round_trips_and_api_shape() -> None:
     a = _alert()
     assert Alert.from_msgpack(a.to_msgpack()) == a
     api = a.to_api()
-    for key in ("id", "kind", "severity", "camera_id", "department", "state", "started_at",
-                "location"):
+    for key in (
+        "id",
+        "kind",
+        "severity",
+        "camera_id",
+        "department",
+        "state",
+        "started_at",
+        "location",
+    ):
         assert key in api
     assert api["location"] == {"lat": 20.03, "lon": 110.32}
     assert api["started_at"].startswith("2026-11-23T10:00:00")
@@ -161,8 +194,12 @@ def test_alert_schema_evolution() -> None:
 
 @pytest.mark.parametrize(
     ("change", "ok"),
-    [({"severity": "apocalyptic"}, False), ({"location": {"lat": 91, "lon": 0}}, False),
-     ({"kind": "vending"}, True), ({"state": "closed"}, True)],
+    [
+        ({"severity": "apocalyptic"}, False),
+        ({"location": {"lat": 91, "lon": 0}}, False),
+        ({"kind": "vending"}, True),
+        ({"state": "closed"}, True),
+    ],
 )
 def test_alert_validation(change: dict[str, object], ok: bool) -> None:
     d = _alert().to_api()
@@ -175,11 +212,22 @@ def test_alert_validation(change: dict[str, object], ok: bool) -> None:
 
 
 def test_alert_event_and_camera_status_round_trip() -> None:
-    ev = AlertEvent(alert_id="al_x", seq=1, from_state=AlertState.RAISED,
-                    to_state=AlertState.ASSIGNED, actor="police", unit="P-12", note="on it")
+    ev = AlertEvent(
+        alert_id="al_x",
+        seq=1,
+        from_state=AlertState.RAISED,
+        to_state=AlertState.ASSIGNED,
+        actor="police",
+        unit="P-12",
+        note="on it",
+    )
     assert AlertEvent.from_msgpack(ev.to_msgpack()) == ev
-    st = CameraStatus(camera_id="cam-1", state=CameraState.OFFLINE, reason="no frame for 10 s",
-                      metrics={"frames_in": 10.0})
+    st = CameraStatus(
+        camera_id="cam-1",
+        state=CameraState.OFFLINE,
+        reason="no frame for 10 s",
+        metrics={"frames_in": 10.0},
+    )
     assert CameraStatus.from_msgpack(st.to_msgpack()) == st
 
 
