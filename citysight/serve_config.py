@@ -1,0 +1,65 @@
+"""The Ray Serve config (``serveConfigV2``) generated from the same config as a local run.
+
+``infra/k8s/rayservice.yaml`` embeds this output; a test regenerates it and compares, so the
+cluster deployment and ``citysight run`` cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import yaml
+
+from citysight.config import CitysightConfig
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "citysight"
+IMPORT_PATH = "serve_app.app:build_app"
+
+
+def build_serve_config(
+    cfg: CitysightConfig,
+    *,
+    config_path: str = "/etc/citysight/citysight.yaml",
+    rules_replicas: int = 2,
+) -> dict[str, Any]:
+    """``serveConfigV2`` for a cluster running ``cfg``.
+
+    Args:
+        cfg: The deployment's config (the same file ``citysight run`` reads).
+        config_path: Where the config file is mounted in the Ray pods.
+        rules_replicas: Rules-consumer replicas (each owns a share of the detection shards).
+    """
+    http = cfg.services.http
+    return {
+        "applications": [
+            {
+                "name": APP_NAME,
+                "import_path": IMPORT_PATH,
+                "route_prefix": "/",
+                "args": {"config_path": config_path},
+                "deployments": [
+                    {
+                        "name": "Ingress",
+                        "num_replicas": max(2, http.ingress_replicas),
+                        # Each open WebSocket holds one slot for its whole life.
+                        "max_ongoing_requests": http.max_connections,
+                        "ray_actor_options": {"num_cpus": 1},
+                    },
+                    {
+                        "name": "RulesConsumer",
+                        "num_replicas": rules_replicas,
+                        "max_ongoing_requests": 100,
+                        "ray_actor_options": {"num_cpus": 2},
+                    },
+                ],
+            }
+        ]
+    }
+
+
+def serve_config_yaml(cfg: CitysightConfig, **kw: Any) -> str:
+    """:func:`build_serve_config` as YAML text (what goes into ``serveConfigV2``)."""
+    return yaml.safe_dump(build_serve_config(cfg, **kw), sort_keys=False)

@@ -1,0 +1,91 @@
+"""The citysight command line (run as a real subprocess where the exit code matters)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from citysight.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "citysight.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_config_check_ok(tmp_path: Path) -> None:
+    f = tmp_path / "ok.yaml"
+    f.write_text(
+        "cameras:\n  - {id: c1, url: 'rtsp://127.0.0.1/x', latitude: 20, longitude: 110}\n"
+    )
+    res = _run("config", "check", str(f))
+    assert res.returncode == 0, res.stderr
+    assert "ok (1 cameras" in res.stdout
+
+
+def test_config_check_reports_every_problem_with_its_path(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text(
+        "cameras:\n"
+        "  - {id: c1, url: 'rtsp://127.0.0.1/x', latitude: 200, longitude: 110}\n"
+        "  - id: c2\n"
+        "    url: 'rtsp://127.0.0.1/y'\n"
+        "    latitude: 20\n"
+        "    longitude: 110\n"
+        "    zones: [{id: z, type: no_vending, polygon: [[0, 0], [1, 1]]}]\n"
+        "servics: {}\n"
+    )
+    res = _run("config", "check", str(f))
+    assert res.returncode == 1
+    assert "cameras[0].latitude" in res.stderr
+    assert "cameras[1].zones[0].polygon: needs at least 3 points" in res.stderr
+    assert "servics: unknown key (typo?)" in res.stderr
+    assert "3 problem(s)" in res.stderr
+
+
+def test_config_check_missing_file(tmp_path: Path) -> None:
+    res = _run("config", "check", str(tmp_path / "nope.yaml"))
+    assert res.returncode == 1 and "cannot read" in res.stderr
+
+
+def test_schema_json_and_markdown(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["config", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "citysight configuration"
+    out = tmp_path / "ref.md"
+    assert main(["config", "schema", "--markdown", "--out", str(out)]) == 0
+    assert "| `analytics_fps` |" in out.read_text()
+
+
+def test_unknown_command_is_an_error() -> None:
+    res = _run("frobnicate")
+    assert res.returncode == 2 and "invalid choice" in res.stderr
+
+
+def test_plan_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("benchmarks.planner.cli")
+    rc = main(
+        [
+            "plan",
+            "--cameras",
+            "7500",
+            "--resolution",
+            "1080p",
+            "--camera-fps",
+            "25",
+            "--gpu",
+            "H200",
+            "--planning-factor",
+            "1.0",
+            "--json",
+        ]
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    (h200,) = out["gpus"]
+    assert h200["gpu"] == "H200" and h200["decode_gpus"]["value"] == 35
