@@ -1,0 +1,1 @@
+"""Camera ingest: supervised readers, cross-camera mux, stream workers and their supervisor."""

@@ -1,0 +1,416 @@
+"""One supervised decode thread per camera (PyAV on CPU).
+
+The reader opens a file, RTSP or HTTP source, decodes (optionally keyframes only), samples
+to the camera's analytics fps, resizes to the detector input and hands each frame to
+``on_frame``. It owns the camera's lifecycle state (``starting``, ``running``, ``stalled``,
+``offline``, ``failed``, ``stopped``), reconnects with exponential backoff and jitter, and
+bounds its restarts per window (Frigate's watchdog: 5 per 60 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+
+from citysight.config import CameraConfig
+from citysight.contracts import CameraState, CameraStatus
+from streams.urls import (
+    FORBIDDEN_SCHEMES,
+    check_url,
+    ffmpeg_options,
+    redact_url,
+    scheme_of,
+    with_password,
+)
+
+logger = logging.getLogger(__name__)
+
+FrameCallback = Callable[[str, int, float, "npt.NDArray[np.uint8]"], None]
+StatusCallback = Callable[[CameraStatus], None]
+
+DEFAULT_MAX_PIXELS = 8192 * 8192
+LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
+
+
+class PermanentSourceError(Exception):
+    """The source cannot work without operator action (missing file, refused size...)."""
+
+
+@dataclass(slots=True)
+class ReaderOptions:
+    """Tunables of a reader that do not belong to the camera profile.
+
+    Attributes:
+        max_restarts: Restarts allowed per ``restart_window_s`` before ``failed``.
+        restart_window_s: Window of ``max_restarts``.
+        backoff_base_s: First reconnect delay.
+        backoff_max_s: Largest reconnect delay.
+        io_timeout_s: Open and read timeout of the source.
+        max_pixels: Streams declaring more pixels than this are refused before decoding.
+        pace_files: Deliver file sources at their native rate (a file behaves like a camera).
+        decode_threads: FFmpeg decode threads per camera (1 scales best with many cameras).
+        max_consecutive_errors: Decode errors in a row that force a reconnect.
+    """
+
+    max_restarts: int = 5
+    restart_window_s: float = 60.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    io_timeout_s: float = 5.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    pace_files: bool = True
+    decode_threads: int = 1
+    max_consecutive_errors: int = 200
+
+
+class _Metrics:
+    __slots__ = (
+        "decode_ms",
+        "errors",
+        "frames_in",
+        "frames_out",
+        "last_frame_mono",
+        "reconnects",
+        "skipped",
+    )
+
+    def __init__(self) -> None:
+        self.frames_in = 0
+        self.frames_out = 0
+        self.skipped = 0
+        self.decode_ms = 0.0
+        self.reconnects = 0
+        self.errors = 0
+        self.last_frame_mono = 0.0
+
+
+class CameraReader:
+    """Decode thread of one camera.
+
+    Args:
+        camera: The camera's config (URL, profile).
+        on_frame: Called as ``on_frame(camera_id, frame_no, frame_time, bgr)`` for every
+            sampled frame, from the decode thread; must not block (push into the mux).
+        on_status: Called with a :class:`CameraStatus` on every state change.
+        options: Reader tunables.
+    """
+
+    def __init__(
+        self,
+        camera: CameraConfig,
+        on_frame: FrameCallback,
+        on_status: StatusCallback | None = None,
+        options: ReaderOptions | None = None,
+    ) -> None:
+        self.camera = camera
+        self.on_frame = on_frame
+        self.on_status = on_status
+        self.opts = options or ReaderOptions()
+        self._m = _Metrics()
+        self._state = CameraState.STOPPED
+        self._reason = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._restarts: deque[float] = deque()
+        self._frame_no = 0
+        self._started_mono = 0.0
+        self._connected = False
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def camera_id(self) -> str:
+        """The camera's id."""
+        return self.camera.id
+
+    @property
+    def state(self) -> CameraState:
+        """Current lifecycle state."""
+        return self._state
+
+    @property
+    def reason(self) -> str:
+        """Why the reader is in its current state (empty when running)."""
+        return self._reason
+
+    def start(self) -> None:
+        """Start the decode thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._started_mono = time.monotonic()
+        self._set_state(CameraState.STARTING, "opening source")
+        self._thread = threading.Thread(
+            target=self._run, name=f"reader-{self.camera.id}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the decode thread and wait for it (the source is closed)."""
+        self._stop.set()
+        t = self._thread
+        if t is not None:
+            t.join(timeout_s)
+            if t.is_alive():
+                logger.warning("reader %s did not stop within %.1f s", self.camera.id, timeout_s)
+        self._thread = None
+        self._set_state(CameraState.STOPPED, "stopped")
+
+    def is_alive(self) -> bool:
+        """Whether the decode thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def metrics(self) -> dict[str, float]:
+        """Per-camera metrics (frames in/out, decode ms, reconnects, errors, frame age)."""
+        m = self._m
+        age = time.monotonic() - m.last_frame_mono if m.last_frame_mono else -1.0
+        return {
+            "frames_in": float(m.frames_in),
+            "frames_out": float(m.frames_out),
+            "skipped": float(m.skipped),
+            "decode_ms": round(m.decode_ms, 3),
+            "reconnects": float(m.reconnects),
+            "errors": float(m.errors),
+            "last_frame_age_s": round(age, 3),
+        }
+
+    def status(self) -> CameraStatus:
+        """The current state as a :class:`CameraStatus` (with metrics)."""
+        return CameraStatus(
+            camera_id=self.camera.id,
+            state=self._state,
+            reason=self._reason,
+            metrics=self.metrics(),
+        )
+
+    def check_health(self, now_mono: float | None = None) -> CameraState:
+        """Apply the no-frame timeout: ``stalled`` after half of it, ``offline`` after it.
+
+        Called by the reader itself and by the worker's health loop (the decode thread can
+        sit in a blocking read while a camera is cut).
+        """
+        now = time.monotonic() if now_mono is None else now_mono
+        st = self._state
+        if st in (CameraState.FAILED, CameraState.STOPPED) or self._stop.is_set():
+            return st
+        timeout = self.camera.profile.no_frame_timeout_s
+        last = self._m.last_frame_mono or self._started_mono
+        age = now - last
+        if age > timeout and st != CameraState.OFFLINE:
+            self._set_state(CameraState.OFFLINE, f"no frame for {age:.1f} s")
+        elif timeout / 2 < age <= timeout and st == CameraState.RUNNING:
+            self._set_state(CameraState.STALLED, f"no frame for {age:.1f} s")
+        return self._state
+
+    # -- internals --------------------------------------------------------------------
+
+    def _set_state(self, state: CameraState, reason: str = "") -> None:
+        with self._lock:
+            if state == self._state and reason == self._reason:
+                return
+            changed = state != self._state
+            self._state = state
+            self._reason = reason
+        if changed:
+            logger.info("camera %s: %s (%s)", self.camera.id, state.value, reason)
+            if self.on_status is not None:
+                try:
+                    self.on_status(self.status())
+                except Exception:
+                    logger.exception("status callback failed for camera %s", self.camera.id)
+
+    def _source(self) -> tuple[str, bool]:
+        """URL to open and whether it is a live source."""
+        url = self.camera.url
+        scheme = scheme_of(url)
+        if not scheme:
+            path = Path(url)
+            if not path.is_file():
+                raise PermanentSourceError(f"file not found: {url}")
+            return str(path), False
+        if scheme in FORBIDDEN_SCHEMES or any(p in FORBIDDEN_SCHEMES for p in scheme.split("+")):
+            raise PermanentSourceError(f"URL scheme {scheme!r} is not allowed")
+        try:
+            check_url(url, LIVE_SCHEMES)
+        except ValueError as exc:
+            raise PermanentSourceError(str(exc)) from None
+        return with_password(url, self.camera.url_password_env), True
+
+    def _budget_left(self) -> bool:
+        now = time.monotonic()
+        while self._restarts and now - self._restarts[0] > self.opts.restart_window_s:
+            self._restarts.popleft()
+        return len(self._restarts) < self.opts.max_restarts
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                url, live = self._source()
+            except (PermanentSourceError, ValueError) as exc:
+                self._m.errors += 1
+                self._set_state(CameraState.FAILED, str(exc))
+                return
+            got_frames = False
+            try:
+                got_frames = self._session(url, live)
+                if not live and not self.camera.profile.loop and not self._stop.is_set():
+                    self._set_state(CameraState.STOPPED, "end of file")
+                    return
+                reason = "stream ended"
+            except PermanentSourceError as exc:
+                self._m.errors += 1
+                self._set_state(CameraState.FAILED, str(exc))
+                return
+            except (av.FFmpegError, OSError, EOFError, RuntimeError) as exc:
+                self._m.errors += 1
+                reason = f"{type(exc).__name__}: {redact_url(str(exc))}"[:300]
+                logger.warning("camera %s: source error: %s", self.camera.id, reason)
+                if not live and not got_frames:
+                    # A file that cannot be opened or decoded will not heal by retrying.
+                    self._set_state(CameraState.FAILED, f"cannot read file: {reason}")
+                    return
+                if not live and not self.camera.profile.loop:
+                    self._set_state(CameraState.STOPPED, f"file ended early: {reason}")
+                    return
+            if self._stop.is_set():
+                return
+            attempt = 0 if got_frames else attempt + 1
+            if self._state == CameraState.RUNNING:
+                self._set_state(CameraState.STALLED, reason)
+            self.check_health()
+            if not self._budget_left():
+                self._set_state(
+                    CameraState.FAILED,
+                    f"{self.opts.max_restarts} restarts within "
+                    f"{self.opts.restart_window_s:.0f} s; last error: {reason}",
+                )
+                # Cool down until the oldest restart leaves the window, then try again.
+                wait = self.opts.restart_window_s - (time.monotonic() - self._restarts[0])
+                if self._stop.wait(max(wait, 0.1)):
+                    return
+            delay = min(self.opts.backoff_max_s, self.opts.backoff_base_s * 2 ** min(attempt, 16))
+            delay *= random.uniform(
+                0.5, 1.0
+            )  # jitter: cameras cut together do not reconnect together
+            end = time.monotonic() + delay
+            while not self._stop.is_set() and time.monotonic() < end:
+                self._stop.wait(min(0.25, max(end - time.monotonic(), 0)))
+                self.check_health()
+            if self._stop.is_set():
+                return
+            self._restarts.append(time.monotonic())
+            self._m.reconnects += 1
+
+    def _session(self, url: str, live: bool) -> bool:
+        """Open the source and decode until it ends; returns whether frames came."""
+        prof = self.camera.profile
+        opts = ffmpeg_options(url, transport=prof.transport, timeout_s=self.opts.io_timeout_s)
+        timeout = (self.opts.io_timeout_s, self.opts.io_timeout_s)
+        got = False
+        container: Any = av.open(url, options=opts, timeout=timeout)
+        try:
+            if not container.streams.video:
+                raise PermanentSourceError("source has no video stream")
+            stream = container.streams.video[0]
+            cc = stream.codec_context
+            w, h = int(cc.width or 0), int(cc.height or 0)
+            if w * h > self.opts.max_pixels:
+                raise PermanentSourceError(
+                    f"stream declares {w}x{h} ({w * h} pixels), more than the "
+                    f"{self.opts.max_pixels} allowed"
+                )
+            cc.thread_count = self.opts.decode_threads
+            cc.thread_type = "SLICE" if self.opts.decode_threads > 1 else "NONE"
+            if prof.keyframe_only:
+                cc.skip_frame = "NONKEY"
+            stream_fps = float(stream.average_rate or stream.guessed_rate or 25)
+            while not self._stop.is_set():
+                got |= self._decode_pass(container, stream, live, stream_fps)
+                if live or not prof.loop or self._stop.is_set():
+                    break
+                container.seek(0)
+                cc.flush_buffers()
+        finally:
+            container.close()
+        return got
+
+    def _decode_pass(self, container: Any, stream: Any, live: bool, stream_fps: float) -> bool:
+        prof = self.camera.profile
+        period = 1.0 / prof.analytics_fps
+        frame_dur = 1.0 / max(stream_fps, 1e-3)
+        next_emit = -1.0
+        t0_media: float | None = None
+        t0_wall = time.monotonic()
+        consecutive_errors = 0
+        got = False
+        size = (prof.input_width, prof.input_height)
+        for packet in container.demux(stream):
+            if self._stop.is_set():
+                break
+            if packet.size == 0:
+                continue
+            t_start = time.perf_counter()
+            try:
+                frames = packet.decode()
+                consecutive_errors = 0
+            except av.FFmpegError as exc:
+                self._m.errors += 1
+                consecutive_errors += 1
+                if consecutive_errors >= self.opts.max_consecutive_errors:
+                    raise RuntimeError(f"{consecutive_errors} decode errors in a row") from exc
+                continue
+            for frame in frames:
+                m = self._m
+                m.frames_in += 1
+                t_media = frame.time if frame.time is not None else m.frames_in * frame_dur
+                if t0_media is None:
+                    t0_media = t_media
+                rel = t_media - t0_media
+                if not live and self.opts.pace_files:
+                    # Deliver at the native rate so a file behaves like a live camera.
+                    lag = t0_wall + rel - time.monotonic()
+                    if lag > 0 and self._stop.wait(lag):
+                        return got
+                if rel + 1e-6 < next_emit:
+                    m.skipped += 1
+                    continue
+                next_emit = max(next_emit + period, rel) if next_emit >= 0 else rel + period
+                bgr = frame.to_ndarray(
+                    format="bgr24",
+                    width=size[0],
+                    height=size[1],
+                    interpolation="FAST_BILINEAR",
+                )
+                now = time.monotonic()
+                m.decode_ms = (
+                    0.9 * m.decode_ms + 0.1 * (time.perf_counter() - t_start) * 1e3
+                    if m.frames_out
+                    else (time.perf_counter() - t_start) * 1e3
+                )
+                m.last_frame_mono = now
+                m.frames_out += 1
+                self._frame_no += 1
+                got = True
+                if self._state != CameraState.RUNNING:
+                    self._set_state(CameraState.RUNNING, "")
+                try:
+                    self.on_frame(self.camera.id, self._frame_no, time.time(), bgr)
+                except Exception:
+                    m.errors += 1
+                    logger.exception("on_frame failed for camera %s", self.camera.id)
+            if live:
+                self.check_health()
+        return got
