@@ -1,0 +1,1 @@
+"""Triton backend: local server, model-repo python models, client and model installer."""
