@@ -44,7 +44,7 @@ def write_clip(
         (0, 255, 0),
         (255, 0, 255),
         (0, 0, 255),
-        (255, 0, 0),
+        (128, 128, 128),  # no pure red: red_blob_infer must see only the square
         (16, 16, 16),
     ]
     step = max(1, width // len(colours))

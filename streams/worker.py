@@ -1,0 +1,289 @@
+"""A stream worker: the readers of a shard of cameras, their mux and the inference loop.
+
+Decode threads push into the :class:`~streams.mux.FrameMux`; one inference thread takes
+batches, calls the injected ``infer`` and publishes each :class:`FrameResult` to
+``citysight:detections:{shard}`` (field ``d``, msgpack; never trimmed with MAXLEN). A
+health thread applies the no-frame timeouts, publishes state changes to
+``citysight:camera-status`` and refreshes the ``citysight:camera-health`` hash.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import ray
+import redis
+
+from citysight.config import CameraConfig, StreamsService
+from citysight.contracts import (
+    CAMERA_STATUS_STREAM,
+    CameraStatus,
+    FrameBatch,
+    FrameResult,
+    detections_stream,
+    shard_of,
+)
+from streams.mux import FrameMux
+from streams.reader import CameraReader, ReaderOptions
+
+logger = logging.getLogger(__name__)
+
+CAMERA_HEALTH_KEY = "citysight:camera-health"
+SNAPSHOT_KEY = "citysight:snap:{camera_id}:{frame_no}"
+SNAPSHOT_TTL_S = 600
+SNAPSHOT_MIN_INTERVAL_S = 1.0
+HEALTH_REFRESH_S = 2.0
+
+InferFn = Callable[[FrameBatch], list[FrameResult]]
+InferFactory = Callable[[], InferFn]
+
+
+class StreamWorker:
+    """Owns a set of cameras: readers, mux, inference loop and publishing.
+
+    Args:
+        cameras: Cameras to read (disabled ones are skipped).
+        streams_cfg: Ingest settings (batching, queues, restarts, shards).
+        redis_url: Redis for detections, snapshots and camera health.
+        infer_factory: Called once inside the worker (so a model loads in the actor
+            process); returns ``infer(batch) -> list[FrameResult]``.
+        reader_options: Reader tunables; restarts default to ``streams_cfg``'s.
+        autostart: Start threads in the constructor (what the Ray actor needs).
+    """
+
+    def __init__(
+        self,
+        cameras: list[CameraConfig],
+        streams_cfg: StreamsService,
+        redis_url: str,
+        infer_factory: InferFactory,
+        reader_options: ReaderOptions | None = None,
+        autostart: bool = True,
+    ) -> None:
+        self.cfg = streams_cfg
+        self.redis = redis.Redis.from_url(redis_url)
+        self.reader_options = reader_options or ReaderOptions(
+            max_restarts=streams_cfg.max_restarts, restart_window_s=streams_cfg.restart_window_s
+        )
+        self.mux = FrameMux(streams_cfg.queue_frames)
+        self._infer_factory = infer_factory
+        self._infer: InferFn | None = None
+        self._readers: dict[str, CameraReader] = {}
+        self._lock = threading.RLock()
+        self._status_q: queue.SimpleQueue[CameraStatus] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._last_snap: dict[str, float] = {}
+        self.published = 0
+        self.batches = 0
+        self.infer_errors = 0
+        self.publish_errors = 0
+        self.infer_ms = 0.0
+        self._initial = [c for c in cameras if c.enabled]
+        if autostart:
+            self.start()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the inference function and start the loops and the initial cameras."""
+        if self._threads:
+            return
+        self._infer = self._infer_factory()
+        self._stop.clear()
+        for target, name in ((self._infer_loop, "infer"), (self._health_loop, "health")):
+            t = threading.Thread(target=target, name=f"stream-worker-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        for cam in self._initial:
+            self.add_camera(cam)
+
+    def stop(self) -> None:
+        """Stop every reader and loop and wait for their threads."""
+        with self._lock:
+            readers = list(self._readers.values())
+            self._readers.clear()
+        for r in readers:
+            r._stop.set()  # signal all first, then join: stops in parallel
+        for r in readers:
+            r.stop()
+            self.mux.remove_camera(r.camera_id)
+        self._stop.set()
+        self.mux.close()
+        for t in self._threads:
+            t.join(10)
+        self._threads.clear()
+        self._drain_status()
+        self._write_health(list(readers))
+        self.redis.close()
+
+    # -- camera management ------------------------------------------------------------
+
+    def add_camera(self, camera: CameraConfig) -> None:
+        """Start reading a camera (replaces a reader with the same id)."""
+        if not camera.enabled:
+            self.remove_camera(camera.id)
+            return
+        with self._lock:
+            old = self._readers.pop(camera.id, None)
+        if old is not None:
+            old.stop()
+        self.mux.add_camera(camera.id, frozenset(d.value for d in camera.detectors))
+        reader = CameraReader(camera, self.mux.push, self._status_q.put, self.reader_options)
+        with self._lock:
+            self._readers[camera.id] = reader
+        reader.start()
+
+    def update_camera(self, camera: CameraConfig) -> None:
+        """Apply a changed camera config (restarts that camera's reader only)."""
+        self.add_camera(camera)
+
+    def remove_camera(self, camera_id: str) -> bool:
+        """Stop reading a camera; returns whether it was read here."""
+        with self._lock:
+            reader = self._readers.pop(camera_id, None)
+        if reader is None:
+            return False
+        reader.stop()
+        self.mux.remove_camera(camera_id)
+        self._drain_status()
+        self.redis.hset(CAMERA_HEALTH_KEY, camera_id, reader.status().model_dump_json())
+        return True
+
+    def camera_ids(self) -> list[str]:
+        """Ids of the cameras read by this worker."""
+        with self._lock:
+            return sorted(self._readers)
+
+    def statuses(self) -> dict[str, CameraStatus]:
+        """Current status (state, reason, metrics) of every camera."""
+        with self._lock:
+            readers = list(self._readers.values())
+        return {r.camera_id: self._status_with_drops(r) for r in readers}
+
+    def stats(self) -> dict[str, Any]:
+        """Worker and per-camera metrics."""
+        return {
+            "published": self.published,
+            "batches": self.batches,
+            "infer_errors": self.infer_errors,
+            "publish_errors": self.publish_errors,
+            "infer_ms": round(self.infer_ms, 3),
+            "cameras": {
+                cid: {"state": st.state.value, "reason": st.reason, **st.metrics}
+                for cid, st in self.statuses().items()
+            },
+        }
+
+    def ping(self) -> bool:
+        """Liveness probe for the supervisor."""
+        return True
+
+    # -- loops --------------------------------------------------------------------------
+
+    def _status_with_drops(self, reader: CameraReader) -> CameraStatus:
+        st = reader.status()
+        st.metrics["drops"] = float(self.mux.drops(reader.camera_id))
+        return st
+
+    def _infer_loop(self) -> None:
+        assert self._infer is not None
+        while not self._stop.is_set():
+            batch = self.mux.next_batch(self.cfg.max_batch, self.cfg.push_timeout_ms, 0.2)
+            if batch is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                results = self._infer(batch)
+            except Exception:
+                self.infer_errors += 1
+                logger.exception("inference failed on a batch of %d frames", len(batch))
+                continue
+            ms = (time.perf_counter() - t0) * 1e3
+            self.infer_ms = ms if not self.batches else 0.9 * self.infer_ms + 0.1 * ms
+            self.batches += 1
+            try:
+                self._publish(batch, results)
+            except redis.RedisError as exc:
+                self.publish_errors += 1
+                logger.warning("publishing %d results failed: %s", len(results), exc)
+
+    def _publish(self, batch: FrameBatch, results: list[FrameResult]) -> None:
+        keys = zip(batch.camera_ids, batch.frame_nos, strict=True)
+        frames = dict(zip(keys, batch.frames, strict=True))
+        pipe = self.redis.pipeline(transaction=False)
+        now = time.time()
+        for res in results:
+            if len(res):
+                frame = frames.get((res.camera_id, res.frame_no))
+                last = self._last_snap.get(res.camera_id, 0.0)
+                if frame is not None and now - last >= SNAPSHOT_MIN_INTERVAL_S:
+                    jpeg = _encode_jpeg(frame)
+                    if jpeg is not None:
+                        key = SNAPSHOT_KEY.format(camera_id=res.camera_id, frame_no=res.frame_no)
+                        pipe.set(key, jpeg, ex=SNAPSHOT_TTL_S)
+                        res.snapshot_key = key
+                        self._last_snap[res.camera_id] = now
+            res.published_at = time.time()
+            # No MAXLEN: trimming can drop entries still pending in a consumer group.
+            pipe.xadd(
+                detections_stream(shard_of(res.camera_id, self.cfg.shards)), {"d": res.to_msgpack()}
+            )
+        pipe.execute()
+        self.published += len(results)
+
+    def _drain_status(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        n = 0
+        while True:
+            try:
+                st = self._status_q.get_nowait()
+            except queue.Empty:
+                break
+            pipe.xadd(CAMERA_STATUS_STREAM, {"d": st.to_msgpack()})
+            pipe.hset(CAMERA_HEALTH_KEY, st.camera_id, st.model_dump_json())
+            n += 1
+        if n:
+            try:
+                pipe.execute()
+            except redis.RedisError as exc:
+                logger.warning("publishing %d camera status changes failed: %s", n, exc)
+
+    def _write_health(self, readers: list[CameraReader]) -> None:
+        if not readers:
+            return
+        mapping = {r.camera_id: self._status_with_drops(r).model_dump_json() for r in readers}
+        try:
+            self.redis.hset(CAMERA_HEALTH_KEY, mapping=mapping)
+        except redis.RedisError as exc:
+            logger.warning("camera health refresh failed: %s", exc)
+
+    def _health_loop(self) -> None:
+        next_refresh = 0.0
+        while not self._stop.wait(0.25):
+            with self._lock:
+                readers = list(self._readers.values())
+            now = time.monotonic()
+            for r in readers:
+                r.check_health(now)
+            self._drain_status()
+            if now >= next_refresh:
+                self._write_health(readers)
+                next_refresh = now + HEALTH_REFRESH_S
+
+
+def _encode_jpeg(frame: npt.NDArray[np.uint8], quality: int = 80) -> bytes | None:
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes() if ok else None
+
+
+# One Ray actor per worker; threads keep running between method calls.
+StreamWorkerActor = ray.remote(num_cpus=0.1, max_restarts=0)(StreamWorker)
