@@ -1,0 +1,448 @@
+"""Alerts in Redis: idempotent save, indexes, lifecycle transitions, SLA escalation."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from citysight.config import CitysightConfig
+from citysight.contracts import Alert, AlertEvent, AlertState
+from serve_app.store import keys
+from serve_app.store.feed import publish_feed
+from serve_app.store.lifecycle import (
+    FALSE_OUTCOMES,
+    UNACKNOWLEDGED,
+    AlertNotFound,
+    InvalidTransition,
+    check_transition,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AlertNotFound", "AlertStore", "InvalidTransition"]
+
+# One atomic step per alert: SET NX decides whether the alert is new; only a new alert gets
+# its "raised" event, its index entries and its feed message, so redelivered detections
+# (same deterministic id) can never add a second event or a second feed message.
+_SAVE_NEW = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+if ARGV[6] ~= '' then
+  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[5])
+  redis.call('EXPIRE', KEYS[6], ARGV[2])
+end
+local f = {}
+for i = 7, #ARGV do f[#f + 1] = ARGV[i] end
+redis.call('XADD', KEYS[5], '*', unpack(f))
+return 1
+"""
+
+_PAGE = 200
+
+
+def _ts(dt: datetime) -> float:
+    return dt.timestamp() if dt.tzinfo else dt.replace(tzinfo=UTC).timestamp()
+
+
+def _feed_fields(alert: Alert, type_: str, payload: dict[str, Any]) -> list[str]:
+    return [
+        "type", type_,
+        "department", alert.department,
+        "kind", alert.kind.value,
+        "camera_id", alert.camera_id,
+        "severity", alert.severity.value,
+        "lat", repr(float(alert.location.lat)),
+        "lon", repr(float(alert.location.lon)),
+        "d", json.dumps(payload, separators=(",", ":"), default=str),
+    ]  # fmt: skip
+
+
+class AlertStore:
+    """Alerts, their append-only events and indexes in Redis.
+
+    Args:
+        r: Redis client (with or without ``decode_responses``).
+        cfg: Configuration (retention TTLs, departments and their SLAs).
+        max_retries: Optimistic-lock retries of a transition before giving up.
+    """
+
+    def __init__(self, r: redis.Redis, cfg: CitysightConfig, *, max_retries: int = 50) -> None:
+        self.r = r
+        self.cfg = cfg
+        self.max_retries = max_retries
+        self._save = r.register_script(_SAVE_NEW)
+
+    @property
+    def ttl_s(self) -> int:
+        """Alert (and event log) time to live."""
+        return self.cfg.retention.alert_ttl_s
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def save_new(self, alerts: list[Alert]) -> list[Alert]:
+        """Save alerts that do not exist yet (idempotent by id), in one round trip.
+
+        New alerts get an ``AlertEvent(None → raised, actor="rules")``, are indexed by time
+        (all, department, incident) and published on the feed, atomically per alert.
+
+        Returns:
+            The alerts that were new (in input order).
+        """
+        if not alerts:
+            return []
+        now = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        prepared: list[Alert] = []
+        for alert in alerts:
+            a = alert.model_copy(update={"raised_at": alert.raised_at or now})
+            ev = AlertEvent(
+                alert_id=a.id,
+                seq=0,
+                from_state=None,
+                to_state=a.state,
+                actor="rules",
+                note=a.summary,
+            )
+            body = a.model_dump_json()
+            self._save(
+                keys=[
+                    keys.alert_key(a.id), keys.events_key(a.id), keys.ALERTS_ALL,
+                    keys.dept_index(a.department), keys.FEED_STREAM,
+                    keys.incident_key(a.incident_id or ""),
+                ],
+                args=[
+                    body, self.ttl_s, ev.model_dump_json(), _ts(a.started_at), a.id,
+                    a.incident_id or "", *_feed_fields(a, "alert", a.to_api()),
+                ],
+                client=pipe,
+            )  # fmt: skip
+            prepared.append(a)
+        results = pipe.execute()
+        return [a for a, ok in zip(prepared, results, strict=True) if int(ok) == 1]
+
+    def transition(
+        self,
+        alert_id: str,
+        to_state: AlertState,
+        *,
+        actor: str,
+        note: str = "",
+        unit: str | None = None,
+        outcome: str | None = None,
+    ) -> Alert:
+        """Move an alert to ``to_state`` and append the event (optimistic locking).
+
+        Raises:
+            AlertNotFound: No such alert.
+            InvalidTransition: The state machine forbids the move (or a unit/outcome is
+                missing).
+        """
+        to_state = AlertState(to_state)
+
+        def change(alert: Alert) -> tuple[Alert, AlertEvent]:
+            check_transition(alert.state, to_state, unit=unit, outcome=outcome)
+            update: dict[str, Any] = {"state": to_state, "updated_at": datetime.now(UTC)}
+            if to_state is AlertState.ASSIGNED:
+                update["assigned_unit"] = unit
+            if to_state is AlertState.RESOLVED:
+                update["outcome"] = outcome
+            if to_state is AlertState.FALSE_ALARM:
+                update["outcome"] = outcome or "false_alarm"
+            if to_state is AlertState.RAISED:  # reopened: the verdict no longer holds
+                update.update(outcome=None, assigned_unit=None)
+            ev = AlertEvent(
+                alert_id=alert_id,
+                seq=0,
+                from_state=alert.state,
+                to_state=to_state,
+                actor=actor,
+                note=note,
+                unit=unit,
+                outcome=update.get("outcome"),
+            )
+            return alert.model_copy(update=update), ev
+
+        return self._update(alert_id, change)
+
+    def _update(self, alert_id: str, change: Any) -> Alert:
+        akey, ekey = keys.alert_key(alert_id), keys.events_key(alert_id)
+        for _ in range(self.max_retries):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(akey, ekey)
+                    raw = pipe.get(akey)
+                    if raw is None:
+                        raise AlertNotFound(alert_id)
+                    old = Alert.model_validate_json(raw)
+                    new, ev = change(old)
+                    ev = ev.model_copy(update={"seq": int(pipe.llen(ekey))})
+                    pipe.multi()
+                    pipe.set(akey, new.model_dump_json(), keepttl=True)
+                    pipe.rpush(ekey, ev.model_dump_json())
+                    if new.department != old.department:
+                        pipe.zrem(keys.dept_index(old.department), alert_id)
+                        pipe.zadd(keys.dept_index(new.department), {alert_id: _ts(new.started_at)})
+                    publish_feed(
+                        pipe, type="alert_event",
+                        payload={"event": ev.model_dump(mode="json"), "alert": new.to_api()},
+                        department=new.department, kind=new.kind.value, camera_id=new.camera_id,
+                        severity=new.severity.value, lat=new.location.lat, lon=new.location.lon,
+                    )  # fmt: skip
+                    pipe.execute()
+                    return new
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"alert {alert_id}: too much contention, gave up")
+
+    def escalate_overdue(self, now: float | None = None) -> list[Alert]:
+        """Escalate alerts not acknowledged within their department's ``ack_sla_s``.
+
+        Such alerts (state ``raised`` or ``assigned``, not escalated yet) move to the
+        department's supervisor with ``escalated=True`` and an event note; the event is
+        published on the feed for the supervisor department.
+
+        Returns:
+            The escalated alerts.
+        """
+        now = time.time() if now is None else now
+        out: list[Alert] = []
+        for dept in self.cfg.departments:
+            if not dept.supervisor:
+                continue
+            cutoff = now - dept.ack_sla_s
+            ids = [
+                keys.text(i) or ""
+                for i in self.r.zrangebyscore(keys.dept_index(dept.id), "-inf", cutoff)
+            ]
+            for alert_id, raw in zip(ids, self._mget(ids), strict=True):
+                if raw is None:
+                    continue
+                a = Alert.model_validate_json(raw)
+                if a.escalated or a.state not in UNACKNOWLEDGED:
+                    continue
+                if (a.raised_at or _ts(a.started_at)) > cutoff:
+                    continue
+                note = (
+                    f"escalated to {dept.supervisor}: not acknowledged within "
+                    f"{dept.ack_sla_s:g} s by {dept.id}"
+                )
+
+                def change(
+                    cur: Alert, sup: str = dept.supervisor, note: str = note, src: str = dept.id
+                ) -> tuple[Alert, AlertEvent]:
+                    if cur.escalated or cur.state not in UNACKNOWLEDGED or cur.department != src:
+                        raise _Skip
+                    new = cur.model_copy(
+                        update={
+                            "escalated": True,
+                            "department": sup,
+                            "updated_at": datetime.now(UTC),
+                        }
+                    )
+                    ev = AlertEvent(
+                        alert_id=cur.id,
+                        seq=0,
+                        from_state=cur.state,
+                        to_state=cur.state,
+                        actor="sla",
+                        note=note,
+                    )
+                    return new, ev
+
+                try:
+                    out.append(self._update(alert_id, change))
+                except (_Skip, AlertNotFound):
+                    continue
+        if out:
+            logger.info("escalated %d overdue alert(s)", len(out))
+        return out
+
+    def prune_indexes(self, now: float | None = None) -> int:
+        """Drop index entries of alerts past their TTL (the alerts themselves expire)."""
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zremrangebyscore(keys.ALERTS_ALL, "-inf", cutoff)
+        for index in self.r.scan_iter(match=keys.dept_index("*"), count=500):
+            pipe.zremrangebyscore(index, "-inf", cutoff)
+        return int(sum(int(x) for x in pipe.execute()))
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _mget(self, ids: list[str]) -> list[Any]:
+        if not ids:
+            return []
+        return list(self.r.mget([keys.alert_key(i) for i in ids]))
+
+    def get(self, alert_id: str) -> Alert | None:
+        """One alert, or ``None`` when missing or expired."""
+        raw = self.r.get(keys.alert_key(alert_id))
+        return Alert.model_validate_json(raw) if raw is not None else None
+
+    def events(self, alert_id: str) -> list[AlertEvent]:
+        """The alert's events, oldest first."""
+        return [
+            AlertEvent.model_validate_json(x)
+            for x in self.r.lrange(keys.events_key(alert_id), 0, -1)
+        ]
+
+    def incident(self, incident_id: str) -> dict[str, Any] | None:
+        """A cross-camera incident: its alert ids and cameras (``None`` when unknown)."""
+        ids = [keys.text(i) or "" for i in self.r.zrange(keys.incident_key(incident_id), 0, -1)]
+        alerts = [Alert.model_validate_json(x) for x in self._mget(ids) if x is not None]
+        if not alerts:
+            return None
+        cams: list[str] = []
+        for a in alerts:
+            for c in a.camera_ids or [a.camera_id]:
+                if c not in cams:
+                    cams.append(c)
+        return {
+            "incident_id": incident_id,
+            "kind": alerts[0].kind.value,
+            "alert_ids": [a.id for a in alerts],
+            "camera_ids": cams,
+            "started_at": min(_ts(a.started_at) for a in alerts),
+        }
+
+    def _index_iter(self, index: str, hi: float, lo: float) -> Iterator[tuple[float, str]]:
+        offset = 0
+        while True:
+            rows = self.r.zrevrangebyscore(index, hi, lo, start=offset, num=_PAGE, withscores=True)
+            for member, score in rows:
+                yield float(score), keys.text(member) or ""
+            if len(rows) < _PAGE:
+                return
+            offset += _PAGE
+
+    def query(
+        self,
+        *,
+        departments: set[str] | None = None,
+        kinds: set[str] | None = None,
+        states: set[str] | None = None,
+        camera_ids: set[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Alert]:
+        """Alerts newest first (by ``started_at``, then id), filtered.
+
+        Args:
+            departments: Departments to include; ``None`` means all.
+            kinds: Alert kinds to include.
+            states: Lifecycle states to include.
+            camera_ids: Cameras to include (an incident matches any of its cameras).
+            since: Earliest ``started_at`` (unix seconds).
+            until: Latest ``started_at``.
+            limit: Maximum number of alerts.
+            before: Cursor: only alerts strictly after this alert id in the order.
+        """
+        if limit <= 0:
+            return []
+        hi: float = until if until is not None else float("inf")
+        lo: float = since if since is not None else float("-inf")
+        cursor: tuple[float, str] | None = None
+        if before:
+            score = self.r.zscore(keys.ALERTS_ALL, before)
+            if score is None:
+                return []
+            cursor = (float(score), before)
+            hi = min(hi, float(score))
+        indexes = (
+            [keys.ALERTS_ALL]
+            if departments is None
+            else [keys.dept_index(d) for d in sorted(departments)]
+        )
+        streams = [self._index_iter(ix, hi, lo) for ix in indexes]
+        merged = heapq.merge(*streams, key=lambda x: (-x[0], _neg(x[1])))
+        out: list[Alert] = []
+        seen: set[str] = set()
+        batch: list[tuple[float, str]] = []
+
+        def flush() -> bool:
+            for (_, _aid), raw in zip(batch, self._mget([b[1] for b in batch]), strict=True):
+                if raw is None:
+                    continue
+                a = Alert.model_validate_json(raw)
+                if departments is not None and a.department not in departments:
+                    continue
+                if kinds and a.kind.value not in kinds:
+                    continue
+                if states and a.state.value not in states:
+                    continue
+                if camera_ids and not ({a.camera_id, *a.camera_ids} & camera_ids):
+                    continue
+                out.append(a)
+                if len(out) >= limit:
+                    return True
+            batch.clear()
+            return False
+
+        for score, aid in merged:
+            if aid in seen:
+                continue
+            seen.add(aid)
+            # order is (score desc, id desc): keep only what comes after the cursor
+            if cursor is not None and not (
+                score < cursor[0] or (score == cursor[0] and aid < cursor[1])
+            ):
+                continue
+            batch.append((score, aid))
+            if len(batch) >= max(limit, 50) and flush():
+                return out
+        flush()
+        return out[:limit]
+
+    def precision(self) -> dict[str, Any]:
+        """Per-rule and per-camera verdict counts from outcomes.
+
+        An alert with a false outcome (``false_alarm`` state, or an outcome in
+        ``FALSE_OUTCOMES``) counts as a false alarm, any other outcome as confirmed; alerts
+        without an outcome are pending. ``precision = confirmed / (confirmed + false_alarm)``
+        or ``None`` before any verdict.
+        """
+        by: dict[str, dict[str, dict[str, Any]]] = {"by_rule": {}, "by_camera": {}}
+        ids = [keys.text(i) or "" for i in self.r.zrange(keys.ALERTS_ALL, 0, -1)]
+        for start in range(0, len(ids), 500):
+            for raw in self._mget(ids[start : start + 500]):
+                if raw is None:
+                    continue
+                a = Alert.model_validate_json(raw)
+                verdict = (
+                    "pending"
+                    if a.outcome is None
+                    else "false_alarm"
+                    if a.outcome in FALSE_OUTCOMES
+                    else "confirmed"
+                )
+                for group, key in (
+                    ("by_rule", a.rule_id or a.kind.value),
+                    ("by_camera", a.camera_id),
+                ):
+                    c = by[group].setdefault(key, {"confirmed": 0, "false_alarm": 0, "pending": 0})
+                    c[verdict] += 1
+        for group in by.values():
+            for c in group.values():
+                judged = c["confirmed"] + c["false_alarm"]
+                c["precision"] = c["confirmed"] / judged if judged else None
+        return by
+
+
+class _Skip(Exception):
+    """The alert no longer needs the change (another writer got there first)."""
+
+
+def _neg(s: str) -> tuple[int, ...]:
+    # Sort key that orders strings descending inside an ascending heap merge.
+    return (*tuple(-ord(c) for c in s), 1)

@@ -1,0 +1,52 @@
+"""The camera registry (``citysight:cameras``) and camera health (``citysight:camera-health``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+
+from citysight.config import CameraConfig
+from serve_app.store import keys
+
+logger = logging.getLogger(__name__)
+
+
+class CameraRegistry:
+    """Cameras as ``CameraConfig`` JSON; every change is announced on a pub/sub channel."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self.r = r
+
+    def list(self) -> list[CameraConfig]:
+        """All cameras, by id."""
+        rows = self.r.hgetall(keys.CAMERAS)
+        cams = [CameraConfig.model_validate_json(v) for v in rows.values()]
+        return sorted(cams, key=lambda c: c.id)
+
+    def get(self, cid: str) -> CameraConfig | None:
+        """One camera or ``None``."""
+        raw = self.r.hget(keys.CAMERAS, cid)
+        return CameraConfig.model_validate_json(raw) if raw is not None else None
+
+    def put(self, cam: CameraConfig) -> None:
+        """Create or replace a camera and notify ``citysight:cameras:changed``."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(keys.CAMERAS, cam.id, cam.model_dump_json())
+        pipe.publish(keys.CAMERAS_CHANGED, cam.id)
+        pipe.execute()
+
+    def delete(self, cid: str) -> bool:
+        """Remove a camera; ``False`` when it did not exist."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hdel(keys.CAMERAS, cid)
+        pipe.publish(keys.CAMERAS_CHANGED, cid)
+        return bool(pipe.execute()[0])
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Camera id → last ``CameraStatus`` (as a dict)."""
+        return {
+            keys.text(k) or "": json.loads(v) for k, v in self.r.hgetall(keys.CAMERA_HEALTH).items()
+        }

@@ -1,0 +1,56 @@
+"""Plate reads: every OCR'd plate with camera and time (the trajectory of a plate)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import redis
+
+from citysight.config import CitysightConfig
+from serve_app.store import keys
+
+logger = logging.getLogger(__name__)
+
+_SEPARATORS = re.compile(r"[\s\-_.·]+")
+
+
+def normalise_plate(text: str) -> str:
+    """Upper case without separators (``"ab-12 3"`` → ``"AB123"``)."""
+    return _SEPARATORS.sub("", str(text)).upper()
+
+
+class PlateReads:
+    """``citysight:plates:{plate}`` sorted sets (score = read time, TTL from retention)."""
+
+    def __init__(self, r: redis.Redis, cfg: CitysightConfig) -> None:
+        self.r = r
+        self.cfg = cfg
+
+    def add_many(self, reads: list[tuple[str, str, float, float]]) -> None:
+        """Store ``(plate, camera_id, t, score)`` reads in one round trip (idempotent)."""
+        if not reads:
+            return
+        ttl = self.cfg.retention.plate_read_ttl_s
+        pipe = self.r.pipeline(transaction=False)
+        for plate, camera_id, t, score in reads:
+            p = normalise_plate(plate)
+            if not p:
+                continue
+            member = json.dumps(
+                {"camera_id": camera_id, "t": round(float(t), 3), "score": round(float(score), 3)},
+                separators=(",", ":"),
+            )
+            pipe.zadd(keys.plates_key(p), {member: float(t)})
+            pipe.expire(keys.plates_key(p), ttl)
+        pipe.execute()
+
+    def query(self, plate: str, since: float | None, until: float | None) -> list[dict]:
+        """Reads of a plate between ``since`` and ``until``, oldest first."""
+        rows = self.r.zrangebyscore(
+            keys.plates_key(normalise_plate(plate)),
+            "-inf" if since is None else since,
+            "+inf" if until is None else until,
+        )
+        return [json.loads(x) for x in rows]
