@@ -82,7 +82,17 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from citysight.demo import demo_config
     from citysight.runtime import run_forever
+    from citysight.services.redis_server import port_in_use
 
+    # Fail fast, before rendering the demo clips.
+    for port, what in ((args.port, "--port"), (args.redis_port, "--redis-port")):
+        if port_in_use(port):
+            print(
+                f"citysight: port {port} is already in use: stop what listens there (another "
+                f"citysight?) or choose another with {what}",
+                file=sys.stderr,
+            )
+            return 1
     cfg = demo_config(Path(args.workdir), port=args.port, redis_port=args.redis_port)
     if args.inference:
         cfg.services.inference.type = args.inference
