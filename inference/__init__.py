@@ -1,0 +1,1 @@
+"""Detectors behind one client interface (in-process ONNX Runtime or Triton)."""

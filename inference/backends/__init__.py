@@ -1,0 +1,1 @@
+"""Inference client backends, one module per ``InferenceService.type``."""

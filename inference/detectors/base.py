@@ -1,0 +1,154 @@
+"""Detector protocol, per-frame output and the tiered registry.
+
+Each :class:`citysight.config.Detector` value maps to an ordered list of tiers, strongest
+first. :func:`load_detector` tries them in order; a tier whose model file is missing or
+corrupt logs a warning and the next tier is tried, so a bad file never takes the process
+down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+
+class DetectorLoadError(RuntimeError):
+    """A detector tier cannot be loaded (missing or corrupt model file...)."""
+
+
+@dataclass(slots=True)
+class DetectorOutput:
+    """Detections of one detector on one frame (the detector's part of a FrameResult).
+
+    Attributes:
+        boxes: ``(N, 4)`` float32 ``x1, y1, x2, y2`` in frame pixels.
+        scores: ``(N,)`` float32 confidences.
+        class_ids: ``(N,)`` int32 :class:`citysight.contracts.ObjectClass` values.
+        extra: Further per-detection columns, each a list of length N.
+    """
+
+    boxes: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    class_ids: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    extra: dict[str, list[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(n, 4)
+        self.scores = np.asarray(self.scores, np.float32).reshape(n)
+        self.class_ids = np.asarray(self.class_ids, np.int32).reshape(n)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def concat(cls, parts: list[DetectorOutput]) -> DetectorOutput:
+        """Merge outputs on the same frame (missing extra columns become ``None``)."""
+        keys = sorted({k for p in parts for k in p.extra})
+        if not parts:
+            return cls()
+        return cls(
+            boxes=np.concatenate([p.boxes for p in parts]),
+            scores=np.concatenate([p.scores for p in parts]),
+            class_ids=np.concatenate([p.class_ids for p in parts]),
+            extra={k: [v for p in parts for v in p.extra.get(k, [None] * len(p))] for k in keys},
+        )
+
+
+@runtime_checkable
+class DetectorBackend(Protocol):
+    """One loaded detector tier.
+
+    Attributes:
+        name: Detector name (a :class:`citysight.config.Detector` value).
+        tier: Tier name (``"yunet"``, ``"haar"``...).
+        model_file: Model file in use, empty when the tier needs none.
+    """
+
+    name: str
+    tier: str
+    model_file: str
+
+    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+        """Detect on BGR ``uint8`` frames; one output per frame, boxes in frame pixels."""
+        ...
+
+
+TierFactory = Callable[[Path], DetectorBackend]
+
+_TIERS: dict[str, list[tuple[str, TierFactory]]] = {}
+
+
+def register_tier(detector: str, tier: str, factory: TierFactory) -> None:
+    """Append a tier (weaker than the ones registered before) for ``detector``."""
+    tiers = _TIERS.setdefault(detector, [])
+    tiers[:] = [(n, f) for n, f in tiers if n != tier]
+    tiers.append((tier, factory))
+
+
+BUILTIN_MODULES = (
+    "inference.detectors.face",
+    "inference.detectors.plate",
+    "inference.detectors.fire_smoke",
+    "inference.detectors.vending",
+)
+
+
+def _ensure_builtin() -> None:
+    import importlib
+
+    for mod in BUILTIN_MODULES:
+        importlib.import_module(mod)
+
+
+def available_tiers(detector: str) -> list[str]:
+    """Tier names of ``detector``, strongest first."""
+    _ensure_builtin()
+    return [n for n, _ in _TIERS.get(detector, [])]
+
+
+def load_detector(
+    detector: str, models_dir: Path, tiers: list[str] | None = None
+) -> DetectorBackend:
+    """Load the strongest working tier of ``detector``.
+
+    Args:
+        detector: A :class:`citysight.config.Detector` value.
+        models_dir: Directory holding operator-supplied model files.
+        tiers: Tier names to try, in order; ``None`` tries all, strongest first.
+
+    Raises:
+        KeyError: ``detector`` or a named tier is unknown.
+        DetectorLoadError: no tier could be loaded.
+    """
+    _ensure_builtin()
+    if detector not in _TIERS:
+        raise KeyError(f"unknown detector {detector!r}; known: {sorted(_TIERS)}")
+    registered = dict(_TIERS[detector])
+    names = tiers if tiers is not None else available_tiers(detector)
+    for name in names:
+        if name not in registered:
+            raise KeyError(f"unknown tier {name!r} of {detector!r}; known: {list(registered)}")
+    problems = []
+    for name in names:
+        try:
+            backend = registered[name](Path(models_dir))
+        except Exception as exc:  # a bad model file may raise anything: never crash
+            logger.warning(
+                "detector %s: tier %s unavailable (%s); trying next tier", detector, name, exc
+            )
+            problems.append(f"{name}: {exc}")
+            continue
+        logger.info(
+            "detector %s: using tier %s (%s)", detector, name, backend.model_file or "no model file"
+        )
+        return backend
+    raise DetectorLoadError(f"no tier of {detector!r} could be loaded: {'; '.join(problems)}")

@@ -1,0 +1,207 @@
+"""Fire and smoke.
+
+Tiers:
+* ``yolo``: operator-supplied YOLO-format weights, ``fire_smoke.onnx`` in the models dir,
+  with an optional ``fire_smoke.json`` (``{"layout": "yolov8", "classes": ["fire",
+  "smoke"]}``) — no licence-clean pretrained weights ship with the project.
+* ``classical``: colour + flicker for fire, low-saturation moving/hazy regions for smoke,
+  with per-camera temporal state. On a camera's first frame (or a still image) there is no
+  motion history, so stricter single-frame rules apply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from citysight.config import Detector
+from citysight.contracts import ObjectClass
+from inference.detectors.base import DetectorOutput, register_tier
+from inference.detectors.common import require_file
+from inference.detectors.yolo import YoloModel, YoloSpec
+
+logger = logging.getLogger(__name__)
+
+WORK_WIDTH = 320
+HISTORY = 4
+
+
+@dataclass
+class _CamState:
+    greys: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    background: np.ndarray | None = None
+    frames: int = 0
+
+
+def fire_colour_mask(bgr: np.ndarray, strict: bool = False) -> np.ndarray:
+    """Fire-coloured pixels: RGB ordering/saturation rule ∧ YCrCb rule (Chen; Celik).
+
+    Args:
+        bgr: BGR ``uint8`` image.
+        strict: Raise the thresholds (single-frame use, where no flicker can confirm).
+    """
+    b, g, r = (bgr[:, :, i].astype(np.int32) for i in range(3))
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
+    s = hsv[:, :, 1].astype(np.int32)
+    # Thresholds tuned on the dev sets of ../shared/data/eval (small: a first signal only).
+    r_t = 190 if strict else 170
+    rgb_rule = (r > r_t) & (r >= g) & (g > b)
+    # Chen's saturation rule: bright red pixels may be less saturated (flame cores).
+    rgb_rule &= s * r_t >= (255 - r) * 60
+    ycc = cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb).astype(np.int16)
+    y, cr, cb = ycc[:, :, 0], ycc[:, :, 1], ycc[:, :, 2]
+    ycc_rule = (y > cb) & (cr > cb) & (y > y.mean()) & (cr > cr.mean())
+    if strict:
+        ycc_rule &= (cr - cb) > 40
+        # Flames are among the brightest parts of the scene.
+        ycc_rule &= y >= np.percentile(y, 80)
+    return (rgb_rule & ycc_rule).astype(np.uint8)
+
+
+def haze_mask(bgr: np.ndarray) -> np.ndarray:
+    """Hazy pixels: high dark channel, low saturation, little local texture (smoke/fog)."""
+    dark = cv2.erode(bgr.min(axis=2), np.ones((7, 7), np.uint8))
+    s = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)[:, :, 1]
+    grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    grad = cv2.blur(np.abs(cv2.Laplacian(grey, cv2.CV_16S)).astype(np.float32), (9, 9))
+    return ((dark > 100) & (s < 50) & (grad < 4)).astype(np.uint8)
+
+
+def regions(mask: np.ndarray, min_area: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Connected regions above ``min_area`` → boxes (frame pixels) and area fill scores."""
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    boxes, scores = [], []
+    for i in range(1, n):
+        x, y, w, h, area = stats[i]
+        if area < min_area:
+            continue
+        boxes.append([x / scale, y / scale, (x + w) / scale, (y + h) / scale])
+        scores.append(min(0.99, 0.5 + 0.5 * area / max(1, w * h) * min(1.0, area / (4 * min_area))))
+    return np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32)
+
+
+class ClassicalFireSmoke:
+    """Classical fire (colour ∧ flicker) and smoke (grey moving or hazy regions) cues."""
+
+    name = Detector.FIRE_SMOKE.value
+    tier = "classical"
+    model_file = ""
+
+    def __init__(
+        self,
+        min_area_frac: float = 0.002,
+        smoke_min_area_frac: float = 0.02,
+        flicker_threshold: int = 12,
+    ) -> None:
+        self.min_area_frac = min_area_frac
+        self.smoke_min_area_frac = smoke_min_area_frac
+        self.flicker_threshold = flicker_threshold
+        self._state: dict[str, _CamState] = {}
+        self._lock = threading.Lock()
+
+    def reset(self, camera_id: str | None = None) -> None:
+        """Forget the temporal state of one camera (or all)."""
+        with self._lock:
+            if camera_id is None:
+                self._state.clear()
+            else:
+                self._state.pop(camera_id, None)
+
+    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+        """Detect fire (class FIRE) and smoke (class SMOKE) regions."""
+        with self._lock:
+            return [self._one(f, c) for f, c in zip(frames, camera_ids, strict=True)]
+
+    def _one(self, frame: np.ndarray, camera_id: str) -> DetectorOutput:
+        h, w = frame.shape[:2]
+        scale = WORK_WIDTH / w
+        small = cv2.resize(
+            frame, (WORK_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
+        grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+        st = self._state.get(camera_id)
+        if st is None or (st.greys and st.greys[-1].shape != grey.shape):
+            st = self._state[camera_id] = _CamState()
+        area = small.shape[0] * small.shape[1]
+        still = not st.greys
+        colour = fire_colour_mask(small, strict=still)
+        if still:
+            fire_mask = colour
+            fire_min = int(self.min_area_frac * area * 2)
+            smoke_mask = haze_mask(small)
+            smoke_min = int(area * 0.15)  # a still smoke cue must cover much of the view
+        else:
+            diff = np.zeros_like(grey)
+            for prev in st.greys:
+                diff = np.maximum(diff, cv2.absdiff(grey, prev))
+            flicker = cv2.dilate(
+                (diff > self.flicker_threshold).astype(np.uint8), np.ones((5, 5), np.uint8)
+            )
+            fire_mask = colour & flicker
+            fire_min = int(self.min_area_frac * area)
+            assert st.background is not None
+            fg = cv2.absdiff(grey, st.background.astype(np.uint8)) > 10
+            hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+            greyish = (hsv[:, :, 1] < 60) & (hsv[:, :, 2] > 80) & (hsv[:, :, 2] < 235)
+            smoke_mask = (fg & greyish & (haze_mask(small) > 0)).astype(np.uint8)
+            smoke_min = int(self.smoke_min_area_frac * area)
+        st.greys.append(grey)
+        if st.background is None:
+            st.background = grey.astype(np.float32)
+        else:
+            cv2.accumulateWeighted(grey.astype(np.float32), st.background, 0.02)
+        st.frames += 1
+        fb, fs = regions(fire_mask, max(4, fire_min), scale)
+        sb, ss = regions(smoke_mask, max(16, smoke_min), scale)
+        return DetectorOutput(
+            boxes=np.concatenate([fb, sb]),
+            scores=np.concatenate([fs, ss]),
+            class_ids=np.concatenate(
+                [np.full(len(fs), int(ObjectClass.FIRE)), np.full(len(ss), int(ObjectClass.SMOKE))]
+            ),
+        )
+
+
+class YoloFireSmoke:
+    """Operator-supplied YOLO-format fire/smoke weights."""
+
+    name = Detector.FIRE_SMOKE.value
+    tier = "yolo"
+
+    def __init__(self, model: Path) -> None:
+        require_file(model)
+        meta_path = model.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        classes = [str(c).lower() for c in meta.get("classes", ["fire", "smoke"])]
+        spec = None
+        if "layout" in meta:
+            spec = YoloSpec.for_layout(meta["layout"], int(meta.get("size", 640)))
+        self._model = YoloModel(model, spec, conf=float(meta.get("conf", 0.35)))
+        self.model_file = str(model)
+        self._map = {
+            i: (ObjectClass.SMOKE if "smoke" in c else ObjectClass.FIRE)
+            for i, c in enumerate(classes)
+            if "fire" in c or "smoke" in c
+        }
+
+    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+        """Detect with the YOLO model, keeping fire and smoke classes."""
+        out = []
+        for f in frames:
+            boxes, scores, cls = self._model(f)
+            keep = np.array([int(c) in self._map for c in cls], bool)
+            ids = [int(self._map[int(c)]) for c in cls[keep]]
+            out.append(DetectorOutput(boxes=boxes[keep], scores=scores[keep], class_ids=ids))
+        return out
+
+
+register_tier(Detector.FIRE_SMOKE.value, "yolo", lambda d: YoloFireSmoke(d / "fire_smoke.onnx"))
+register_tier(Detector.FIRE_SMOKE.value, "classical", lambda d: ClassicalFireSmoke())
