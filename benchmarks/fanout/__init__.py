@@ -1,0 +1,1 @@
+"""WebSocket fan-out benchmark: citysight's /ws against a bare uvicorn broadcast server."""

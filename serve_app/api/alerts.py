@@ -1,0 +1,138 @@
+"""Alerts: list with filters and pagination, get one, its events, lifecycle transitions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from citysight.contracts import AlertKind, AlertState
+from serve_app.api.deps import NOT_FOUND, csv_set, ctx, parse_time, scoped_alert
+from serve_app.auth import Dispatcher, Reader
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/alerts", tags=["alerts"])
+
+MAX_LIMIT = 500
+
+
+class TransitionRequest(BaseModel):
+    """Body of ``POST /api/alerts/{id}/transitions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: AlertState = Field(description="Target state")
+    unit: str | None = Field(None, max_length=100, description="Unit assigned (assigned)")
+    outcome: str | None = Field(None, max_length=200, description="Outcome (resolved)")
+    note: str = Field("", max_length=2000, description="Free-text note for the event log")
+
+
+def _enum_set(value: str | None, enum: Any, name: str) -> set[str] | None:
+    items = csv_set(value)
+    if items is None:
+        return None
+    bad = items - {e.value for e in enum}
+    if bad:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{name}: unknown value(s) {', '.join(sorted(bad))}; "
+            f"expected one of {', '.join(e.value for e in enum)}",
+        )
+    return items
+
+
+@router.get("", summary="List alerts in the caller's scope, newest first")
+def list_alerts(
+    principal: Reader,
+    request: Request,
+    kind: str | None = Query(None, description="Kind(s), comma-separated"),
+    state: str | None = Query(None, description="State(s), comma-separated"),
+    camera_id: str | None = Query(None, description="Camera id(s), comma-separated"),
+    department: str | None = Query(None, description="Narrow to one department"),
+    since: str | None = Query(None, description="started_at >= (Unix s or ISO 8601)"),
+    until: str | None = Query(None, description="started_at <= (Unix s or ISO 8601)"),
+    limit: int = Query(50, ge=1, le=MAX_LIMIT),
+    before: str | None = Query(None, max_length=128, description="Cursor: last id seen"),
+) -> list[dict[str, Any]]:
+    """Alerts visible to the caller (department scope applied on the server)."""
+    c = ctx(request)
+    departments = principal.departments(department)
+    if departments is not None and not departments:
+        return []
+    alerts = c.alerts.query(
+        departments=departments,
+        kinds=_enum_set(kind, AlertKind, "kind"),
+        states=_enum_set(state, AlertState, "state"),
+        camera_ids=csv_set(camera_id),
+        since=parse_time(since, "since"),
+        until=parse_time(until, "until"),
+        limit=limit,
+        before=before,
+    )
+    # Defence in depth: never return an alert outside the caller's scope.
+    return [a.to_api() for a in alerts if principal.sees(a.department)]
+
+
+@router.get("/{alert_id}", summary="One alert")
+def get_alert(
+    principal: Reader,
+    alert_id: str,
+    request: Request,
+) -> dict[str, Any]:
+    """The alert, or 404 when missing or outside the caller's scope."""
+    return scoped_alert(ctx(request), alert_id, principal).to_api()
+
+
+@router.get("/{alert_id}/events", summary="The alert's lifecycle events")
+def alert_events(
+    principal: Reader,
+    alert_id: str,
+    request: Request,
+) -> list[dict[str, Any]]:
+    """Append-only event log of an alert, oldest first."""
+    c = ctx(request)
+    scoped_alert(c, alert_id, principal)
+    return [e.model_dump(mode="json") for e in c.alerts.events(alert_id)]
+
+
+@router.post("/{alert_id}/transitions", summary="Move an alert through its lifecycle")
+def transition(
+    principal: Dispatcher,
+    alert_id: str,
+    body: TransitionRequest,
+    request: Request,
+) -> dict[str, Any]:
+    """Apply a transition; 409 lists the allowed ones when it is forbidden."""
+    from serve_app.store.lifecycle import ALLOWED, AlertNotFound, InvalidTransition
+
+    c = ctx(request)
+    scoped_alert(c, alert_id, principal)
+    try:
+        alert = c.alerts.transition(
+            alert_id,
+            body.to,
+            actor=principal.name,
+            note=body.note,
+            unit=body.unit,
+            outcome=body.outcome,
+        )
+    except InvalidTransition as exc:
+        allowed = ALLOWED.get(exc.from_state, frozenset())
+        if exc.to_state in allowed:  # allowed move, but a unit/outcome is missing
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            {
+                "message": str(exc),
+                "from": exc.from_state.value,
+                "to": exc.to_state.value,
+                "allowed": sorted(s.value for s in allowed),
+            },
+        ) from None
+    except AlertNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND) from None
+    logger.info("alert %s -> %s by %s", alert_id, body.to.value, principal.name)
+    return alert.to_api()

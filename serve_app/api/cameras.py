@@ -1,0 +1,137 @@
+"""Cameras: the registry with health (read by all), create/replace/delete (cameras:write).
+
+Camera URLs are returned without any user information (user name or password), and
+``url_password_env`` is never returned. Submitted URLs go through the stream layer's URL
+policy (``streams.urls.check_url``: allowed schemes, SSRF guards).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+
+from citysight.config import CameraConfig
+from serve_app.api.deps import ctx
+from serve_app.auth import CameraWriter, Reader
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/cameras", tags=["cameras"])
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` (file paths unchanged)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def public_camera(cam: CameraConfig, health: dict[str, Any] | None) -> dict[str, Any]:
+    """API form of a camera: no credentials, with its health."""
+    d = cam.model_dump(mode="json", exclude={"url_password_env"})
+    d["url"] = strip_userinfo(cam.url)
+    d["health"] = health or {"state": "unknown"}
+    return d
+
+
+def check_camera_url(url: str, allowed: list[str]) -> None:
+    """Apply the URL policy; 422 with the reason when refused."""
+    try:
+        from streams.urls import check_url
+    except ImportError:  # stream layer absent: fall back to the scheme allow-list
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme not in allowed:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                f"url: scheme must be one of {', '.join(allowed)}",
+            ) from None
+        return
+    try:
+        check_url(url, allowed)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"url: {exc}") from None
+
+
+@router.get("", summary="Cameras with health")
+def list_cameras(
+    principal: Reader,
+    request: Request,
+) -> list[dict[str, Any]]:
+    """Every registered camera with its reader health; credentials never leave."""
+    c = ctx(request)
+    health = c.cameras.health()
+    return [public_camera(cam, health.get(cam.id)) for cam in c.cameras.list()]
+
+
+@router.get("/{camera_id}", summary="One camera with health")
+def get_camera(
+    principal: Reader,
+    camera_id: str,
+    request: Request,
+) -> dict[str, Any]:
+    """One camera, or 404."""
+    c = ctx(request)
+    cam = c.cameras.get(camera_id)
+    if cam is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
+    return public_camera(cam, c.cameras.health().get(camera_id))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Register a camera")
+def create_camera(
+    principal: CameraWriter,
+    cam: CameraConfig,
+    request: Request,
+) -> dict[str, Any]:
+    """Add a camera (409 when the id exists)."""
+    c = ctx(request)
+    check_camera_url(cam.url, c.cfg.services.streams.allowed_url_schemes)
+    if c.cameras.get(cam.id) is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"camera {cam.id!r} already exists")
+    c.cameras.put(cam)
+    c.audit.append(actor=principal.name, action="camera.create", target=cam.id)
+    logger.info("camera %s created by %s", cam.id, principal.name)
+    return public_camera(cam, None)
+
+
+@router.put("/{camera_id}", summary="Replace a camera")
+def replace_camera(
+    principal: CameraWriter,
+    camera_id: str,
+    cam: CameraConfig,
+    request: Request,
+) -> dict[str, Any]:
+    """Replace an existing camera's config (the body id must match the path)."""
+    c = ctx(request)
+    if cam.id != camera_id:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "id: must match the camera id in the path"
+        )
+    check_camera_url(cam.url, c.cfg.services.streams.allowed_url_schemes)
+    if c.cameras.get(camera_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
+    c.cameras.put(cam)
+    c.audit.append(actor=principal.name, action="camera.update", target=cam.id)
+    return public_camera(cam, c.cameras.health().get(camera_id))
+
+
+@router.delete("/{camera_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a camera")
+def delete_camera(
+    principal: CameraWriter,
+    camera_id: str,
+    request: Request,
+) -> Response:
+    """Delete a camera (404 when unknown)."""
+    c = ctx(request)
+    if not c.cameras.delete(camera_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
+    c.audit.append(actor=principal.name, action="camera.delete", target=camera_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

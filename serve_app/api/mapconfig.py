@@ -1,0 +1,67 @@
+"""Settings of the map page: tiles, overlays and the cameras' public fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+
+from serve_app.api.deps import ctx
+from serve_app.auth import Reader
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/config/map", tags=["map"])
+
+_CAMERA_FIELDS = ("id", "name", "latitude", "longitude", "heading_deg", "jurisdiction", "enabled")
+
+
+@router.get("", summary="Map settings and camera positions")
+def map_config(
+    principal: Reader,
+    request: Request,
+) -> dict[str, Any]:
+    """Tile URL (``null`` = plain background), overlays, cameras with health state."""
+    c = ctx(request)
+    health = c.cameras.health()
+    cams = []
+    for cam in c.cameras.list():
+        d = {f: getattr(cam, f) for f in _CAMERA_FIELDS}
+        d["state"] = (health.get(cam.id) or {}).get("state", "unknown")
+        cams.append(d)
+    center = None
+    if cams:
+        center = {
+            "lat": sum(x["latitude"] for x in cams) / len(cams),
+            "lon": sum(x["longitude"] for x in cams) / len(cams),
+        }
+    return {
+        "tile_url": c.cfg.map.tile_url,
+        "overlays": [
+            {"name": o.name, "url": f"/api/config/map/overlays/{i}"}
+            for i, o in enumerate(c.cfg.map.overlays)
+        ],
+        "center": center,
+        "cameras": cams,
+        "principal": principal.to_dict(),
+    }
+
+
+@router.get("/overlays/{index}", summary="One GeoJSON overlay")
+def overlay(
+    principal: Reader,
+    index: int,
+    request: Request,
+) -> Any:
+    """The overlay's GeoJSON document."""
+    overlays = ctx(request).cfg.map.overlays
+    if not 0 <= index < len(overlays):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "overlay not found")
+    try:
+        return json.loads(Path(overlays[index].path).read_text())
+    except (OSError, ValueError) as exc:
+        logger.warning("overlay %s unreadable: %s", overlays[index].name, exc)
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "overlay file unreadable") from None

@@ -1,0 +1,20 @@
+"""The caller's own principal."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+
+from serve_app.auth import Authenticated
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/me", tags=["auth"])
+
+
+@router.get("", summary="Who am I: name, role, department, scopes")
+def me(principal: Authenticated) -> dict[str, Any]:
+    """The principal of the bearer token."""
+    return principal.to_dict()

@@ -1,0 +1,222 @@
+"""The FastAPI application (REST + WebSocket), usable with or without Ray Serve.
+
+:func:`create_api` builds the whole API from a config and a Redis URL; ``serve_app.app``
+wraps it in a Ray Serve ingress, tests and the fan-out benchmark run it under uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from citysight.config import CitysightConfig
+from serve_app.api import (
+    alerts,
+    audit,
+    cameras,
+    evidence,
+    health,
+    incidents,
+    mapconfig,
+    me,
+    metrics,
+    plates,
+    tickets,
+)
+from serve_app.api.metrics import Metrics
+from serve_app.auth import PrincipalResolver
+from serve_app.ws import endpoint
+from serve_app.ws.hub import Hub
+
+if TYPE_CHECKING:
+    from serve_app.store.alerts import AlertStore
+    from serve_app.store.audit import AuditLog
+    from serve_app.store.cameras import CameraRegistry
+    from serve_app.store.evidence import EvidenceStore
+    from serve_app.store.plates import PlateReads
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+class ApiContext:
+    """Everything a request handler needs: config, Redis, stores, the WebSocket hub."""
+
+    def __init__(self, cfg: CitysightConfig, redis_url: str, *, ws_queue_size: int = 1000):
+        """Create the context (connections open lazily).
+
+        Args:
+            cfg: The configuration.
+            redis_url: Redis holding citysight's state.
+            ws_queue_size: Messages buffered per WebSocket subscriber.
+        """
+        self.cfg = cfg
+        self.redis_url = redis_url
+        self.redis = redis.Redis.from_url(
+            redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
+        )
+        self.resolver = PrincipalResolver(self.redis)
+        self.metrics = Metrics()
+        self.hub = Hub(redis_url, self.metrics, queue_size=ws_queue_size)
+
+    @cached_property
+    def alerts(self) -> AlertStore:
+        """Alert store (rules/store half)."""
+        from serve_app.store.alerts import AlertStore
+
+        return AlertStore(self.redis, self.cfg)
+
+    @cached_property
+    def evidence(self) -> EvidenceStore:
+        """Evidence store."""
+        from serve_app.store.evidence import EvidenceStore
+
+        return EvidenceStore(self.redis, self.cfg)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        """Audit log."""
+        from serve_app.store.audit import AuditLog
+
+        return AuditLog(self.redis, self.cfg)
+
+    @cached_property
+    def plates(self) -> PlateReads:
+        """Plate reads."""
+        from serve_app.store.plates import PlateReads
+
+        return PlateReads(self.redis, self.cfg)
+
+    @cached_property
+    def cameras(self) -> CameraRegistry:
+        """Camera registry."""
+        from serve_app.store.cameras import CameraRegistry
+
+        return CameraRegistry(self.redis)
+
+    def close(self) -> None:
+        """Release the synchronous Redis pool."""
+        self.redis.close()
+
+
+class _CountResponses:
+    """Pure ASGI middleware counting HTTP responses by method and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope.get("method", "")
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.count_request(method, int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            errors.append({"loc": loc, "msg": e.get("msg", "invalid")})
+        detail = "; ".join(f"{e['loc']}: {e['msg']}" if e["loc"] else e["msg"] for e in errors)
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(RedisError)
+    async def _redis(_: Request, exc: RedisError) -> JSONResponse:
+        logger.warning("redis error: %s", exc)
+        return JSONResponse({"detail": "storage unavailable, retry later"}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error: %r", exc, exc_info=exc)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+def create_api(
+    cfg: CitysightConfig, redis_url: str, *, ws_queue_size: int = 1000, **_: Any
+) -> FastAPI:
+    """Build the citysight HTTP/WebSocket API.
+
+    Args:
+        cfg: The configuration.
+        redis_url: Redis URL.
+        ws_queue_size: Messages buffered per WebSocket subscriber before it is closed.
+
+    Returns:
+        A FastAPI app (OpenAPI at ``/openapi.json``, docs at ``/docs``).
+    """
+    ctx = ApiContext(cfg, redis_url, ws_queue_size=ws_queue_size)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await ctx.hub.start()
+        try:
+            yield
+        finally:
+            await ctx.hub.stop()
+            ctx.close()
+
+    app = FastAPI(
+        title="citysight",
+        version="1",
+        description="City video analytics: alerts, dispatch, cameras, evidence and a "
+        "scoped WebSocket feed (WS /ws).",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    _install_error_handlers(app)
+    app.add_middleware(_CountResponses, metrics=ctx.metrics)
+    for module in (
+        health,
+        metrics,
+        me,
+        tickets,
+        alerts,
+        evidence,
+        incidents,
+        cameras,
+        plates,
+        audit,
+        mapconfig,
+        endpoint,
+    ):
+        app.include_router(module.router)
+
+    index = STATIC_DIR / "index.html"
+    if index.is_file():
+
+        @app.get("/", include_in_schema=False)
+        def map_page() -> FileResponse:
+            return FileResponse(index)
+
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,1 @@
+"""The WebSocket feed: authentication, scoped filters and cross-replica fan-out."""

@@ -1,0 +1,168 @@
+"""``WS /ws``: the scoped, resumable alert feed.
+
+Protocol:
+
+* Handshake: ``Authorization: Bearer <token>`` or ``?ticket=<one-time ticket>`` (from
+  ``POST /api/ws-tickets``). Refused handshakes get an HTTP 401/403 response where the
+  server supports it, otherwise a close (4401/4403) before the upgrade completes; either
+  way no frame is delivered.
+* Optional query filters: ``kinds``, ``cameras`` (comma-separated), ``min_severity``,
+  ``bbox=min_lon,min_lat,max_lon,max_lat``; ``last_id`` resumes after a feed id.
+* Client messages (JSON, at most :data:`MAX_INBOUND_BYTES`): ``{"type": "subscribe",
+  "kinds": [...], "cameras": [...], "min_severity": "high", "bbox": [...]}`` replaces the
+  filters (always within the principal's scope), ``{"type": "ping"}`` → ``pong``.
+* Server messages: ``{"type": "alert", "id": <feed id>, "alert": {...}}``,
+  ``{"type": "alert_event", "id", "event", "alert"}``, ``{"type": "camera_status", "id",
+  "camera_status"}``, ``{"type": "heartbeat"}`` every ~15 s, ``{"type": "subscribed"}``,
+  ``{"type": "error", "detail"}``.
+* Close codes: 4008 queue overflow (client too slow), 1009 inbound message too big,
+  4400 malformed query filters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from typing import Any, Final
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from citysight.config import Scope
+from serve_app.auth import Principal, PrincipalResolver
+from serve_app.ws.filters import FilterError, Subscription
+from serve_app.ws.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+MAX_INBOUND_BYTES: Final = 4096
+_ID_RE = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+
+
+async def _deny(ws: WebSocket, status: int, detail: str) -> None:
+    """Refuse the handshake without accepting (no frame can reach the client)."""
+    ws.app.state.ctx.metrics.ws_auth_failures += 1
+    if "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(JSONResponse({"detail": detail}, status_code=status))
+    else:
+        await ws.close(code=4000 + status, reason=detail)
+
+
+async def _authenticate(ws: WebSocket, resolver: PrincipalResolver) -> Principal | None:
+    auth = ws.headers.get("authorization", "")
+    ticket = ws.query_params.get("ticket")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return await run_in_threadpool(resolver.resolve, token.strip())
+    if ticket:
+        return await run_in_threadpool(resolver.consume_ticket, ticket)
+    return None
+
+
+@router.websocket("/ws")
+async def ws_feed(ws: WebSocket) -> None:
+    """The live alert feed (see the module docstring for the protocol)."""
+    ctx = ws.app.state.ctx
+    principal = await _authenticate(ws, ctx.resolver)
+    if principal is None:
+        await _deny(ws, 401, "authentication required: Bearer token or ?ticket=")
+        return
+    if not principal.has(Scope.ALERTS_READ):
+        await _deny(ws, 403, "missing scope: alerts:read")
+        return
+    try:
+        sub = Subscription.parse(dict(ws.query_params))
+    except FilterError as exc:
+        await _deny(ws, 400, str(exc))
+        return
+    last_id = ws.query_params.get("last_id") or None
+    if last_id is not None and not _ID_RE.match(last_id):
+        await _deny(ws, 400, "last_id must be a feed id such as 1700000000000-0")
+        return
+
+    hub: Hub = ctx.hub
+    await hub.start()
+    await ws.accept()
+    client = hub.new_client(ws, principal, sub, replaying=last_id is not None)
+    receiver = asyncio.create_task(_receive_loop(ws, hub, client))
+    try:
+        if last_id is not None:
+            await hub.replay(client, last_id)
+        client.sender = asyncio.create_task(hub.run_sender(client))
+        done, _ = await asyncio.wait({client.sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                if not isinstance(exc, WebSocketDisconnect | RuntimeError):
+                    logger.warning("subscriber %s failed: %r", principal.name, exc)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        hub.remove(client)
+        client.closed = True
+        for t in (receiver, client.sender):
+            if t is not None and not t.done():
+                t.cancel()
+                with contextlib.suppress(BaseException):
+                    await t
+
+
+def _reply(hub: Hub, client: Any, msg: dict[str, Any]) -> None:
+    hub.offer(client, None, json.dumps(msg), 0.0)
+
+
+async def _receive_loop(ws: WebSocket, hub: Hub, client: Any) -> None:
+    """Handle client messages: subscribe, ping; enforce the inbound size limit."""
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        raw = msg.get("text")
+        if raw is None:
+            raw_b = msg.get("bytes") or b""
+            if len(raw_b) > MAX_INBOUND_BYTES:
+                await ws.close(code=1009, reason="message too big")
+                return
+            raw = raw_b.decode("utf-8", "replace")
+        if len(raw) > MAX_INBOUND_BYTES:
+            await ws.close(code=1009, reason="message too big")
+            return
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            _reply(hub, client, {"type": "error", "detail": "messages must be JSON objects"})
+            continue
+        mtype = data.get("type")
+        if mtype == "ping":
+            _reply(hub, client, {"type": "pong"})
+        elif mtype == "subscribe":
+            try:
+                client.sub = Subscription.parse(data)
+            except FilterError as exc:
+                _reply(hub, client, {"type": "error", "detail": str(exc)})
+                continue
+            s = client.sub
+            _reply(
+                hub,
+                client,
+                {
+                    "type": "subscribed",
+                    "department": client.principal.department,
+                    "kinds": sorted(s.kinds) if s.kinds is not None else None,
+                    "cameras": sorted(s.cameras) if s.cameras is not None else None,
+                    "min_severity_rank": s.min_severity,
+                    "bbox": list(s.bbox) if s.bbox else None,
+                },
+            )
+        else:
+            _reply(hub, client, {"type": "error", "detail": f"unknown message type {mtype!r}"})
