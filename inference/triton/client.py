@@ -1,0 +1,366 @@
+"""Triton backend of the :class:`inference.client.InferenceClient` protocol.
+
+Frames go to the python-backend models of ``model_repo/`` over gRPC; when the server is on this
+host they travel through POSIX system shared memory (one region per in-flight slot) instead of
+the gRPC payload. Requests are bounded (``max_inflight`` slots) and time out
+(``timeout_ms``). A failed, slow or absent Triton never blocks or raises into the decoder: the
+affected frames are dropped and counted (:meth:`TritonClient.health`), the client probes the
+server at most every ``retry_interval_s`` while it is down and resumes (re-registering its
+shared memory) once it is ready again.
+
+Dropped frames are left out of the returned list, so ``len(results)`` can be below
+``len(batch)``; a frame is returned only when every detector it asked for answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from citysight.config import Detector, InferenceService
+from citysight.contracts import ContractError, FrameBatch, FrameResult
+from inference.detectors.base import DetectorOutput
+from inference.tracker import TrackerBank
+
+logger = logging.getLogger(__name__)
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+class _Slot:
+    """One in-flight request slot, with its own shared-memory region when enabled."""
+
+    def __init__(self, index: int, prefix: str) -> None:
+        self.name = f"{prefix}_{index}"
+        self.key = f"/{self.name}"
+        self.handle: Any = None
+        self.size = 0
+        self.registered = False
+
+    def ensure(self, nbytes: int, client: Any) -> None:
+        """Grow (re-create and re-register) the region to hold ``nbytes``."""
+        import tritonclient.utils.shared_memory as shm
+
+        if self.handle is not None and self.size >= nbytes and self.registered:
+            return
+        if self.handle is None or self.size < nbytes:
+            self.drop(client)
+            size = max(nbytes, 1 << 20)
+            self.handle = shm.create_shared_memory_region(self.name, self.key, size)
+            self.size = size
+        client.register_system_shared_memory(self.name, self.key, self.size)
+        self.registered = True
+
+    def drop(self, client: Any) -> None:
+        """Unregister and destroy the region (errors ignored: the server may be gone)."""
+        import tritonclient.utils.shared_memory as shm
+
+        if self.registered:
+            with contextlib.suppress(Exception):
+                client.unregister_system_shared_memory(self.name)
+            self.registered = False
+        if self.handle is not None:
+            with contextlib.suppress(Exception):
+                shm.destroy_shared_memory_region(self.handle)
+            self.handle = None
+            self.size = 0
+
+
+class TritonClient:
+    """Runs detectors on a Triton server (the bundled one when ``cfg.triton_url`` is empty).
+
+    Args:
+        cfg: Inference config: ``triton_url``, ``timeout_ms``, ``max_inflight``.
+        models_dir: Model files for an embedded server.
+        url: gRPC ``host:port``; overrides ``cfg.triton_url``.
+        use_shm: Send frames through system shared memory; default: when the server is local.
+        server: An already started :class:`inference.triton.server.LocalTriton` to use.
+        retry_interval_s: While Triton is down, probe it at most this often.
+    """
+
+    def __init__(
+        self,
+        cfg: InferenceService | None = None,
+        models_dir: Path = Path("model_repo/files"),
+        *,
+        url: str | None = None,
+        use_shm: bool | None = None,
+        server: Any = None,
+        retry_interval_s: float = 0.5,
+    ) -> None:
+        import tritonclient.grpc as grpcclient
+
+        cfg = cfg or InferenceService(type="triton")
+        self.timeout_s = cfg.timeout_ms / 1000.0
+        self.max_inflight = cfg.max_inflight
+        self.retry_interval_s = retry_interval_s
+        self._server = server
+        self._own_server = False
+        url = url or cfg.triton_url
+        if url is None and server is None:
+            from inference.triton.server import LocalTriton
+
+            self._server = LocalTriton(models_dir=Path(models_dir)).start()
+            self._own_server = True
+        self.url = url or self._server.grpc_url
+        host = self.url.rsplit(":", 1)[0]
+        self.use_shm = host in LOCAL_HOSTS if use_shm is None else use_shm
+        self._client = grpcclient.InferenceServerClient(self.url)
+        prefix = f"cs{os.getpid()}x{id(self) & 0xFFFFFF:x}"
+        self._slots: queue.Queue[_Slot] = queue.Queue()
+        self._all_slots = [_Slot(i, prefix) for i in range(self.max_inflight)]
+        for slot in self._all_slots:
+            self._slots.put(slot)
+        self._pool = ThreadPoolExecutor(self.max_inflight, thread_name_prefix="triton-infer")
+        self._trackers = TrackerBank()
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+        self._tiers: dict[str, str] = {}
+        self._down_since: float | None = None
+        self._next_probe = 0.0
+        self._last_error = ""
+        self._generation = 0  # bumps on each recovery: slots re-register their regions
+        self._slot_generation = dict.fromkeys(range(self.max_inflight), 0)
+
+    # -- protocol ------------------------------------------------------------------------
+
+    def infer(self, batch: FrameBatch) -> list[FrameResult]:
+        """Run the detectors each frame asks for; dropped frames are left out.
+
+        Raises:
+            citysight.contracts.ContractError: the batch is empty, malformed or names an
+                unknown detector (caller bugs, never server trouble).
+        """
+        if not isinstance(batch, FrameBatch):
+            raise ContractError(f"expected a FrameBatch, got {type(batch).__name__}")
+        if len(batch) == 0:
+            raise ContractError("empty FrameBatch")
+        batch.__post_init__()
+        wanted = set().union(*batch.detectors)
+        unknown = wanted - {d.value for d in Detector}
+        if unknown:
+            raise ContractError(f"unknown detector(s): {sorted(unknown)}")
+        if not self._available():
+            self._drop(len(batch), "triton_down")
+            return []
+        groups: list[tuple[str, list[int]]] = []
+        for name in sorted(wanted):
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i, dets in enumerate(batch.detectors):
+                if name in dets:
+                    by_shape.setdefault(batch.frames[i].shape, []).append(i)
+            groups += [(name, idx) for idx in by_shape.values()]
+        futures = [
+            (name, idx, self._pool.submit(self._request, name, batch, idx)) for name, idx in groups
+        ]
+        parts: list[dict[str, DetectorOutput]] = [{} for _ in range(len(batch))]
+        failed: set[int] = set()
+        for name, idx, fut in futures:
+            outs = fut.result()  # _request never raises
+            if outs is None:
+                failed.update(idx)
+                continue
+            for i, o in zip(idx, outs, strict=True):
+                parts[i][name] = o
+        results = []
+        for i in range(len(batch)):
+            if i in failed:
+                continue
+            out = DetectorOutput.concat([parts[i][n] for n in sorted(parts[i])])
+            results.append(self._result(batch, i, out))
+        if failed:
+            self._drop(len(failed), "request_failed")
+        self._count("frames_ok", len(results))
+        return results
+
+    def health(self) -> dict[str, Any]:
+        """Backend state, counters and the tier each model reported."""
+        with self._lock:
+            down = self._down_since is not None
+            return {
+                "backend": "triton",
+                "url": self.url,
+                "ready": not down,
+                "state": "down" if down else "running",
+                "down_for_s": round(time.monotonic() - self._down_since, 3) if down else 0.0,
+                "shared_memory": self.use_shm,
+                "max_inflight": self.max_inflight,
+                "timeout_ms": round(self.timeout_s * 1000),
+                "frames_ok": self._counts["frames_ok"],
+                "frames_dropped": sum(self._dropped.values()),
+                "dropped_by_reason": dict(self._dropped),
+                "requests": self._counts["requests"],
+                "request_errors": self._counts["request_errors"],
+                "recoveries": self._counts["recoveries"],
+                "last_error": self._last_error,
+                "detectors": {n: {"tier": t, "loaded": True} for n, t in self._tiers.items()},
+            }
+
+    def stats(self) -> dict[str, Any]:
+        """Alias of :meth:`health` (counters for benchmarks and metrics)."""
+        return self.health()
+
+    def close(self) -> None:
+        """Release shared memory, connections and an embedded server."""
+        self._pool.shutdown(wait=True)
+        for slot in self._all_slots:
+            slot.drop(self._client)
+        with contextlib.suppress(Exception):
+            self._client.close()
+        self._trackers.reset()
+        if self._own_server and self._server is not None:
+            self._server.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[key] += n
+
+    def _drop(self, n: int, reason: str) -> None:
+        with self._lock:
+            self._dropped[reason] += n
+        logger.debug("dropped %d frames (%s)", n, reason)
+
+    def _mark_down(self, error: str) -> None:
+        with self._lock:
+            if self._down_since is None:
+                logger.warning(
+                    "triton %s unavailable: %s; dropping frames until it returns", self.url, error
+                )
+                self._down_since = time.monotonic()
+                self._next_probe = self._down_since + self.retry_interval_s
+            self._last_error = error
+
+    def _available(self) -> bool:
+        """False while Triton is known down; probes it at most every ``retry_interval_s``."""
+        with self._lock:
+            if self._down_since is None:
+                return True
+            if time.monotonic() < self._next_probe:
+                return False
+            self._next_probe = time.monotonic() + self.retry_interval_s
+        try:
+            ready = bool(self._client.is_server_ready(client_timeout=min(self.timeout_s, 1.0)))
+        except Exception:
+            ready = False
+        if ready:
+            with self._lock:
+                logger.info(
+                    "triton %s is back after %.1f s",
+                    self.url,
+                    time.monotonic() - (self._down_since or time.monotonic()),
+                )
+                self._down_since = None
+                self._generation += 1
+                self._counts["recoveries"] += 1
+        return ready
+
+    def _request(
+        self, model: str, batch: FrameBatch, idx: list[int]
+    ) -> list[DetectorOutput] | None:
+        """One Triton request for frames ``idx`` of ``batch``; ``None`` when it failed."""
+        try:
+            slot = self._slots.get(timeout=self.timeout_s)
+        except queue.Empty:
+            self._count("no_slot")
+            return None
+        try:
+            frames = np.stack([batch.frames[i] for i in idx])
+            cams = np.asarray([[batch.camera_ids[i].encode()] for i in idx], dtype=object)
+            result = self._send(model, frames, cams, slot)
+            return self._decode(model, result)
+        except Exception as exc:
+            self._count("request_errors")
+            self._on_error(model, exc)
+            return None
+        finally:
+            self._slots.put(slot)
+
+    def _send(
+        self, model: str, frames: npt.NDArray[np.uint8], cams: npt.NDArray[Any], slot: _Slot
+    ) -> Any:
+        import tritonclient.grpc as grpcclient
+        import tritonclient.utils.shared_memory as shm
+
+        self._count("requests")
+        inp = grpcclient.InferInput("FRAMES", list(frames.shape), "UINT8")
+        if self.use_shm:
+            index = self._all_slots.index(slot)
+            if self._slot_generation[index] != self._generation:
+                slot.registered = False  # the server restarted: its registrations are gone
+                self._slot_generation[index] = self._generation
+            slot.ensure(frames.nbytes, self._client)
+            shm.set_shared_memory_region(slot.handle, [np.ascontiguousarray(frames)])
+            inp.set_shared_memory(slot.name, frames.nbytes)
+        else:
+            inp.set_data_from_numpy(frames)
+        ids = grpcclient.InferInput("CAMERA_IDS", list(cams.shape), "BYTES")
+        ids.set_data_from_numpy(cams)
+        return self._client.infer(model, [inp, ids], client_timeout=self.timeout_s)
+
+    def _decode(self, model: str, result: Any) -> list[DetectorOutput]:
+        count = result.as_numpy("COUNT")[:, 0]
+        boxes, scores = result.as_numpy("BOXES"), result.as_numpy("SCORES")
+        class_ids, extra = result.as_numpy("CLASS_IDS"), result.as_numpy("EXTRA")
+        tier = result.as_numpy("TIER")
+        if tier is not None and len(tier):
+            self._tiers[model] = tier[0, 0].decode()
+        outs = []
+        for i, n in enumerate(count):
+            cols = json.loads(extra[i, 0]) if extra is not None else {}
+            outs.append(
+                DetectorOutput(
+                    boxes=boxes[i, :n], scores=scores[i, :n], class_ids=class_ids[i, :n], extra=cols
+                )
+            )
+        return outs
+
+    def _on_error(self, model: str, exc: Exception) -> None:
+        from tritonclient.utils import InferenceServerException
+
+        msg = str(exc)
+        status = exc.status() if isinstance(exc, InferenceServerException) else None
+        # Connection loss and deadline expiry mean the server is gone or overloaded; an
+        # INVALID_ARG or a model error is specific to the request and does not trip the breaker.
+        transport = status in {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"} or (
+            status is None and not isinstance(exc, ValueError)
+        )
+        if "shared memory" in msg.lower() or "Unable to find system shared memory" in msg:
+            transport = True
+        if transport:
+            self._mark_down(f"{model}: {msg}")
+        else:
+            with self._lock:
+                self._last_error = f"{model}: {msg}"
+            logger.warning("triton %s request failed: %s", model, msg)
+
+    def _result(self, batch: FrameBatch, i: int, out: DetectorOutput) -> FrameResult:
+        h, w = batch.frames[i].shape[:2]
+        cam = batch.camera_ids[i]
+        track_ids = self._trackers.assign(cam, out.boxes, out.scores, out.class_ids)
+        return FrameResult(
+            camera_id=cam,
+            frame_time=float(batch.frame_times[i]),
+            frame_no=int(batch.frame_nos[i]),
+            width=w,
+            height=h,
+            boxes=out.boxes,
+            scores=out.scores,
+            class_ids=out.class_ids,
+            track_ids=track_ids if len(track_ids) else np.zeros(0, np.int64),
+            extra=out.extra,
+        )

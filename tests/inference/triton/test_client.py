@@ -1,0 +1,151 @@
+"""TritonClient: identical detections to in-process ONNX Runtime, drops and recovery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+from citysight.config import InferenceService
+from citysight.contracts import ContractError, FrameBatch, FrameResult, ObjectClass
+from inference.backends.onnxruntime import OrtClient
+from inference.triton.client import TritonClient
+from inference.triton.server import LocalTriton
+
+ALL = frozenset({"face", "plate", "fire_smoke", "vending"})
+
+
+def _batch(frames: list[np.ndarray], cam: str, dets: frozenset[str] = ALL) -> FrameBatch:
+    n = len(frames)
+    return FrameBatch(
+        frames=frames,
+        camera_ids=[f"{cam}{i % 2}" for i in range(n)],
+        frame_nos=list(range(n)),
+        frame_times=[1000.0 + i for i in range(n)],
+        detectors=[dets] * n,
+    )
+
+
+@pytest.fixture(scope="module")
+def ort(models_dir: Path) -> Iterator[OrtClient]:
+    client = OrtClient(None, models_dir)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=[True, False], ids=["shm", "plain"])
+def client(request: pytest.FixtureRequest, triton: LocalTriton) -> Iterator[TritonClient]:
+    c = TritonClient(
+        InferenceService(type="triton", timeout_ms=20000),
+        server=triton,
+        url=triton.grpc_url,
+        use_shm=request.param,
+    )
+    yield c
+    c.close()
+
+
+def _assert_same(a: list[FrameResult], b: list[FrameResult]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert (x.camera_id, x.frame_no, x.width, x.height) == (
+            y.camera_id,
+            y.frame_no,
+            y.width,
+            y.height,
+        )
+        np.testing.assert_array_equal(x.class_ids, y.class_ids)
+        np.testing.assert_allclose(x.boxes, y.boxes, atol=1e-3)
+        np.testing.assert_allclose(x.scores, y.scores, atol=1e-5)
+        np.testing.assert_array_equal(x.track_ids, y.track_ids)
+        assert x.extra.keys() == y.extra.keys()
+        for k in x.extra:
+            assert [str(v) for v in x.extra[k]] == [str(v) for v in y.extra[k]], k
+
+
+def test_identical_detections_to_onnxruntime(
+    client: TritonClient, ort: OrtClient, eval_images: Callable[..., Any]
+) -> None:
+    imgs = [im for task in ("faces", "plates", "fire") for im, _ in eval_images(task, 2)]
+    cam = f"same-{client.use_shm}-"
+    batch = _batch(imgs, cam)
+    via_triton, in_process = client.infer(batch), ort.infer(batch)
+    _assert_same(via_triton, in_process)
+    assert sum(len(r) for r in via_triton) > 0
+    h = client.health()
+    assert h["frames_ok"] == len(imgs) and h["frames_dropped"] == 0
+    assert set(h["detectors"]) == set(ALL)
+
+
+def test_per_model_inference_on_real_images(
+    client: TritonClient, eval_images: Callable[..., Any]
+) -> None:
+    faces = eval_images("faces", 3)
+    res = client.infer(_batch([im for im, _ in faces], "faces", frozenset({"face"})))
+    assert all((r.class_ids == ObjectClass.FACE).sum() >= 1 for r in res)
+    plates = eval_images("plates", 3)
+    res = client.infer(_batch([im for im, _ in plates], "plates", frozenset({"plate"})))
+    read = [t for r in res for t in r.extra.get("plate_text", [])]
+    wanted = [o["text"] for _, objs in plates for o in objs]
+    assert len(set(read) & set(wanted)) >= 2, (read, wanted)
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda: FrameBatch([], [], [], [], []), "empty"),
+        (lambda: _batch([np.zeros((8, 8, 3), np.uint8)], "x", frozenset({"nope"})), "unknown"),
+        ("not a batch", "expected a FrameBatch"),
+    ],
+)
+def test_bad_batches_raise_contract_errors(client: TritonClient, make: object, error: str) -> None:
+    with pytest.raises(ContractError, match=error):
+        client.infer(make() if callable(make) else make)  # type: ignore[arg-type]
+
+
+def test_wrong_shaped_frame_is_rejected_before_sending() -> None:
+    with pytest.raises(ContractError, match="uint8"):
+        _batch([np.zeros((8, 8), np.uint8)], "x")
+
+
+def test_killed_triton_drops_counts_and_recovers(models_dir: Path, tmp_path: Path) -> None:
+    server = LocalTriton(models_dir=models_dir, models=["face"], workdir=tmp_path)
+    server.start()
+    client = TritonClient(
+        InferenceService(type="triton", timeout_ms=3000, max_inflight=2),
+        server=server,
+        url=server.grpc_url,
+        retry_interval_s=0.2,
+    )
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    batch = _batch([frame, frame], "chaos", frozenset({"face"}))
+    try:
+        assert len(client.infer(batch)) == 2
+        stubs = psutil.Process(server.proc.pid).children(recursive=True)
+        server.kill()
+        assert not [p for p in stubs if p.is_running() and p.status() != "zombie"]
+        t0 = time.monotonic()
+        for _ in range(5):
+            assert client.infer(batch) == []
+        assert time.monotonic() - t0 < 5, "a dead Triton must not block the caller"
+        h = client.health()
+        assert h["state"] == "down" and not h["ready"]
+        assert h["frames_dropped"] == 10 and h["last_error"]
+        server.start(keep_ports=True)
+        deadline = time.monotonic() + 30
+        while not client.infer(batch) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        h = client.health()
+        assert h["state"] == "running" and h["recoveries"] >= 1
+        assert len(client.infer(batch)) == 2
+    finally:
+        client.close()
+        pid = server.proc.pid if server.proc else None
+        server.close()
+    if pid is not None:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
