@@ -292,19 +292,18 @@ class CameraReader:
                 self._set_state(CameraState.STALLED, reason)
             self.check_health()
             if not self._budget_left():
-                self._set_state(
-                    CameraState.FAILED,
-                    f"{self.opts.max_restarts} restarts within "
-                    f"{self.opts.restart_window_s:.0f} s; last error: {reason}",
-                )
-                # Cool down until the oldest restart leaves the window, then try again.
-                wait = self.opts.restart_window_s - (time.monotonic() - self._restarts[0])
-                if self._stop.wait(max(wait, 0.1)):
-                    return
+                # Bounded restarts: past the budget the camera is reported failed and is
+                # only retried at the slowest backoff until a session delivers frames again.
+                if self._state != CameraState.FAILED:
+                    self._set_state(
+                        CameraState.FAILED,
+                        f"{self.opts.max_restarts} restarts within "
+                        f"{self.opts.restart_window_s:.0f} s; last error: {reason}",
+                    )
+                attempt = 64
             delay = min(self.opts.backoff_max_s, self.opts.backoff_base_s * 2 ** min(attempt, 16))
-            delay *= random.uniform(
-                0.5, 1.0
-            )  # jitter: cameras cut together do not reconnect together
+            # Jitter: cameras cut together must not reconnect together.
+            delay *= random.uniform(0.5, 1.0)
             end = time.monotonic() + delay
             while not self._stop.is_set() and time.monotonic() < end:
                 self._stop.wait(min(0.25, max(end - time.monotonic(), 0)))
@@ -375,7 +374,11 @@ class CameraReader:
             for frame in frames:
                 m = self._m
                 m.frames_in += 1
-                t_media = frame.time if frame.time is not None else m.frames_in * frame_dur
+                if live or frame.time is None:
+                    # Live pts can be missing or jump (RTCP resync): sample by arrival time.
+                    t_media = time.monotonic() if live else m.frames_in * frame_dur
+                else:
+                    t_media = frame.time
                 if t0_media is None:
                     t0_media = t_media
                 rel = t_media - t0_media
@@ -384,7 +387,8 @@ class CameraReader:
                     lag = t0_wall + rel - time.monotonic()
                     if lag > 0 and self._stop.wait(lag):
                         return got
-                if rel + 1e-6 < next_emit:
+                # Tolerate early arrivals (network jitter) so 10 fps -> 5 fps stays 5 fps.
+                if rel < next_emit - 0.15 * period:
                     m.skipped += 1
                     continue
                 next_emit = max(next_emit + period, rel) if next_emit >= 0 else rel + period
