@@ -111,6 +111,39 @@ def server_env(models_dir: Path, base: dict[str, str] | None = None) -> dict[str
     return env
 
 
+def run_canary(http_url: str, timeout_s: float = 10.0) -> bool:
+    """Infer the known canary frame on Triton at ``http_url`` and compare the boxes.
+
+    Returns:
+        ``True`` when the ``canary`` model found exactly the drawn boxes; ``False`` on any
+        error or mismatch (never raises).
+    """
+    import tritonclient.http as httpclient
+
+    frame, expected = canary_frame()
+    try:
+        client = httpclient.InferenceServerClient(
+            http_url, network_timeout=timeout_s, connection_timeout=timeout_s
+        )
+        try:
+            frames = httpclient.InferInput("FRAMES", [1, *frame.shape], "UINT8")
+            frames.set_data_from_numpy(frame[None])
+            cams = httpclient.InferInput("CAMERA_IDS", [1, 1], "BYTES")
+            cams.set_data_from_numpy(np.asarray([[b"canary"]], dtype=object))
+            result = client.infer("canary", [frames, cams])
+        finally:
+            client.close()
+    except Exception as exc:  # any failure means "not ready"
+        logger.warning("triton canary failed: %s", exc)
+        return False
+    count = int(result.as_numpy("COUNT")[0, 0])
+    boxes = result.as_numpy("BOXES")[0, :count]
+    ok = boxes.shape == expected.shape and bool(np.allclose(boxes, expected, atol=0.5))
+    if not ok:
+        logger.warning("triton canary: boxes %s, expected %s", boxes.tolist(), expected.tolist())
+    return ok
+
+
 class LocalTriton:
     """A standalone tritonserver process on 127.0.0.1.
 
@@ -123,6 +156,7 @@ class LocalTriton:
         tiers: Optional ``{detector: [tier, ...]}`` restriction of detector tiers.
         startup_timeout_s: Seconds to wait for health and the canary.
         log_verbose: tritonserver ``--log-verbose`` level.
+        ports: Fixed ``(http, grpc, metrics)`` ports; free ones by default.
 
     Example:
         >>> with LocalTriton() as triton:  # doctest: +SKIP
@@ -138,6 +172,7 @@ class LocalTriton:
         tiers: dict[str, list[str]] | None = None,
         startup_timeout_s: float = 90.0,
         log_verbose: int = 0,
+        ports: tuple[int, int, int] | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.models_dir = Path(models_dir).resolve()
@@ -147,7 +182,8 @@ class LocalTriton:
         self.log_verbose = log_verbose
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="citysight-triton-"))
-        self.http_port = self.grpc_port = self.metrics_port = 0
+        self.http_port, self.grpc_port, self.metrics_port = ports or (0, 0, 0)
+        self._fixed_ports = ports is not None
         self.shm_prefix = f"citysight{os.getpid()}x{id(self) & 0xFFFFFF:x}_"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "tritonserver.log"
@@ -218,7 +254,7 @@ class LocalTriton:
         if self.proc is not None and self.proc.poll() is None:
             return self
         binary = prepare_server_tree(self.workdir / "tritonserver")
-        if not (keep_ports and self.http_port):
+        if not ((keep_ports or self._fixed_ports) and self.http_port):
             self.http_port, self.grpc_port, self.metrics_port = (
                 free_port(),
                 free_port(),
@@ -389,37 +425,10 @@ class LocalTriton:
         return self._http("GET", f"/v2/models/{name}/ready")[0] == 200
 
     def canary(self, timeout_s: float = 10.0) -> bool:
-        """Infer the known canary frame and compare the boxes with the drawn ones.
-
-        Returns ``True`` also when the ``canary`` model is not part of an explicit model list
-        (nothing to check); ``False`` on any error or mismatch.
-        """
+        """Run :func:`run_canary` on this server (``True`` when no canary model is loaded)."""
         if "canary" not in self.model_names():
             return True
-        import tritonclient.http as httpclient
-
-        frame, expected = canary_frame()
-        try:
-            client = httpclient.InferenceServerClient(
-                self.http_url, network_timeout=timeout_s, connection_timeout=timeout_s
-            )
-            frames = httpclient.InferInput("FRAMES", [1, *frame.shape], "UINT8")
-            frames.set_data_from_numpy(frame[None])
-            cams = httpclient.InferInput("CAMERA_IDS", [1, 1], "BYTES")
-            cams.set_data_from_numpy(np.asarray([[b"canary"]], dtype=object))
-            result = client.infer("canary", [frames, cams])
-            client.close()
-        except Exception as exc:  # any failure means "not ready"
-            logger.warning("triton canary failed: %s", exc)
-            return False
-        count = int(result.as_numpy("COUNT")[0, 0])
-        boxes = result.as_numpy("BOXES")[0, :count]
-        ok = boxes.shape == expected.shape and bool(np.allclose(boxes, expected, atol=0.5))
-        if not ok:
-            logger.warning(
-                "triton canary: boxes %s, expected %s", boxes.tolist(), expected.tolist()
-            )
-        return ok
+        return run_canary(self.http_url, timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
         """Last lines of the server log."""
