@@ -1,0 +1,247 @@
+"""The stream supervisor: assigns cameras to stream-worker actors and keeps them assigned.
+
+Cameras live in the Redis registry (hash ``citysight:cameras``: id -> CameraConfig JSON);
+the API announces a change by publishing the camera id on ``citysight:cameras:changed``.
+The supervisor applies adds, updates and removes within about a second, assigns each
+camera to a worker by consistent hashing of its id, pings the workers, and moves the shard
+of a dead worker to the living ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import ray
+import redis
+from pydantic import ValidationError
+
+from citysight.config import CameraConfig, StreamsService
+from streams.reader import ReaderOptions
+from streams.ring import HashRing
+from streams.worker import InferFactory, StreamWorkerActor
+
+logger = logging.getLogger(__name__)
+
+CAMERA_REGISTRY_KEY = "citysight:cameras"
+CAMERA_CHANGED_CHANNEL = "citysight:cameras:changed"
+
+
+class StreamSupervisor:
+    """Owns the stream-worker actors and the camera assignment.
+
+    Args:
+        streams_cfg: Ingest settings (``workers`` actors are started).
+        redis_url: Redis holding the camera registry.
+        infer_factory: Passed to every worker (called inside the worker process).
+        reader_options: Reader tunables for every worker.
+        resync_s: Full registry re-read period (catches missed notifications).
+        ping_timeout_s: A worker that does not answer a ping within this is dead.
+        autostart: Start in the constructor (what the Ray actor needs).
+    """
+
+    def __init__(
+        self,
+        streams_cfg: StreamsService,
+        redis_url: str,
+        infer_factory: InferFactory,
+        reader_options: ReaderOptions | None = None,
+        resync_s: float = 5.0,
+        ping_timeout_s: float = 3.0,
+        autostart: bool = True,
+    ) -> None:
+        self.cfg = streams_cfg
+        self.redis_url = redis_url
+        self.redis = redis.Redis.from_url(redis_url)
+        self.infer_factory = infer_factory
+        self.reader_options = reader_options
+        self.resync_s = resync_s
+        self.ping_timeout_s = ping_timeout_s
+        self.ring = HashRing()
+        self.workers: dict[str, Any] = {}
+        self.cameras: dict[str, CameraConfig] = {}
+        self.owner: dict[str, str] = {}
+        self.moves = 0
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if autostart:
+            self.start()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers, load the registry and watch for changes."""
+        for i in range(self.cfg.workers):
+            name = f"stream-worker-{i}"
+            self.workers[name] = StreamWorkerActor.remote(  # type: ignore[attr-defined]
+                [], self.cfg, self.redis_url, self.infer_factory, self.reader_options
+            )
+            self.ring.add(name)
+        ray.get([w.ping.remote() for w in self.workers.values()])
+        self.sync()
+        self._thread = threading.Thread(target=self._watch, name="stream-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching and stop every worker (their readers and threads)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        with self._lock:
+            workers = dict(self.workers)
+            self.workers.clear()
+        refs = [w.stop.remote() for w in workers.values()]
+        try:
+            ray.get(refs, timeout=30)
+        except Exception as exc:
+            logger.warning("stopping workers: %s", exc)
+        for w in workers.values():
+            ray.kill(w)
+        self.redis.close()
+
+    # -- queries ----------------------------------------------------------------------
+
+    def assignments(self) -> dict[str, list[str]]:
+        """Worker name -> sorted camera ids."""
+        with self._lock:
+            out: dict[str, list[str]] = {n: [] for n in self.workers}
+            for cid, node in self.owner.items():
+                out.setdefault(node, []).append(cid)
+            return {k: sorted(v) for k, v in out.items()}
+
+    def worker(self, name: str) -> Any:
+        """Actor handle of a worker (tests kill one to check failover)."""
+        return self.workers[name]
+
+    def stats(self) -> dict[str, Any]:
+        """Per-worker stats."""
+        with self._lock:
+            items = list(self.workers.items())
+        out: dict[str, Any] = {"moves": self.moves}
+        for name, w in items:
+            try:
+                out[name] = ray.get(w.stats.remote(), timeout=self.ping_timeout_s)
+            except Exception as exc:
+                out[name] = {"error": type(exc).__name__}
+        return out
+
+    # -- reconciliation ---------------------------------------------------------------
+
+    def _load(self, camera_id: str | None = None) -> dict[str, CameraConfig | None]:
+        raw: dict[bytes, bytes]
+        if camera_id is None:
+            raw = self.redis.hgetall(CAMERA_REGISTRY_KEY)
+        else:
+            v = self.redis.hget(CAMERA_REGISTRY_KEY, camera_id)
+            raw = {camera_id.encode(): v} if v is not None else {}
+        out: dict[str, CameraConfig | None] = {}
+        for k, v in raw.items():
+            cid = k.decode()
+            try:
+                cam = CameraConfig.model_validate_json(v)
+            except ValidationError as exc:
+                logger.warning("camera %s in the registry is invalid: %s", cid, exc)
+                continue
+            out[cid] = cam if cam.enabled else None
+        if camera_id is not None and camera_id not in out:
+            out[camera_id] = None
+        return out
+
+    def sync(self, camera_id: str | None = None) -> None:
+        """Apply the registry (one camera, or all) to the workers."""
+        wanted = self._load(camera_id)
+        with self._lock:
+            if camera_id is None:
+                for cid in list(self.cameras):
+                    wanted.setdefault(cid, None)
+            for cid, cam in wanted.items():
+                self._apply(cid, cam)
+
+    def _apply(self, cid: str, cam: CameraConfig | None) -> None:
+        current = self.cameras.get(cid)
+        if cam is None:
+            if current is not None:
+                node = self.owner.pop(cid)
+                self.cameras.pop(cid)
+                self._call(node, "remove_camera", cid)
+                logger.info("camera %s removed from %s", cid, node)
+            return
+        node = self.ring.node_for(cid)
+        old = self.owner.get(cid)
+        if current is not None and current == cam and old == node:
+            return
+        if old is not None and old != node:
+            self._call(old, "remove_camera", cid)
+        self.cameras[cid] = cam
+        self.owner[cid] = node
+        self._call(node, "add_camera" if current is None or old != node else "update_camera", cam)
+        logger.info("camera %s -> %s", cid, node)
+
+    def _call(self, node: str, method: str, arg: Any) -> None:
+        w = self.workers.get(node)
+        if w is None:
+            return
+        try:
+            ray.get(getattr(w, method).remote(arg), timeout=15)
+        except Exception as exc:
+            logger.warning("%s.%s failed: %s", node, method, exc)
+
+    def check_workers(self) -> list[str]:
+        """Ping the workers; move the cameras of dead ones. Returns the dead workers."""
+        with self._lock:
+            items = list(self.workers.items())
+        refs = {name: w.ping.remote() for name, w in items}
+        dead: list[str] = []
+        for name, ref in refs.items():
+            try:
+                ray.get(ref, timeout=self.ping_timeout_s)
+            except Exception as exc:
+                logger.warning("stream worker %s is dead (%s): moving its cameras", name, exc)
+                dead.append(name)
+        if not dead:
+            return []
+        with self._lock:
+            for name in dead:
+                self.workers.pop(name, None)
+                self.ring.remove(name)
+            if not self.workers:
+                logger.error("no stream workers left: %d cameras unassigned", len(self.owner))
+                return dead
+            orphans = [cid for cid, node in self.owner.items() if node in dead]
+            for cid in orphans:
+                node = self.ring.node_for(cid)
+                self.owner[cid] = node
+                self._call(node, "add_camera", self.cameras[cid])
+                self.moves += 1
+        return dead
+
+    def _watch(self) -> None:
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(CAMERA_CHANGED_CHANNEL)
+        next_resync = time.monotonic() + self.resync_s
+        next_ping = time.monotonic() + 1.0
+        try:
+            while not self._stop.is_set():
+                try:
+                    msg = pubsub.get_message(timeout=0.2)
+                    if msg and msg.get("type") == "message":
+                        data = msg["data"]
+                        self.sync(data.decode() if isinstance(data, bytes) else str(data))
+                    now = time.monotonic()
+                    if now >= next_resync:
+                        self.sync()
+                        next_resync = now + self.resync_s
+                    if now >= next_ping:
+                        self.check_workers()
+                        next_ping = now + 1.0
+                except redis.RedisError as exc:
+                    logger.warning("camera registry watch: %s", exc)
+                    self._stop.wait(1.0)
+        finally:
+            pubsub.close()
+
+
+StreamSupervisorActor = ray.remote(num_cpus=0, max_restarts=0)(StreamSupervisor)
