@@ -1,0 +1,1 @@
+"""Inference benchmarks: in-process ONNX Runtime vs Triton."""

@@ -1,0 +1,247 @@
+"""``citysight bench inference``: per-model latency and frames/s, in-process vs Triton.
+
+All figures come from one run on the same host, so their ratios are meaningful:
+
+* ``ort``: the detector called in-process (``inference.detectors``), one frame per call;
+* ``triton_c1``: one client thread, batch-1 requests over gRPC (plain payload);
+* ``triton_c8``: eight client threads, batch-1 requests: Triton's dynamic batcher may merge
+  them (``batching_gain`` = c8 / c1 frames/s; ``avg_batch`` from Triton's own statistics);
+* ``shm`` vs ``plain``: batch-8 requests through :class:`inference.triton.client.TritonClient`
+  with frames in system shared memory versus in the gRPC payload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "inference.json"
+SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))
+MODELS = ("face", "plate", "fire_smoke", "vending")
+
+
+def load_frames(n: int, width: int, height: int, data_dir: Path | None) -> list[np.ndarray]:
+    """``n`` frames of ``width``×``height``: real eval images when found, else noise."""
+    files: list[Path] = []
+    if data_dir is not None and data_dir.is_dir():
+        for task in ("plates", "faces", "fire"):
+            files += sorted((data_dir / task / "images").glob("*.*"))[: max(1, n // 3)]
+    frames = []
+    for f in files[:n]:
+        img = cv2.imread(str(f))
+        if img is not None:
+            frames.append(cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA))
+    rng = np.random.default_rng(0)
+    while len(frames) < n:
+        frames.append(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+    return frames
+
+
+def _measure(fn: Callable[[int], int], seconds: float, threads: int = 1) -> dict[str, float]:
+    """Call ``fn(i)`` (returns frames done) from ``threads`` threads for ``seconds``."""
+    lat: list[float] = []
+    done = [0]
+    lock = threading.Lock()
+    fn(0)  # warm-up, not timed
+    stop_at = time.perf_counter() + seconds
+
+    def worker(k: int) -> None:
+        i = k
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            n = fn(i)
+            dt = time.perf_counter() - t0
+            with lock:
+                lat.append(dt)
+                done[0] += n
+            i += threads
+
+    t0 = time.perf_counter()
+    pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat.sort()
+    return {
+        "frames_per_s": round(done[0] / wall, 2),
+        "latency_ms_p50": round(1000 * statistics.median(lat), 2) if lat else 0.0,
+        "latency_ms_p95": round(1000 * lat[int(0.95 * (len(lat) - 1))], 2) if lat else 0.0,
+        "requests": len(lat),
+        "threads": threads,
+    }
+
+
+def _model_stats(http_url: str, model: str) -> tuple[int, int]:
+    """``(inference_count, execution_count)`` of a model from Triton's statistics."""
+    with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=5) as r:
+        stats = json.loads(r.read())["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def bench_model(
+    model: str, frames: list[np.ndarray], triton: Any, models_dir: Path, seconds: float
+) -> dict[str, Any]:
+    """All measurements of one model."""
+    import tritonclient.grpc as grpcclient
+
+    from citysight.config import InferenceService
+    from citysight.contracts import FrameBatch
+    from inference.detectors.base import load_detector
+    from inference.triton.client import TritonClient
+
+    out: dict[str, Any] = {}
+    det = load_detector(model, models_dir)
+    out["tier"] = det.tier
+    out["ort"] = _measure(
+        lambda i: len(det.detect([frames[i % len(frames)]], [f"o{i % 4}"])), seconds
+    )
+
+    local = threading.local()
+
+    def one(i: int) -> int:
+        if not hasattr(local, "c"):
+            local.c = grpcclient.InferenceServerClient(triton.grpc_url)
+        f = frames[i % len(frames)][None]
+        a = grpcclient.InferInput("FRAMES", list(f.shape), "UINT8")
+        a.set_data_from_numpy(f)
+        b = grpcclient.InferInput("CAMERA_IDS", [1, 1], "BYTES")
+        b.set_data_from_numpy(np.asarray([[f"t{i % 4}".encode()]], dtype=object))
+        local.c.infer(model, [a, b], client_timeout=60)
+        return 1
+
+    for conc in (1, 8):
+        before = _model_stats(triton.http_url, model)
+        out[f"triton_c{conc}"] = _measure(one, seconds, threads=conc)
+        after = _model_stats(triton.http_url, model)
+        infers, execs = after[0] - before[0], after[1] - before[1]
+        out[f"triton_c{conc}"]["avg_batch"] = round(infers / max(execs, 1), 2)
+    out["batching_gain_c8_vs_c1"] = round(
+        out["triton_c8"]["frames_per_s"] / max(out["triton_c1"]["frames_per_s"], 1e-9), 2
+    )
+    out["triton_vs_ort_c1"] = round(
+        out["triton_c1"]["frames_per_s"] / max(out["ort"]["frames_per_s"], 1e-9), 2
+    )
+
+    batch8 = frames[:8] if len(frames) >= 8 else (frames * 8)[:8]
+    for mode, use_shm in (("shm", True), ("plain", False)):
+        client = TritonClient(
+            InferenceService(type="triton", timeout_ms=60000, max_inflight=2),
+            server=triton,
+            url=triton.grpc_url,
+            use_shm=use_shm,
+        )
+        fb = FrameBatch(
+            frames=batch8,
+            camera_ids=[f"s{k % 4}" for k in range(8)],
+            frame_nos=list(range(8)),
+            frame_times=[0.0] * 8,
+            detectors=[frozenset({model})] * 8,
+        )
+        try:
+            out[f"batch8_{mode}"] = _measure(lambda i, c=client, b=fb: len(c.infer(b)), seconds)
+        finally:
+            client.close()
+    out["shm_vs_plain_batch8"] = round(
+        out["batch8_shm"]["frames_per_s"] / max(out["batch8_plain"]["frames_per_s"], 1e-9), 2
+    )
+    return out
+
+
+def run(
+    models: list[str],
+    models_dir: Path,
+    seconds: float,
+    width: int,
+    height: int,
+    data_dir: Path | None,
+) -> dict[str, Any]:
+    """Start Triton, benchmark ``models``, stop it; the result document."""
+    import onnxruntime as ort
+
+    from inference.triton.server import LocalTriton
+
+    frames = load_frames(12, width, height, data_dir)
+    t0 = time.perf_counter()
+    with LocalTriton(models_dir=models_dir, models=["canary", *models]) as triton:
+        startup_s = time.perf_counter() - t0
+        results = {m: bench_model(m, frames, triton, models_dir, seconds) for m in models}
+    return {
+        "benchmark": "inference",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "providers": ort.get_available_providers(),
+        },
+        "frame": [height, width, 3],
+        "seconds_per_measurement": seconds,
+        "triton_startup_s": round(startup_s, 2),
+        "models": results,
+        "notes": "CPU, python-backend models calling ONNX Runtime; shared host, so absolute "
+        "numbers vary run to run: compare ratios within this run.",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (``citysight bench inference``)."""
+    p = argparse.ArgumentParser(prog="citysight bench inference", description=__doc__)
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="model files (default: model_repo/files, else ../shared/models)",
+    )
+    p.add_argument("--data-dir", type=Path, default=SHARED / "data" / "eval")
+    p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    p.add_argument("--width", type=int, default=960)
+    p.add_argument("--height", type=int, default=540)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = p.parse_args(argv)
+    models = [m for m in args.models.split(",") if m]
+    if unknown := set(models) - set(MODELS):
+        print(f"error: unknown model(s) {sorted(unknown)}; known: {list(MODELS)}", file=sys.stderr)
+        return 2
+    models_dir = args.models_dir
+    if models_dir is None:
+        files = ROOT / "model_repo" / "files"
+        models_dir = files if any(files.glob("*.onnx")) else SHARED / "models"
+    result = run(models, models_dir, args.seconds, args.width, args.height, args.data_dir)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for m, r in result["models"].items():
+            print(
+                f"{m:11} ort {r['ort']['frames_per_s']:7.1f} f/s  triton c1 "
+                f"{r['triton_c1']['frames_per_s']:7.1f}  c8 {r['triton_c8']['frames_per_s']:7.1f}"
+                f" (x{r['batching_gain_c8_vs_c1']}, avg batch {r['triton_c8']['avg_batch']})"
+                f"  shm/plain x{r['shm_vs_plain_batch8']}"
+            )
+        print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
