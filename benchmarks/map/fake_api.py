@@ -158,6 +158,10 @@ class FakeApi:
     snapshot_jpeg: bytes | None = None
     sockets: list[Any] = field(default_factory=list)
     feed_seq: int = 0
+    health: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.health = make_health(self.cameras)
 
     def install(self, context: Any, base_url: str) -> None:
         """Answer every request to ``base_url`` from this object."""
@@ -181,9 +185,11 @@ class FakeApi:
         if path == "/api/me":
             body = self.me
         elif path == "/api/config/map":
-            body = {"tile_url": None, "overlays": [], "cameras": self.cameras}
+            states = {c["id"]: c["health"]["state"] for c in self.health}
+            cams = [{**c, "state": states[c["id"]]} for c in self.cameras]
+            body = {"tile_url": None, "overlays": [], "cameras": cams}
         elif path == "/api/cameras":
-            body = make_health(self.cameras)
+            body = self.health
         elif path == "/api/alerts":
             body = self.alerts
         elif path == "/api/ws-tickets":

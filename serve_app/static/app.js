@@ -165,14 +165,19 @@ const Graticule = L.GridLayer.extend({
 });
 
 function clusterIcon(cluster) {
-  let bad = 0;
+  // Neutral disc with the camera count; a badge counts cameras that are not running
+  // (amber when only stalled ones, red when any is offline or failed).
+  let stalled = 0, down = 0;
   const children = cluster.getAllChildMarkers();
-  for (const m of children) if (m.options.health !== "running") bad += 1;
-  const n = children.length;
-  const cls = bad === 0 ? "ok" : bad * 4 >= n ? "bad" : "warn";
+  for (const m of children) {
+    const h = m.options.health;
+    if (h === "stalled") stalled += 1; else if (h !== "running") down += 1;
+  }
+  const bad = stalled + down;
+  const badge = bad ? `<i class="${down ? "down" : "stalled"}">${bad}</i>` : "";
   return L.divIcon({
-    html: `<span>${n}</span>`,
-    className: `cam-cluster cam-cluster-${cls}`,
+    html: `<span>${children.length}</span>${badge}`,
+    className: `cam-cluster${bad ? "" : " cam-cluster-ok"}`,
     iconSize: L.point(36, 36),
   });
 }
@@ -203,8 +208,21 @@ async function setupMap() {
       }).addTo(map);
     } catch (err) { console.warn("overlay", ov.name, err); }
   }));
+  // The view must exist before the cluster joins the map: only then does markercluster
+  // load markers in chunks (short tasks) instead of one long blocking pass.
+  const cams = cfg.cameras || [];
+  if (cams.length) {
+    map.fitBounds(L.latLngBounds(cams.map((c) => [c.latitude, c.longitude])).pad(0.1));
+  } else {
+    map.setView(cfg.center ? [cfg.center.lat, cfg.center.lon] : [0, 0], cfg.center ? 12 : 2);
+  }
   state.cluster = L.markerClusterGroup({
     chunkedLoading: true,
+    chunkInterval: 40,
+    chunkDelay: 5,
+    chunkProgress: (done, total) => {
+      if (done === total && state.onClustered) { state.onClustered(); state.onClustered = null; }
+    },
     showCoverageOnHover: false,
     disableClusteringAtZoom: 17,
     maxClusterRadius: 60,
@@ -217,35 +235,35 @@ async function setupMap() {
     { collapsed: true }).addTo(map);
   L.control.scale().addTo(map);
 
-  const cams = cfg.cameras || [];
-  addCameras(cams);
-  for (const c of cams) if (c.state) setCameraHealth(c.id, { state: c.state });
-  flushClusterRefresh();
-  if (cams.length) {
-    map.fitBounds(L.latLngBounds(cams.map((c) => [c.latitude, c.longitude])).pad(0.1));
-  } else {
-    map.setView([0, 0], 2);
-  }
+  await addCameras(cams);
 }
 
 function cameraIcon(health) {
   return L.divIcon({ className: `cam cam-${health}`, iconSize: [14, 14], html: "" });
 }
 
+/** Add camera markers (chunked); resolves when they are all clustered. */
 function addCameras(cams) {
   const markers = [];
   for (const cam of cams) {
     if (state.cameras.has(cam.id) || cam.latitude == null) continue;
+    // Start with the health the listing carries, so the first paint needs no cluster refresh.
+    const health = healthState(cam.health || (cam.state ? { state: cam.state } : null));
     const marker = L.marker([cam.latitude, cam.longitude], {
-      icon: cameraIcon("offline"), health: "offline", title: cam.name || cam.id, keyboard: false,
+      icon: cameraIcon(health), health, title: cam.name || cam.id, keyboard: false,
     });
     marker.bindPopup(() => cameraPopup(cam.id), { maxWidth: 280 });
     marker.on("add", (e) => { if (e.target._icon) e.target._icon.dataset.cameraId = cam.id; });
-    state.cameras.set(cam.id, { cam, health: null, marker });
+    state.cameras.set(cam.id, { cam, health: cam.health || (cam.state ? { state: cam.state } : null), marker });
     markers.push(marker);
   }
-  state.cluster.addLayers(markers);
   document.body.dataset.cameras = String(state.cameras.size);
+  if (!markers.length) return Promise.resolve();
+  if (!state.cluster._map) { state.cluster.addLayers(markers); return Promise.resolve(); }  // hidden layer: no chunks
+  // Resolves once markercluster has placed every marker (its last chunk).
+  const done = new Promise((resolve) => { state.onClustered = resolve; });
+  state.cluster.addLayers(markers);
+  return done;
 }
 
 function healthState(h) {
@@ -344,6 +362,18 @@ function fmtTime(iso) {
   return Number.isNaN(d.getTime()) ? "" : TIME_FMT.format(d);
 }
 
+const KIND_TEMPLATES = {};
+
+/** A fresh copy of a kind's icon (cloned from a parsed template: no HTML parsing per use). */
+function kindIconNode(kind) {
+  let t = KIND_TEMPLATES[kind];
+  if (!t) {
+    t = KIND_TEMPLATES[kind] = document.createElement("template");
+    t.innerHTML = kindIcon(kind);
+  }
+  return t.content.cloneNode(true);
+}
+
 function kindIcon(kind) {
   return `<svg viewBox="0 0 24 24" fill="currentColor" aria-hidden="true">${KIND_SVG[kind] || KIND_SVG.camera_offline}</svg>`;
 }
@@ -406,7 +436,7 @@ function renderItem(li, a, prev) {
   li.dataset.department = a.department;
   if (!prev || prev.kind !== a.kind) {
     p.icon.className = `kind-icon kind-${a.kind}`;
-    p.icon.innerHTML = kindIcon(a.kind);
+    p.icon.replaceChildren(kindIconNode(a.kind));
   }
   if (!prev || prev.summary !== a.summary || prev.camera_id !== a.camera_id) {
     p.t.textContent = a.summary || `${a.kind} at ${a.camera_id}`;
@@ -823,7 +853,11 @@ function setupDetail() {
 async function loadAlerts() {
   const list = await api("/api/alerts?limit=500");
   const alerts = Array.isArray(list) ? list : list.alerts || [];
-  for (const a of alerts) upsertAlert(a);
+  // Chunks of 100 with a yield between them keep main-thread tasks short on first load.
+  for (let i = 0; i < alerts.length; i += 100) {
+    for (const a of alerts.slice(i, i + 100)) upsertAlert(a);
+    if (i + 100 < alerts.length) await new Promise((r) => setTimeout(r, 0));
+  }
   updateCounts();
 }
 
