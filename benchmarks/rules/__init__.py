@@ -1,0 +1,1 @@
+"""Rules-layer throughput and latency benchmark (``citysight bench rules``)."""
