@@ -134,6 +134,7 @@ class TritonClient:
         self._last_error = ""
         self._generation = 0  # bumps on each recovery: slots re-register their regions
         self._slot_generation = dict.fromkeys(range(self.max_inflight), 0)
+        self._probe_tiers()
 
     # -- protocol ------------------------------------------------------------------------
 
@@ -225,6 +226,27 @@ class TritonClient:
             self._server.close()
 
     # -- internals -----------------------------------------------------------------------
+
+    def _probe_tiers(self) -> None:
+        """Ask each detector model once for its active tier (for ``/health``); best effort."""
+        import tritonclient.grpc as grpcclient
+
+        frame = np.zeros((1, 32, 32, 3), np.uint8)
+        for name in (d.value for d in Detector):
+            try:
+                a = grpcclient.InferInput("FRAMES", list(frame.shape), "UINT8")
+                a.set_data_from_numpy(frame)
+                b = grpcclient.InferInput("CAMERA_IDS", [1, 1], "BYTES")
+                b.set_data_from_numpy(np.asarray([[b"__tier_probe__"]], dtype=object))
+                res = self._client.infer(
+                    name,
+                    [a, b],
+                    outputs=[grpcclient.InferRequestedOutput("TIER")],
+                    client_timeout=self.timeout_s,
+                )
+                self._tiers[name] = res.as_numpy("TIER")[0, 0].decode()
+            except Exception as exc:  # the model may be absent or the server down
+                logger.info("triton model %s: tier unknown (%s)", name, exc)
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:

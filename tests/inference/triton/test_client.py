@@ -113,6 +113,60 @@ def test_wrong_shaped_frame_is_rejected_before_sending() -> None:
         _batch([np.zeros((8, 8), np.uint8)], "x")
 
 
+def test_slow_triton_drops_and_counts_instead_of_blocking(
+    triton: LocalTriton, eval_images: Callable[..., Any]
+) -> None:
+    imgs = [im for im, _ in eval_images("plates", 4)] * 2
+    client = TritonClient(
+        InferenceService(type="triton", timeout_ms=10),
+        server=triton,
+        url=triton.grpc_url,
+        retry_interval_s=0.1,
+    )
+    try:
+        t0 = time.monotonic()
+        assert client.infer(_batch(imgs, "slow", frozenset({"plate"}))) == []
+        assert time.monotonic() - t0 < 2.0
+        h = client.health()
+        assert h["frames_dropped"] == len(imgs)
+        assert "Deadline" in h["last_error"] or "deadline" in h["last_error"].lower()
+        client.timeout_s = 20.0  # the server is merely slow: with patience it answers again
+        tiny = _batch([np.zeros((32, 32, 3), np.uint8)], "slow", frozenset({"fire_smoke"}))
+        deadline = time.monotonic() + 10
+        while not client.infer(tiny) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.health()["state"] == "running"
+    finally:
+        client.close()
+
+
+def test_health_reports_tiers_before_any_frame(triton: LocalTriton) -> None:
+    client = TritonClient(InferenceService(type="triton"), server=triton, url=triton.grpc_url)
+    try:
+        tiers = {k: v["tier"] for k, v in client.health()["detectors"].items()}
+    finally:
+        client.close()
+    assert tiers == {
+        "face": "yunet",
+        "plate": "y5fu",
+        "fire_smoke": "classical",
+        "vending": "yolox",
+    }
+
+
+@pytest.mark.slow
+def test_embedded_server_through_the_registry(models_dir: Path) -> None:
+    from inference.client import create_client
+
+    client = create_client(InferenceService(type="triton"), models_dir)
+    try:
+        frame = np.zeros((64, 64, 3), np.uint8)
+        assert len(client.infer(_batch([frame], "emb"))) == 1
+        assert client.health()["ready"]
+    finally:
+        client.close()
+
+
 def test_killed_triton_drops_counts_and_recovers(models_dir: Path, tmp_path: Path) -> None:
     server = LocalTriton(models_dir=models_dir, models=["face"], workdir=tmp_path)
     server.start()
