@@ -36,7 +36,7 @@ from streams.urls import (
 
 logger = logging.getLogger(__name__)
 
-FrameCallback = Callable[[str, int, float, "npt.NDArray[np.uint8]"], None]
+FrameCallback = Callable[[str, int, float, "npt.NDArray[np.uint8]"], object]
 StatusCallback = Callable[[CameraStatus], None]
 
 DEFAULT_MAX_PIXELS = 8192 * 8192

@@ -76,7 +76,7 @@ class StreamSupervisor:
         """Start the workers, load the registry and watch for changes."""
         for i in range(self.cfg.workers):
             name = f"stream-worker-{i}"
-            self.workers[name] = StreamWorkerActor.remote(  # type: ignore[attr-defined]
+            self.workers[name] = StreamWorkerActor.remote(
                 [], self.cfg, self.redis_url, self.infer_factory, self.reader_options
             )
             self.ring.add(name)
@@ -131,7 +131,7 @@ class StreamSupervisor:
     # -- reconciliation ---------------------------------------------------------------
 
     def _load(self, camera_id: str | None = None) -> dict[str, CameraConfig | None]:
-        raw: dict[bytes, bytes]
+        raw: dict[Any, Any]
         if camera_id is None:
             raw = self.redis.hgetall(CAMERA_REGISTRY_KEY)
         else:
@@ -139,7 +139,7 @@ class StreamSupervisor:
             raw = {camera_id.encode(): v} if v is not None else {}
         out: dict[str, CameraConfig | None] = {}
         for k, v in raw.items():
-            cid = k.decode()
+            cid = k.decode() if isinstance(k, bytes) else str(k)
             try:
                 cam = CameraConfig.model_validate_json(v)
             except ValidationError as exc:
@@ -219,7 +219,7 @@ class StreamSupervisor:
         return dead
 
     def _watch(self) -> None:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         pubsub.subscribe(CAMERA_CHANGED_CHANNEL)
         next_resync = time.monotonic() + self.resync_s
         next_ping = time.monotonic() + 1.0

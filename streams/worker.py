@@ -262,7 +262,7 @@ class StreamWorker:
             return
         mapping = {r.camera_id: self._status_with_drops(r).model_dump_json() for r in readers}
         try:
-            self.redis.hset(CAMERA_HEALTH_KEY, mapping=mapping)
+            self.redis.hset(CAMERA_HEALTH_KEY, mapping=mapping)  # type: ignore[arg-type]
         except redis.RedisError as exc:
             logger.warning("camera health refresh failed: %s", exc)
 

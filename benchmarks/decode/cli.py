@@ -57,7 +57,7 @@ def ffmpeg_decode(clip: Path, keyframe_only: bool = False) -> dict[str, float]:
         s.codec_context.thread_type = "NONE"
         if keyframe_only:
             s.codec_context.skip_frame = "NONKEY"
-        duration = float(s.duration * s.time_base) if s.duration else 0.0
+        duration = float(s.duration * s.time_base) if s.duration and s.time_base else 0.0
         for pkt in c.demux(s):
             for _ in pkt.decode():
                 n += 1

@@ -75,9 +75,9 @@ def batch_meta_to_results(
                     width=int(fm.source_frame_width),
                     height=int(fm.source_frame_height),
                     boxes=np.asarray(boxes, np.float32).reshape(-1, 4),
-                    scores=scores,
-                    class_ids=classes,
-                    track_ids=tracks,
+                    scores=np.asarray(scores, np.float32),
+                    class_ids=np.asarray(classes, np.int32),
+                    track_ids=np.asarray(tracks, np.int64),
                 )
             )
         l_frame = l_frame.next

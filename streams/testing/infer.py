@@ -37,7 +37,7 @@ def red_blob_infer(batch: FrameBatch, min_area_px: int = 16) -> list[FrameResult
         ys, xs = np.nonzero(mask)
         h, w = f.shape[:2]
         if len(xs) >= min_area_px:
-            box = [[float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]]
+            box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
             out.append(
                 FrameResult(
                     camera_id=cam,
@@ -46,8 +46,8 @@ def red_blob_infer(batch: FrameBatch, min_area_px: int = 16) -> list[FrameResult
                     width=w,
                     height=h,
                     boxes=box,
-                    scores=[min(1.0, len(xs) / 400.0)],
-                    class_ids=[int(ObjectClass.FIRE)],
+                    scores=np.array([min(1.0, len(xs) / 400.0)], np.float32),
+                    class_ids=np.array([int(ObjectClass.FIRE)], np.int32),
                 )
             )
         else:

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - system py
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--mount", action="append", default=[], help="name=/path/file.mp4")
     ns = ap.parse_args(argv)
-    _serve(ns.port, [tuple(m.split("=", 1)) for m in ns.mount])  # type: ignore[misc]
+    _serve(ns.port, [(m.split("=", 1)[0], m.split("=", 1)[1]) for m in ns.mount])
 
 
 if __name__ == "__main__":
