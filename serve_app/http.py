@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from fastapi import FastAPI, HTTPException, Request
@@ -55,13 +55,21 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 class ApiContext:
     """Everything a request handler needs: config, Redis, stores, the WebSocket hub."""
 
-    def __init__(self, cfg: CitysightConfig, redis_url: str, *, ws_queue_size: int = 1000):
+    def __init__(
+        self,
+        cfg: CitysightConfig,
+        redis_url: str,
+        *,
+        ws_queue_size: int = 1000,
+        ws_heartbeat_s: float = 15.0,
+    ):
         """Create the context (connections open lazily).
 
         Args:
             cfg: The configuration.
             redis_url: Redis holding citysight's state.
             ws_queue_size: Messages buffered per WebSocket subscriber.
+            ws_heartbeat_s: Interval of WebSocket heartbeats.
         """
         self.cfg = cfg
         self.redis_url = redis_url
@@ -70,7 +78,9 @@ class ApiContext:
         )
         self.resolver = PrincipalResolver(self.redis)
         self.metrics = Metrics()
-        self.hub = Hub(redis_url, self.metrics, queue_size=ws_queue_size)
+        self.hub = Hub(
+            redis_url, self.metrics, queue_size=ws_queue_size, heartbeat_s=ws_heartbeat_s
+        )
 
     @cached_property
     def alerts(self) -> AlertStore:
@@ -161,7 +171,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_api(
-    cfg: CitysightConfig, redis_url: str, *, ws_queue_size: int = 1000, **_: Any
+    cfg: CitysightConfig,
+    redis_url: str,
+    *,
+    ws_queue_size: int = 1000,
+    ws_heartbeat_s: float = 15.0,
 ) -> FastAPI:
     """Build the citysight HTTP/WebSocket API.
 
@@ -169,11 +183,12 @@ def create_api(
         cfg: The configuration.
         redis_url: Redis URL.
         ws_queue_size: Messages buffered per WebSocket subscriber before it is closed.
+        ws_heartbeat_s: Interval of ``{"type": "heartbeat"}`` messages.
 
     Returns:
         A FastAPI app (OpenAPI at ``/openapi.json``, docs at ``/docs``).
     """
-    ctx = ApiContext(cfg, redis_url, ws_queue_size=ws_queue_size)
+    ctx = ApiContext(cfg, redis_url, ws_queue_size=ws_queue_size, ws_heartbeat_s=ws_heartbeat_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

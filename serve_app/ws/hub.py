@@ -278,6 +278,10 @@ class Hub:
                         self.dispatch(eid, fields)
                     except Exception:
                         logger.exception("dispatch of feed entry %s failed", eid)
+                    if self.clients:
+                        # Let the senders run between entries so a burst read in one XREAD
+                        # drains into sockets instead of piling into the bounded queues.
+                        await asyncio.sleep(0)
 
     async def _heartbeat_loop(self) -> None:
         while True:
