@@ -1,0 +1,1 @@
+"""Helpers shared by the load and capacity benchmarks: latency stats, process sampling, plots."""
