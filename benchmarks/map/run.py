@@ -234,7 +234,7 @@ def _demo_jpeg() -> bytes:
 
 def _screenshot(page: Any, api: FakeApi, out: Path) -> None:
     page.evaluate("""() => { const m = window.citysight.state.map;
-      m.setView([20.03, 110.34], 13, {animate: false}); }""")
+      m.setView([20.02, 110.41], 12, {animate: false}); }""")
     fire = make_alert(len(api.alerts), api.cameras, random.Random(3), kind="fire")
     api.alerts.append(fire)
     fire["severity"] = "critical"
