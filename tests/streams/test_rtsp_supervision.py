@@ -201,3 +201,48 @@ def test_mutated_h264_packets_counted_not_fatal(tmp_path: Path, clips: dict[str,
 @pytest.mark.chaos
 def test_mutated_h264_packets_chaos(tmp_path: Path, clips: dict[str, Path]) -> None:
     _mutation_run(tmp_path, clips, packets=20_000)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.slow
+def test_flapping_camera_reconnects_each_time_without_memory_growth(
+    servers: tuple[RtspTestServer, RtspTestServer],
+) -> None:
+    cut_srv, _ = servers
+    frames: list[int] = []
+    reader = CameraReader(
+        _cam("flap", cut_srv.url("cut")),
+        lambda c, no, t, f: frames.append(no),
+        None,
+        ReaderOptions(
+            backoff_base_s=0.25, backoff_max_s=BACKOFF_MAX_S, io_timeout_s=2.0, max_restarts=100
+        ),
+    )
+    reader.start()
+    rss: list[float] = []
+    try:
+        for _cycle in range(4):  # up 6 s, down 3 s
+            deadline = time.monotonic() + 15
+            while reader.state != CameraState.RUNNING and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert reader.state == CameraState.RUNNING
+            time.sleep(6)
+            rss.append(_rss_mb())
+            cut_srv.stop()
+            time.sleep(3)
+            cut_srv.start()
+        deadline = time.monotonic() + BACKOFF_MAX_S + 5
+        while reader.state != CameraState.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reader.state == CameraState.RUNNING
+    finally:
+        reader.stop()
+    assert reader.metrics()["reconnects"] >= 4
+    assert rss[-1] - rss[1] < 30, rss  # MB; the first cycle warms caches
