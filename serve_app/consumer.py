@@ -47,6 +47,7 @@ from citysight.contracts import (
     FrameResult,
     detections_stream,
 )
+from serve_app.rules.codec import decode_frame
 from serve_app.rules.engine import EngineOutput, RulesEngine
 from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
@@ -323,7 +324,7 @@ class DetectionsConsumer:
                 self._replayed.discard((s, eid))
                 continue
             try:
-                frames.append(FrameResult.from_msgpack(fields[b"d"]))
+                frames.append(decode_frame(fields[b"d"]))
                 refs.append(e)
             except (ContractError, KeyError) as exc:
                 bad.append((e, f"decode: {exc}"))
@@ -455,7 +456,7 @@ class DetectionsConsumer:
                 frames, ids = [], []
                 for i, f in rows:
                     try:
-                        frames.append(FrameResult.from_msgpack(f[b"d"]))
+                        frames.append(decode_frame(f[b"d"]))
                         ids.append(_sid(i))
                     except (ContractError, KeyError):
                         continue  # the pending path dead-letters it

@@ -35,6 +35,18 @@ from citysight.contracts import Alert, FrameResult, detections_stream
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "rules.json"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _import_consumer() -> Any:
+    # An editable install made before serve_app/ existed does not map it; fall back to the
+    # checkout this file lives in.
+    try:
+        from serve_app.consumer import DetectionsConsumer
+    except ModuleNotFoundError:
+        sys.path.insert(0, str(REPO_ROOT))
+        from serve_app.consumer import DetectionsConsumer
+    return DetectionsConsumer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -77,8 +89,7 @@ def _pct(a: list[float], q: float) -> float | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run the benchmark and return the result dict."""
-    from serve_app.consumer import DetectionsConsumer
-
+    consumer_cls = _import_consumer()
     embedded = None
     url = args.redis_url
     if url is None:
@@ -108,7 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             processed[0] += len(frames)
             processed[1] = done
 
-        consumer = DetectionsConsumer(
+        consumer = consumer_cls(
             url,
             cfg,
             "bench",

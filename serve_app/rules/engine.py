@@ -158,9 +158,7 @@ class RulesEngine:
             for k in [k for k in states if k[0] not in keep]:
                 del states[k]
         self.hotlist = Hotlist(cfg.plate_hotlist)
-        self._classes = {
-            r.id: np.array([_CLASS_IDS[c] for c in r.classes], np.int32) for r in self.rules
-        }
+        self._classes = {r.id: _class_lut(r.classes) for r in self.rules}
         self._cams: dict[str, _Camera] = {}
         self._cam_rules: dict[str, list[RuleConfig]] = {}
         logger.info(
@@ -208,9 +206,20 @@ class RulesEngine:
     def evaluate(self, frames: list[FrameResult]) -> EngineOutput:
         """Evaluate a batch (frames of one camera must come in time order)."""
         out = EngineOutput(frames=len(frames))
+        live = self._persist
+        # A camera whose frames are all empty and that has no live persistence state has
+        # nothing to evaluate: skipping it keeps idle cameras cheap. Otherwise all of its
+        # frames count (quiet frames switch conditions off).
+        busy = {f.camera_id for f in frames if len(f.scores)}
+        busy.update(c for c in {f.camera_id for f in frames} - busy if live.get(c))
         groups: dict[str, list[int]] = {}
+        latest = self._latest_t
         for i, f in enumerate(frames):
-            groups.setdefault(f.camera_id, []).append(i)
+            if f.frame_time > latest:
+                latest = f.frame_time
+            if f.camera_id in busy:
+                groups.setdefault(f.camera_id, []).append(i)
+        self._latest_t = latest
         raw: list[Alert] = []
         for cid, idx in groups.items():
             try:
@@ -237,7 +246,6 @@ class RulesEngine:
         self, cid: str, frames: list[FrameResult], out: EngineOutput, raw: list[Alert]
     ) -> None:
         times = [f.frame_time for f in frames]
-        self._latest_t = max(self._latest_t, times[-1])
         rules = self._rules_for(cid)
         sizes = np.fromiter((len(f) for f in frames), np.intp, len(frames))
         if not sizes.any():
@@ -280,9 +288,9 @@ class RulesEngine:
 
     def _base_mask(self, rule: RuleConfig, b: _Batch) -> npt.NDArray[np.bool_]:
         m = b.scores >= rule.min_score
-        classes = self._classes[rule.id]
-        if len(classes):
-            m &= np.isin(b.cls, classes)
+        lut = self._classes[rule.id]
+        if lut is not None:
+            m &= lut[np.clip(b.cls, 0, len(lut) - 1)]
         return m
 
     def _zones(self, cam: _Camera, rule: RuleConfig) -> list[tuple[str, Any]]:
@@ -560,6 +568,15 @@ class RulesEngine:
             "tracks": len(self._last_pos),
             "cooldowns": len(self._cooldown),
         }
+
+
+def _class_lut(classes: list[str]) -> npt.NDArray[np.bool_] | None:
+    """Boolean lookup table class id → selected (``None``: every class), last slot False."""
+    if not classes:
+        return None
+    lut = np.zeros(max(_CLASS_IDS.values()) + 2, bool)
+    lut[[_CLASS_IDS[c] for c in classes]] = True
+    return lut
 
 
 def _empty_batch(frames: list[FrameResult], times: list[float]) -> _Batch:

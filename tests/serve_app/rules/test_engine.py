@@ -351,3 +351,26 @@ def test_bad_frame_is_reported_not_fatal() -> None:
     bad.class_ids = None  # type: ignore[assignment]  # corrupt after validation
     out = eng.evaluate([fr("c2", 0), bad, fr("c3", 0)])
     assert out.failed == [1]
+
+
+@pytest.mark.parametrize("frame", [
+    fr("c1", 3),
+    fr("c1", 4, [(FIRE, 0.5, 0.5, 2)], snap="citysight:snap:c1:4"),
+    fr("c1", 5, [(ObjectClass.PLATE, 0.5, 0.5, 2)], plates=["AB1"]),
+])  # fmt: skip
+def test_fast_decode_matches_the_contract(frame: FrameResult) -> None:
+    from serve_app.rules.codec import decode_frame
+
+    blob = frame.to_msgpack()
+    a, b = decode_frame(blob), FrameResult.from_msgpack(blob)
+    assert a.to_dict() == b.to_dict()
+    assert a.boxes.shape == b.boxes.shape and a.class_ids.dtype == b.class_ids.dtype
+
+
+@pytest.mark.parametrize("blob", [b"\xc1", b"\x80", b"\x81\xa1v\x00"])
+def test_fast_decode_rejects_garbage(blob: bytes) -> None:
+    from citysight.contracts import ContractError
+    from serve_app.rules.codec import decode_frame
+
+    with pytest.raises(ContractError):
+        decode_frame(blob)
