@@ -1,0 +1,68 @@
+"""``citysight eval`` on a directory in the shared format (not only the shared one)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks.eval.cli import main
+
+
+@pytest.fixture
+def tiny_eval(data_dir: Path, tmp_path: Path) -> Path:
+    """A two-task eval dir built from a few shared images."""
+    src = data_dir / "eval"
+    for task, n in (("faces", 3), ("plate_text", 3), ("fire", 200)):
+        labels = json.loads((src / task / "labels.json").read_text())
+        images = labels["images"][:n]
+        for im in images:
+            dst = tmp_path / task / im["file"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src / task / im["file"], dst)
+        if task == "faces":
+            images[0]["objects"][0]["difficult"] = True
+        (tmp_path / task / "labels.json").write_text(
+            json.dumps({"task": task, "images": images}, ensure_ascii=False)
+        )
+    return tmp_path
+
+
+def test_eval_json_on_any_dir(tiny_eval: Path, models_dir: Path, capsys) -> None:
+    rc = main(
+        [
+            "--data",
+            str(tiny_eval),
+            "--models",
+            str(models_dir),
+            "--json",
+            "--tier",
+            "face=haar",
+            "--tasks",
+            "faces,plate_text",
+        ]
+    )
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"faces", "plate_text"}
+    assert out["faces"]["tier"] == "haar"
+    assert out["faces"]["images"] == 3
+    assert out["plate_text"]["text_exact"] == 1.0
+    for task in out.values():
+        assert {"precision", "recall", "f1", "tier"} <= set(task)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--tier", "face"],
+        ["--tier", "face=nope"],
+        ["--tasks", "weather"],
+        ["--data", "/nonexistent"],
+    ],
+)
+def test_bad_arguments(argv: list[str], tiny_eval: Path) -> None:
+    data = [] if "--data" in argv else ["--data", str(tiny_eval)]
+    assert main(data + argv) == 2
