@@ -23,17 +23,20 @@ logger = logging.getLogger(__name__)
 DELEGATED: dict[str, str] = {
     "plan": "benchmarks.planner.cli:main",
     "eval": "benchmarks.eval.cli:main",
-    "models": "inference.triton.models_install:main",
     "triton": "inference.triton.cli:main",
 }
-BENCHES: dict[str, str] = {
-    "decode": "benchmarks.decode.cli:main",
-    "inference": "benchmarks.inference.cli:main",
-    "rules": "benchmarks.rules.cli:main",
-    "fanout": "benchmarks.fanout.cli:main",
-    "map": "benchmarks.map.cli:main",
-    "city": "benchmarks.city.cli:main",
-    "pipeline": "benchmarks.pipeline.cli:main",
+# command -> {sub-command -> target}; the target parses what follows the sub-command.
+GROUPS: dict[str, dict[str, str]] = {
+    "models": {"install": "inference.triton.models_install:main"},
+    "bench": {
+        "decode": "benchmarks.decode.cli:main",
+        "inference": "benchmarks.inference.cli:main",
+        "rules": "benchmarks.rules.cli:main",
+        "fanout": "benchmarks.fanout.cli:main",
+        "map": "benchmarks.map.cli:main",
+        "city": "benchmarks.city.cli:main",
+        "pipeline": "benchmarks.pipeline.cli:main",
+    },
 }
 
 
@@ -148,13 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="write the schema here")
     c.set_defaults(func=_cmd_config)
 
-    b = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCHES))
-    b.add_argument("name", choices=sorted(BENCHES))
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    for group, help_ in (("bench", "benchmarks"), ("models", "model files")):
+        g = sub.add_parser(group, help=f"{help_}: " + ", ".join(GROUPS[group]))
+        g.add_argument("name", choices=sorted(GROUPS[group]))
+        g.add_argument("rest", nargs=argparse.REMAINDER)
     for name, help_ in (
         ("plan", "capacity planner"),
         ("eval", "detector accuracy on labelled data"),
-        ("models", "install model files (models install --from DIR|URL)"),
         ("triton", "the bundled Triton server (serve, canary)"),
     ):
         sp = sub.add_parser(name, help=help_, add_help=False)
@@ -171,9 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:
         _setup_logging(False)
         return _delegate(DELEGATED[argv[0]], argv[1:])
-    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in BENCHES:
+    if len(argv) >= 2 and argv[0] in GROUPS and argv[1] in GROUPS[argv[0]]:
         _setup_logging(False)
-        return _delegate(BENCHES[argv[1]], argv[2:])
+        return _delegate(GROUPS[argv[0]][argv[1]], argv[2:])
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func

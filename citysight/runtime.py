@@ -9,6 +9,7 @@ everything in reverse order and leaves no processes behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -61,14 +62,52 @@ def resolve_principals(cfg: CitysightConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def make_infer(inference_json: str, models_dir: str) -> Callable[..., Any]:
-    """Inference callable built inside a stream worker (so models load in that process)."""
-    from inference.client import create_client
+COMPONENTS_KEY = "citysight:components"
+HEALTH_PERIOD_S = 5.0
+
+
+def write_component(r: Any, name: str, state: str, detail: dict[str, Any]) -> None:
+    """Record a component's state in ``citysight:components`` (read by ``GET /health``)."""
+    r.hset(
+        COMPONENTS_KEY,
+        name,
+        json.dumps({"state": state, "detail": detail, "updated_at": time.time()}, default=str),
+    )
+
+
+def make_infer(inference_json: str, models_dir: str, redis_url: str) -> Callable[..., Any]:
+    """Inference callable built inside a stream worker (so models load in that process).
+
+    Every few seconds it also records the detectors' health (active tiers) under the
+    ``inference`` component.
+    """
+    import redis
 
     from citysight.config import InferenceService
+    from citysight.contracts import FrameBatch, FrameResult
+    from inference.client import create_client
 
     client = create_client(InferenceService.model_validate_json(inference_json), Path(models_dir))
-    return client.infer  # type: ignore[no-any-return]
+    r = redis.Redis.from_url(redis_url)
+    last = [0.0]
+
+    def report() -> None:
+        try:
+            health = client.health()
+            failed = isinstance(health, dict) and health.get("state") == "failed"
+            write_component(r, "inference", "failed" if failed else "running", health)
+        except Exception as exc:  # health must never break inference
+            logger.warning("inference health report failed: %s", exc)
+
+    def infer(batch: FrameBatch) -> list[FrameResult]:
+        now = time.monotonic()
+        if now - last[0] >= HEALTH_PERIOD_S:
+            last[0] = now
+            report()
+        return client.infer(batch)
+
+    report()
+    return infer
 
 
 class Runtime:
@@ -85,6 +124,8 @@ class Runtime:
         self.serve_started = False
         self.supervisor: Any = None
         self._stopped = False
+        self._halt = threading.Event()
+        self._health_thread: threading.Thread | None = None
 
     # -- start -------------------------------------------------------------------------
 
@@ -156,6 +197,11 @@ class Runtime:
                 pipe.hset(PRINCIPALS_KEY, mapping={k: json.dumps(v) for k, v in principals.items()})
             for cam in self.cfg.cameras:
                 pipe.hset(CAMERAS_KEY, cam.id, cam.model_dump_json())
+            pipe.hset(
+                COMPONENTS_KEY,
+                "streams",
+                json.dumps({"state": "starting", "detail": {}, "updated_at": time.time()}),
+            )
             pipe.execute()
         finally:
             r.close()
@@ -192,6 +238,7 @@ class Runtime:
 
     def _start_serve(self) -> None:
         from ray import serve
+
         from serve_app.app import build_app
 
         http = self.cfg.services.http
@@ -204,16 +251,48 @@ class Runtime:
         serve.run(app, name="citysight", route_prefix="/", blocking=False)
 
     def _start_streams(self) -> None:
-        from streams.supervisor import start_supervisor
+        from streams.supervisor import StreamSupervisor
 
-        self.supervisor = start_supervisor(
-            self.cfg,
+        inf = self.cfg.services.inference
+        self.supervisor = StreamSupervisor(
+            self.cfg.services.streams,
             self.redis_url,
-            infer_factory_args=(
-                self.cfg.services.inference.model_dump_json(),
-                str(Path(self.cfg.services.inference.models_dir).resolve()),
+            functools.partial(
+                make_infer,
+                inf.model_dump_json(),
+                str(Path(inf.models_dir).resolve()),
+                self.redis_url,
             ),
         )
+        self._health_thread = threading.Thread(
+            target=self._report_streams, name="streams-health", daemon=True
+        )
+        self._health_thread.start()
+
+    def _report_streams(self) -> None:
+        import redis
+
+        r = redis.Redis.from_url(self.redis_url)
+        try:
+            while not self._halt.wait(HEALTH_PERIOD_S):
+                sup = self.supervisor
+                if sup is None:
+                    break
+                try:
+                    stats = sup.stats()
+                    broken = [k for k, v in stats.items() if isinstance(v, dict) and "error" in v]
+                    state = "degraded" if broken else "running"
+                    detail = {
+                        "workers": len(stats) - 1,
+                        "assignments": sup.assignments(),
+                        "unreachable_workers": broken,
+                        "moves": stats.get("moves", 0),
+                    }
+                    write_component(r, "streams", state, detail)
+                except Exception as exc:
+                    logger.warning("streams health report failed: %s", exc)
+        finally:
+            r.close()
 
     # -- stop --------------------------------------------------------------------------
 
@@ -222,6 +301,9 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
+        self._halt.set()
+        if self._health_thread is not None:
+            self._health_thread.join(10)
         steps: list[tuple[str, Callable[[], None]]] = [
             ("streams", self._stop_streams),
             ("serve", self._stop_serve),
@@ -237,9 +319,7 @@ class Runtime:
 
     def _stop_streams(self) -> None:
         if self.supervisor is not None:
-            from streams.supervisor import stop_supervisor
-
-            stop_supervisor(self.supervisor)
+            self.supervisor.stop()
             self.supervisor = None
 
     def _stop_serve(self) -> None:
@@ -303,6 +383,15 @@ def run_forever(
             rt.start()
         except ServiceError as exc:
             print(f"citysight: {exc}", file=sys.stderr)
+            return 1
+        except Exception as exc:
+            logger.debug("start failed", exc_info=True)
+            first = str(exc).strip().splitlines()[-1:] or [""]
+            print(
+                f"citysight: failed to start: {type(exc).__name__}: {first[0]} "
+                "(run with -v for the traceback)",
+                file=sys.stderr,
+            )
             return 1
         _print_banner(cfg, demo)
         deadline = time.monotonic() + duration_s if duration_s else None

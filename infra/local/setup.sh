@@ -54,6 +54,6 @@ fi
 
 # -- model files (operator-supplied; the shared folder when this checkout has one) ----------
 if [ -d ../shared/models ] && [ -f model_repo/manifest.yaml ]; then
-  .venv/bin/citysight models install --from ../shared/models --quiet >/dev/null 2>&1 \
+  .venv/bin/citysight models install --from ../shared/models >/dev/null 2>&1 \
     || echo "setup: some model files could not be installed; detectors use fallback tiers"
 fi
