@@ -238,8 +238,19 @@ async function setupMap() {
   await addCameras(cams);
 }
 
-function cameraIcon(health) {
-  return L.divIcon({ className: `cam cam-${health}`, iconSize: [14, 14], html: "" });
+const CAMERA_ICONS = new Map();
+
+/** Camera dot coloured by health, with a view cone when the heading is known (icons shared). */
+function cameraIcon(health, heading) {
+  const h = heading == null ? "" : Math.round(heading / 5) * 5;
+  const key = `${health}|${h}`;
+  let icon = CAMERA_ICONS.get(key);
+  if (!icon) {
+    const cone = h === "" ? "" : `<i class="cone" style="transform: rotate(${h}deg)"></i>`;
+    icon = L.divIcon({ className: `cam cam-${health}`, iconSize: [14, 14], html: cone });
+    CAMERA_ICONS.set(key, icon);
+  }
+  return icon;
 }
 
 /** Add camera markers (chunked); resolves when they are all clustered. */
@@ -250,7 +261,7 @@ function addCameras(cams) {
     // Start with the health the listing carries, so the first paint needs no cluster refresh.
     const health = healthState(cam.health || (cam.state ? { state: cam.state } : null));
     const marker = L.marker([cam.latitude, cam.longitude], {
-      icon: cameraIcon(health), health, title: cam.name || cam.id, keyboard: false,
+      icon: cameraIcon(health, cam.heading_deg), health, title: cam.name || cam.id, keyboard: false,
     });
     marker.bindPopup(() => cameraPopup(cam.id), { maxWidth: 280 });
     marker.on("add", (e) => { if (e.target._icon) e.target._icon.dataset.cameraId = cam.id; });
@@ -280,7 +291,7 @@ function setCameraHealth(id, health) {
   const s = healthState(entry.health);
   if (entry.marker.options.health !== s) {
     entry.marker.options.health = s;
-    entry.marker.setIcon(cameraIcon(s));
+    entry.marker.setIcon(cameraIcon(s, entry.cam.heading_deg));
     state.clusterRefresh.add(entry.marker);
   }
 }
@@ -305,6 +316,13 @@ function flushClusterRefresh() {
   if (!state.clusterRefresh.size) return;
   state.cluster.refreshClusters([...state.clusterRefresh]);
   state.clusterRefresh.clear();
+}
+
+/** Zoom to a camera (out of its cluster) and open its popup. */
+function showCamera(id) {
+  const entry = state.cameras.get(id);
+  if (!entry) return;
+  state.cluster.zoomToShowLayer(entry.marker, () => entry.marker.openPopup());
 }
 
 /** Seconds since the camera's last frame, from its last status (age then + time since). */
@@ -728,6 +746,7 @@ function renderDetail(a) {
   const cams = (a.camera_ids && a.camera_ids.length > 1) ? a.camera_ids.join(", ") : a.camera_id;
   const camName = state.cameras.get(a.camera_id);
   tid("detail-camera").textContent = camName && camName.cam.name ? `${camName.cam.name} (${cams})` : cams;
+  tid("detail-camera").onclick = () => showCamera(a.camera_id);
   tid("detail-started").textContent = new Date(a.started_at).toLocaleString();
   tid("detail-unit").textContent = a.assigned_unit || "—";
   tid("detail-outcome").textContent = a.outcome || "—";
@@ -871,7 +890,9 @@ async function start() {
 }
 
 // Exposed for tests and the benchmark (measure message application without a server).
-window.citysight = { state, handleMessage, flush, upsertAlert, setCameraHealth, addCameras, connectWs };
+window.citysight = {
+  state, handleMessage, flush, upsertAlert, setCameraHealth, addCameras, connectWs, showCamera,
+};
 
 setupLogin();
 setupFilters();

@@ -70,6 +70,7 @@ def _camera(i: int) -> CameraConfig:
         latitude=CENTER[0] + (i % 8) * 0.004,
         longitude=CENTER[1] + (i // 8) * 0.005,
         jurisdiction="longhua",
+        heading_deg=(i * 45) % 360,
     )
 
 
@@ -300,6 +301,9 @@ def test_live_alert_dispatch_reaches_second_session(browser: Any, world: World) 
             == 409
         )
         _shot(a, "03-resolved")
+        # The camera's popup lists its recent alerts.
+        a.get_by_test_id("detail-camera").click()  # zooms to the camera, opens its popup
+        expect(a.get_by_test_id("camera-popup")).to_contain_text("fire · critical · resolved")
         _shot(b, "04-second-session")
 
         # Reveal unredacted: asks a reason, audited.
