@@ -116,7 +116,7 @@ class DetectionsConsumer:
         engine_kwargs: dict[str, Any] | None = None,
         on_batch: Callable[[list[FrameResult], list[Alert], float], None] | None = None,
     ) -> None:
-        self.r = redis.Redis.from_url(redis_url, health_check_interval=30)
+        self.r = redis.Redis.from_url(redis_url, health_check_interval=30, protocol=2)
         self.cfg = cfg
         self.name = consumer_name
         self.shards = sorted(set(shards))
