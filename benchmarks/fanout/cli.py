@@ -169,14 +169,19 @@ def measure(kind: str, args: argparse.Namespace, redis_url: str) -> dict[str, An
             n = _publish(r, rate, step_s, published)
             published += n
             steps.append({"rate_per_s": rate, "alerts": n, "t0": t, "t1": time.time()})
-        time.sleep(2.0)  # drain
         lat: list[float] = []
         closed = 0
+        drain_s = 0.0
+        for p in subs:  # each drains its backlog before answering
+            assert p.stdin is not None
+            p.stdin.write(f"STOP {published}\n")
+            p.stdin.flush()
         for p in subs:
-            out, _ = p.communicate("STOP\n", timeout=120)
+            out, _ = p.communicate(timeout=300)
             res = json.loads(out.strip().splitlines()[-1])
             lat += res["latencies_ms"]
             closed += res["closed"]
+            drain_s = max(drain_s, res["drain_s"])
     finally:
         for p in subs:
             if p.poll() is None:
@@ -194,6 +199,7 @@ def measure(kind: str, args: argparse.Namespace, redis_url: str) -> dict[str, An
         "delivered": len(lat),
         "lost": expected - len(lat),
         "closed_connections": closed,
+        "drain_s": drain_s,
         "steps": [{k: v for k, v in s.items() if k not in ("t0", "t1")} for s in steps],
         **_stats(lat),
     }

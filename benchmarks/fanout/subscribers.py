@@ -1,8 +1,9 @@
 """WebSocket subscribers of the fan-out benchmark (run in their own process).
 
 Opens N connections, prints ``READY`` once all are open, records the latency of every
-alert (receive time minus the alert's ``raised_at``, set by the publisher) until ``STOP``
-arrives on stdin, then prints one JSON line with the results.
+alert (receive time minus the alert's ``raised_at``, set by the publisher) until
+``STOP <alerts published>`` arrives on stdin and the backlog has drained (or stalled for
+5 s), then prints one JSON line with the results.
 
 Usage: ``python -m benchmarks.fanout.subscribers URL N TOKEN``.
 """
@@ -23,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 logger = logging.getLogger(__name__)
 
 CONNECT_BATCH = 50
+IDLE_S = 5.0
 
 
 async def _reader(ws: ClientConnection, lat: list[float], state: dict[str, int]) -> None:
@@ -53,16 +55,31 @@ async def run(url: str, n: int, token: str) -> dict[str, Any]:
     tasks = [asyncio.create_task(_reader(ws, lat, state)) for ws in socks]
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
+    expected = 0
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or line.strip() == "STOP":
+        if not line or line.startswith("STOP"):
+            parts = line.split()
+            expected = int(parts[1]) * n if len(parts) > 1 else 0
             break
+    # Drain: wait for everything published, or until nothing arrived for IDLE_S.
+    t_stop = time.monotonic()
+    seen, t_seen = len(lat), time.monotonic()
+    while len(lat) < expected and time.monotonic() - t_seen < IDLE_S:
+        await asyncio.sleep(0.2)
+        if len(lat) != seen:
+            seen, t_seen = len(lat), time.monotonic()
+    drain_s = time.monotonic() - t_stop
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for ws in socks:
         ws.transport.abort()
-    return {"latencies_ms": [round(x, 3) for x in lat], "closed": state["closed"]}
+    return {
+        "latencies_ms": [round(x, 3) for x in lat],
+        "closed": state["closed"],
+        "drain_s": round(drain_s, 2),
+    }
 
 
 def main(argv: list[str]) -> int:
