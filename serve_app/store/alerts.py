@@ -268,12 +268,15 @@ class AlertStore:
         return out
 
     def prune_indexes(self, now: float | None = None) -> int:
-        """Drop index entries of alerts past their TTL (the alerts themselves expire)."""
+        """Drop index entries of alerts past their TTL (the alerts themselves expire).
+
+        Covers the configured departments and ``unrouted`` (no keyspace scan).
+        """
         cutoff = (time.time() if now is None else now) - self.ttl_s
         pipe = self.r.pipeline(transaction=False)
         pipe.zremrangebyscore(keys.ALERTS_ALL, "-inf", cutoff)
-        for index in self.r.scan_iter(match=keys.dept_index("*"), count=500):
-            pipe.zremrangebyscore(index, "-inf", cutoff)
+        for dept in {d.id for d in self.cfg.departments} | {"unrouted"}:
+            pipe.zremrangebyscore(keys.dept_index(dept), "-inf", cutoff)
         return int(sum(int(x) for x in pipe.execute()))
 
     # -- reads -----------------------------------------------------------------------------

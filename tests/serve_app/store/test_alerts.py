@@ -205,3 +205,11 @@ def test_precision(store: AlertStore) -> None:
         "precision": 0.5,
     }
     assert p["by_camera"]["cam0"]["precision"] is None
+
+
+def test_prune_indexes_drops_expired_entries(store: AlertStore) -> None:
+    old = make_alert(1, t=1_000.0)
+    new = make_alert(2, t=2_000_000_000.0)
+    store.save_new([old, new])
+    assert store.prune_indexes(now=2_000_000_000.0) == 2  # all + fire index
+    assert [a.id for a in store.query(limit=10)] == [new.id]

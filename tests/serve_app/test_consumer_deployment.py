@@ -1,0 +1,79 @@
+"""RulesConsumer on real Ray Serve: starts consuming, hot-reloads rules via user_config."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from citysight.config import CitysightConfig
+from citysight.contracts import FrameResult, ObjectClass, detections_stream
+
+BASE = {
+    "cameras": [{"id": "c1", "url": "rtsp://h/1", "latitude": 1, "longitude": 2}],
+    "departments": [{"id": "fire"}],
+    "routing": [{"kind": "*", "department": "fire"}],
+    "rules": [{"id": "smoke_only", "type": "presence", "kind": "smoke", "classes": ["smoke"]}],
+    "services": {"streams": {"shards": 1}},
+}
+
+
+def _publish(r: redis.Redis, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        f = FrameResult(
+            camera_id="c1",
+            frame_time=time.time(),
+            frame_no=i,
+            width=10,
+            height=10,
+            boxes=[[1, 1, 5, 5]],
+            scores=[0.9],
+            class_ids=[int(ObjectClass.FIRE)],
+        )
+        r.xadd(detections_stream(0), {"d": f.to_msgpack()})
+
+
+def _wait(pred, timeout: float = 20.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_deploy_and_hot_reload(redis_url: str, ray_local: None) -> None:
+    from ray import serve
+
+    from serve_app.deployments.rules import RulesConsumer
+
+    r = redis.Redis.from_url(redis_url)
+    cfg = CitysightConfig.model_validate(BASE).model_dump(mode="json")
+    handle = serve.run(
+        RulesConsumer.bind(cfg, redis_url, None, None, {"block_ms": 20}),
+        name="rules-reload",
+        route_prefix=None,
+    )
+    try:
+        _publish(r, 0, 5)
+        assert _wait(lambda: handle.stats.remote().result()["processed"] >= 5)
+        assert r.zcard("citysight:alerts:all") == 0  # fire is not a rule yet
+        fire = {
+            **BASE,
+            "rules": [
+                *BASE["rules"],
+                {"id": "fire", "type": "presence", "kind": "fire", "classes": ["fire"]},
+            ],
+        }
+        app = RulesConsumer.options(user_config={"config": fire})
+        handle = serve.run(
+            app.bind(cfg, redis_url, None, None, {"block_ms": 20}),
+            name="rules-reload",
+            route_prefix=None,
+        )
+        _publish(r, 5, 5)
+        assert _wait(lambda: r.zcard("citysight:alerts:all") == 1)
+        status = r.hget("citysight:components", "rules")
+        assert status and b'"running"' in status
+    finally:
+        serve.delete("rules-reload")
