@@ -42,6 +42,7 @@ from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
     CAMERA_STATUS_STREAM,
     Alert,
+    AlertKind,
     CameraStatus,
     ContractError,
     FrameResult,
@@ -54,7 +55,7 @@ from serve_app.store.alerts import AlertStore
 from serve_app.store.audit import AuditLog
 from serve_app.store.cameras import CameraRegistry
 from serve_app.store.evidence import EvidenceStore
-from serve_app.store.feed import trim_feed
+from serve_app.store.feed import publish_feed, trim_feed
 from serve_app.store.plates import PlateReads
 
 logger = logging.getLogger(__name__)
@@ -425,7 +426,20 @@ class DetectionsConsumer:
                 )
         with self._lock:
             out = self.engine.camera_status(statuses)
+            places = {st.camera_id: self.engine.camera_place(st.camera_id) for st in statuses}
         self._write(out)
+        # Relay every status to the feed (the map's live camera health), scoped to the
+        # department that receives the camera's offline alerts.
+        pipe = self.r.pipeline(transaction=False)
+        for st in statuses:
+            loc, jurisdiction = places[st.camera_id]
+            publish_feed(
+                pipe, type="camera_status", payload=st.model_dump(mode="json"),
+                department=self.cfg.route(AlertKind.CAMERA_OFFLINE, jurisdiction) or "unrouted",
+                kind=AlertKind.CAMERA_OFFLINE.value, camera_id=st.camera_id,
+                severity="info", lat=loc.lat, lon=loc.lon,
+            )  # fmt: skip
+        pipe.execute()
         self._ack([(CAMERA_STATUS_STREAM, eid) for _, eid, _ in entries])
 
     # -- replay ----------------------------------------------------------------------------

@@ -195,6 +195,11 @@ class RulesEngine:
             self._cams[cid] = cam
         return cam
 
+    def camera_place(self, cid: str) -> tuple[Location, str]:
+        """Location and jurisdiction of a camera (``0, 0`` / ``default`` when unknown)."""
+        cam = self._camera(cid)
+        return cam.location, cam.jurisdiction
+
     def _rules_for(self, cid: str) -> list[RuleConfig]:
         rules = self._cam_rules.get(cid)
         if rules is None:

@@ -223,6 +223,9 @@ def test_camera_offline_alert(r: redis.Redis, redis_url: str) -> None:
     (a,) = AlertStore(r, CFG).query()
     assert a.kind == "camera_offline" and a.camera_id == "c2" and a.department == "police"
     assert n_pending(r, CAMERA_STATUS_STREAM) == 0
+    relayed = [f for _, f in r.xrange("citysight:feed") if f[b"type"] == b"camera_status"]
+    assert len(relayed) == 3 and {f[b"department"] for f in relayed} == {b"police"}
+    assert json.loads(relayed[1][b"d"])["state"] == "offline"
 
 
 def test_threaded_run_and_stop(r: redis.Redis, redis_url: str) -> None:
