@@ -242,7 +242,7 @@ class TritonClient:
                     name,
                     [a, b],
                     outputs=[grpcclient.InferRequestedOutput("TIER")],
-                    client_timeout=self.timeout_s,
+                    client_timeout=max(self.timeout_s, 10.0),
                 )
                 self._tiers[name] = res.as_numpy("TIER")[0, 0].decode()
             except Exception as exc:  # the model may be absent or the server down

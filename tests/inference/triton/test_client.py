@@ -41,7 +41,7 @@ def ort(models_dir: Path) -> Iterator[OrtClient]:
 @pytest.fixture(params=[True, False], ids=["shm", "plain"])
 def client(request: pytest.FixtureRequest, triton: LocalTriton) -> Iterator[TritonClient]:
     c = TritonClient(
-        InferenceService(type="triton", timeout_ms=20000),
+        InferenceService(type="triton", timeout_ms=60000),
         server=triton,
         url=triton.grpc_url,
         use_shm=request.param,
@@ -75,6 +75,7 @@ def test_identical_detections_to_onnxruntime(
     cam = f"same-{client.use_shm}-"
     batch = _batch(imgs, cam)
     via_triton, in_process = client.infer(batch), ort.infer(batch)
+    assert len(via_triton) == len(imgs), client.health()
     _assert_same(via_triton, in_process)
     assert sum(len(r) for r in via_triton) > 0
     h = client.health()
