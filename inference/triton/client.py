@@ -37,6 +37,8 @@ from inference.tracker import TrackerBank
 logger = logging.getLogger(__name__)
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 
 
 class _Slot:
@@ -88,6 +90,8 @@ class TritonClient:
         use_shm: Send frames through system shared memory; default: when the server is local.
         server: An already started :class:`inference.triton.server.LocalTriton` to use.
         retry_interval_s: While Triton is down, probe it at most this often.
+        supervise: Restart a local server whose process died (at most
+            ``MAX_RESTARTS`` per ``RESTART_WINDOW_S``); default: when this client started it.
     """
 
     def __init__(
@@ -99,6 +103,7 @@ class TritonClient:
         use_shm: bool | None = None,
         server: Any = None,
         retry_interval_s: float = 0.5,
+        supervise: bool | None = None,
     ) -> None:
         import tritonclient.grpc as grpcclient
 
@@ -115,6 +120,8 @@ class TritonClient:
             self._server = LocalTriton(models_dir=Path(models_dir)).start()
             self._own_server = True
         self.url = url or self._server.grpc_url
+        self.supervise = self._own_server if supervise is None else supervise
+        self._restarts: list[float] = []
         host = self.url.rsplit(":", 1)[0]
         self.use_shm = host in LOCAL_HOSTS if use_shm is None else use_shm
         self._client = grpcclient.InferenceServerClient(self.url)
@@ -206,6 +213,7 @@ class TritonClient:
                 "requests": self._counts["requests"],
                 "request_errors": self._counts["request_errors"],
                 "recoveries": self._counts["recoveries"],
+                "server_restarts": self._counts["server_restarts"],
                 "last_error": self._last_error,
                 "detectors": {n: {"tier": t, "loaded": True} for n, t in self._tiers.items()},
             }
@@ -275,6 +283,7 @@ class TritonClient:
             if time.monotonic() < self._next_probe:
                 return False
             self._next_probe = time.monotonic() + self.retry_interval_s
+        self._maybe_restart()
         try:
             ready = bool(self._client.is_server_ready(client_timeout=min(self.timeout_s, 1.0)))
         except Exception:
@@ -290,6 +299,30 @@ class TritonClient:
                 self._generation += 1
                 self._counts["recoveries"] += 1
         return ready
+
+    def _maybe_restart(self) -> None:
+        """Restart a supervised local server whose process is gone (bounded, non-blocking)."""
+        server = self._server
+        if not self.supervise or server is None:
+            return
+        if server.proc is not None and server.proc.poll() is None:
+            return
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_S]
+        if len(self._restarts) >= MAX_RESTARTS:
+            return
+        self._restarts.append(now)
+        logger.warning(
+            "local triton died; restarting it (%d in the last %.0f s)",
+            len(self._restarts),
+            RESTART_WINDOW_S,
+        )
+        try:
+            server.stop()
+            server.start(wait=False, keep_ports=True)
+            self._count("server_restarts")
+        except Exception as exc:
+            logger.error("cannot restart local triton: %s", exc)
 
     def _request(
         self, model: str, batch: FrameBatch, idx: list[int]

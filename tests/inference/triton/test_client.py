@@ -204,3 +204,28 @@ def test_killed_triton_drops_counts_and_recovers(models_dir: Path, tmp_path: Pat
         server.close()
     if pid is not None:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+
+def test_supervised_local_triton_is_restarted(models_dir: Path, tmp_path: Path) -> None:
+    server = LocalTriton(models_dir=models_dir, models=["face"], workdir=tmp_path)
+    server.start()
+    client = TritonClient(
+        InferenceService(type="triton", timeout_ms=3000, max_inflight=2),
+        server=server,
+        url=server.grpc_url,
+        retry_interval_s=0.2,
+        supervise=True,
+    )
+    batch = _batch([np.zeros((64, 64, 3), np.uint8)], "sup", frozenset({"face"}))
+    try:
+        assert len(client.infer(batch)) == 1
+        server.kill()
+        deadline = time.monotonic() + 40
+        while not client.infer(batch) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        h = client.health()
+        assert h["server_restarts"] == 1 and h["recoveries"] == 1, h
+        assert h["frames_dropped"] >= 1
+    finally:
+        client.close()
+        server.close()
