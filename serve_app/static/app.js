@@ -44,6 +44,7 @@ const state = {
   alertLayer: null,
   cameras: new Map(),      // id -> {cam, health, marker}
   alerts: new Map(),       // id -> {alert, li, marker}
+  incidents: new Map(),    // incident_id -> Set of alert ids (one marker per incident)
   order: [],               // alert ids in list order (severity desc, started_at desc)
   departments: new Set(),
   filters: { kind: "", department: "", state: "" },
@@ -514,9 +515,17 @@ function upsertAlert(a, { live = false } = {}) {
         }
       }
     }
-    const show = matchesFilters(a);
-    if (show && !state.alertLayer.hasLayer(entry.marker)) state.alertLayer.addLayer(entry.marker);
-    if (!show && state.alertLayer.hasLayer(entry.marker)) state.alertLayer.removeLayer(entry.marker);
+    if (prev && prev.incident_id && prev.incident_id !== a.incident_id) {
+      state.incidents.get(prev.incident_id)?.delete(a.id);
+      syncIncident(prev.incident_id);
+    }
+    if (a.incident_id) {
+      if (!state.incidents.has(a.incident_id)) state.incidents.set(a.incident_id, new Set());
+      state.incidents.get(a.incident_id).add(a.id);
+      syncIncident(a.incident_id);
+    } else {
+      setMarkerShown(entry, matchesFilters(a));
+    }
   }
   if (a.department && !state.departments.has(a.department)) addDepartment(a.department);
   if (isNew && live && a.severity === "critical" && OPEN_STATES.has(a.state)) {
@@ -532,6 +541,29 @@ function tagMarker(marker, id) {
   if (!marker._icon) return;
   marker._icon.dataset.testid = "alert-marker";
   marker._icon.dataset.alertId = id;
+  marker._icon.dataset.count = marker.options.incidentCount > 1 ? String(marker.options.incidentCount) : "";
+}
+
+function setMarkerShown(entry, show) {
+  const m = entry.marker;
+  if (!m) return;
+  if (show && !state.alertLayer.hasLayer(m)) state.alertLayer.addLayer(m);
+  if (!show && state.alertLayer.hasLayer(m)) state.alertLayer.removeLayer(m);
+}
+
+/** One marker per cross-camera incident: its highest-ranked visible alert, with a count. */
+function syncIncident(incidentId) {
+  const ids = state.incidents.get(incidentId);
+  if (!ids) return;
+  const members = [...ids].map((id) => state.alerts.get(id)).filter((e) => e && e.marker);
+  const visible = members.filter((e) => matchesFilters(e.alert))
+    .sort((x, y) => compareAlerts(x.alert, y.alert));
+  const lead = visible[0];
+  for (const e of members) {
+    e.marker.options.incidentCount = e === lead ? visible.length : 0;
+    setMarkerShown(e, e === lead);
+    tagMarker(e.marker, e.alert.id);
+  }
 }
 
 function placeItem(entry, list) {
@@ -552,11 +584,9 @@ function applyFilters() {
   for (const { alert, li, marker } of state.alerts.values()) {
     const show = matchesFilters(alert);
     li.hidden = !show;
-    if (marker) {
-      if (show && !state.alertLayer.hasLayer(marker)) state.alertLayer.addLayer(marker);
-      if (!show && state.alertLayer.hasLayer(marker)) state.alertLayer.removeLayer(marker);
-    }
+    if (marker && !alert.incident_id) setMarkerShown({ marker }, show);
   }
+  for (const id of state.incidents.keys()) syncIncident(id);
   updateCounts();
 }
 

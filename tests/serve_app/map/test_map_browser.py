@@ -363,6 +363,21 @@ def test_read_only_viewer_and_resume_after_reconnect(browser: Any, world: World)
         expect(v.get_by_test_id("actions")).to_be_hidden()
         expect(v.get_by_test_id("reveal-form")).to_be_hidden()
 
+        # A cross-camera incident (two alerts, one incident_id): one marker with a count.
+        twins = [
+            _alert(n, AlertKind.SMOKE, "fire", Severity.MEDIUM, camera=cam).model_copy(
+                update={"incident_id": "inc_map_1", "camera_ids": ["cam-05", "cam-06"]}
+            )
+            for n, cam in ((6, 5), (7, 6))
+        ]
+        for t in twins:
+            world.inject(t)
+        for t in twins:
+            expect(_item(v, t.id)).to_be_visible(timeout=2000)
+        markers = v.locator("[data-testid=alert-marker][data-count='2']")
+        expect(markers).to_have_count(1)
+        assert markers.get_attribute("data-alert-id") in {t.id for t in twins}
+
         # Drop the socket, inject while disconnected, reconnect: resumed from last_id.
         v.evaluate("""() => { const s = window.citysight.state; const ws = s.ws;
             ws.onclose = null; ws.close(); s.ws = null; }""")
