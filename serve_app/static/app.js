@@ -912,8 +912,10 @@ async function loadAlerts() {
 
 async function start() {
   await setupMap();
-  await Promise.all([refreshCameras(), loadAlerts().catch((e) => console.warn("alerts", e))]);
+  // Feed first, listing second: nothing raised in between is missed, and the listing's
+  // copies never overwrite newer ones from the feed (upsertAlert compares updated_at).
   connectWs();
+  await Promise.all([refreshCameras(), loadAlerts().catch((e) => console.warn("alerts", e))]);
   setInterval(refreshCameras, 30000);
   document.body.dataset.ready = "true";
   performance.mark("citysight-ready");
