@@ -13,6 +13,7 @@ All figures come from one run on the same host, so their ratios are meaningful:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +39,19 @@ SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))
 MODELS = ("face", "plate", "fire_smoke", "vending")
 
 
-def load_frames(n: int, width: int, height: int, data_dir: Path | None) -> list[np.ndarray]:
+def load_frames(
+    n: int, width: int, height: int, data_dir: Path | None
+) -> list[npt.NDArray[np.uint8]]:
     """``n`` frames of ``width``×``height``: real eval images when found, else noise."""
     files: list[Path] = []
     if data_dir is not None and data_dir.is_dir():
         for task in ("plates", "faces", "fire"):
             files += sorted((data_dir / task / "images").glob("*.*"))[: max(1, n // 3)]
-    frames = []
+    frames: list[npt.NDArray[np.uint8]] = []
     for f in files[:n]:
         img = cv2.imread(str(f))
         if img is not None:
-            frames.append(cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA))
+            frames.append(np.asarray(cv2.resize(img, (width, height)), np.uint8))
     rng = np.random.default_rng(0)
     while len(frames) < n:
         frames.append(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
@@ -99,8 +103,12 @@ def _model_stats(http_url: str, model: str) -> tuple[int, int]:
     return int(stats["inference_count"]), int(stats["execution_count"])
 
 
+def _infer_batch(client: Any, batch: Any, _i: int) -> int:
+    return len(client.infer(batch))
+
+
 def bench_model(
-    model: str, frames: list[np.ndarray], triton: Any, models_dir: Path, seconds: float
+    model: str, frames: list[npt.NDArray[np.uint8]], triton: Any, models_dir: Path, seconds: float
 ) -> dict[str, Any]:
     """All measurements of one model."""
     import tritonclient.grpc as grpcclient
@@ -159,7 +167,7 @@ def bench_model(
             detectors=[frozenset({model})] * 8,
         )
         try:
-            out[f"batch8_{mode}"] = _measure(lambda i, c=client, b=fb: len(c.infer(b)), seconds)
+            out[f"batch8_{mode}"] = _measure(functools.partial(_infer_batch, client, fb), seconds)
         finally:
             client.close()
     out["shm_vs_plain_batch8"] = round(

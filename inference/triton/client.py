@@ -197,13 +197,14 @@ class TritonClient:
     def health(self) -> dict[str, Any]:
         """Backend state, counters and the tier each model reported."""
         with self._lock:
-            down = self._down_since is not None
+            since = self._down_since
+            down = since is not None
             return {
                 "backend": "triton",
                 "url": self.url,
                 "ready": not down,
                 "state": "down" if down else "running",
-                "down_for_s": round(time.monotonic() - self._down_since, 3) if down else 0.0,
+                "down_for_s": round(time.monotonic() - since, 3) if since is not None else 0.0,
                 "shared_memory": self.use_shm,
                 "max_inflight": self.max_inflight,
                 "timeout_ms": round(self.timeout_s * 1000),
