@@ -139,7 +139,7 @@ class MainThreadCpu:
             for e in self.events
             if e.get("ph") == "X" and e.get("name") == "RunTask" and (e["pid"], e["tid"]) in mains
         )
-        return us / 1000.0
+        return float(us) / 1000.0
 
 
 def _longtasks(page: Any, since_ms: float = 0.0) -> dict[str, float]:

@@ -24,7 +24,15 @@ import redis
 
 from benchmarks.fanout.world import ROLES, ServerThread, seed_principals, token_of
 from citysight.config import CameraConfig, CitysightConfig
-from citysight.contracts import Alert, AlertKind, CameraStatus, EvidenceRef, Location, Severity
+from citysight.contracts import (
+    Alert,
+    AlertKind,
+    CameraState,
+    CameraStatus,
+    EvidenceRef,
+    Location,
+    Severity,
+)
 from citysight.services.redis_server import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -101,6 +109,7 @@ class World:
         from serve_app.store.evidence import EvidenceStore
 
         self.r = r
+        self.cfg = cfg
         self.base_url = base_url
         self.store = AlertStore(r, cfg)
         self.evidence = EvidenceStore(r, cfg)
@@ -129,7 +138,7 @@ def world(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         reg.put(_camera(i))
         st = CameraStatus(
             camera_id=f"cam-{i:02d}",
-            state=HEALTH[0] if i % 10 else HEALTH[i // 10],
+            state=CameraState(HEALTH[0] if i % 10 else HEALTH[i // 10]),
             metrics={"last_frame_age_s": 0.4},
         )
         r.hset("citysight:camera-health", st.camera_id, st.model_dump_json())
@@ -311,8 +320,15 @@ def test_live_alert_dispatch_reaches_second_session(browser: Any, world: World) 
         a.get_by_test_id("reveal-reason").fill("incident review 42")
         a.get_by_test_id("reveal-submit").click()
         expect(a.get_by_test_id("snapshot")).to_have_attribute("data-unredacted", "true")
-        audit = world.r.xrevrange("citysight:audit", count=5)
-        assert any(b"incident review 42" in v for _, f in audit for v in f.values())
+        from serve_app.store.audit import AuditLog
+
+        records = AuditLog(world.r, world.cfg).list(limit=10)
+        assert any(
+            r["action"] == "evidence.unredacted"
+            and r["target"] == alert.id
+            and r["reason"] == "incident review 42"
+            for r in records
+        ), records
         assert a._test_errors == [] and b._test_errors == []
     finally:
         a.context.close()
