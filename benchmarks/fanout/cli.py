@@ -1,12 +1,13 @@
 """``citysight bench fanout``: WebSocket fan-out latency against a bare broadcast server.
 
-One run measures both servers, one after the other, under identical load: N subscriber
-connections (in separate processes, asyncio + websockets) to ``/ws`` on 127.0.0.1, while
-this process writes alerts to ``citysight:feed`` at stepped rates. Latency is the time from
-the feed write (the alert's ``raised_at``) to the subscriber's receive. The baseline is a
-bare ASGI broadcast server under the same uvicorn reading the same feed (no auth, no
-scoping, no per-client queues), so ``ratio`` = citysight p99 / baseline p99 is citysight's
-own overhead. Results go to ``benchmarks/results/fanout.json``.
+One run measures both servers under identical load: N subscriber connections each (in
+separate processes, asyncio + websockets) to ``/ws`` on 127.0.0.1. Both servers stay up
+while this process writes alerts at stepped rates, at each step first to citysight's feed
+and then to the baseline's (interleaved, so background load on a shared machine hits
+both). Latency is the time from the feed write (the alert's ``raised_at``) to the
+subscriber's receive. The baseline is a bare ASGI broadcast server under the same uvicorn
+(no auth, no scoping, no per-client queues), so ``ratio`` = citysight p99 / baseline p99
+is citysight's own overhead. Results go to ``benchmarks/results/fanout.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from benchmarks.fanout.servers import BASELINE_FEED_KEY, FEED_KEY
 from benchmarks.fanout.world import make_alert, seed_principals, token_of
 from citysight.services.redis_server import EmbeddedRedis, free_port
 
@@ -82,8 +84,8 @@ def _wait_port(port: int, proc: subprocess.Popen[Any], timeout_s: float = 30.0) 
     raise RuntimeError(f"benchmark server did not listen on 127.0.0.1:{port}")
 
 
-def _publish(r: redis.Redis, rate: float, seconds: float, start_i: int) -> int:
-    """Write alerts to the feed at ``rate`` per second for ``seconds``; returns the count."""
+def _publish(r: redis.Redis, key: str, rate: float, seconds: float, start_i: int) -> int:
+    """Write alerts to stream ``key`` at ``rate`` per second for ``seconds``; returns the count."""
     n = max(1, int(rate * seconds))
     t0 = time.perf_counter()
     for k in range(n):
@@ -95,7 +97,7 @@ def _publish(r: redis.Redis, rate: float, seconds: float, start_i: int) -> int:
         a = make_alert(start_i + k, dept)
         a.raised_at = time.time()
         r.xadd(
-            "citysight:feed",
+            key,
             {
                 "type": "alert",
                 "department": dept,
@@ -121,31 +123,37 @@ def _stats(lat: list[float]) -> dict[str, float]:
     }
 
 
-def measure(kind: str, args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
-    """Run one server under the stepped load and collect every subscriber's latencies."""
-    r = redis.Redis.from_url(redis_url)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.fanout.servers", kind, str(port), redis_url],
-        cwd=ROOT,
-        env=_env(),
-    )
-    subs: list[subprocess.Popen[str]] = []
-    try:
-        _wait_port(port, server)
+class Side:
+    """One server process and its subscriber processes."""
+
+    def __init__(self, kind: str, feed_key: str, n: int, redis_url: str) -> None:
+        """Start the server and connect ``n`` subscribers (raises RuntimeError on failure)."""
+        self.kind = kind
+        self.feed_key = feed_key
+        self.n = n
+        self.published = 0
+        self.steps: list[dict[str, Any]] = []
+        port = free_port()
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.fanout.servers", kind, str(port), redis_url],
+            cwd=ROOT,
+            env=_env(),
+        )
+        self.subs: list[subprocess.Popen[str]] = []
+        _wait_port(port, self.server)
         url = f"ws://127.0.0.1:{port}/ws"
-        left = args.subscribers
+        left = n
         while left > 0:
-            n = min(SUBS_PER_PROCESS, left)
-            left -= n
-            subs.append(
+            k = min(SUBS_PER_PROCESS, left)
+            left -= k
+            self.subs.append(
                 subprocess.Popen(
                     [
                         sys.executable,
                         "-m",
                         "benchmarks.fanout.subscribers",
                         url,
-                        str(n),
+                        str(k),
                         token_of("admin"),
                     ],
                     cwd=ROOT,
@@ -155,54 +163,80 @@ def measure(kind: str, args: argparse.Namespace, redis_url: str) -> dict[str, An
                     text=True,
                 )
             )
-        for p in subs:
+        for p in self.subs:
             assert p.stdout is not None
             line = p.stdout.readline().strip()
             if line != "READY":
-                raise RuntimeError(f"subscribers failed to connect ({line!r})")
-        time.sleep(0.5)
-        published = 0
-        step_s = args.duration / len(args.rate_steps)
-        steps = []
-        for rate in args.rate_steps:
-            t = time.time()
-            n = _publish(r, rate, step_s, published)
-            published += n
-            steps.append({"rate_per_s": rate, "alerts": n, "t0": t, "t1": time.time()})
+                raise RuntimeError(f"{kind}: subscribers failed to connect ({line!r})")
+
+    def step(self, r: redis.Redis, rate: float, seconds: float) -> None:
+        """Publish one rate step to this side's feed."""
+        n = _publish(r, self.feed_key, rate, seconds, self.published)
+        self.published += n
+        self.steps.append({"rate_per_s": rate, "alerts": n})
+
+    def collect(self) -> dict[str, Any]:
+        """Stop the subscribers (after they drain) and summarise their latencies."""
+        for p in self.subs:
+            assert p.stdin is not None
+            p.stdin.write(f"STOP {self.published}\n")
+            p.stdin.flush()
         lat: list[float] = []
         closed = 0
         drain_s = 0.0
-        for p in subs:  # each drains its backlog before answering
-            assert p.stdin is not None
-            p.stdin.write(f"STOP {published}\n")
-            p.stdin.flush()
-        for p in subs:
+        for p in self.subs:
             out, _ = p.communicate(timeout=300)
             res = json.loads(out.strip().splitlines()[-1])
             lat += res["latencies_ms"]
             closed += res["closed"]
             drain_s = max(drain_s, res["drain_s"])
-    finally:
-        for p in subs:
+        expected = self.published * self.n
+        return {
+            "published": self.published,
+            "expected": expected,
+            "delivered": len(lat),
+            "lost": expected - len(lat),
+            "closed_connections": closed,
+            "drain_s": drain_s,
+            "steps": self.steps,
+            **_stats(lat),
+        }
+
+    def stop(self) -> None:
+        """Kill whatever is still running."""
+        for p in self.subs:
             if p.poll() is None:
                 p.kill()
-        server.terminate()
+        self.server.terminate()
         try:
-            server.wait(timeout=10)
+            self.server.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            server.kill()
+            self.server.kill()
+
+
+def measure(args: argparse.Namespace, redis_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both servers up at once, loaded in turn at each rate step (citysight, then baseline).
+
+    Interleaving the steps exposes both to the same background load on a shared machine;
+    only one of them carries traffic at any moment.
+    """
+    r = redis.Redis.from_url(redis_url)
+    sides: list[Side] = []
+    try:
+        sides.append(Side("citysight", FEED_KEY, args.subscribers, redis_url))
+        sides.append(Side("baseline", BASELINE_FEED_KEY, args.subscribers, redis_url))
+        time.sleep(0.5)
+        step_s = args.duration / len(args.rate_steps)
+        for rate in args.rate_steps:
+            for side in sides:
+                side.step(r, rate, step_s)
+                time.sleep(1.0)  # let the backlog of this step drain before the next
+        cs, base = (side.collect() for side in sides)
+    finally:
+        for side in sides:
+            side.stop()
         r.close()
-    expected = published * args.subscribers
-    return {
-        "published": published,
-        "expected": expected,
-        "delivered": len(lat),
-        "lost": expected - len(lat),
-        "closed_connections": closed,
-        "drain_s": drain_s,
-        "steps": [{k: v for k, v in s.items() if k not in ("t0", "t1")} for s in steps],
-        **_stats(lat),
-    }
+    return cs, base
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,8 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         redis_url = embedded.url
     try:
         seed_principals(redis.Redis.from_url(redis_url))
-        cs = measure("citysight", args, redis_url)
-        base = measure("baseline", args, redis_url)
+        cs, base = measure(args, redis_url)
     finally:
         if embedded is not None:
             embedded.stop()

@@ -5,8 +5,10 @@
 * ``baseline``: a bare ASGI WebSocket broadcast server under the same uvicorn: one Redis
   feed reader, every message sent to every socket, no auth, no scoping, no queues.
 
-Both read ``citysight:feed`` and send the same JSON text, so the difference is citysight's
-own overhead. Usage: ``python -m benchmarks.fanout.servers {citysight|baseline} PORT URL``.
+Both read a feed stream (the baseline its own key) and send the same JSON text, so the
+difference is citysight's own overhead.
+
+Usage: ``python -m benchmarks.fanout.servers {citysight|baseline} PORT REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import uvicorn
 logger = logging.getLogger(__name__)
 
 FEED_KEY = "citysight:feed"
+BASELINE_FEED_KEY = "citysight:bench:baseline-feed"
+"""The baseline reads its own stream so the two servers can be loaded in turn."""
 
 
 class BroadcastApp:
@@ -35,10 +39,10 @@ class BroadcastApp:
 
     async def _read(self) -> None:
         r = aredis.Redis.from_url(self.redis_url, decode_responses=True)
-        last = await r.xrevrange(FEED_KEY, count=1)
+        last = await r.xrevrange(BASELINE_FEED_KEY, count=1)
         last_id = last[0][0] if last else "0-0"
         while True:
-            resp = await r.xread({FEED_KEY: last_id}, block=1000, count=1000)
+            resp = await r.xread({BASELINE_FEED_KEY: last_id}, block=1000, count=1000)
             for _stream, entries in resp or []:
                 for eid, fields in entries:
                     last_id = eid
