@@ -21,6 +21,7 @@ class _Series:
     t: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)
+    nice: set[int] = field(default_factory=set)
 
 
 def children_of(pid: int, *, include_self: bool = True) -> list[int]:
@@ -83,6 +84,7 @@ class ProcessSampler:
         now = time.monotonic() - self._t0
         for name, source in self.components.items():
             cpu = rss = 0.0
+            nice: set[int] = set()
             try:
                 pids = source()
             except Exception:  # a component that went away reads as zero
@@ -94,9 +96,11 @@ class ProcessSampler:
                 try:
                     cpu += p.cpu_percent(None)
                     rss += p.memory_info().rss / 2**20
+                    nice.add(p.nice())
                 except psutil.Error:
                     self._procs.pop(pid, None)
             s = self.series[name]
+            s.nice |= nice
             s.t.append(now)
             s.cpu.append(cpu)
             s.rss_mb.append(rss)
@@ -135,5 +139,7 @@ class ProcessSampler:
                 "cpu_pct_max": round(max(cpu), 1) if cpu else None,
                 "rss_mb_max": round(max(rss), 1) if rss else None,
                 "samples": len(idx),
+                # Scheduling priority matters on a shared machine: Ray runs workers niced.
+                "nice": sorted(s.nice),
             }
         return out

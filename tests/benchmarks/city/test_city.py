@@ -125,3 +125,50 @@ def test_small_city_end_to_end(tmp_path: Path) -> None:
     assert level["latency_ms"]["count"] > 0
     assert level["components"]["redis-server"]["rss_mb_max"] > 0
     assert "max_sustained_cameras" in doc
+
+
+@pytest.mark.slow
+def test_step_up_two_levels(tmp_path: Path) -> None:
+    """The full harness at two real camera counts (by hand or ``-m slow``)."""
+    out = tmp_path / "city.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.city.cli", "--cameras", "500,1000",
+            "--duration", "20", "--subscribers", "20", "--out", str(out), "--quiet",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert [lv["cameras"] for lv in doc["levels"]] == [500, 1000]
+    for lv in doc["levels"]:
+        assert lv["delivery"]["lost"] == 0
+        assert lv["delivery"]["duplicated"] == 0
+        assert lv["delivery"]["foreign"] == 0
+    assert doc["max_sustained_cameras"] in (0, 500, 1000)
+
+
+def test_group_stats_and_backlog_discard(redis_url: str, tmp_path: Path) -> None:
+    import redis
+
+    from benchmarks.city.cli import discard_backlog
+    from benchmarks.city.scenario import city_config_dict
+    from benchmarks.city.system import CitySystem
+    from citysight.contracts import detections_stream
+
+    system = CitySystem(city_config_dict(1, http_port=1, shards=2), {}, tmp_path)
+    r = redis.Redis.from_url(redis_url)
+    for shard, n in ((0, 5), (1, 3)):
+        key = detections_stream(shard)
+        r.xgroup_create(key, "rules", id="0", mkstream=True)
+        for _ in range(n):
+            r.xadd(key, {"d": b"x"})
+    r.xreadgroup("rules", "c", {detections_stream(0): ">"}, count=2)
+    r.xack(detections_stream(0), "rules", r.xrange(detections_stream(0), count=1)[0][0])
+    assert system.group_stats(r) == {"added": 8, "read": 2, "pending": 1, "lag": 6}
+    assert discard_backlog(system, r) == 6
+    assert system.group_stats(r)["lag"] == 0
+    r.xadd(detections_stream(1), {"d": b"y"})
+    assert system.group_stats(r)["lag"] == 1
+    r.close()

@@ -44,3 +44,13 @@ def test_two_second_clip(tmp_path: Path) -> None:
     assert res["5fps"]["frames_analysed"] == 10
     assert res["keyframe"]["frames_decoded"] == res["keyframe"]["frames_analysed"] >= 1
     assert res["5fps"]["cpu_ms_per_video_s"] > res["1fps"]["cpu_ms_per_video_s"]
+
+
+@pytest.mark.slow
+def test_all_profiles_ten_seconds(tmp_path: Path) -> None:
+    video = need_shared("data/videos/street-720p.mp4")
+    out = tmp_path / "pipeline.json"
+    assert main(["--video", str(video), "--seconds", "10", "--out", str(out)]) == 0
+    res = {r["profile"]: r for r in json.loads(out.read_text())["results"]}
+    assert res["2fps"]["frames_analysed"] == 20
+    assert res["keyframe"]["streams_per_core"] > res["5fps"]["streams_per_core"]
