@@ -13,8 +13,10 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 import redis
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from benchmarks.fanout.world import make_alert, publish_alerts, seed_principals, token_of
 from citysight.services.redis_server import free_port
@@ -47,6 +49,14 @@ def test_build_app_serves_rest_and_websockets(ray_local: None, redis_url: str) -
         auth = {"Authorization": f"Bearer {token_of('fire')}"}
         assert httpx.get(base + "/api/alerts", headers=auth, timeout=10).json() == []
         assert httpx.get(base + "/api/alerts", timeout=10).status_code == 401
+
+        async def refused() -> int:
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(f"ws://127.0.0.1:{port}/ws?ticket=forged"):
+                    pass
+            return info.value.response.status_code
+
+        assert asyncio.run(refused()) == 401
 
         async def run() -> list[list[dict[str, Any]]]:
             socks = [
