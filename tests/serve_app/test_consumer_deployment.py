@@ -77,3 +77,23 @@ def test_deploy_and_hot_reload(redis_url: str, ray_local: None) -> None:
         assert status and b'"running"' in status
     finally:
         serve.delete("rules-reload")
+
+
+def test_check_health_and_reconfigure_without_ray(redis_url: str) -> None:
+    import pytest
+
+    from serve_app.deployments.rules import RulesConsumer
+
+    cls = RulesConsumer.func_or_class  # the plain class behind the deployment
+    cfg = CitysightConfig.model_validate(BASE).model_dump(mode="json")
+    inst = cls(cfg, redis_url, [0], None, {"block_ms": 10})
+    try:
+        assert inst.consumer.name == "rules-0"
+        inst.check_health()
+        inst.reconfigure({"config": {**BASE, "rules": []}})  # no rules: the defaults
+        assert {r.id for r in inst.consumer.engine.rules} >= {"fire", "smoke"}
+        inst.reconfigure({})  # nothing to change
+    finally:
+        inst.consumer.stop()
+    with pytest.raises(RuntimeError, match="not running"):
+        inst.check_health()
