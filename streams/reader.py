@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
@@ -25,6 +24,13 @@ import numpy.typing as npt
 
 from citysight.config import CameraConfig
 from citysight.contracts import CameraState, CameraStatus
+from streams.decoders import (
+    BACKENDS,
+    DecoderUnavailable,
+    DecodeSession,
+    SourceRefused,
+    get_backend,
+)
 from streams.urls import (
     FORBIDDEN_SCHEMES,
     check_url,
@@ -61,6 +67,9 @@ class ReaderOptions:
         pace_files: Deliver file sources at their native rate (a file behaves like a camera).
         decode_threads: FFmpeg decode threads per camera (1 scales best with many cameras).
         max_consecutive_errors: Decode errors in a row that force a reconnect.
+        decode_deadline_ms: A frame whose decode took longer than this is counted as
+            ``late`` and not handed to inference (it would only add latency).
+        decoder: Decoder backend (``pyav`` on CPU, ``nvdec`` for NVIDIA's PyNvVideoCodec).
     """
 
     max_restarts: int = 5
@@ -72,15 +81,26 @@ class ReaderOptions:
     pace_files: bool = True
     decode_threads: int = 1
     max_consecutive_errors: int = 200
+    decode_deadline_ms: float = 500.0
+    decoder: str = "pyav"
+
+    def __post_init__(self) -> None:
+        if self.decoder not in BACKENDS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {sorted(BACKENDS)}")
+        if self.decode_deadline_ms <= 0:
+            raise ValueError("decode_deadline_ms must be > 0")
 
 
 class _Metrics:
     __slots__ = (
+        "convert_s",
         "decode_ms",
+        "decode_s",
         "errors",
         "frames_in",
         "frames_out",
         "last_frame_mono",
+        "late",
         "reconnects",
         "skipped",
     )
@@ -89,7 +109,10 @@ class _Metrics:
         self.frames_in = 0
         self.frames_out = 0
         self.skipped = 0
+        self.late = 0
         self.decode_ms = 0.0
+        self.decode_s = 0.0
+        self.convert_s = 0.0
         self.reconnects = 0
         self.errors = 0
         self.last_frame_mono = 0.0
@@ -173,14 +196,22 @@ class CameraReader:
         return self._thread is not None and self._thread.is_alive()
 
     def metrics(self) -> dict[str, float]:
-        """Per-camera metrics (frames in/out, decode ms, reconnects, errors, frame age)."""
+        """Per-camera metrics (frames in/out, decode ms, reconnects, errors, frame age).
+
+        ``late`` counts frames past ``decode_deadline_ms`` (not handed to inference);
+        ``decode_s`` and ``convert_s`` are the totals spent decoding every frame and
+        converting the sampled ones.
+        """
         m = self._m
         age = time.monotonic() - m.last_frame_mono if m.last_frame_mono else -1.0
         return {
             "frames_in": float(m.frames_in),
             "frames_out": float(m.frames_out),
             "skipped": float(m.skipped),
+            "late": float(m.late),
             "decode_ms": round(m.decode_ms, 3),
+            "decode_s": round(m.decode_s, 6),
+            "convert_s": round(m.convert_s, 6),
             "reconnects": float(m.reconnects),
             "errors": float(m.errors),
             "last_frame_age_s": round(age, 3),
@@ -317,53 +348,46 @@ class CameraReader:
         """Open the source and decode until it ends; returns whether frames came."""
         prof = self.camera.profile
         opts = ffmpeg_options(url, transport=prof.transport, timeout_s=self.opts.io_timeout_s)
-        timeout = (self.opts.io_timeout_s, self.opts.io_timeout_s)
-        got = False
-        container: Any = av.open(url, options=opts, timeout=timeout)
         try:
-            if not container.streams.video:
-                raise PermanentSourceError("source has no video stream")
-            stream = container.streams.video[0]
-            cc = stream.codec_context
-            w, h = int(cc.width or 0), int(cc.height or 0)
-            if w * h > self.opts.max_pixels:
-                raise PermanentSourceError(
-                    f"stream declares {w}x{h} ({w * h} pixels), more than the "
-                    f"{self.opts.max_pixels} allowed"
-                )
-            cc.thread_count = self.opts.decode_threads
-            cc.thread_type = "SLICE" if self.opts.decode_threads > 1 else "NONE"
-            if prof.keyframe_only:
-                cc.skip_frame = "NONKEY"
-            stream_fps = float(stream.average_rate or stream.guessed_rate or 25)
+            backend = get_backend(self.opts.decoder)
+            session = backend.open(
+                url,
+                options=opts,
+                timeout_s=self.opts.io_timeout_s,
+                keyframe_only=prof.keyframe_only,
+                threads=self.opts.decode_threads,
+                max_pixels=self.opts.max_pixels,
+            )
+        except (DecoderUnavailable, SourceRefused) as exc:
+            raise PermanentSourceError(str(exc)) from None
+        got = False
+        try:
             while not self._stop.is_set():
-                got |= self._decode_pass(container, stream, live, stream_fps)
+                got |= self._decode_pass(session, live)
                 if live or not prof.loop or self._stop.is_set():
                     break
-                container.seek(0)
-                cc.flush_buffers()
+                session.rewind()
         finally:
-            container.close()
+            session.close()
         return got
 
-    def _decode_pass(self, container: Any, stream: Any, live: bool, stream_fps: float) -> bool:
+    def _decode_pass(self, session: DecodeSession, live: bool) -> bool:
         prof = self.camera.profile
         period = 1.0 / prof.analytics_fps
-        frame_dur = 1.0 / max(stream_fps, 1e-3)
+        frame_dur = 1.0 / max(session.fps, 1e-3)
+        deadline_s = self.opts.decode_deadline_ms / 1e3
         next_emit = -1.0
         t0_media: float | None = None
         t0_wall = time.monotonic()
         consecutive_errors = 0
         got = False
         size = (prof.input_width, prof.input_height)
-        for packet in container.demux(stream):
+        for unit in session.units():
             if self._stop.is_set():
                 break
-            if packet.size == 0:
-                continue
             t_start = time.perf_counter()
             try:
-                frames = packet.decode()
+                frames = session.decode(unit)
                 consecutive_errors = 0
             except av.FFmpegError as exc:
                 self._m.errors += 1
@@ -371,14 +395,22 @@ class CameraReader:
                 if consecutive_errors >= self.opts.max_consecutive_errors:
                     raise RuntimeError(f"{consecutive_errors} decode errors in a row") from exc
                 continue
+            decode_s = time.perf_counter() - t_start
+            self._m.decode_s += decode_s
             for frame in frames:
                 m = self._m
                 m.frames_in += 1
-                if live or frame.time is None:
+                if decode_s > deadline_s:
+                    # Past its deadline the frame would only add latency: count it and
+                    # skip it for inference; the sampler takes the next on-time frame.
+                    m.late += 1
+                    continue
+                ft = session.frame_time(frame)
+                if live or ft is None:
                     # Live pts can be missing or jump (RTCP resync): sample by arrival time.
                     t_media = time.monotonic() if live else m.frames_in * frame_dur
                 else:
-                    t_media = frame.time
+                    t_media = ft
                 if t0_media is None:
                     t0_media = t_media
                 rel = t_media - t0_media
@@ -392,18 +424,14 @@ class CameraReader:
                     m.skipped += 1
                     continue
                 next_emit = max(next_emit + period, rel) if next_emit >= 0 else rel + period
-                bgr = frame.to_ndarray(
-                    format="bgr24",
-                    width=size[0],
-                    height=size[1],
-                    interpolation="FAST_BILINEAR",
-                )
+                t_conv = time.perf_counter()
+                bgr = session.convert(frame, size[0], size[1])
+                conv_s = time.perf_counter() - t_conv
+                m.convert_s += conv_s
                 now = time.monotonic()
-                m.decode_ms = (
-                    0.9 * m.decode_ms + 0.1 * (time.perf_counter() - t_start) * 1e3
-                    if m.frames_out
-                    else (time.perf_counter() - t_start) * 1e3
-                )
+                # Decode + conversion only: the pacing wait above is not decode time.
+                ms = (decode_s + conv_s) * 1e3
+                m.decode_ms = 0.9 * m.decode_ms + 0.1 * ms if m.frames_out else ms
                 m.last_frame_mono = now
                 m.frames_out += 1
                 self._frame_no += 1
