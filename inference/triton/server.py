@@ -223,6 +223,10 @@ class LocalTriton:
             f"--cache-directory={binary.parent.parent / 'caches'}",
             # A private shm prefix: several servers on one host must not share regions.
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            # Rate limiting makes the models' rate_limiter priorities real (fire_smoke first)
+            # when more executions are ready than the host has cores.
+            "--rate-limit=execution_count",
+            f"--rate-limit-resource=cpu:{max(2, os.cpu_count() or 2)}",
             "--exit-timeout-secs=5",
             # Keep serving the models that load; a broken one is reported UNAVAILABLE.
             "--exit-on-error=false",

@@ -44,6 +44,7 @@ def test_python_detector_configs(name: str) -> None:
     assert db.priority_levels == 2
     assert [g.kind for g in cfg.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
     assert cfg.instance_group[0].count == 1
+    assert [r.name for r in cfg.instance_group[0].rate_limiter.resources] == ["cpu"]
     inputs = {i.name: i for i in cfg.input}
     assert inputs["FRAMES"].data_type == model_config_pb2.TYPE_UINT8
     assert list(inputs["FRAMES"].dims) == [-1, -1, 3]

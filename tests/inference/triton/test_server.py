@@ -26,6 +26,8 @@ def test_ready_and_canary(triton: LocalTriton) -> None:
     assert triton.failed_models() == {}
     body = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
     assert "nv_inference_request_success" in body
+    cmd = " ".join(triton.command(Path("/x/bin/tritonserver")))
+    assert "--rate-limit=execution_count" in cmd and "--http-address=127.0.0.1" in cmd
 
 
 def test_canary_helpers_agree() -> None:
