@@ -173,7 +173,7 @@ class Side:
         """Publish one rate step to this side's feed."""
         n = _publish(r, self.feed_key, rate, seconds, self.published)
         self.published += n
-        self.steps.append({"rate_per_s": rate, "alerts": n})
+        self.steps.append({"rate_per_s": rate, "alerts": n, "first": self.published - n})
 
     def collect(self) -> dict[str, Any]:
         """Stop the subscribers (after they drain) and summarise their latencies."""
@@ -181,16 +181,25 @@ class Side:
             assert p.stdin is not None
             p.stdin.write(f"STOP {self.published}\n")
             p.stdin.flush()
-        lat: list[float] = []
+        pairs: list[list[float]] = []
         closed = 0
         drain_s = 0.0
         for p in self.subs:
             out, _ = p.communicate(timeout=300)
             res = json.loads(out.strip().splitlines()[-1])
-            lat += res["latencies_ms"]
+            pairs += res["latencies_ms"]
             closed += res["closed"]
             drain_s = max(drain_s, res["drain_s"])
         expected = self.published * self.n
+        seq = np.asarray([x[0] for x in pairs], dtype=np.int64)
+        lat = [x[1] for x in pairs]
+        arr = np.asarray(lat, dtype=np.float64)
+        steps = []
+        for st in self.steps:
+            sel = arr[(seq >= st["first"]) & (seq < st["first"] + st["alerts"])]
+            steps.append(
+                {"rate_per_s": st["rate_per_s"], "alerts": st["alerts"], **_stats(sel.tolist())}
+            )
         return {
             "published": self.published,
             "expected": expected,
@@ -198,7 +207,7 @@ class Side:
             "lost": expected - len(lat),
             "closed_connections": closed,
             "drain_s": drain_s,
-            "steps": self.steps,
+            "steps": steps,
             **_stats(lat),
         }
 

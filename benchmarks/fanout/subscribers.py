@@ -27,13 +27,18 @@ CONNECT_BATCH = 50
 IDLE_S = 5.0
 
 
-async def _reader(ws: ClientConnection, lat: list[float], state: dict[str, int]) -> None:
+async def _reader(
+    ws: ClientConnection, lat: list[tuple[int, float]], state: dict[str, int]
+) -> None:
     try:
         async for raw in ws:
             now = time.time()
             msg = json.loads(raw)
             if msg.get("type") == "alert":
-                lat.append((now - msg["alert"]["raised_at"]) * 1000.0)
+                a = msg["alert"]
+                # Alert ids end in the publisher's sequence number (its rate step).
+                seq = int(a["id"].rsplit("_", 1)[1])
+                lat.append((seq, (now - a["raised_at"]) * 1000.0))
     except ConnectionClosed:
         state["closed"] += 1
 
@@ -50,7 +55,7 @@ async def run(url: str, n: int, token: str) -> dict[str, Any]:
                 for _ in range(batch)
             )
         )
-    lat: list[float] = []
+    lat: list[tuple[int, float]] = []
     state = {"closed": 0}
     tasks = [asyncio.create_task(_reader(ws, lat, state)) for ws in socks]
     print("READY", flush=True)
@@ -76,7 +81,7 @@ async def run(url: str, n: int, token: str) -> dict[str, Any]:
     for ws in socks:
         ws.transport.abort()
     return {
-        "latencies_ms": [round(x, 3) for x in lat],
+        "latencies_ms": [[seq, round(ms, 3)] for seq, ms in lat],
         "closed": state["closed"],
         "drain_s": round(drain_s, 2),
     }
