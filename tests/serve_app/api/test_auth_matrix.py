@@ -313,3 +313,15 @@ def test_validation_errors_are_json(client: TestClient, query: str, needle: str)
     r = client.get(f"/api/alerts?{query}", headers=_h("admin"))
     assert r.status_code == 422
     assert needle in r.json()["detail"]
+
+
+def test_map_page_served_when_present(client: TestClient) -> None:
+    """``/`` serves serve_app/static/index.html (and /static/ the folder) when they exist."""
+    from serve_app.http import STATIC_DIR
+
+    r = client.get("/")
+    if (STATIC_DIR / "index.html").is_file():
+        assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+        assert client.get("/static/index.html").status_code == 200
+    else:
+        assert r.status_code == 404
