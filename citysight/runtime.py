@@ -210,10 +210,17 @@ class Runtime:
         inf = self.cfg.services.inference
         if inf.type != "triton" or inf.triton_url:
             return
-        from inference.triton.server import LocalTriton
+        from inference.triton.server import LocalTriton, TritonStartError
 
-        self.triton = LocalTriton(models_dir=Path(inf.models_dir))
-        self.triton.start()
+        # One Triton per node, next to the decoders; the stream workers connect to it.
+        self.triton = LocalTriton(models_dir=Path(inf.models_dir), workdir=self.workdir / "triton")
+        try:
+            self.triton.start()
+        except TritonStartError as exc:
+            raise ServiceError(
+                f"the bundled Triton server did not start ({exc}); see "
+                f"{self.triton.log_path} or use --inference onnxruntime"
+            ) from None
         inf.triton_url = self.triton.grpc_url
 
     def _start_ray(self) -> None:
