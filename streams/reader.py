@@ -93,6 +93,7 @@ class ReaderOptions:
 
 class _Metrics:
     __slots__ = (
+        "behind_s",
         "convert_s",
         "decode_ms",
         "decode_s",
@@ -113,6 +114,7 @@ class _Metrics:
         self.decode_ms = 0.0
         self.decode_s = 0.0
         self.convert_s = 0.0
+        self.behind_s = 0.0
         self.reconnects = 0
         self.errors = 0
         self.last_frame_mono = 0.0
@@ -200,7 +202,8 @@ class CameraReader:
 
         ``late`` counts frames past ``decode_deadline_ms`` (not handed to inference);
         ``decode_s`` and ``convert_s`` are the totals spent decoding every frame and
-        converting the sampled ones.
+        converting the sampled ones; ``behind_s`` is how far a paced file source runs
+        behind its native rate (0 while decode keeps up).
         """
         m = self._m
         age = time.monotonic() - m.last_frame_mono if m.last_frame_mono else -1.0
@@ -212,6 +215,7 @@ class CameraReader:
             "decode_ms": round(m.decode_ms, 3),
             "decode_s": round(m.decode_s, 6),
             "convert_s": round(m.convert_s, 6),
+            "behind_s": round(m.behind_s, 3),
             "reconnects": float(m.reconnects),
             "errors": float(m.errors),
             "last_frame_age_s": round(age, 3),
@@ -417,6 +421,8 @@ class CameraReader:
                 if not live and self.opts.pace_files:
                     # Deliver at the native rate so a file behaves like a live camera.
                     lag = t0_wall + rel - time.monotonic()
+                    # How far decode runs behind the file's own clock (0 when keeping up).
+                    m.behind_s = max(0.0, -lag)
                     if lag > 0 and self._stop.wait(lag):
                         return got
                 # Tolerate early arrivals (network jitter) so 10 fps -> 5 fps stays 5 fps.

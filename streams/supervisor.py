@@ -4,7 +4,10 @@ Cameras live in the Redis registry (hash ``citysight:cameras``: id -> CameraConf
 the API announces a change by publishing the camera id on ``citysight:cameras:changed``.
 The supervisor applies adds, updates and removes within about a second, assigns each
 camera to a worker by consistent hashing of its id, pings the workers, and moves the shard
-of a dead worker to the living ones.
+of a dead worker to the living ones. A dead worker is then respawned under the same name
+(bounded: ``max_respawns`` per ``respawn_window_s``, Frigate's watchdog rule) and the
+cameras the ring gives back to it move back; past the budget it stays down and the
+survivors keep its shard.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import ray
@@ -40,6 +44,8 @@ class StreamSupervisor:
         resync_s: Full registry re-read period (catches missed notifications).
         ping_timeout_s: A worker that does not answer a ping within this is dead.
         autostart: Start in the constructor (what the Ray actor needs).
+        max_respawns: Respawns allowed per worker name within ``respawn_window_s``.
+        respawn_window_s: Window of ``max_respawns``.
     """
 
     def __init__(
@@ -51,6 +57,8 @@ class StreamSupervisor:
         resync_s: float = 5.0,
         ping_timeout_s: float = 3.0,
         autostart: bool = True,
+        max_respawns: int = 3,
+        respawn_window_s: float = 300.0,
     ) -> None:
         self.cfg = streams_cfg
         self.redis_url = redis_url
@@ -64,6 +72,10 @@ class StreamSupervisor:
         self.cameras: dict[str, CameraConfig] = {}
         self.owner: dict[str, str] = {}
         self.moves = 0
+        self.respawns = 0
+        self.max_respawns = max_respawns
+        self.respawn_window_s = respawn_window_s
+        self._respawned: dict[str, deque[float]] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,9 +88,7 @@ class StreamSupervisor:
         """Start the workers, load the registry and watch for changes."""
         for i in range(self.cfg.workers):
             name = f"stream-worker-{i}"
-            self.workers[name] = StreamWorkerActor.remote(
-                [], self.cfg, self.redis_url, self.infer_factory, self.reader_options
-            )
+            self.workers[name] = self._spawn()
             self.ring.add(name)
         ray.get([w.ping.remote() for w in self.workers.values()])
         self.sync()
@@ -102,6 +112,11 @@ class StreamSupervisor:
             ray.kill(w)
         self.redis.close()
 
+    def _spawn(self) -> Any:
+        return StreamWorkerActor.remote(
+            [], self.cfg, self.redis_url, self.infer_factory, self.reader_options
+        )
+
     # -- queries ----------------------------------------------------------------------
 
     def assignments(self) -> dict[str, list[str]]:
@@ -113,14 +128,15 @@ class StreamSupervisor:
             return {k: sorted(v) for k, v in out.items()}
 
     def worker(self, name: str) -> Any:
-        """Actor handle of a worker (tests kill one to check failover)."""
-        return self.workers[name]
+        """Actor handle of a worker, ``None`` while it is down (tests kill one)."""
+        with self._lock:
+            return self.workers.get(name)
 
     def stats(self) -> dict[str, Any]:
         """Per-worker stats."""
         with self._lock:
             items = list(self.workers.items())
-        out: dict[str, Any] = {"moves": self.moves}
+        out: dict[str, Any] = {"moves": self.moves, "respawns": self.respawns}
         for name, w in items:
             try:
                 out[name] = ray.get(w.stats.remote(), timeout=self.ping_timeout_s)
@@ -190,7 +206,11 @@ class StreamSupervisor:
             logger.warning("%s.%s failed: %s", node, method, exc)
 
     def check_workers(self) -> list[str]:
-        """Ping the workers; move the cameras of dead ones. Returns the dead workers."""
+        """Ping the workers; move the cameras of dead ones, then respawn them (bounded).
+
+        Returns:
+            The workers found dead.
+        """
         with self._lock:
             items = list(self.workers.items())
         refs = {name: w.ping.remote() for name, w in items}
@@ -207,16 +227,73 @@ class StreamSupervisor:
             for name in dead:
                 self.workers.pop(name, None)
                 self.ring.remove(name)
-            if not self.workers:
+            if self.workers:
+                # Survivors take the shard at once; a respawn takes seconds.
+                self._rebalance(dead)
+            else:
                 logger.error("no stream workers left: %d cameras unassigned", len(self.owner))
-                return dead
-            orphans = [cid for cid, node in self.owner.items() if node in dead]
-            for cid in orphans:
-                node = self.ring.node_for(cid)
-                self.owner[cid] = node
-                self._call(node, "add_camera", self.cameras[cid])
-                self.moves += 1
+        self._respawn(dead)
         return dead
+
+    def _respawn_allowed(self, name: str) -> bool:
+        now = time.monotonic()
+        times = self._respawned.setdefault(name, deque())
+        while times and now - times[0] > self.respawn_window_s:
+            times.popleft()
+        return len(times) < self.max_respawns
+
+    def _respawn(self, names: list[str]) -> None:
+        """Start a new actor under each dead worker's name and give its shard back."""
+        fresh: dict[str, Any] = {}
+        for name in names:
+            if self._stop.is_set():
+                return
+            if not self._respawn_allowed(name):
+                logger.error(
+                    "stream worker %s: %d respawns within %.0f s; leaving it down",
+                    name,
+                    self.max_respawns,
+                    self.respawn_window_s,
+                )
+                continue
+            self._respawned[name].append(time.monotonic())
+            actor = self._spawn()
+            try:
+                # Outside the lock: an actor start takes seconds and queries must not wait.
+                ray.get(actor.ping.remote(), timeout=60)
+            except Exception as exc:
+                logger.error("respawning stream worker %s failed: %s", name, exc)
+                ray.kill(actor)
+                continue
+            fresh[name] = actor
+        if not fresh:
+            return
+        with self._lock:
+            for name, actor in fresh.items():
+                self.workers[name] = actor
+                self.ring.add(name)
+                self.respawns += 1
+                logger.info("stream worker %s respawned", name)
+            self._rebalance(list(fresh))
+
+    def _rebalance(self, changed: list[str]) -> None:
+        """Move every camera whose ring owner differs from its current (or a dead) owner.
+
+        Args:
+            changed: Worker names that died or came back (their cameras must be re-added
+                even when the owner name is unchanged).
+        """
+        gone = set(changed)
+        for cid, cam in list(self.cameras.items()):
+            old = self.owner.get(cid)
+            node = self.ring.node_for(cid)
+            if node == old and old not in gone:
+                continue
+            if old is not None and old != node and old in self.workers and old not in gone:
+                self._call(old, "remove_camera", cid)
+            self.owner[cid] = node
+            self._call(node, "add_camera", cam)
+            self.moves += 1
 
     def _watch(self) -> None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
@@ -244,4 +321,6 @@ class StreamSupervisor:
             pubsub.close()
 
 
+# The supervisor owns its workers (Ray fate-sharing: they die with it), so a restarted
+# supervisor starts clean workers and reloads the camera registry from Redis.
 StreamSupervisorActor = ray.remote(num_cpus=0, max_restarts=0)(StreamSupervisor)

@@ -51,7 +51,9 @@ def test_registry_changes_and_worker_failover(redis_url: str, clips: dict[str, P
     for i in range(4):
         r.hset(CAMERA_REGISTRY_KEY, f"c{i}", _cam(f"c{i}", clips["short"]).model_dump_json())
     cfg = StreamsService(workers=2, shards=1, max_batch=4, push_timeout_ms=20)
-    sup = StreamSupervisorActor.remote(cfg, redis_url, empty_infer_factory, None, 5.0, 2.0)
+    sup = StreamSupervisorActor.remote(
+        cfg, redis_url, empty_infer_factory, None, 5.0, 2.0, max_respawns=0
+    )
     try:
         assign = ray.get(sup.assignments.remote())
         assert sorted(c for cams in assign.values() for c in cams) == ["c0", "c1", "c2", "c3"]
@@ -88,3 +90,53 @@ def test_registry_changes_and_worker_failover(redis_url: str, clips: dict[str, P
     finally:
         ray.get(sup.stop.remote(), timeout=60)
         ray.kill(sup)
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_dead_worker_respawned_under_its_name_with_bounded_respawns(
+    redis_url: str, clips: dict[str, Path]
+) -> None:
+    r = redis.Redis.from_url(redis_url)
+    r.delete(CAMERA_REGISTRY_KEY)
+    cams = [f"r{i}" for i in range(6)]
+    for cid in cams:
+        r.hset(CAMERA_REGISTRY_KEY, cid, _cam(cid, clips["short"]).model_dump_json())
+    cfg = StreamsService(workers=2, shards=1, max_batch=4, push_timeout_ms=20)
+    sup = StreamSupervisorActor.remote(
+        cfg, redis_url, empty_infer_factory, None, 30.0, 2.0, max_respawns=1
+    )
+    try:
+        before = ray.get(sup.assignments.remote())
+        assert sorted(before) == ["stream-worker-0", "stream-worker-1"]
+        victim = max(before, key=lambda k: len(before[k]))
+        assert before[victim]
+        old = ray.get(sup.worker.remote(victim))
+        ray.kill(old)
+
+        # Same name, a new actor, and the ring gives it back exactly its old shard.
+        def respawned() -> bool:
+            new = ray.get(sup.worker.remote(victim))
+            return new is not None and new != old and ray.get(sup.assignments.remote()) == before
+
+        _eventually(respawned, 30)
+        stats = ray.get(sup.stats.remote())
+        assert stats["respawns"] == 1 and stats["moves"] >= 2 * len(before[victim])
+        assert sorted(stats[victim]["cameras"]) == before[victim]
+        t_ms = int(time.time() * 1000)
+        _eventually(lambda: _cams_seen_since(r, t_ms) == set(cams), 15)
+
+        # Budget spent (1 per window): the next death is not respawned; survivors serve.
+        ray.kill(ray.get(sup.worker.remote(victim)))
+        _eventually(lambda: victim not in ray.get(sup.assignments.remote()), 15)
+        time.sleep(1.5)
+        after = ray.get(sup.assignments.remote())
+        assert list(after) == [n for n in before if n != victim]
+        assert sorted(next(iter(after.values()))) == cams
+        assert ray.get(sup.stats.remote())["respawns"] == 1
+        assert ray.get(sup.check_workers.remote()) == []
+        t_ms = int(time.time() * 1000)
+        _eventually(lambda: _cams_seen_since(r, t_ms) == set(cams), 15)
+    finally:
+        ray.get(sup.stop.remote(), timeout=60)
+        ray.kill(sup)
+        r.delete(CAMERA_REGISTRY_KEY)
