@@ -229,6 +229,8 @@ def run(cameras: int, alerts: int, bursts: int, screenshot: Path | None) -> dict
         page.wait_for_selector("[data-testid=timeline-event]")
         open_ms = (time.perf_counter() - t0) * 1000
         # Zoom in and out over the clustered cameras.
+        zoom_tracer = MainThreadCpu(ctx.new_cdp_session(page), page)
+        zoom_tracer.start()
         zoom_ms = page.evaluate("""async () => {
           const m = window.citysight.state.map; const t0 = performance.now();
           const zoom = (dz) => new Promise((r) => {
@@ -237,6 +239,7 @@ def run(cameras: int, alerts: int, bursts: int, screenshot: Path | None) -> dict
           await zoom(-3);
           await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
           return performance.now() - t0; }""")
+        zoom_cpu_ms = zoom_tracer.stop()
         final_listed = page.locator("[data-testid=alert-item]").count()
         ctx.close()
     return {
@@ -270,6 +273,7 @@ def run(cameras: int, alerts: int, bursts: int, screenshot: Path | None) -> dict
         "apply_500_camera_status_ms": round(health_ms, 1),
         "open_alert_detail_ms": round(open_ms, 1),
         "zoom_in_out_3_levels_ms": round(zoom_ms, 1),
+        "zoom_in_out_3_levels_main_thread_cpu_ms": round(zoom_cpu_ms, 1),
         "listed_alerts_at_end": final_listed,
         "page_errors": errors,
     }

@@ -218,6 +218,9 @@ async function setupMap() {
     map.setView(cfg.center ? [cfg.center.lat, cfg.center.lon] : [0, 0], cfg.center ? 12 : 2);
   }
   state.cluster = L.markerClusterGroup({
+    // Cluster split/merge animations force a synchronous layout per zoom; with thousands of
+    // cameras that is most of a zoom's cost, so clusters switch without animating.
+    animate: false,
     chunkedLoading: true,
     chunkInterval: 40,
     chunkDelay: 5,
