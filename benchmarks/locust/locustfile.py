@@ -219,9 +219,9 @@ class IngestPublisher(User):
         pipe = self.r.pipeline(transaction=False)
         now = time.time()
         size = 0
-        for k in range(self.batch):
+        for _ in range(self.batch):
             self.frame_no += 1
-            cam = self.cams[(self.frame_no + k) % len(self.cams)]
+            cam = self.cams[self.frame_no % len(self.cams)]
             fire = self.fire_every and self.frame_no % self.fire_every == 0
             fr = FrameResult(
                 camera_id=cam,

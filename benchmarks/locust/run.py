@@ -60,7 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     p = argparse.ArgumentParser(prog="citysight bench locust", description=__doc__.split("\n")[0])
     p.add_argument("classes", nargs="*", default=list(USER_CLASSES), help="user classes")
-    p.add_argument("--host", required=True, help="http://127.0.0.1:PORT of the API")
+    p.add_argument("--host", default=None, help="http://127.0.0.1:PORT of a running API")
+    p.add_argument(
+        "--start-city",
+        type=int,
+        default=0,
+        metavar="CAMERAS",
+        help="start a private citysight (embedded Redis, local Ray, Serve app) with the "
+        "city bench's config of this many cameras, and target it",
+    )
     p.add_argument("--users", "-u", type=int, default=10)
     p.add_argument("--spawn-rate", "-r", type=float, default=5.0)
     p.add_argument("--run-time", "-t", type=float, default=30.0, help="seconds")
@@ -136,6 +144,45 @@ def plot_history(rows: list[dict[str, str]], png: Path, title: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run locust once; returns locust's exit code (2 on refused arguments)."""
     args = build_parser().parse_args(argv)
+    if args.start_city:
+        if not 1 <= args.start_city <= 10_000 or args.host:
+            print("citysight bench locust: --start-city 1..10000, without --host", file=sys.stderr)
+            return 2
+        return _with_city(args)
+    if not args.host:
+        print("citysight bench locust: --host or --start-city is required", file=sys.stderr)
+        return 2
+    return _run(args)
+
+
+def _with_city(args: argparse.Namespace) -> int:
+    """Start the city bench's system, point locust at it, stop it afterwards."""
+    import tempfile
+
+    from benchmarks.city.scenario import camera_id, city_config_dict, make_tokens, principals
+    from benchmarks.city.system import CitySystem
+    from citysight.services.redis_server import free_port
+
+    port = free_port()
+    cfg = city_config_dict(args.start_city, http_port=port, max_connections=args.users * 2 + 100)
+    tokens = make_tokens()
+    system = CitySystem(cfg, principals(tokens), Path(tempfile.mkdtemp(prefix="cslocust-")))
+    system.start()
+    try:
+        os.environ["CITYSIGHT_LOCUST_TOKENS"] = json.dumps(tokens)
+        os.environ.setdefault(
+            "CITYSIGHT_LOCUST_CAMERAS", ",".join(camera_id(i) for i in range(args.start_city))
+        )
+        os.environ["CITYSIGHT_LOCUST_SHARDS"] = str(system.shards)
+        args.host = f"http://127.0.0.1:{port}"
+        args.redis_url = system.redis_url
+        return _run(args)
+    finally:
+        system.stop()
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Validate the target and bounds, run locust, write JSON and the plot."""
     try:
         check_target(args.host)
         if args.redis_url:

@@ -52,6 +52,9 @@ def test_only_loopback_targets(url: str, ok: bool) -> None:
         ["--host", "http://127.0.0.1:1", "--users", "100000"],
         ["--host", "http://127.0.0.1:1", "--run-time", "0"],
         ["--host", "http://127.0.0.1:1", "NoSuchUser"],
+        [],
+        ["--host", "http://127.0.0.1:1", "--start-city", "10"],
+        ["--start-city", "100000"],
     ],
 )
 def test_refused_runs_exit_2_without_starting_locust(argv: list[str], tmp_path: Path) -> None:
