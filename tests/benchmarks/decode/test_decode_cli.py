@@ -24,6 +24,10 @@ def test_bench_decode_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     c = printed["clips"][0]
     assert c["frames"] == 50 and c["keyframe_only_frames"] == 2
     assert c["keyframe_only_cpu_s_per_camera_minute"] >= 0
+    # Like for like: conversion of the 5 fps samples is reported apart from decode fps.
+    assert c["citysight_frames_out_5fps"] == 10
+    assert c["citysight_convert_ms_per_sampled_frame"] > 0
+    assert c["citysight_fps_with_convert"] <= c["citysight_fps"]
 
 
 def test_missing_clip_returns_2(tmp_path: Path) -> None:
