@@ -253,6 +253,11 @@ def run(cameras: int, alerts: int, bursts: int, screenshot: Path | None) -> dict
             "load_avg_1m_before": load_before,
             "load_avg_1m_after": round(os.getloadavg()[0], 2),
         },
+        "note": (
+            "Wall times (*_ms) include waiting for the CPU: on a shared machine compare them "
+            "only at similar load averages; *_main_thread_cpu_ms is the renderer main thread's "
+            "own CPU time and is the load-independent figure."
+        ),
         "cameras": cameras,
         "open_alerts": alerts,
         "listed_alerts_at_load": listed,
