@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.eval.dataset import TASKS, DatasetError, available_tasks
-from benchmarks.eval.false_alarms import street_false_alarms
+from benchmarks.eval.false_alarms import street_false_alarms, video_alarms
 from benchmarks.eval.runner import TASK_DETECTOR, run_task
 from inference.detectors.base import DetectorLoadError, available_tiers, load_detector
 
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))
 DEFAULT_DATA = SHARED / "data" / "eval"
 STREET_VIDEOS = ("street-720p.mp4", "street_intel_*.mp4")
+FIRE_VIDEO = "fire_furg_house6.mp4"
 
 
 def default_models_dir() -> Path:
@@ -109,6 +110,11 @@ def evaluate(
                 fa[tier] = {"error": str(exc)}
                 continue
             fa[tier] = street_false_alarms(det, vids)
+            fire_clip = data.parent / "videos" / FIRE_VIDEO
+            if fire_clip.is_file():
+                # The other side of the trade-off: how often the same settings see real fire.
+                det = load_detector("fire_smoke", models, [tier])
+                fa[tier]["fire_video"] = video_alarms(det, fire_clip)
         result["street_false_alarms"] = fa
     return result
 

@@ -79,6 +79,8 @@ def street_false_alarms(det: DetectorBackend, videos: list[Path]) -> dict[str, A
         "hours": round(hours, 4),
         "fire_alarms_per_hour": round(fire / hours, 1) if hours else 0.0,
         "smoke_alarms_per_hour": round(smoke / hours, 1) if hours else 0.0,
+        # Few minutes of video: zero events only bound the rate (rule of three, 95 %).
+        "zero_events_upper95_per_hour": round(3 / hours, 1) if hours else None,
         "persistence": f"{PERSIST_N} of {PERSIST_M} frames at {ANALYTICS_FPS:g} fps",
         "videos": per,
     }

@@ -36,7 +36,10 @@ HISTORY = 4
 @dataclass
 class _CamState:
     greys: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
+    colours: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
     background: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    smoke_acc: np.ndarray | None = None
     frames: int = 0
 
 
@@ -98,9 +101,19 @@ class ClassicalFireSmoke:
     def __init__(
         self,
         min_area_frac: float = 0.002,
-        smoke_min_area_frac: float = 0.02,
+        smoke_min_area_frac: float = 0.04,
         flicker_threshold: int = 12,
+        min_flicker_frac: float = 0.15,
+        colour_persist: int = 2,
+        strict_video_colour: bool = True,
+        smoke_persist: float = 0.9,
+        smoke_max_delta: int = 40,
     ) -> None:
+        self.smoke_max_delta = smoke_max_delta
+        self.min_flicker_frac = min_flicker_frac
+        self.colour_persist = colour_persist
+        self.strict_video_colour = strict_video_colour
+        self.smoke_persist = smoke_persist
         self.min_area_frac = min_area_frac
         self.smoke_min_area_frac = smoke_min_area_frac
         self.flicker_threshold = flicker_threshold
@@ -132,33 +145,22 @@ class ClassicalFireSmoke:
             st = self._state[camera_id] = _CamState()
         area = small.shape[0] * small.shape[1]
         still = not st.greys
-        colour = fire_colour_mask(small, strict=still)
+        colour = fire_colour_mask(small, strict=still or self.strict_video_colour)
         if still:
             fire_mask = colour
             fire_min = int(self.min_area_frac * area * 2)
             smoke_mask = haze_mask(small)
             smoke_min = int(area * 0.15)  # a still smoke cue must cover much of the view
         else:
-            diff = np.zeros_like(grey)
-            for prev in st.greys:
-                diff = np.maximum(diff, cv2.absdiff(grey, prev))
-            flicker = cv2.dilate(
-                (diff > self.flicker_threshold).astype(np.uint8), np.ones((5, 5), np.uint8)
-            )
-            fire_mask = colour & flicker
-            fire_min = int(self.min_area_frac * area)
-            assert st.background is not None
-            fg = cv2.absdiff(grey, st.background.astype(np.uint8)) > 10
-            hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
-            greyish = (hsv[:, :, 1] < 60) & (hsv[:, :, 2] > 80) & (hsv[:, :, 2] < 235)
-            smoke_mask = (fg & greyish & (haze_mask(small) > 0)).astype(np.uint8)
-            smoke_min = int(self.smoke_min_area_frac * area)
+            fire_mask, fire_min = self._fire_video(st, grey, colour, area)
+            smoke_mask, smoke_min = self._smoke_video(st, small, grey, area)
         st.greys.append(grey)
         if st.background is None:
             st.background = grey.astype(np.float32)
         else:
             cv2.accumulateWeighted(grey.astype(np.float32), st.background, 0.02)
         st.frames += 1
+        st.colours.append(colour)
         fb, fs = regions(fire_mask, max(4, fire_min), scale)
         sb, ss = regions(smoke_mask, max(16, smoke_min), scale)
         return DetectorOutput(
@@ -168,6 +170,48 @@ class ClassicalFireSmoke:
                 [np.full(len(fs), int(ObjectClass.FIRE)), np.full(len(ss), int(ObjectClass.SMOKE))]
             ),
         )
+
+    def _fire_video(
+        self, st: _CamState, grey: np.ndarray, colour: np.ndarray, area: int
+    ) -> tuple[np.ndarray, int]:
+        """Fire: fire-coloured now and at the same place in recent frames (flames stay put,
+        a passing orange car or jacket moves on), with enough flicker inside each region."""
+        seen = colour.astype(np.int32)
+        for prev in st.colours:
+            seen += prev
+        mask = colour & (seen >= min(len(st.colours) + 1, self.colour_persist + 1))
+        diff = np.zeros_like(grey)
+        for prev in st.greys:
+            diff = np.maximum(diff, cv2.absdiff(grey, prev))
+        flicker = diff > self.flicker_threshold
+        _, labels = cv2.connectedComponents(mask, connectivity=8)
+        sizes = np.bincount(labels.ravel())
+        flickering = np.bincount(labels.ravel(), weights=flicker.ravel(), minlength=len(sizes))
+        keep = flickering / np.maximum(sizes, 1) >= self.min_flicker_frac
+        return (keep[labels] & (labels > 0)).astype(np.uint8), int(self.min_area_frac * area)
+
+    def _smoke_video(
+        self, st: _CamState, small: np.ndarray, grey: np.ndarray, area: int
+    ) -> tuple[np.ndarray, int]:
+        """Smoke: greyish, hazy foreground that blurs the texture behind it, persisting."""
+        assert st.background is not None
+        texture = cv2.blur(np.abs(cv2.Laplacian(grey, cv2.CV_32F)), (9, 9))
+        if st.texture is None:
+            st.texture = texture.copy()
+            st.smoke_acc = np.zeros_like(texture)
+        delta = cv2.absdiff(grey, st.background.astype(np.uint8))
+        # Smoke is semi-transparent: it shifts the background a little, while a solid
+        # object (a person in grey) replaces it.
+        fg = (delta > 8) & (delta < self.smoke_max_delta)
+        hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+        greyish = (hsv[:, :, 1] < 60) & (hsv[:, :, 2] > 80) & (hsv[:, :, 2] < 235)
+        blurred = (texture < 0.6 * st.texture) & (st.texture > 2)
+        cand = (fg & greyish & blurred).astype(np.float32)
+        assert st.smoke_acc is not None
+        cv2.accumulateWeighted(cand, st.smoke_acc, 0.4)
+        cv2.accumulateWeighted(texture, st.texture, 0.02)
+        mask = (st.smoke_acc > self.smoke_persist).astype(np.uint8)
+        return mask, int(self.smoke_min_area_frac * area)
 
 
 class YoloFireSmoke:

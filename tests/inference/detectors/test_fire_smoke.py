@@ -104,3 +104,39 @@ def test_yolox_grid_decode() -> None:
     boxes, _, cls = decode(pred, YoloLayout.YOLOX, 416, 0.3, 0.45)
     np.testing.assert_allclose(boxes, [[0, 0, 8, 8]], atol=1e-4)
     assert cls.tolist() == [0]
+
+
+def _textured(seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grey = cv2.GaussianBlur(rng.integers(60, 160, (240, 320), dtype=np.uint8), (3, 3), 0)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def test_smoke_cue_on_growing_haze_but_not_static_scene() -> None:
+    det = ClassicalFireSmoke()
+    bg = _textured()
+    for _ in range(10):
+        out = det.detect([bg], ["cam"])[0]
+    assert len(out) == 0
+    yy, xx = np.mgrid[:240, :320]
+    haze = cv2.GaussianBlur(bg, (15, 15), 0).astype(np.float32) * 0.3 + 0.7 * 170
+    for i in range(12):  # a semi-transparent plume that grows and blurs what is behind it
+        disk = (((xx - 160) ** 2 + (yy - 150) ** 2) < (40 + 5 * i) ** 2).astype(np.float32)
+        alpha = cv2.GaussianBlur(disk, (31, 31), 0)[:, :, None] * 0.6
+        out = det.detect([(bg * (1 - alpha) + haze * alpha).astype(np.uint8)], ["cam"])[0]
+    smoke = out.boxes[out.class_ids == ObjectClass.SMOKE]
+    assert len(smoke) == 1
+    x1, y1, x2, y2 = smoke[0]
+    assert x1 < 160 < x2 and y1 < 150 < y2
+
+
+def test_solid_grey_object_walking_by_is_not_smoke() -> None:
+    det = ClassicalFireSmoke()
+    bg = _textured(2)
+    for _ in range(5):
+        det.detect([bg], ["cam"])
+    for i in range(12):
+        frame = bg.copy()
+        frame[60:200, 40 + 10 * i : 100 + 10 * i] = 128  # a grey coat, opaque, moving
+        out = det.detect([frame], ["cam"])[0]
+        assert not (out.class_ids == ObjectClass.SMOKE).any()
