@@ -104,3 +104,44 @@ def test_unknown_backend_type() -> None:
     cfg = InferenceService.model_construct(type="tpu")
     with pytest.raises(ValueError, match="unknown inference backend"):
         create_client(cfg, Path("."))
+
+
+class _Broken:
+    name = "face"
+    tier = "broken"
+    model_file = ""
+
+    def detect(self, frames, camera_ids):
+        raise RuntimeError("session died")
+
+
+def test_failing_detector_is_counted_not_fatal(models_dir: Path, data_dir: Path) -> None:
+    from inference.backends.onnxruntime import OrtClient
+
+    client = OrtClient(None, models_dir, detectors=["face", "fire_smoke"])
+    client._detectors["face"] = _Broken()
+    img = cv2.imread(str(data_dir / ASTRONAUT))
+    (res,) = client.infer(_batch([img], {"face", "fire_smoke"}))
+    assert not (res.class_ids == ObjectClass.FACE).any()
+    assert client.health()["detectors"]["face"]["errors"] == 1
+
+
+def test_corrupt_model_files_fall_back_and_show_in_health(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from inference.backends.onnxruntime import OrtClient
+
+    for name in ("yunet_s_640_640.onnx", "y5fu_320x_sim.onnx", "yolox_nano.onnx"):
+        (tmp_path / name).write_bytes(b"\x08\x01garbage")
+    with caplog.at_level("WARNING"):
+        client = OrtClient(None, tmp_path)
+    tiers = {d: h["tier"] for d, h in client.health()["detectors"].items()}
+    assert tiers == {
+        "face": "haar",
+        "plate": "ocr_det",
+        "fire_smoke": "classical",
+        "vending": "hog",
+    }
+    assert "yolox_nano.onnx" in caplog.text
+    (res,) = client.infer(_batch([np.zeros((120, 160, 3), np.uint8)], {"face", "vending"}))
+    assert res.width == 160 and res.height == 120
