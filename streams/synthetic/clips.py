@@ -29,7 +29,7 @@ from streams.synthetic.scenes.vending import VENDING_APPEAR_S, VENDING_STALL_REG
 logger = logging.getLogger(__name__)
 
 #: Bump when any scene's pixels change, so cached clips are re-rendered.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 #: Names of the demo scenes, in render order (keys of `render_demo_clips`' result).
 DEMO_SCENES: tuple[str, ...] = tuple(SCENES)

@@ -1,8 +1,10 @@
-"""``smoke`` scene: a grey smoke plume rising from a roof on a clear day.
+"""``smoke`` scene: a grey smoke plume rising from a roof in front of concrete towers.
 
 The plume leaves a vent on a flat roof, rises slowly, widens with height, bends with
-the wind and grows longer over the first half of the clip. Density is drifting value
-noise under a plume-shaped envelope; colour is low-saturation grey, semi-transparent.
+the wind and grows longer over the first quarter of the clip. Density is drifting value
+noise under a plume-shaped envelope; colour is low-saturation grey, semi-transparent, so
+the window grid of the towers behind shows through it, softened (the cue a classical
+smoke detector looks for: a hazy region that blurs the texture behind it).
 """
 
 from __future__ import annotations
@@ -53,6 +55,26 @@ class SmokeScene(Scene):
     def _draw_day(self) -> Image:
         w, h = self.width, self.height
         img = vertical_gradient(h, w, (120, 170, 225), (200, 220, 238))
+        # Concrete towers behind the roofs, with a dense window grid (texture the smoke
+        # drifts across).
+        rng = np.random.default_rng(7)
+        for x0, x1, top, tone in (
+            (0.10, 0.42, 0.04, 168),
+            (0.42, 0.70, 0.10, 160),
+            (0.70, 0.99, 0.02, 172),
+        ):
+            cv2.rectangle(img, (self.sx(x0), self.sy(top)), (self.sx(x1), h), (tone,) * 3, -1)
+            step_x, step_y = max(4, self.sx(0.022)), max(4, self.sy(0.04))
+            for y in range(self.sy(top) + step_y // 2, self.sy(0.55), step_y):
+                for x in range(self.sx(x0) + step_x // 3, self.sx(x1) - step_x // 2, step_x):
+                    shade = int(rng.integers(55, 95))
+                    cv2.rectangle(
+                        img,
+                        (x, y),
+                        (x + step_x // 2, y + step_y // 2),
+                        (shade + 6, shade + 3, shade),
+                        -1,
+                    )
         # Rooftops: the smoking building in front, others behind.
         for x, top, tone in ((0.0, 0.55, 150), (0.55, 0.52, 170), (0.75, 0.40, 140)):
             cv2.rectangle(
@@ -85,24 +107,25 @@ class SmokeScene(Scene):
         # Height above the source, normalised so the box top is 1.
         rise = np.clip((sy - self._ys) / max(sy, 1e-6), 0.0, None)
         # The plume grows to full length over the first half of the clip.
-        length = 0.15 + 0.85 * min(1.0, self.progress(index) * 2.0)
+        length = 0.3 + 0.7 * min(1.0, self.progress(index) * 4.0)
         wind = 0.5 * rise**1.4
         center = sx + wind / self._aspect * 1.8
-        width = (0.05 + 0.30 * rise) / self._aspect * 1.6
+        width = (0.07 + 0.40 * rise) / self._aspect * 1.6
         across = np.exp(-((self._xs - center) ** 2) / (2.0 * width**2))
         along = np.clip((length - rise) / 0.2, 0.0, 1.0) * (self._ys <= sy)
         noise = 0.6 * self._coarse.window(index) + 0.4 * self._fine.window(index)
         d = across * along * (0.45 + 1.0 * noise) * (1.0 - 0.4 * rise)
-        return np.asarray(np.clip((d - 0.15) * 1.1, 0.0, 0.78), dtype=np.float32)
+        return np.asarray(np.clip((d - 0.1) * 1.1, 0.0, 0.6), dtype=np.float32)
 
     def draw(self, index: int) -> Image:
         """Returns frame ``index``. See `Scene.draw`."""
         img = self._background.copy()
         x1, y1, x2, y2 = self._box
         d = cv2.resize(self._density(index), (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
-        a = d[..., None]
-        # Thicker smoke is darker grey; thin smoke lighter; almost no saturation.
-        shade = (225.0 - 130.0 * d)[..., None] * np.array([1.0, 0.99, 0.97], np.float32)
+        # Semi-transparent dark-grey smoke (as from a burning roof): opacity saturates at
+        # 0.6 so the towers show through, softened; almost no saturation.
+        a = np.clip(d * 1.5, 0.0, 0.6)[..., None]
+        shade = (128.0 - 25.0 * d)[..., None] * np.array([1.0, 0.99, 0.97], np.float32)
         roi = img[y1:y2, x1:x2].astype(np.float32)
         img[y1:y2, x1:x2] = (roi + (shade - roi) * a).astype(np.uint8)
         return img
