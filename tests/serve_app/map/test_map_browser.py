@@ -394,6 +394,18 @@ def test_read_only_viewer_and_resume_after_reconnect(browser: Any, world: World)
         expect(markers).to_have_count(1)
         assert markers.get_attribute("data-alert-id") in {t.id for t in twins}
 
+        # Filters hide list items and markers without re-rendering the rest.
+        v.get_by_test_id("filter-kind").select_option("fire")
+        for t in twins:
+            expect(_item(v, t.id)).to_be_hidden()
+        expect(v.locator("[data-testid=alert-marker][data-count='2']")).to_have_count(0)
+        v.get_by_test_id("filter-kind").select_option("")
+        v.get_by_test_id("filter-state").select_option("resolved")
+        expect(_item(v, first.id)).to_be_hidden()
+        v.get_by_test_id("filter-state").select_option("open")
+        expect(_item(v, first.id)).to_be_visible()
+        expect(markers).to_have_count(1)
+
         # Drop the socket, inject while disconnected, reconnect: resumed from last_id.
         v.evaluate("""() => { const s = window.citysight.state; const ws = s.ws;
             ws.onclose = null; ws.close(); s.ws = null; }""")
