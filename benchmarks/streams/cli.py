@@ -3,8 +3,9 @@
 Each camera is a :class:`~streams.reader.CameraReader` on a looped file paced at its
 native rate (a file behaves like a live camera), sampling 1 fps into one
 :class:`~streams.mux.FrameMux`; one consumer takes batches and runs a no-op inference, so
-the measured work is decode + sample + convert + mux. Cameras are added step by step
-(existing ones keep running) until a step is not sustained:
+the measured work is decode + sample + convert + mux. The camera count doubles step by
+step (running cameras keep running) until a step is not sustained, then bisects between the
+best sustained and the failed count:
 
 * mean delivered fps over the cameras below 95 % of the profile's expected fps (1 fps for
   full decode; for keyframe-only what the 1 fps sampler can take from the clip's keyframes),
@@ -139,8 +140,12 @@ class Rig:
             with self._lock:
                 self.delivered.update(batch.camera_ids)
 
-    def grow(self, n: int) -> None:
-        """Add cameras until ``n`` run."""
+    def resize(self, n: int) -> None:
+        """Add or stop cameras until ``n`` run."""
+        while len(self.readers) > n:
+            r = self.readers.pop()
+            r.stop()
+            self.mux.remove_camera(r.camera_id)
         while len(self.readers) < n:
             cid = f"cam-{len(self.readers):04d}"
             cam = CameraConfig(
@@ -219,17 +224,19 @@ def ramp(
     prof = clip_profile(clip, keyframe_only)
     expected = prof["expected_fps"]
     est = cores / max(prof["est_cpu_per_camera"], 1e-6)
-    n = start or max(1, min(max_cameras, int(0.5 * est)))
     rig = Rig(clip, keyframe_only, *size)
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
+    bad: int | None = None
+    n = start or 1
     stop_reason = "max steps"
     try:
+        # Double until a step fails, then bisect between the best and the failed count.
         for _ in range(max_steps):
             if time.monotonic() + warmup_s + window_s > deadline_mono:
                 stop_reason = "time budget"
                 break
-            rig.grow(n)
+            rig.resize(n)
             time.sleep(warmup_s)
             m = rig.measure(window_s)
             m["sustained"] = bool(
@@ -240,14 +247,24 @@ def ramp(
             )
             steps.append({k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()})
             logger.info("%s keyframe_only=%s: %s", clip.name, keyframe_only, steps[-1])
-            if not m["sustained"]:
-                stop_reason = "not sustained"
-                break
-            best = m
-            if n >= max_cameras:
-                stop_reason = "max cameras"
-                break
-            n = min(max_cameras, max(n + 1, int(n * 1.25)))
+            if m["sustained"]:
+                best = m
+            else:
+                bad = n
+            lo = best["cameras"] if best else 0
+            if bad is None:
+                if n >= max_cameras:
+                    stop_reason = "max cameras"
+                    break
+                n = min(max_cameras, n * 2)
+            else:
+                if bad - lo <= 1:
+                    stop_reason = "not sustained"
+                    break
+                n = (lo + bad) // 2 if lo else max(1, bad // 2)
+                if n == lo:
+                    stop_reason = "not sustained"
+                    break
     finally:
         rig.close()
     sustained = best["cameras"] if best else 0
@@ -259,6 +276,7 @@ def ramp(
         "max_sustained_cameras": sustained,
         # A lower bound when the ramp stopped for budget, steps or the camera cap.
         "bound": "measured" if stop_reason == "not sustained" else f"lower bound ({stop_reason})",
+        "first_unsustained_cameras": bad,
         "cameras_per_core": round(sustained / cores, 2),
         "cpu_pct_per_camera": round(best["cpu_pct_per_camera"], 2) if best else None,
         "steps": steps,
@@ -279,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--warmup-s", type=float, default=2.0, help="settling time after adding")
     ap.add_argument("--lag-limit-s", type=float, default=0.5, help="largest lag behind native")
     ap.add_argument("--max-cameras", type=int, default=96, help="camera cap per profile")
-    ap.add_argument("--max-steps", type=int, default=6, help="ramp steps per profile")
-    ap.add_argument("--start", type=int, default=None, help="first step's cameras")
+    ap.add_argument("--max-steps", type=int, default=8, help="ramp steps per profile")
+    ap.add_argument("--start", type=int, default=None, help="first step's cameras (1)")
     ap.add_argument("--budget-s", type=float, default=170.0, help="total time budget")
     ap.add_argument("--width", type=int, default=640, help="detector input width")
     ap.add_argument("--height", type=int, default=640, help="detector input height")
