@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from inference.detectors.base import load_detector
@@ -84,3 +85,30 @@ def test_ocr_det_fallback_reads_a_scene_plate(
     im = json.loads((d / "labels.json").read_text())["images"][4]
     out = det.detect([cv2.imread(str(d / im["file"]))], ["cam"])[0]
     assert im["objects"][0]["text"] in out.extra["plate_text"]
+
+
+def _as_double_layer(crop: np.ndarray) -> np.ndarray:
+    """A double-layer plate built from a single-layer crop: province + letter on top."""
+    h, w = crop.shape[:2]
+    top = cv2.resize(crop[:, : int(w * 0.29)], (int(w * 0.45), int(h * 0.8)))
+    bottom = cv2.resize(crop[:, int(w * 0.31) :], (w, int(h * 1.3)))
+    canvas = np.full((top.shape[0] + bottom.shape[0], w, 3), int(crop.mean()), np.uint8)
+    x = (w - top.shape[1]) // 2
+    canvas[: top.shape[0], x : x + top.shape[1]] = top
+    canvas[top.shape[0] :] = bottom
+    return canvas
+
+
+def test_double_layer_plates_are_split_before_reading(data_dir: Path) -> None:
+    d = data_dir / "eval" / "plate_text"
+    labels = json.loads((d / "labels.json").read_text())["images"]
+    rec = TextRecognizer()
+    picks = [labels[i] for i in (0, 4, 8, 16)]
+    split = whole = 0
+    for im in picks:
+        dbl = _as_double_layer(cv2.imread(str(d / im["file"])))
+        gt = im["objects"][0]["text"]
+        split += read_plate(rec, dbl)[0] == gt  # aspect < 2.5: read as double layer
+        whole += read_plate(rec, dbl, double=False)[0] == gt
+    assert split >= 3
+    assert whole == 0  # read as one line, the top row is lost
