@@ -406,6 +406,28 @@ def test_read_only_viewer_and_resume_after_reconnect(browser: Any, world: World)
         expect(_item(v, first.id)).to_be_visible()
         expect(markers).to_have_count(1)
 
+        # Live camera health from the feed recolours the marker (cam-01: running -> offline).
+        from serve_app.store.feed import publish_feed
+
+        st = CameraStatus(camera_id="cam-01", state=CameraState.OFFLINE, reason="no frames")
+        pipe = world.r.pipeline(transaction=False)
+        publish_feed(
+            pipe,
+            type="camera_status",
+            payload=st.model_dump(mode="json"),
+            department="fire",
+            kind="camera_offline",
+            camera_id="cam-01",
+            severity="info",
+            lat=CENTER[0],
+            lon=CENTER[1],
+        )
+        pipe.execute()
+        v.wait_for_function(
+            "window.citysight.state.cameras.get('cam-01').marker.options.health === 'offline'",
+            timeout=2000,
+        )
+
         # Drop the socket, inject while disconnected, reconnect: resumed from last_id.
         v.evaluate("""() => { const s = window.citysight.state; const ws = s.ws;
             ws.onclose = null; ws.close(); s.ws = null; }""")
