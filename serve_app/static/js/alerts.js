@@ -1,0 +1,249 @@
+/* citysight operations map — Alert list and alert markers: sorted in place, filtered, one marker per incident; sound. */
+
+import { OPEN_STATES, SEVERITY_RANK, fmtTime, kindIcon, kindIconNode, state, tid } from "./core.js";
+import { openAlert, renderDetail } from "./detail.js";
+
+export function alertIcon(a) {
+  return L.divIcon({
+    className: alertMarkerClass(a),
+    html: kindIcon(a.kind),
+    iconSize: [28, 28],
+  });
+}
+
+/** Negative when a sorts before b: severity first, then newest first, then id. */
+export function compareAlerts(a, b) {
+  const s = (SEVERITY_RANK[b.severity] || 0) - (SEVERITY_RANK[a.severity] || 0);
+  if (s) return s;
+  const t = Date.parse(b.started_at) - Date.parse(a.started_at);
+  if (t) return t;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+export function orderIndex(alert) {
+  // Binary search of the insertion point in state.order.
+  let lo = 0, hi = state.order.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (compareAlerts(state.alerts.get(state.order[mid]).alert, alert) < 0) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+export function matchesFilters(a) {
+  const f = state.filters;
+  if (f.kind && a.kind !== f.kind) return false;
+  if (f.department && a.department !== f.department) return false;
+  if (f.state === "open") return OPEN_STATES.has(a.state);
+  if (f.state && a.state !== f.state) return false;
+  return true;
+}
+
+export const ITEM_TEMPLATE = document.createElement("template");
+ITEM_TEMPLATE.innerHTML = `<li data-testid="alert-item"><span class="kind-icon"></span>
+  <span class="body"><span class="t"></span><span class="s"></span></span>
+  <span class="badge" data-testid="alert-state"></span></li>`;
+
+export function newItem(a) {
+  const li = ITEM_TEMPLATE.content.firstElementChild.cloneNode(true);
+  li.dataset.alertId = a.id;
+  li._parts = { icon: li.children[0], t: li.children[1].children[0], s: li.children[1].children[1], badge: li.children[2] };
+  return li;
+}
+
+/** Update one list item in place (only the fields that changed touch the DOM). */
+export function renderItem(li, a, prev) {
+  const p = li._parts;
+  li.className = `alert-item sev-${a.severity} st-${a.state}${a.escalated ? " escalated" : ""}${state.selected === a.id ? " selected" : ""}`;
+  li.dataset.state = a.state;
+  li.dataset.kind = a.kind;
+  li.dataset.severity = a.severity;
+  li.dataset.department = a.department;
+  if (!prev || prev.kind !== a.kind) {
+    p.icon.className = `kind-icon kind-${a.kind}`;
+    p.icon.replaceChildren(kindIconNode(a.kind));
+  }
+  if (!prev || prev.summary !== a.summary || prev.camera_id !== a.camera_id) {
+    p.t.textContent = a.summary || `${a.kind} at ${a.camera_id}`;
+  }
+  if (!prev || prev.severity !== a.severity || prev.department !== a.department ||
+      prev.started_at !== a.started_at || prev.plate_text !== a.plate_text || prev.camera_id !== a.camera_id) {
+    p.s.textContent = `${a.severity} · ${a.department} · ${a.camera_id}${a.plate_text ? " · " + a.plate_text : ""} · ${fmtTime(a.started_at)}`;
+  }
+  p.badge.textContent = a.state.replace("_", " ");
+  li.hidden = !matchesFilters(a);
+}
+
+export function alertMarkerClass(a) {
+  return `alert-marker kind-${a.kind} sev-${a.severity} st-${a.state}`;
+}
+
+export function upsertAlert(a, { live = false } = {}) {
+  if (!a || !a.id) return;
+  const list = state.listEl || (state.listEl = tid("alert-list"));
+  let entry = state.alerts.get(a.id);
+  const isNew = !entry;
+  let prev = null;
+  if (entry) {
+    prev = entry.alert;
+    // Events can arrive out of order across reconnects: keep the newer copy.
+    if (prev.updated_at && a.updated_at && Date.parse(a.updated_at) < Date.parse(prev.updated_at)) return;
+    const moved = compareAlerts(prev, a) !== 0;
+    if (moved) state.order.splice(state.order.indexOf(a.id), 1);
+    entry.alert = a;
+    if (moved) placeItem(entry, list);
+  } else {
+    entry = { alert: a, li: newItem(a), marker: null };
+    state.alerts.set(a.id, entry);
+    placeItem(entry, list);
+  }
+  renderItem(entry.li, a, prev);
+  // Marker.
+  const ll = a.location ? [a.location.lat, a.location.lon] : null;
+  if (ll) {
+    if (!entry.marker) {
+      entry.marker = L.marker(ll, { icon: alertIcon(a), zIndexOffset: 1000 + (SEVERITY_RANK[a.severity] || 0) * 100,
+        title: `${a.kind} ${a.severity}` });
+      entry.marker.on("click", () => openAlert(a.id));
+      entry.marker.on("add", (e) => tagMarker(e.target, a.id));
+    } else {
+      if (prev.location.lat !== a.location.lat || prev.location.lon !== a.location.lon) entry.marker.setLatLng(ll);
+      if (prev.kind !== a.kind) {
+        entry.marker.setIcon(alertIcon(a));
+        tagMarker(entry.marker, a.id);
+      } else if (alertMarkerClass(prev) !== alertMarkerClass(a)) {
+        // Same picture, new state/severity: swap classes instead of rebuilding the icon DOM.
+        entry.marker.options.icon = alertIcon(a);
+        const el = entry.marker._icon;
+        if (el) {
+          el.classList.remove(...alertMarkerClass(prev).split(" "));
+          el.classList.add(...alertMarkerClass(a).split(" "));
+        }
+      }
+    }
+    if (prev && prev.incident_id && prev.incident_id !== a.incident_id) {
+      state.incidents.get(prev.incident_id)?.delete(a.id);
+      syncIncident(prev.incident_id);
+    }
+    if (a.incident_id) {
+      if (!state.incidents.has(a.incident_id)) state.incidents.set(a.incident_id, new Set());
+      state.incidents.get(a.incident_id).add(a.id);
+      syncIncident(a.incident_id);
+    } else {
+      setMarkerShown(entry, matchesFilters(a));
+    }
+  }
+  if (a.department && !state.departments.has(a.department)) addDepartment(a.department);
+  if (isNew && live && a.severity === "critical" && OPEN_STATES.has(a.state)) {
+    state.criticalCount += 1;
+    tid("critical-count").textContent = String(state.criticalCount);
+    tid("critical-counter").classList.add("active");
+    beep();
+  }
+  if (state.selected === a.id) renderDetail(a);
+}
+
+export function tagMarker(marker, id) {
+  if (!marker._icon) return;
+  marker._icon.dataset.testid = "alert-marker";
+  marker._icon.dataset.alertId = id;
+  marker._icon.dataset.count = marker.options.incidentCount > 1 ? String(marker.options.incidentCount) : "";
+}
+
+export function setMarkerShown(entry, show) {
+  const m = entry.marker;
+  if (!m) return;
+  if (show && !state.alertLayer.hasLayer(m)) state.alertLayer.addLayer(m);
+  if (!show && state.alertLayer.hasLayer(m)) state.alertLayer.removeLayer(m);
+}
+
+/** One marker per cross-camera incident: its highest-ranked visible alert, with a count. */
+export function syncIncident(incidentId) {
+  const ids = state.incidents.get(incidentId);
+  if (!ids) return;
+  const members = [...ids].map((id) => state.alerts.get(id)).filter((e) => e && e.marker);
+  const visible = members.filter((e) => matchesFilters(e.alert))
+    .sort((x, y) => compareAlerts(x.alert, y.alert));
+  const lead = visible[0];
+  for (const e of members) {
+    e.marker.options.incidentCount = e === lead ? visible.length : 0;
+    setMarkerShown(e, e === lead);
+    tagMarker(e.marker, e.alert.id);
+  }
+}
+
+export function placeItem(entry, list) {
+  const i = orderIndex(entry.alert);
+  const before = i < state.order.length ? state.alerts.get(state.order[i]).li : null;
+  state.order.splice(i, 0, entry.alert.id);
+  list.insertBefore(entry.li, before);
+}
+
+export function addDepartment(dep) {
+  state.departments.add(dep);
+  const opt = document.createElement("option");
+  opt.value = dep; opt.textContent = dep;
+  tid("filter-department").appendChild(opt);
+}
+
+export function applyFilters() {
+  for (const { alert, li, marker } of state.alerts.values()) {
+    const show = matchesFilters(alert);
+    li.hidden = !show;
+    if (marker && !alert.incident_id) setMarkerShown({ marker }, show);
+  }
+  for (const id of state.incidents.keys()) syncIncident(id);
+  updateCounts();
+}
+
+export function updateCounts() {
+  let n = 0;
+  for (const { li } of state.alerts.values()) if (!li.hidden) n += 1;
+  tid("open-count").textContent = `${n} alert${n === 1 ? "" : "s"}`;
+  tid("open-count").dataset.count = String(n);
+}
+
+export function setupFilters() {
+  for (const sel of document.querySelectorAll("[data-filter]")) {
+    sel.addEventListener("change", () => {
+      state.filters[sel.dataset.filter] = sel.value;
+      applyFilters();
+    });
+  }
+  tid("alert-list").addEventListener("click", (ev) => {
+    const li = ev.target.closest("[data-alert-id]");
+    if (li) openAlert(li.dataset.alertId);
+  });
+  tid("critical-counter").addEventListener("click", () => {
+    state.criticalCount = 0;
+    tid("critical-count").textContent = "0";
+    tid("critical-counter").classList.remove("active");
+  });
+}
+
+// -- sound -------------------------------------------------------------------------------
+
+export function ensureAudio() {
+  try {
+    if (!state.audio) state.audio = new (window.AudioContext || window.webkitAudioContext)();
+    if (state.audio.state === "suspended") state.audio.resume();
+  } catch (_) { state.audio = null; }
+}
+
+export function beep() {
+  document.body.dataset.beeps = String(Number(document.body.dataset.beeps || 0) + 1);
+  const ctx = state.audio;
+  if (!ctx) return;
+  const t = ctx.currentTime;
+  const osc = ctx.createOscillator();
+  const gain = ctx.createGain();
+  osc.type = "square";
+  osc.frequency.setValueAtTime(880, t);
+  osc.frequency.setValueAtTime(660, t + 0.12);
+  gain.gain.setValueAtTime(0.0001, t);
+  gain.gain.exponentialRampToValueAtTime(0.15, t + 0.01);
+  gain.gain.exponentialRampToValueAtTime(0.0001, t + 0.3);
+  osc.connect(gain).connect(ctx.destination);
+  osc.start(t);
+  osc.stop(t + 0.32);
+}

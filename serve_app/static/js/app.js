@@ -1,0 +1,81 @@
+/* citysight operations map — entry point: login, start-up, hooks for tests and the benchmark.
+ *
+ * Plain JS modules, no build step. State lives in a few Maps (core.js); every WebSocket
+ * message updates only the DOM nodes and markers it concerns (no full re-render), and
+ * messages are applied in batches once per animation frame so bursts stay cheap.
+ * Modules: core (state, HTTP), map (base layer, cameras), alerts (list, markers, filters),
+ * feed (WebSocket), detail (alert panel and actions).
+ */
+
+import { ensureAudio, setupFilters, updateCounts, upsertAlert } from "./alerts.js";
+import { TOKEN_KEY, api, logout, state, tid } from "./core.js";
+import { setupDetail } from "./detail.js";
+import { connectWs, flush, handleMessage } from "./feed.js";
+import { addCameras, refreshCameras, setCameraHealth, setupMap, showCamera } from "./map.js";
+
+// -- login -------------------------------------------------------------------------------
+
+async function login(token) {
+  state.token = token;
+  const me = await api("/api/me");
+  state.me = me;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  tid("login").hidden = true;
+  const v = tid("viewer");
+  v.hidden = false;
+  v.textContent = `${me.name} · ${me.role} · ${me.department === "*" ? "all departments" : me.department}`;
+  v.dataset.role = me.role;
+  tid("logout").hidden = false;
+  await start();
+}
+
+function setupLogin() {
+  tid("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    ensureAudio();  // a user gesture: the only moment browsers allow creating audio
+    tid("login-error").textContent = "";
+    try {
+      await login(tid("token-input").value.trim());
+    } catch (err) {
+      state.token = null;
+      tid("login-error").textContent = err.status === 401 || err.status === 403
+        ? "Token not accepted." : `Sign-in failed: ${err.message}`;
+    }
+  });
+  tid("logout").addEventListener("click", logout);
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) login(saved).catch(() => sessionStorage.removeItem(TOKEN_KEY));
+}
+
+// -- start -------------------------------------------------------------------------------
+
+async function loadAlerts() {
+  const list = await api("/api/alerts?limit=500");
+  const alerts = Array.isArray(list) ? list : list.alerts || [];
+  // Chunks of 100 with a yield between them keep main-thread tasks short on first load.
+  for (let i = 0; i < alerts.length; i += 100) {
+    for (const a of alerts.slice(i, i + 100)) upsertAlert(a);
+    if (i + 100 < alerts.length) await new Promise((r) => setTimeout(r, 0));
+  }
+  updateCounts();
+}
+
+async function start() {
+  await setupMap();
+  // Feed first, listing second: nothing raised in between is missed, and the listing's
+  // copies never overwrite newer ones from the feed (upsertAlert compares updated_at).
+  connectWs();
+  await Promise.all([refreshCameras(), loadAlerts().catch((e) => console.warn("alerts", e))]);
+  setInterval(refreshCameras, 30000);
+  document.body.dataset.ready = "true";
+  performance.mark("citysight-ready");
+}
+
+// Exposed for tests and the benchmark (measure message application without a server).
+window.citysight = {
+  state, handleMessage, flush, upsertAlert, setCameraHealth, addCameras, connectWs, showCamera,
+};
+
+setupLogin();
+setupFilters();
+setupDetail();

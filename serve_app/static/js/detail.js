@@ -1,0 +1,168 @@
+/* citysight operations map — The alert detail panel: snapshot with boxes, unredacted reveal, timeline, actions. */
+
+import { upsertAlert } from "./alerts.js";
+import { $, NEXT_ACTIONS, api, fmtTime, hasScope, kindIcon, state, tid } from "./core.js";
+import { showCamera } from "./map.js";
+
+// -- alert detail ------------------------------------------------------------------------
+
+export async function openAlert(id) {
+  state.selected = id;
+  const entry = state.alerts.get(id);
+  for (const li of document.querySelectorAll(".alert-item.selected")) li.classList.remove("selected");
+  if (entry) entry.li.classList.add("selected");
+  tid("alert-detail").hidden = false;
+  tid("alert-detail").dataset.alertId = id;
+  tid("action-error").textContent = "";
+  tid("alert-timeline").innerHTML = "";
+  let a = entry && entry.alert;
+  try {
+    a = await api(`/api/alerts/${encodeURIComponent(id)}`);
+    upsertAlert(a);
+  } catch (err) {
+    if (!a) { tid("detail-title").textContent = `alert unavailable (${err.status || err.message})`; return; }
+  }
+  if (state.selected !== id) return;
+  renderDetail(a);
+  if (entry && entry.marker && state.map) state.map.panTo(entry.marker.getLatLng());
+  loadEvidence(a, false);
+  try {
+    const events = await api(`/api/alerts/${encodeURIComponent(id)}/events`);
+    if (state.selected !== id) return;
+    tid("alert-timeline").innerHTML = "";
+    for (const ev of (Array.isArray(events) ? events : events.events || [])) appendTimeline(ev);
+  } catch (err) { /* timeline stays empty */ }
+}
+
+export function renderDetail(a) {
+  const panel = tid("alert-detail");
+  panel.dataset.state = a.state;
+  $("[data-role=icon]", panel).innerHTML = kindIcon(a.kind);
+  $("[data-role=icon]", panel).className = `kind-icon kind-${a.kind}`;
+  tid("detail-title").textContent = a.summary || `${a.kind} at ${a.camera_id}`;
+  tid("detail-state").textContent = a.state.replace("_", " ");
+  tid("detail-severity").textContent = a.severity + (a.escalated ? " (escalated)" : "");
+  tid("detail-department").textContent = a.department;
+  const cams = (a.camera_ids && a.camera_ids.length > 1) ? a.camera_ids.join(", ") : a.camera_id;
+  const camName = state.cameras.get(a.camera_id);
+  tid("detail-camera").textContent = camName && camName.cam.name ? `${camName.cam.name} (${cams})` : cams;
+  tid("detail-camera").onclick = () => showCamera(a.camera_id);
+  tid("detail-started").textContent = new Date(a.started_at).toLocaleString();
+  tid("detail-unit").textContent = a.assigned_unit || "—";
+  tid("detail-outcome").textContent = a.outcome || "—";
+  const canDispatch = hasScope("alerts:dispatch");
+  tid("actions").hidden = !canDispatch;
+  const next = new Set(NEXT_ACTIONS[a.state] || []);
+  for (const btn of tid("actions").querySelectorAll("button[data-to]")) {
+    btn.disabled = !next.has(btn.dataset.to);
+  }
+  tid("reveal-form").hidden = !hasScope("evidence:unredacted") || !(a.evidence && a.evidence.length);
+}
+
+export function appendTimeline(ev) {
+  const ol = tid("alert-timeline");
+  const key = `${ev.seq}`;
+  if (ol.querySelector(`[data-seq="${key}"]`)) return;
+  const li = document.createElement("li");
+  li.dataset.seq = key;
+  li.dataset.testid = "timeline-event";
+  li.dataset.toState = ev.to_state;
+  const extra = [ev.unit && `unit ${ev.unit}`, ev.outcome && `outcome ${ev.outcome}`, ev.note].filter(Boolean).join(" · ");
+  li.innerHTML = "<time></time> <b></b> <span class='by'></span><div class='x'></div>";
+  $("time", li).textContent = fmtTime(ev.at);
+  $("b", li).textContent = `${ev.from_state || "—"} → ${ev.to_state}`;
+  $(".by", li).textContent = `by ${ev.actor}`;
+  $(".x", li).textContent = extra;
+  // Keep sequence order even when a live event overtakes the initial fetch.
+  const after = [...ol.children].find((x) => Number(x.dataset.seq) > Number(ev.seq));
+  ol.insertBefore(li, after || null);
+}
+
+export async function loadEvidence(a, unredacted, reason = "") {
+  const img = tid("snapshot-img");
+  const msg = tid("snapshot-msg");
+  const svg = tid("snapshot-boxes");
+  svg.innerHTML = "";
+  if (state.evidenceUrl) { URL.revokeObjectURL(state.evidenceUrl); state.evidenceUrl = null; }
+  img.hidden = true;
+  if (!a.evidence || !a.evidence.length) { msg.textContent = "no snapshot"; return; }
+  msg.textContent = "loading snapshot…";
+  let url = `/api/alerts/${encodeURIComponent(a.id)}/evidence`;
+  if (unredacted) url += `?unredacted=true&reason=${encodeURIComponent(reason)}`;
+  try {
+    const res = await api(url, { raw: true });
+    const blob = await res.blob();
+    if (state.selected !== a.id) return;
+    state.evidenceUrl = URL.createObjectURL(blob);
+    img.onload = () => {
+      const w = img.naturalWidth, h = img.naturalHeight;
+      svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+      svg.setAttribute("preserveAspectRatio", "none");
+      const ref = a.evidence[0];
+      for (const b of ref.boxes || []) {
+        const r = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+        r.setAttribute("x", b[0]); r.setAttribute("y", b[1]);
+        r.setAttribute("width", Math.max(1, b[2] - b[0])); r.setAttribute("height", Math.max(1, b[3] - b[1]));
+        r.setAttribute("vector-effect", "non-scaling-stroke");
+        svg.appendChild(r);
+      }
+      msg.textContent = unredacted ? "UNREDACTED (access audited)" : "faces blurred";
+      tid("snapshot").dataset.unredacted = String(unredacted);
+    };
+    img.src = state.evidenceUrl;
+    img.hidden = false;
+  } catch (err) {
+    msg.textContent = err.status === 404 ? "snapshot expired or missing" : `snapshot unavailable (${err.message})`;
+  }
+}
+
+export function setupDetail() {
+  tid("detail-close").addEventListener("click", () => {
+    state.selected = null;
+    tid("alert-detail").hidden = true;
+    for (const li of document.querySelectorAll(".alert-item.selected")) li.classList.remove("selected");
+  });
+  tid("actions").addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button[data-to]");
+    if (!btn || !state.selected) return;
+    const id = state.selected;
+    const to = btn.dataset.to;
+    const body = { to };
+    const note = tid("note-input").value.trim();
+    if (note) body.note = note;
+    if (to === "assigned") {
+      const unit = tid("unit-input").value.trim();
+      if (!unit) { tid("action-error").textContent = "Enter a unit to assign."; return; }
+      body.unit = unit;
+    }
+    if (to === "resolved") body.outcome = tid("outcome-select").value;
+    tid("action-error").textContent = "";
+    btn.disabled = true;
+    try {
+      const a = await api(`/api/alerts/${encodeURIComponent(id)}/transitions`, { method: "POST", json: body });
+      if (a && a.id) upsertAlert(a.alert || a);
+      else if (a && a.alert) upsertAlert(a.alert);
+      tid("note-input").value = "";
+      const events = await api(`/api/alerts/${encodeURIComponent(id)}/events`);
+      for (const e of (Array.isArray(events) ? events : events.events || [])) appendTimeline(e);
+    } catch (err) {
+      tid("action-error").textContent = err.status === 409
+        ? `Not allowed from this state (${err.message})` : `Failed: ${err.message}`;
+      const entry = state.alerts.get(id);
+      if (entry) renderDetail(entry.alert);
+    }
+  });
+  tid("reveal-unredacted").addEventListener("click", () => {
+    $(".reveal-reason", tid("reveal-form")).hidden = false;
+    tid("reveal-reason").focus();
+  });
+  tid("reveal-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const reason = tid("reveal-reason").value.trim();
+    const entry = state.alerts.get(state.selected);
+    if (!reason || !entry) return;
+    $(".reveal-reason", tid("reveal-form")).hidden = true;
+    tid("reveal-reason").value = "";
+    loadEvidence(entry.alert, true, reason);
+  });
+}
