@@ -119,6 +119,7 @@ class Hub:
         self._r: aredis.Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.last_id = "0-0"
+        self._pressure = False
 
     @property
     def redis(self) -> aredis.Redis:
@@ -250,11 +251,14 @@ class Hub:
         sid = parse_id(entry_id)
         text: str | None = None
         ts_ms = float(sid[0])
+        half = self.queue_size // 2
         for c in list(self.clients):
             if visible(c.principal, c.sub, fields):
                 if text is None:
                     text = render(entry_id, fields)
                 self.offer(c, sid, text, ts_ms)
+                if c.queue.qsize() > half:
+                    self._pressure = True
 
     async def _read_loop(self) -> None:
         backoff = 0.2
@@ -278,9 +282,12 @@ class Hub:
                         self.dispatch(eid, fields)
                     except Exception:
                         logger.exception("dispatch of feed entry %s failed", eid)
-                    if self.clients:
-                        # Let the senders run between entries so a burst read in one XREAD
-                        # drains into sockets instead of piling into the bounded queues.
+                    if self._pressure:
+                        # A queue is half full: let the senders run before the next entry so
+                        # a burst read in one XREAD drains into sockets instead of
+                        # overflowing the bounded queues. Otherwise entries of a burst are
+                        # queued together and each sender sends them in one wake-up.
+                        self._pressure = False
                         await asyncio.sleep(0)
 
     async def _heartbeat_loop(self) -> None:
