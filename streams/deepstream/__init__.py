@@ -5,9 +5,12 @@
   CPU stand-in (``uridecodebin`` → ``videoconvert`` → ``appsink``/``fakesink``) for tests.
 * :mod:`streams.deepstream.configs` writes the nvinferserver, tracker and mux configs.
 * :mod:`streams.deepstream.probe` turns ``NvDsBatchMeta`` into :class:`FrameResult` s.
+* :mod:`streams.deepstream.runtime` adds and removes sources of a running pipeline
+  (DeepStream's ``runtime_source_add_delete`` pattern).
 
-GPU node requirements: the DeepStream container image (``nvcr.io/nvidia/deepstream``,
-which carries ``pyds`` or ``pyservicemaker``), an NVIDIA driver the image supports
-(DeepStream 9.x: 590+), and ``NVIDIA_DRIVER_CAPABILITIES`` including ``video`` (NVDEC) as
-well as ``compute,utility``. Never ``pip install pyds``: that name on PyPI is unrelated.
+GPU node requirements (details in ``streams/deepstream/README.md``): the DeepStream 7.1
+Triton container image (``nvcr.io/nvidia/deepstream:7.1-triton-multiarch``, ``pyds`` from
+the SDK's bindings), the driver it is qualified with (R560), and
+``NVIDIA_DRIVER_CAPABILITIES=compute,utility,video`` (``video`` mounts NVDEC).
+Never ``pip install pyds``: that name on PyPI is unrelated.
 """
