@@ -422,6 +422,22 @@ class InferenceService(Strict):
     )
     timeout_ms: int = _f("Timeout", "Per-request timeout.", default=2000, ge=10, le=60000)
     max_inflight: int = _f("In-flight", "Requests in flight per worker.", default=4, ge=1, le=256)
+    tiers: dict[str, list[str]] = _f(
+        "Tiers",
+        "Tier order per detector, strongest first, e.g. {fire_smoke: [yolo, classical]}; "
+        "a detector not listed tries all its tiers. Tiers whose model file is missing or "
+        "corrupt are skipped with a warning.",
+        default_factory=dict,
+    )
+
+    @field_validator("tiers")
+    @classmethod
+    def _known_detectors(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        known = {d.value for d in Detector}
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown detectors {bad}; known: {sorted(known)}")
+        return v
 
 
 class HttpService(Strict):

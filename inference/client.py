@@ -45,7 +45,7 @@ ClientFactory = Callable[[InferenceService, Path], InferenceClient]
 def _onnxruntime(cfg: InferenceService, models_dir: Path) -> InferenceClient:
     from inference.backends.onnxruntime import OrtClient
 
-    return OrtClient(cfg, models_dir)
+    return OrtClient(cfg, models_dir, tiers=cfg.tiers or None)
 
 
 def _triton(cfg: InferenceService, models_dir: Path) -> InferenceClient:
