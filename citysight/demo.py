@@ -219,7 +219,7 @@ def demo_config_dict(
         "services": {
             "redis": {"embedded_port": redis_port, "data_dir": str(workdir / "redis")},
             "ray": {"temp_dir": f"/tmp/citysight-ray-{os.getuid()}"},
-            "inference": {"type": "onnxruntime", "models_dir": "model_repo/files"},
+            "inference": {"type": "triton", "models_dir": "model_repo/files"},
             "http": {"host": "127.0.0.1", "port": port},
             "streams": {"workers": 1, "shards": 2},
         },
