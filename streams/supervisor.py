@@ -77,6 +77,7 @@ class StreamSupervisor:
         self.respawn_window_s = respawn_window_s
         self._respawned: dict[str, deque[float]] = {}
         self._lock = threading.RLock()
+        self._check_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if autostart:
@@ -211,6 +212,12 @@ class StreamSupervisor:
         Returns:
             The workers found dead.
         """
+        # The watch thread and callers (an actor method) may check at once: one at a time,
+        # or a dead worker would be respawned twice.
+        with self._check_lock:
+            return self._check_workers()
+
+    def _check_workers(self) -> list[str]:
         with self._lock:
             items = list(self.workers.items())
         refs = {name: w.ping.remote() for name, w in items}
