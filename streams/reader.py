@@ -94,6 +94,7 @@ class ReaderOptions:
 class _Metrics:
     __slots__ = (
         "behind_s",
+        "convert_cpu_s",
         "convert_s",
         "decode_ms",
         "decode_s",
@@ -114,6 +115,7 @@ class _Metrics:
         self.decode_ms = 0.0
         self.decode_s = 0.0
         self.convert_s = 0.0
+        self.convert_cpu_s = 0.0
         self.behind_s = 0.0
         self.reconnects = 0
         self.errors = 0
@@ -201,9 +203,10 @@ class CameraReader:
         """Per-camera metrics (frames in/out, decode ms, reconnects, errors, frame age).
 
         ``late`` counts frames past ``decode_deadline_ms`` (not handed to inference);
-        ``decode_s`` and ``convert_s`` are the totals spent decoding every frame and
-        converting the sampled ones; ``behind_s`` is how far a paced file source runs
-        behind its native rate (0 while decode keeps up).
+        ``decode_s`` and ``convert_s`` are the wall totals spent decoding every frame and
+        converting the sampled ones (``convert_cpu_s``: the conversion's thread CPU
+        time); ``behind_s`` is how far a paced file source runs behind its native rate
+        (0 while decode keeps up).
         """
         m = self._m
         age = time.monotonic() - m.last_frame_mono if m.last_frame_mono else -1.0
@@ -215,6 +218,7 @@ class CameraReader:
             "decode_ms": round(m.decode_ms, 3),
             "decode_s": round(m.decode_s, 6),
             "convert_s": round(m.convert_s, 6),
+            "convert_cpu_s": round(m.convert_cpu_s, 6),
             "behind_s": round(m.behind_s, 3),
             "reconnects": float(m.reconnects),
             "errors": float(m.errors),
@@ -430,8 +434,9 @@ class CameraReader:
                     m.skipped += 1
                     continue
                 next_emit = max(next_emit + period, rel) if next_emit >= 0 else rel + period
-                t_conv = time.perf_counter()
+                t_conv, c_conv = time.perf_counter(), time.thread_time()
                 bgr = session.convert(frame, size[0], size[1])
+                m.convert_cpu_s += time.thread_time() - c_conv
                 conv_s = time.perf_counter() - t_conv
                 m.convert_s += conv_s
                 now = time.monotonic()
