@@ -9,24 +9,12 @@ from pathlib import Path
 import pytest
 
 from citysight.services.redis_server import EmbeddedRedis, free_port
+from citysight.testing import IN_CI, ROOT, SHARED, need_shared
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+__all__ = ["IN_CI", "ROOT", "SHARED", "need_shared"]
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-def need_shared(rel: str) -> Path:
-    """Path of a file or folder under ../shared; fails in CI when missing, skips elsewhere."""
-    path = SHARED / rel
-    if not path.exists():
-        msg = f"shared test data missing: {path}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
 
 
 @pytest.fixture(scope="session")
