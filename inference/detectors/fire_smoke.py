@@ -4,6 +4,10 @@ Tiers:
 * ``yolo``: operator-supplied YOLO-format weights, ``fire_smoke.onnx`` in the models dir,
   with an optional ``fire_smoke.json`` (``{"layout": "yolov8", "classes": ["fire",
   "smoke"]}``) — no licence-clean pretrained weights ship with the project.
+* ``cnn``: a small whole-frame fire/smoke classifier, ``fire_smoke_cls.onnx`` (trained with
+  ``python -m inference.training.train_cls``) with its sidecar ``fire_smoke_cls.json``, run
+  through ONNX Runtime; optional 2×2 tiles give coarse boxes; a short per-camera
+  persistence (k of the last n frames) suppresses one-frame blips.
 * ``classical``: colour + flicker for fire, low-saturation moving/hazy regions for smoke,
   with per-camera temporal state. On a camera's first frame (or a still image) there is no
   motion history, so stricter single-frame rules apply.
@@ -247,5 +251,116 @@ class YoloFireSmoke:
         return out
 
 
+class CnnFireSmoke:
+    """Whole-frame fire/smoke classifier (``inference.training.train_cls`` ONNX export).
+
+    The model takes ``[N, 3, S, S]`` RGB ``0..1`` (the frame resized without letterbox) and
+    returns ``[N, C]`` probabilities for the classes named in the sidecar JSON. A class is
+    reported when the whole frame scores at least ``threshold`` in ``persist`` of the last
+    ``window`` frames of that camera (on a camera's first frames: in all of them so far). Its
+    box is the union of the 2×2 tiles scoring above the threshold, or the whole frame when no
+    tile does (``tiles=False``: always the whole frame).
+
+    Args:
+        model: ONNX file; ``<model>.json`` (optional) gives ``classes``, ``size``,
+            ``threshold``.
+        threshold: Overrides the sidecar's threshold.
+        tiles: Score the four quarter tiles too, to localise.
+        persist: Positive frames needed within the window.
+        window: Frames remembered per camera.
+    """
+
+    name = Detector.FIRE_SMOKE.value
+    tier = "cnn"
+
+    def __init__(
+        self,
+        model: Path,
+        threshold: float | None = None,
+        tiles: bool = True,
+        persist: int = 2,
+        window: int = 3,
+    ) -> None:
+        import onnxruntime as ort
+
+        require_file(model)
+        meta_path = model.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        classes = [str(c).lower() for c in meta.get("classes", ["fire", "smoke"])]
+        self.size = int(meta.get("size", 128))
+        self.threshold = float(threshold if threshold is not None else meta.get("threshold", 0.5))
+        self.tiles = tiles
+        self.persist = persist
+        self.window = window
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        self._session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.model_file = str(model)
+        self._map = {
+            i: (ObjectClass.SMOKE if "smoke" in c else ObjectClass.FIRE)
+            for i, c in enumerate(classes)
+            if "fire" in c or "smoke" in c
+        }
+        self._history: dict[str, deque] = {}
+        self._lock = threading.Lock()
+        # Fail now (and fall back) rather than on the first frame if the model is unusable.
+        self.scores(np.zeros((self.size, self.size, 3), np.uint8))
+
+    def reset(self, camera_id: str | None = None) -> None:
+        """Forget the persistence state of one camera (or all)."""
+        with self._lock:
+            if camera_id is None:
+                self._history.clear()
+            else:
+                self._history.pop(camera_id, None)
+
+    def _crops(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
+        h, w = frame.shape[:2]
+        crops = [(0.0, 0.0, float(w), float(h))]
+        if self.tiles:
+            hx, hy = w / 2, h / 2
+            crops += [(x, y, x + hx, y + hy) for y in (0.0, hy) for x in (0.0, hx)]
+        return crops
+
+    def scores(self, frame: np.ndarray) -> tuple[np.ndarray, list[tuple[float, ...]]]:
+        """Probabilities ``[1 + tiles, C]`` of the whole frame (row 0) and its tiles."""
+        crops = self._crops(frame)
+        batch = []
+        for x1, y1, x2, y2 in crops:
+            part = frame[int(y1) : max(int(y1) + 1, int(y2)), int(x1) : max(int(x1) + 1, int(x2))]
+            part = cv2.resize(part, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            batch.append(cv2.cvtColor(part, cv2.COLOR_BGR2RGB))
+        x = np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        return np.asarray(self._session.run(None, {self._input: x})[0], np.float32), crops
+
+    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+        """Classify each frame; fire (class FIRE) and smoke (class SMOKE) regions."""
+        out = []
+        for frame, cam in zip(frames, camera_ids, strict=True):
+            probs, crops = self.scores(frame)
+            with self._lock:
+                hist = self._history.setdefault(cam, deque(maxlen=self.window))
+                hist.append(probs[0] >= self.threshold)
+                seen = np.sum(np.stack(hist), axis=0)
+                need = min(self.persist, len(hist))
+            boxes, scores, ids = [], [], []
+            for j, cls in self._map.items():
+                if seen[j] < need or probs[0, j] < self.threshold:
+                    continue
+                hot = [k for k in range(1, len(crops)) if probs[k, j] >= self.threshold]
+                if hot:
+                    b = np.asarray([crops[k] for k in hot], np.float32)
+                    box = [b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()]
+                else:
+                    box = list(crops[0])
+                boxes.append(box)
+                scores.append(float(probs[0, j]))
+                ids.append(int(cls))
+            out.append(DetectorOutput(boxes=boxes, scores=scores, class_ids=ids))
+        return out
+
+
 register_tier(Detector.FIRE_SMOKE.value, "yolo", lambda d: YoloFireSmoke(d / "fire_smoke.onnx"))
+register_tier(Detector.FIRE_SMOKE.value, "cnn", lambda d: CnnFireSmoke(d / "fire_smoke_cls.onnx"))
 register_tier(Detector.FIRE_SMOKE.value, "classical", lambda d: ClassicalFireSmoke())
