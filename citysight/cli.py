@@ -30,6 +30,7 @@ GROUPS: dict[str, dict[str, str]] = {
     "models": {"install": "inference.triton.models_install:main"},
     "bench": {
         "decode": "benchmarks.decode.cli:main",
+        "streams": "benchmarks.streams.cli:main",
         "inference": "benchmarks.inference.cli:main",
         "rules": "benchmarks.rules.cli:main",
         "fanout": "benchmarks.fanout.cli:main",

@@ -478,6 +478,19 @@ class StreamsService(Strict):
         "Restarts", "Reader restarts allowed per restart window.", default=5, ge=1
     )
     restart_window_s: float = _f("Restart window", "Window for max_restarts.", default=60, gt=0)
+    decode_deadline_ms: float = _f(
+        "Decode deadline",
+        "A frame whose decode takes longer is counted late and skipped.",
+        default=500,
+        gt=0,
+        le=60000,
+    )
+    decoder: Literal["pyav", "nvdec", "nvdec-cuda"] = _f(
+        "Decoder",
+        "pyav: CPU (FFmpeg); nvdec: NVIDIA PyNvVideoCodec to host frames; "
+        "nvdec-cuda: to CUDA tensors (GPU nodes without DeepStream).",
+        default="pyav",
+    )
 
 
 class ServicesConfig(Strict):

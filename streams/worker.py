@@ -71,7 +71,10 @@ class StreamWorker:
         self.cfg = streams_cfg
         self.redis = redis.Redis.from_url(redis_url)
         self.reader_options = reader_options or ReaderOptions(
-            max_restarts=streams_cfg.max_restarts, restart_window_s=streams_cfg.restart_window_s
+            max_restarts=streams_cfg.max_restarts,
+            restart_window_s=streams_cfg.restart_window_s,
+            decode_deadline_ms=streams_cfg.decode_deadline_ms,
+            decoder=streams_cfg.decoder,
         )
         self.mux = FrameMux(streams_cfg.queue_frames)
         self._infer_factory = infer_factory
