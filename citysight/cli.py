@@ -36,6 +36,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "fanout": "benchmarks.fanout.cli:main",
         "map": "benchmarks.map.cli:main",
         "city": "benchmarks.city.cli:main",
+        "locust": "benchmarks.locust.run:main",
         "pipeline": "benchmarks.pipeline.cli:main",
     },
 }
