@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import yaml
@@ -14,44 +14,8 @@ from inference.training.convert import convert
 from inference.training.convert import main as convert_main
 from inference.training.datasets import group_of, load, read_dataset, read_labels_json, read_yolo
 
-
-def _img(path: Path, bgr: tuple[int, int, int], w: int = 40, h: int = 20) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), np.full((h, w, 3), bgr, np.uint8))
-
-
-def make_sets(root: Path) -> tuple[Path, Path]:
-    """A tiny fire set and smoke set sharing one negative, as in ../shared/data/eval."""
-    fire, smoke = root / "fire", root / "smoke"
-    _img(fire / "images" / "camA_f0001.jpg", (0, 0, 255))
-    _img(fire / "images" / "camA_f0002.jpg", (0, 0, 255))
-    _img(fire / "images" / "neg_street_01.jpg", (90, 90, 90))
-    _img(smoke / "images" / "fog_clip-3.jpg", (200, 200, 200))
-    _img(smoke / "images" / "neg_street_01.jpg", (90, 90, 90))
-    (fire / "labels.json").write_text(
-        json.dumps(
-            {
-                "task": "fire",
-                "images": [
-                    {"file": "images/camA_f0001.jpg", "objects": [{"box": [10, 5, 30, 15]}]},
-                    {"file": "images/camA_f0002.jpg", "objects": [{"box": None}]},
-                    {"file": "images/neg_street_01.jpg", "objects": []},
-                ],
-            }
-        )
-    )
-    (smoke / "labels.json").write_text(
-        json.dumps(
-            {
-                "task": "smoke",
-                "images": [
-                    {"file": "images/fog_clip-3.jpg", "objects": [{"box": [0, 0, 40, 20]}]},
-                    {"file": "images/neg_street_01.jpg", "objects": []},
-                ],
-            }
-        )
-    )
-    return fire, smoke
+sys.path.insert(0, str(Path(__file__).parent))
+from fire_smoke_tiny_sets import make_sets, write_image
 
 
 def test_group_of() -> None:
@@ -115,8 +79,8 @@ def test_convert_cli_links(tmp_path: Path) -> None:
 
 
 def test_read_yolo_names_mapping_and_other_classes(tmp_path: Path) -> None:
-    _img(tmp_path / "images" / "train" / "a_1.jpg", (0, 0, 255))
-    _img(tmp_path / "images" / "train" / "b_1.jpg", (0, 0, 255))
+    write_image(tmp_path / "images" / "train" / "a_1.jpg", (0, 0, 255))
+    write_image(tmp_path / "images" / "train" / "b_1.jpg", (0, 0, 255))
     (tmp_path / "labels" / "train").mkdir(parents=True)
     (tmp_path / "labels" / "train" / "a_1.txt").write_text("2 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.1 0.1\n")
     (tmp_path / "data.yaml").write_text("names: {0: Fire-Flame, 1: default, 2: Smoke}\n")

@@ -50,7 +50,7 @@ def test_one_epoch_exports_onnx_for_cnn_tier(tmp_path: Path) -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_datasets import make_sets
+    from fire_smoke_tiny_sets import make_sets
 
     fire, smoke = make_sets(tmp_path)
     # A few more frames so both sides of the split hold something.
