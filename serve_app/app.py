@@ -14,7 +14,7 @@ application with two deployments:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from ray import serve
@@ -65,14 +65,21 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 
         cfg_json = cfg.model_dump(mode="json")
         # user_config makes rule edits hot-reloadable (RulesConsumer.reconfigure).
-        rules_app = RulesConsumer.options(user_config={"config": cfg_json}).bind(
-            cfg_json, redis_url
+        # @serve.deployment turned the class into a Deployment (mypy keeps the class type).
+        rules_app = (
+            cast(serve.Deployment, RulesConsumer)
+            .options(user_config={"config": cfg_json})
+            .bind(cfg_json, redis_url)
         )
-    ingress = serve.deployment(
-        Ingress,
-        name="Ingress",
-        num_replicas=http.ingress_replicas,
-        max_ongoing_requests=http.max_connections,
-        ray_actor_options={"num_cpus": 0},
+    # Given the class, serve.deployment returns the Deployment (ray annotates the decorator).
+    ingress = cast(
+        serve.Deployment,
+        serve.deployment(
+            Ingress,
+            name="Ingress",
+            num_replicas=http.ingress_replicas,
+            max_ongoing_requests=http.max_connections,
+            ray_actor_options={"num_cpus": 0},
+        ),
     )
     return ingress.bind(cfg.model_dump(mode="json"), redis_url, rules_app)

@@ -34,9 +34,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
@@ -62,6 +63,10 @@ logger = logging.getLogger(__name__)
 
 GROUP = "rules"
 Entry = tuple[str, str, dict[bytes, bytes] | None]  # (stream, id, fields)
+# Replies of the binary (no ``decode_responses``) RESP2 client used here.
+_Rows = list[tuple[bytes, dict[bytes, bytes] | None]]  # XREADGROUP: None for deleted entries
+_ReadReply = list[tuple[bytes, _Rows]]  # XREADGROUP: [stream, rows] per stream
+_RangeRows = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE
 
 
 def _sid(x: bytes | str) -> str:
@@ -207,7 +212,9 @@ class DetectionsConsumer:
                     raise
         self._load_cameras()
         if self._pubsub is None:
-            self._pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+            self._pubsub = self.r.pubsub(  # type: ignore[no-untyped-call]  # redis: unannotated
+                ignore_subscribe_messages=True
+            )
             self._pubsub.subscribe(keys.CAMERAS_CHANGED)
         cooldowns = {_sid(k): float(v) for k, v in self.r.hgetall(keys.RULES_COOLDOWN).items()}
         with self._lock:
@@ -268,7 +275,9 @@ class DetectionsConsumer:
         for s in self.streams:
             last = "0"
             while not self._stop.is_set():
-                reply = self.r.xreadgroup(GROUP, self.name, {s: last}, count=self.count)
+                reply = cast(
+                    _ReadReply, self.r.xreadgroup(GROUP, self.name, {s: last}, count=self.count)
+                )
                 entries = [(s, _sid(i), f) for _, rows in reply for i, f in rows]
                 if not entries:
                     break
@@ -278,9 +287,12 @@ class DetectionsConsumer:
 
     def read_new(self) -> int:
         """Block up to ``block_ms`` for new entries of every owned stream and camera status."""
-        streams = {s: ">" for s in self.streams}
+        streams: dict[KeyT, StreamIdT] = {s: ">" for s in self.streams}
         streams[CAMERA_STATUS_STREAM] = ">"
-        reply = self.r.xreadgroup(GROUP, self.name, streams, count=self.count, block=self.block_ms)
+        reply = cast(
+            "_ReadReply | None",
+            self.r.xreadgroup(GROUP, self.name, streams, count=self.count, block=self.block_ms),
+        )
         n = 0
         for stream, rows in reply or []:
             s = _sid(stream)
@@ -360,7 +372,9 @@ class DetectionsConsumer:
             self.plates.add_many(out.plate_reads)
             self.stats["plate_reads"] += len(out.plate_reads)
         if out.cooldowns:
-            self.r.hset(keys.RULES_COOLDOWN, mapping=out.cooldowns)
+            self.r.hset(
+                keys.RULES_COOLDOWN, mapping=cast("dict[FieldT, EncodableT]", out.cooldowns)
+            )
         return new
 
     def _handle_failures(self, bad: list[tuple[Entry, str]]) -> list[tuple[str, str]]:
@@ -459,12 +473,12 @@ class DetectionsConsumer:
             if last == "0-0" or self.replay_s <= 0:
                 continue
             pel = {
-                _sid(p["message_id"])
+                _sid(cast("bytes | str", p["message_id"]))
                 for p in self.r.xpending_range(s, GROUP, min="-", max="+", count=1_000_000)
             }
             cursor = f"{start_ms}-0"
             while True:
-                rows = self.r.xrange(s, min=cursor, max=last, count=1000)
+                rows = cast(_RangeRows, self.r.xrange(s, min=cursor, max=last, count=1000))
                 if not rows:
                     break
                 frames, ids = [], []

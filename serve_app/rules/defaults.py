@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from citysight.config import PersistenceConfig, RuleConfig, ScheduleWindow
+from citysight.config import PersistenceConfig, RuleConfig, RuleType, ScheduleWindow, ZoneType
 from citysight.contracts import VENDING_CLASSES, AlertKind, Severity
 
 
@@ -26,22 +26,22 @@ def default_rules(
     """
     quick = PersistenceConfig(on_frames=3, window_frames=5, off_frames=10)
     return [
-        RuleConfig(id="fire", type="presence", kind=AlertKind.FIRE, classes=["fire"],
+        RuleConfig(id="fire", type=RuleType.PRESENCE, kind=AlertKind.FIRE, classes=["fire"],
                    min_score=0.5, persistence=quick, cooldown_s=300,
                    severity=Severity.CRITICAL, anchor="center"),
-        RuleConfig(id="smoke", type="presence", kind=AlertKind.SMOKE, classes=["smoke"],
+        RuleConfig(id="smoke", type=RuleType.PRESENCE, kind=AlertKind.SMOKE, classes=["smoke"],
                    min_score=0.5, persistence=quick, cooldown_s=300,
                    severity=Severity.HIGH, anchor="center"),
-        RuleConfig(id="vending", type="dwell", kind=AlertKind.VENDING,
+        RuleConfig(id="vending", type=RuleType.DWELL, kind=AlertKind.VENDING,
                    classes=sorted(c.name.lower() for c in VENDING_CLASSES),
-                   zone_types=["no_vending"], dwell_s=vending_dwell_s, cooldown_s=1800,
+                   zone_types=[ZoneType.NO_VENDING], dwell_s=vending_dwell_s, cooldown_s=1800,
                    severity=Severity.LOW),
-        RuleConfig(id="face_restricted", type="presence", kind=AlertKind.FACE,
-                   classes=["face"], zone_types=["restricted"], anchor="center",
+        RuleConfig(id="face_restricted", type=RuleType.PRESENCE, kind=AlertKind.FACE,
+                   classes=["face"], zone_types=[ZoneType.RESTRICTED], anchor="center",
                    persistence=PersistenceConfig(on_frames=2, window_frames=3, off_frames=10),
                    schedule=[ScheduleWindow(start=restricted_hours[0],
                                             end=restricted_hours[1])],
                    cooldown_s=600, severity=Severity.MEDIUM),
-        RuleConfig(id="plate_hotlist", type="plate_hotlist", kind=AlertKind.PLATE,
+        RuleConfig(id="plate_hotlist", type=RuleType.PLATE_HOTLIST, kind=AlertKind.PLATE,
                    classes=["plate"], min_score=0.3, cooldown_s=600, severity=Severity.HIGH),
     ]  # fmt: skip

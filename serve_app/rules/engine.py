@@ -155,8 +155,8 @@ class RulesEngine:
             for k in [k for k in d if k[1] not in keep]:
                 del d[k]
         for states in self._persist.values():
-            for k in [k for k in states if k[0] not in keep]:
-                del states[k]
+            for sk in [sk for sk in states if sk[0] not in keep]:
+                del states[sk]
         self.hotlist = Hotlist(cfg.plate_hotlist)
         self._classes = {r.id: _class_lut(r.classes) for r in self.rules}
         self._cams: dict[str, _Camera] = {}
@@ -562,8 +562,8 @@ class RulesEngine:
             del self._last_pos[k]
         longest = max((r.cooldown_s for r in self.rules), default=0.0)
         old = self._latest_t - max(longest, OFFLINE_COOLDOWN_S)
-        for k in [k for k, t in self._cooldown.items() if t < old]:
-            del self._cooldown[k]
+        for ck in [ck for ck, t in self._cooldown.items() if t < old]:
+            del self._cooldown[ck]
 
     def state_size(self) -> dict[str, int]:
         """Sizes of the in-memory state (for health details)."""
@@ -602,4 +602,5 @@ def _empty_batch(frames: list[FrameResult], times: list[float]) -> _Batch:
 def _frame_sel(b: _Batch, i: int, m: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.intp]:
     if m is None:
         return np.zeros(0, np.intp)
-    return np.flatnonzero(m & (b.fidx == i)) - b.offsets[i]
+    sel: npt.NDArray[np.intp] = np.flatnonzero(m & (b.fidx == i)) - b.offsets[i]
+    return sel

@@ -20,7 +20,7 @@ def anchors(boxes: npt.NDArray[np.float32], anchor: str, width: int, height: int
     b = boxes.astype(np.float64)
     x = (b[:, 0] + b[:, 2]) * 0.5
     y = b[:, 3] if anchor == "bottom_center" else (b[:, 1] + b[:, 3]) * 0.5
-    pts = np.stack([x, y], axis=1)
+    pts: F = np.stack([x, y], axis=1)
     if width > 0 and height > 0:
         pts /= np.array([width, height], np.float64)
     return pts
@@ -51,7 +51,8 @@ def side(p: F, a: F, b: F) -> F:
     In image coordinates (y down) a positive value is the right-hand side when looking
     from ``a`` towards ``b``.
     """
-    return np.sign((b[0] - a[0]) * (p[..., 1] - a[1]) - (b[1] - a[1]) * (p[..., 0] - a[0]))
+    out: F = np.sign((b[0] - a[0]) * (p[..., 1] - a[1]) - (b[1] - a[1]) * (p[..., 0] - a[0]))
+    return out
 
 
 def crossing(p0: F, p1: F, a: F, b: F) -> int:

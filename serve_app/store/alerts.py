@@ -6,9 +6,9 @@ import heapq
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -174,12 +174,12 @@ class AlertStore:
 
         return self._update(alert_id, change)
 
-    def _update(self, alert_id: str, change: Any) -> Alert:
+    def _update(self, alert_id: str, change: Callable[[Alert], tuple[Alert, AlertEvent]]) -> Alert:
         akey, ekey = keys.alert_key(alert_id), keys.events_key(alert_id)
         for _ in range(self.max_retries):
             with self.r.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(akey, ekey)
+                    pipe.watch(akey, ekey)  # type: ignore[no-untyped-call]  # redis: unannotated
                     raw = pipe.get(akey)
                     if raw is None:
                         raise AlertNotFound(alert_id)
@@ -222,7 +222,10 @@ class AlertStore:
             cutoff = now - dept.ack_sla_s
             ids = [
                 keys.text(i) or ""
-                for i in self.r.zrangebyscore(keys.dept_index(dept.id), "-inf", cutoff)
+                for i in cast(  # no ``withscores``: plain members
+                    "list[bytes | str]",
+                    self.r.zrangebyscore(keys.dept_index(dept.id), "-inf", cutoff),
+                )
             ]
             for alert_id, raw in zip(ids, self._mget(ids), strict=True):
                 if raw is None:
@@ -300,7 +303,8 @@ class AlertStore:
 
     def incident(self, incident_id: str) -> dict[str, Any] | None:
         """A cross-camera incident: its alert ids and cameras (``None`` when unknown)."""
-        ids = [keys.text(i) or "" for i in self.r.zrange(keys.incident_key(incident_id), 0, -1)]
+        members = cast("list[bytes | str]", self.r.zrange(keys.incident_key(incident_id), 0, -1))
+        ids = [keys.text(i) or "" for i in members]
         alerts = [Alert.model_validate_json(x) for x in self._mget(ids) if x is not None]
         if not alerts:
             return None
@@ -320,7 +324,10 @@ class AlertStore:
     def _index_iter(self, index: str, hi: float, lo: float) -> Iterator[tuple[float, str]]:
         offset = 0
         while True:
-            rows = self.r.zrevrangebyscore(index, hi, lo, start=offset, num=_PAGE, withscores=True)
+            rows = cast(  # ``withscores``: (member, score) pairs
+                "list[tuple[bytes | str, float]]",
+                self.r.zrevrangebyscore(index, hi, lo, start=offset, num=_PAGE, withscores=True),
+            )
             for member, score in rows:
                 yield float(score), keys.text(member) or ""
             if len(rows) < _PAGE:
@@ -416,7 +423,8 @@ class AlertStore:
         or ``None`` before any verdict.
         """
         by: dict[str, dict[str, dict[str, Any]]] = {"by_rule": {}, "by_camera": {}}
-        ids = [keys.text(i) or "" for i in self.r.zrange(keys.ALERTS_ALL, 0, -1)]
+        members = cast("list[bytes | str]", self.r.zrange(keys.ALERTS_ALL, 0, -1))
+        ids = [keys.text(i) or "" for i in members]
         for start in range(0, len(ids), 500):
             for raw in self._mget(ids[start : start + 500]):
                 if raw is None:
@@ -435,8 +443,8 @@ class AlertStore:
                 ):
                     c = by[group].setdefault(key, {"confirmed": 0, "false_alarm": 0, "pending": 0})
                     c[verdict] += 1
-        for group in by.values():
-            for c in group.values():
+        for counts in by.values():
+            for c in counts.values():
                 judged = c["confirmed"] + c["false_alarm"]
                 c["precision"] = c["confirmed"] / judged if judged else None
         return by

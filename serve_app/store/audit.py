@@ -6,9 +6,10 @@ import hashlib
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT, StreamRangeResponse
 
 from citysight.config import CitysightConfig
 from serve_app.store import keys
@@ -42,7 +43,7 @@ class AuditLog:
         while True:
             with self.r.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(keys.AUDIT_HEAD)
+                    pipe.watch(keys.AUDIT_HEAD)  # type: ignore[no-untyped-call]  # redis: unannotated
                     prev = keys.text(pipe.get(keys.AUDIT_HEAD)) or GENESIS
                     rec: dict[str, Any] = {
                         "actor": actor,
@@ -54,17 +55,20 @@ class AuditLog:
                     }
                     rec["hash"] = record_hash(rec)
                     pipe.multi()
-                    pipe.xadd(keys.AUDIT_STREAM, rec)
+                    # every field is a str here (``id`` is added after the write)
+                    pipe.xadd(keys.AUDIT_STREAM, cast("dict[FieldT, EncodableT]", rec))
                     pipe.set(keys.AUDIT_HEAD, rec["hash"])
                     rec["id"] = keys.text(pipe.execute()[0])
                     return rec
                 except redis.WatchError:
                     continue
 
-    def _rows(self, rows: list[Any]) -> list[dict[str, Any]]:
+    def _rows(self, rows: StreamRangeResponse | None) -> list[dict[str, Any]]:
+        assert rows is not None  # a synchronous client's XRANGE reply is always a list
         out = []
         for rid, fields in rows:
-            rec: dict[str, Any] = {keys.text(k): keys.text(v) for k, v in fields.items()}
+            assert fields is not None  # only XCLAIM replies carry deleted (None) entries
+            rec: dict[str, Any] = {keys.text(k) or "": keys.text(v) for k, v in fields.items()}
             rec["id"] = keys.text(rid)
             out.append(rec)
         return out

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import redis
 
 from citysight.config import CitysightConfig
@@ -68,7 +69,8 @@ class EvidenceStore:
 
         A redacted view that cannot be decoded is never returned as the original.
         """
-        raw = self.r.get(keys.evidence_key(alert.id))
+        # JPEG bytes: evidence needs a client without ``decode_responses``.
+        raw = cast("bytes | None", self.r.get(keys.evidence_key(alert.id)))
         if raw is None or unredacted:
             return raw
         img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
@@ -91,7 +93,7 @@ class EvidenceStore:
         return enc.tobytes() if ok else None
 
 
-def blur_boxes(img: np.ndarray, boxes: list[list[float]]) -> None:
+def blur_boxes(img: npt.NDArray[Any], boxes: list[list[float]]) -> None:
     """Blur ``x1, y1, x2, y2`` pixel boxes of ``img`` in place (padded, clipped)."""
     h, w = img.shape[:2]
     for x1, y1, x2, y2 in boxes:

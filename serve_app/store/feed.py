@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -74,7 +74,10 @@ def read_feed(r: redis.Redis, after_id: str, count: int) -> list[tuple[str, dict
         are strings.
     """
     start = "-" if after_id in ("", "0", "-", "0-0") else f"({after_id}"
-    rows = r.xrange(FEED_STREAM, min=start, max="+", count=count)
+    rows = cast(  # XRANGE reply of a synchronous client (bytes or str per decode_responses)
+        "list[tuple[bytes | str, dict[bytes | str, bytes | str]]]",
+        r.xrange(FEED_STREAM, min=start, max="+", count=count),
+    )
     return [(text(i) or "", _decode_fields(f)) for i, f in rows]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from typing import Any, cast
 
 import redis
 
@@ -46,11 +47,15 @@ class PlateReads:
             pipe.expire(keys.plates_key(p), ttl)
         pipe.execute()
 
-    def query(self, plate: str, since: float | None, until: float | None) -> list[dict]:
+    def query(self, plate: str, since: float | None, until: float | None) -> list[dict[str, Any]]:
         """Reads of a plate between ``since`` and ``until``, oldest first."""
-        rows = self.r.zrangebyscore(
-            keys.plates_key(normalise_plate(plate)),
-            "-inf" if since is None else since,
-            "+inf" if until is None else until,
+        # Without ``withscores`` the reply is a plain list of members.
+        rows = cast(
+            "list[bytes | str]",
+            self.r.zrangebyscore(
+                keys.plates_key(normalise_plate(plate)),
+                "-inf" if since is None else since,
+                "+inf" if until is None else until,
+            ),
         )
         return [json.loads(x) for x in rows]

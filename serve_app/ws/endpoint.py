@@ -100,19 +100,19 @@ async def ws_feed(ws: WebSocket) -> None:
         done, _ = await asyncio.wait({client.sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
             if not t.cancelled() and t.exception() is not None:
-                exc = t.exception()
-                if not isinstance(exc, WebSocketDisconnect | RuntimeError):
-                    logger.warning("subscriber %s failed: %r", principal.name, exc)
+                err = t.exception()
+                if not isinstance(err, WebSocketDisconnect | RuntimeError):
+                    logger.warning("subscriber %s failed: %r", principal.name, err)
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
         hub.remove(client)
         client.closed = True
-        for t in (receiver, client.sender):
-            if t is not None and not t.done():
-                t.cancel()
+        for task in (receiver, client.sender):
+            if task is not None and not task.done():
+                task.cancel()
                 with contextlib.suppress(BaseException):
-                    await t
+                    await task
 
 
 def _reply(hub: Hub, client: Any, msg: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -36,6 +36,9 @@ CLOSE_SLOW: Final = 4008
 REPLAY_PAGE: Final = 500
 
 StreamId = tuple[int, int]
+# XRANGE / XREAD replies of the hub's ``decode_responses=True`` (RESP2) client.
+_Entries = list[tuple[str, dict[str, str]]]
+_ReadReply = list[tuple[str, _Entries]]
 
 
 def parse_id(entry_id: str) -> StreamId:
@@ -134,7 +137,7 @@ class Hub:
             return
         self._tasks = [asyncio.create_task(asyncio.sleep(0))]  # claim before awaiting
         try:
-            last = await self.redis.xrevrange(FEED_KEY, count=1)
+            last = cast(_Entries, await self.redis.xrevrange(FEED_KEY, count=1))
             self.last_id = last[0][0] if last else "0-0"
         except RedisError as exc:
             logger.warning("feed position unknown at start (%s); reading from 0", exc)
@@ -212,7 +215,10 @@ class Hub:
         cursor = after_id
         while True:
             c.lagged = False
-            page = await self.redis.xrange(FEED_KEY, min="(" + cursor, max="+", count=REPLAY_PAGE)
+            page = cast(
+                _Entries,
+                await self.redis.xrange(FEED_KEY, min="(" + cursor, max="+", count=REPLAY_PAGE),
+            )
             for eid, fields in page:
                 cursor = eid
                 if not visible(c.principal, c.sub, fields):
@@ -264,8 +270,11 @@ class Hub:
         backoff = 0.2
         while True:
             try:
-                resp = await self.redis.xread(
-                    {FEED_KEY: self.last_id}, block=self.block_ms, count=1000
+                resp = cast(
+                    "_ReadReply | None",
+                    await self.redis.xread(
+                        {FEED_KEY: self.last_id}, block=self.block_ms, count=1000
+                    ),
                 )
                 backoff = 0.2
             except asyncio.CancelledError:
