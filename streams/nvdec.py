@@ -36,7 +36,7 @@ INSTALL_HINT = (
 
 def _import_nvc() -> Any:
     try:
-        import PyNvVideoCodec as nvc  # type: ignore[import-not-found]
+        import PyNvVideoCodec as nvc
     except ImportError as exc:
         raise DecoderUnavailable(
             f"decoder 'nvdec' needs PyNvVideoCodec, which is not importable here ({exc}); "

@@ -76,11 +76,11 @@ class SmokeScene(Scene):
                         -1,
                     )
         # Rooftops: the smoking building in front, others behind.
-        for x, top, tone in ((0.0, 0.55, 150), (0.55, 0.52, 170), (0.75, 0.40, 140)):
+        for roof_x, top, tone in ((0.0, 0.55, 150), (0.55, 0.52, 170), (0.75, 0.40, 140)):
             cv2.rectangle(
                 img,
-                (self.sx(x), self.sy(top)),
-                (self.sx(x + 0.3), h),
+                (self.sx(roof_x), self.sy(top)),
+                (self.sx(roof_x + 0.3), h),
                 (tone, tone - 6, tone - 14),
                 -1,
             )
