@@ -179,7 +179,11 @@ def read_labels_json(root: Path | str, classes: tuple[str, ...] = CLASSES) -> li
         boxes: list[Box] = []
         for obj in im.get("objects", []):
             box = obj.get("box")
-            boxes.append((cls, tuple(float(v) for v in box) if box is not None else None))
+            if box is None:
+                boxes.append((cls, None))
+            else:
+                x1, y1, x2, y2 = (float(v) for v in box)
+                boxes.append((cls, (x1, y1, x2, y2)))
         samples.append(Sample(root / im["file"], boxes, {cls}))
     logger.info("read %d images of task %s from %s", len(samples), cls, root)
     return samples

@@ -83,6 +83,8 @@ class FireSmokeNet(nn.Module):
 
     def __init__(self, num_classes: int = len(CLASSES), width: float = 1.0) -> None:
         super().__init__()
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
         c = max(8, int(16 * width))
