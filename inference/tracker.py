@@ -12,12 +12,17 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.detectors.common import box_iou
 
 logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
 
 
 @dataclass
@@ -26,17 +31,18 @@ class Track:
 
     track_id: int
     class_id: int
-    box: np.ndarray
-    velocity: np.ndarray
+    box: F32
+    velocity: F32
     score: float
     hits: int = 1
     age: int = 0  # updates since last matched
 
-    def predicted(self) -> np.ndarray:
+    def predicted(self) -> F32:
         """Box expected at the next update."""
-        return self.box + self.velocity * (self.age + 1)
+        pred: F32 = self.box + self.velocity * (self.age + 1)
+        return pred
 
-    def update(self, box: np.ndarray, score: float) -> None:
+    def update(self, box: F32, score: float) -> None:
         """Take a matched detection."""
         step = (box - self.box) / (self.age + 1)
         self.velocity = 0.6 * self.velocity + 0.4 * step
@@ -46,7 +52,7 @@ class Track:
         self.age = 0
 
 
-def _greedy(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+def _greedy(iou: F32, threshold: float) -> list[tuple[int, int]]:
     """Greedy matching by descending IoU (rows: tracks, columns: detections)."""
     pairs: list[tuple[int, int]] = []
     if iou.size == 0:
@@ -80,7 +86,7 @@ class Tracker:
         match_iou: float = 0.3,
         low_match_iou: float = 0.5,
         max_age: int = 30,
-        ids: itertools.count | None = None,
+        ids: itertools.count[int] | None = None,
     ) -> None:
         self.high_threshold = high_threshold
         self.low_threshold = low_threshold
@@ -90,15 +96,15 @@ class Tracker:
         self.tracks: list[Track] = []
         self._ids = ids or itertools.count(1)
 
-    def update(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
+    def update(self, boxes: npt.ArrayLike, scores: npt.ArrayLike, class_ids: npt.ArrayLike) -> I64:
         """Associate one frame's detections; returns track ids (``-1`` = untracked)."""
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        scores = np.asarray(scores, np.float32).reshape(-1)
-        class_ids = np.asarray(class_ids).reshape(-1)
-        out = np.full(len(scores), -1, np.int64)
+        box_arr = np.asarray(boxes, np.float32).reshape(-1, 4)
+        score_arr = np.asarray(scores, np.float32).reshape(-1)
+        class_arr = np.asarray(class_ids).reshape(-1)
+        out = np.full(len(score_arr), -1, np.int64)
         matched_tracks: set[int] = set()
-        for cls in np.unique(class_ids) if len(class_ids) else []:
-            self._update_class(int(cls), boxes, scores, class_ids, out, matched_tracks)
+        for cls in np.unique(class_arr) if len(class_arr) else []:
+            self._update_class(int(cls), box_arr, score_arr, class_arr, out, matched_tracks)
         survivors = []
         for i, t in enumerate(self.tracks):
             if i not in matched_tracks:
@@ -111,10 +117,10 @@ class Tracker:
     def _update_class(
         self,
         cls: int,
-        boxes: np.ndarray,
-        scores: np.ndarray,
-        class_ids: np.ndarray,
-        out: np.ndarray,
+        boxes: F32,
+        scores: F32,
+        class_ids: npt.NDArray[Any],
+        out: I64,
         matched: set[int],
     ) -> None:
         t_idx = [i for i, t in enumerate(self.tracks) if t.class_id == cls]
@@ -157,8 +163,8 @@ class TrackerBank:
         self._trackers: dict[str, Tracker] = {}
 
     def assign(
-        self, camera_id: str, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray
-    ) -> np.ndarray:
+        self, camera_id: str, boxes: npt.ArrayLike, scores: npt.ArrayLike, class_ids: npt.ArrayLike
+    ) -> I64:
         """Track ids for one frame of ``camera_id``."""
         tr = self._trackers.get(camera_id)
         if tr is None:

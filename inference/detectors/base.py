@@ -77,7 +77,9 @@ class DetectorBackend(Protocol):
     tier: str
     model_file: str
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect on BGR ``uint8`` frames; one output per frame, boxes in frame pixels."""
         ...
 

@@ -100,7 +100,10 @@ def box_iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> npt.NDArr
     inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return (inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)).astype(np.float32)
+    iou: npt.NDArray[np.float32] = (
+        inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    ).astype(np.float32)
+    return iou
 
 
 def clip_boxes(boxes: npt.NDArray[np.float32], w: int, h: int) -> npt.NDArray[np.float32]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
@@ -24,9 +26,12 @@ NMS_THRESHOLD = 0.3
 TOP_K = 5000
 
 
-def _faces(boxes: np.ndarray, scores: np.ndarray) -> DetectorOutput:
+def _faces(boxes: npt.ArrayLike, scores: npt.ArrayLike) -> DetectorOutput:
+    score_arr = np.asarray(scores, np.float32)
     return DetectorOutput(
-        boxes=boxes, scores=scores, class_ids=np.full(len(scores), int(ObjectClass.FACE), np.int32)
+        boxes=np.asarray(boxes, np.float32),
+        scores=score_arr,
+        class_ids=np.full(len(score_arr), int(ObjectClass.FACE), np.int32),
     )
 
 
@@ -49,17 +54,20 @@ class YuNetFace:
             raise DetectorLoadError(f"cannot load YuNet {model}: {exc}") from exc
         self._lock = threading.Lock()  # the cv2 detector holds per-call state
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect faces; extra column ``landmarks`` holds 5 (x, y) points per face."""
         out = []
         with self._lock:
             for frame in frames:
                 h, w = frame.shape[:2]
                 self._det.setInputSize((w, h))
-                _, faces = self._det.detect(frame)
-                if faces is None or len(faces) == 0:
+                _, found = self._det.detect(frame)
+                if found is None or len(found) == 0:
                     out.append(_faces(np.zeros((0, 4)), np.zeros(0)))
                     continue
+                faces = cast(npt.NDArray[np.float32], found)  # YuNet rows are CV_32F
                 boxes = faces[:, :4].copy()
                 boxes[:, 2:] += boxes[:, :2]
                 res = _faces(boxes, faces[:, 14])
@@ -75,14 +83,17 @@ class HaarFace:
     tier = "haar"
 
     def __init__(self) -> None:
-        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        cascades = cv2.data.haarcascades  # type: ignore[attr-defined]  # cv2 stubs lack cv2.data
+        path = Path(cascades) / "haarcascade_frontalface_default.xml"
         require_file(path)
         self.model_file = str(path)
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise DetectorLoadError(f"cannot load Haar cascade {path}")
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect frontal faces; scores squash the cascade's level weights into (0, 1)."""
         out = []
         for frame in frames:

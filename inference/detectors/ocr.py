@@ -10,9 +10,12 @@ import importlib.util
 import logging
 import threading
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
+import cv2.typing
 import numpy as np
+import numpy.typing as npt
 
 from inference.detectors.base import DetectorLoadError
 from inference.detectors.common import ort_session
@@ -22,6 +25,8 @@ logger = logging.getLogger(__name__)
 REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
 DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"
 REC_HEIGHT = 48
+
+F32 = npt.NDArray[np.float32]
 
 
 def rapidocr_model(name: str) -> Path:
@@ -54,7 +59,7 @@ class TextRecognizer:
         self._input = self._sess.get_inputs()[0].name  # type: ignore[attr-defined]
         self._lock = threading.Lock()
 
-    def __call__(self, images: list[np.ndarray]) -> list[tuple[str, float]]:
+    def __call__(self, images: list[npt.NDArray[np.uint8]]) -> list[tuple[str, float]]:
         """Read each image (one text line); empty input gives an empty list."""
         if not images:
             return []
@@ -69,7 +74,7 @@ class TextRecognizer:
             probs = self._sess.run(None, {self._input: batch})[0]  # type: ignore[attr-defined]
         return [self._decode(p) for p in probs]
 
-    def _decode(self, probs: np.ndarray) -> tuple[str, float]:
+    def _decode(self, probs: F32) -> tuple[str, float]:
         idx = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         keep = np.ones(len(idx), bool)
@@ -92,8 +97,12 @@ class TextDetector:
         self._lock = threading.Lock()
 
     def __call__(
-        self, frame: np.ndarray, thresh: float = 0.3, box_thresh: float = 0.5, unclip: float = 1.6
-    ) -> list[tuple[np.ndarray, float]]:
+        self,
+        frame: npt.NDArray[np.uint8],
+        thresh: float = 0.3,
+        box_thresh: float = 0.5,
+        unclip: float = 1.6,
+    ) -> list[tuple[F32, float]]:
         """Text quads ``(4, 2)`` in frame pixels (clockwise from top-left) with scores."""
         h, w = frame.shape[:2]
         s = min(1.0, self.limit_side / max(h, w))
@@ -116,20 +125,22 @@ class TextDetector:
                 continue
             # DB's unclip: grow by area * ratio / perimeter on every side.
             d = rw * rh * unclip / max(1e-6, 2 * (rw + rh))
-            quad = cv2.boxPoints(((cx, cy), (rw + 2 * d, rh + 2 * d), ang))
+            # boxPoints gives a float32 (4, 2) array
+            quad = cast(F32, cv2.boxPoints(((cx, cy), (rw + 2 * d, rh + 2 * d), ang)))
             quad[:, 0] *= w / nw
             quad[:, 1] *= h / nh
             out.append((order_quad(quad), score))
         return out
 
 
-def _fill(shape: tuple[int, ...], contour: np.ndarray) -> np.ndarray:
+def _fill(shape: tuple[int, ...], contour: cv2.typing.MatLike) -> npt.NDArray[np.bool_]:
     m = np.zeros(shape[:2], np.uint8)
-    cv2.drawContours(m, [contour], -1, 1, -1)
+    # cv2 stubs type the colour as a sequence; OpenCV takes a plain number as a Scalar too
+    cv2.drawContours(m, [contour], -1, 1, -1)  # type: ignore[call-overload]
     return m.astype(bool)
 
 
-def order_quad(pts: np.ndarray) -> np.ndarray:
+def order_quad(pts: npt.NDArray[Any]) -> F32:
     """Order 4 points as top-left, top-right, bottom-right, bottom-left."""
     pts = np.asarray(pts, np.float32).reshape(4, 2)
     s = pts.sum(axis=1)
@@ -139,11 +150,17 @@ def order_quad(pts: np.ndarray) -> np.ndarray:
     )
 
 
-def warp_quad(frame: np.ndarray, quad: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def warp_quad(
+    frame: npt.NDArray[np.uint8], quad: npt.NDArray[np.floating[Any]], size: tuple[int, int]
+) -> npt.NDArray[np.uint8]:
     """Perspective-warp the quad (TL, TR, BR, BL) of ``frame`` to ``size`` (w, h)."""
     w, h = size
     dst = np.array([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], np.float32)
     m = cv2.getPerspectiveTransform(np.asarray(quad, np.float32), dst)
-    return cv2.warpPerspective(
-        frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    # warping a uint8 frame gives a uint8 image
+    return cast(
+        npt.NDArray[np.uint8],
+        cv2.warpPerspective(
+            frame, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        ),
     )

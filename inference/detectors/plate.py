@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
@@ -30,9 +33,11 @@ CROP_PADDINGS = (0.0, 0.04)
 # A double-layer plate is 440×220 mm; a single-layer one 440×140 mm.
 DOUBLE_LAYER_MAX_ASPECT = 2.5
 
+F32 = npt.NDArray[np.float32]
+
 
 def read_plate(
-    rec: TextRecognizer, crop: np.ndarray, double: bool | None = None
+    rec: TextRecognizer, crop: npt.NDArray[np.uint8], double: bool | None = None
 ) -> tuple[str, float]:
     """Read a rectified plate crop; returns (valid plate text or ``""``, score).
 
@@ -58,7 +63,7 @@ def read_plate(
 
 
 def _plates(
-    boxes: list, scores: list, texts: list[str], text_scores: list[float]
+    boxes: Sequence[npt.ArrayLike], scores: list[float], texts: list[str], text_scores: list[float]
 ) -> DetectorOutput:
     n = len(scores)
     return DetectorOutput(
@@ -94,11 +99,11 @@ class Y5fuPlate:
         self._rec = TextRecognizer()
         self._lock = threading.Lock()
 
-    def _raw(self, frame: np.ndarray) -> np.ndarray:
+    def _raw(self, frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.floating[Any]]:
         canvas, scale = letterbox(frame[:, :, ::-1], self.size, 0)
         x = (canvas.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
         with self._lock:
-            pred = self._sess.run(None, {self._input: x})[0][0]  # type: ignore[attr-defined]
+            pred: F32 = self._sess.run(None, {self._input: x})[0][0]  # type: ignore[attr-defined]
         pred = pred[pred[:, 4] > self.conf]
         if len(pred) == 0:
             return pred
@@ -114,7 +119,8 @@ class Y5fuPlate:
             axis=1,
         )
         keep = nms(boxes, score, self.iou)
-        rows = np.concatenate(
+        # float64 once the int class column joins; (M, 14): box, score, 4 corners, class
+        rows: npt.NDArray[np.floating[Any]] = np.concatenate(
             [boxes[keep], score[keep, None], pred[keep, 5:13], cls[keep].argmax(axis=1)[:, None]],
             axis=1,
         )
@@ -122,7 +128,7 @@ class Y5fuPlate:
         rows[:, 5:13] /= scale
         return rows
 
-    def _read(self, frame: np.ndarray, quad: np.ndarray, double: bool) -> tuple[str, float]:
+    def _read(self, frame: npt.NDArray[np.uint8], quad: F32, double: bool) -> tuple[str, float]:
         size = DOUBLE_CROP_SIZE if double else CROP_SIZE
         # The corner points are sometimes a little tight or loose: read the exact and a
         # slightly padded warp and keep the most confident valid plate (19 → 20 of 21
@@ -134,7 +140,9 @@ class Y5fuPlate:
             ]
         )
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect plates and read them (``plate_text`` ``""`` when unreadable)."""
         out = []
         for frame in frames:
@@ -162,10 +170,11 @@ def _best_reading(readings: list[tuple[str, float]]) -> tuple[str, float]:
     return max(valid, key=lambda r: r[1]) if valid else ("", 0.0)
 
 
-def _pad_quad(quad: np.ndarray, frac: float) -> np.ndarray:
+def _pad_quad(quad: F32, frac: float) -> npt.NDArray[np.floating[Any]]:
     """Grow a quad around its centre by ``frac`` of its size (keeps edge characters)."""
     c = quad.mean(axis=0)
-    return c + (quad - c) * (1 + 2 * frac)
+    padded: npt.NDArray[np.floating[Any]] = c + (quad - c) * (1 + 2 * frac)
+    return padded
 
 
 class OcrDetPlate:
@@ -179,7 +188,9 @@ class OcrDetPlate:
         self._rec = TextRecognizer()
         self.model_file = self._det.model_file
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect text lines and keep those reading as a plate."""
         out = []
         for frame in frames:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from inference.detectors.fire_smoke import regions
 
@@ -22,8 +23,8 @@ WORK_WIDTH = 320
 
 @dataclass
 class _Models:
-    fast: np.ndarray
-    slow: np.ndarray
+    fast: npt.NDArray[np.float32]
+    slow: npt.NDArray[np.float32]
     frames: int = 0
 
 
@@ -60,7 +61,9 @@ class StationaryCue:
         else:
             self._cams.pop(camera_id, None)
 
-    def __call__(self, frame: np.ndarray, camera_id: str) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, frame: npt.NDArray[np.uint8], camera_id: str
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
         """Update the camera's models; boxes (frame pixels) and scores of stationary objects."""
         h, w = frame.shape[:2]
         scale = WORK_WIDTH / w

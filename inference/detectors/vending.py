@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
@@ -36,7 +37,9 @@ COCO_TO_CLASS: dict[int, ObjectClass] = {
 }
 
 
-def _with_stall(out: DetectorOutput, boxes: np.ndarray, scores: np.ndarray) -> DetectorOutput:
+def _with_stall(
+    out: DetectorOutput, boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32]
+) -> DetectorOutput:
     return DetectorOutput.concat(
         [
             out,
@@ -61,14 +64,18 @@ class YoloxVending:
         self._cue = StationaryCue()
         self._lock = threading.Lock()
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect vending-related objects and stationary new objects."""
         out = []
         for frame, cam in zip(frames, camera_ids, strict=True):
             boxes, scores, cls = self._model(frame)
             keep = np.array([int(c) in COCO_TO_CLASS for c in cls], bool)
             ids = [int(COCO_TO_CLASS[int(c)]) for c in cls[keep]]
-            res = DetectorOutput(boxes=boxes[keep], scores=scores[keep], class_ids=ids)
+            res = DetectorOutput(
+                boxes=boxes[keep], scores=scores[keep], class_ids=np.asarray(ids, np.int32)
+            )
             with self._lock:
                 sb, ss = self._cue(frame, cam)
             out.append(_with_stall(res, sb, ss))
@@ -84,11 +91,15 @@ class HogVending:
 
     def __init__(self) -> None:
         self._hog = cv2.HOGDescriptor()
-        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        # cv2 stubs declare only HOGDescriptor.getDefaultPeopleDetector, not this alias
+        people = cv2.HOGDescriptor_getDefaultPeopleDetector()  # type: ignore[attr-defined]
+        self._hog.setSVMDetector(people)
         self._cue = StationaryCue()
         self._lock = threading.Lock()
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect people (HOG) and stationary new objects."""
         out = []
         for frame, cam in zip(frames, camera_ids, strict=True):

@@ -11,12 +11,18 @@ import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.detectors.common import clip_boxes, letterbox, nms, ort_session
 
 logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+# boxes (N, 4), scores (N,), class indices (N,)
+Detections = tuple[F32, F32, npt.NDArray[np.intp]]
 
 
 class YoloLayout(StrEnum):
@@ -32,7 +38,7 @@ class YoloLayout(StrEnum):
     YOLOX = "yolox"
 
 
-def yolox_grid(size: int, strides: tuple[int, ...] = (8, 16, 32)) -> tuple[np.ndarray, np.ndarray]:
+def yolox_grid(size: int, strides: tuple[int, ...] = (8, 16, 32)) -> tuple[F32, F32]:
     """Grid cell offsets ``(N, 2)`` and strides ``(N, 1)`` of a square YOLOX input."""
     grids, expanded = [], []
     for s in strides:
@@ -44,13 +50,13 @@ def yolox_grid(size: int, strides: tuple[int, ...] = (8, 16, 32)) -> tuple[np.nd
 
 
 def decode(
-    pred: np.ndarray,
+    pred: npt.NDArray[Any],
     layout: YoloLayout,
     size: int,
     conf: float,
     iou: float,
     strides: tuple[int, ...] = (8, 16, 32),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> Detections:
     """Decode one image's raw output into boxes (input pixels), scores and class indices.
 
     Args:
@@ -136,7 +142,7 @@ class YoloModel:
         self.iou = iou
         self._lock = threading.Lock()
 
-    def __call__(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, frame: npt.NDArray[np.uint8]) -> Detections:
         """Detect on one BGR frame."""
         sp = self.spec
         canvas, scale = letterbox(frame if sp.bgr else frame[:, :, ::-1], sp.size, sp.pad_value)
@@ -151,7 +157,7 @@ class YoloModel:
         return clip_boxes(boxes / scale, w, h), scores, cls
 
 
-def _guess_layout(shape: list) -> YoloLayout:
+def _guess_layout(shape: list[int | str | None]) -> YoloLayout:
     """YOLOv8 puts the few channel rows first; v5/X put the many anchors first."""
     dims = [d for d in shape[-2:] if isinstance(d, int)]
     if len(dims) == 2 and dims[0] < dims[1]:
