@@ -409,7 +409,7 @@ class Alert(_Message):
     department: str
     state: AlertState = AlertState.RAISED
     rule_id: str = ""
-    subject: str = Field("", description="Track id, plate text or zone the alert is about")
+    subject: str = Field(default="", description="Track id, plate text or zone the alert is about")
     started_at: datetime
     ended_at: datetime | None = None
     updated_at: datetime = Field(default_factory=utcnow)
@@ -421,8 +421,8 @@ class Alert(_Message):
     escalated: bool = False
     incident_id: str | None = None
     evidence: list[EvidenceRef] = Field(default_factory=list)
-    detected_at: float = Field(0.0, description="frame_time of the triggering detection")
-    raised_at: float = Field(0.0, description="Wall time the alert was written")
+    detected_at: float = Field(default=0.0, description="frame_time of the triggering detection")
+    raised_at: float = Field(default=0.0, description="Wall time the alert was written")
 
     def to_api(self) -> dict[str, Any]:
         """JSON form used by the REST API and the WebSocket feed."""

@@ -50,4 +50,5 @@ def check(result: dict[str, Any], baseline: dict[str, dict[str, float]]) -> list
 
 def load(path: Path) -> dict[str, Any]:
     """Read a baseline file."""
-    return json.loads(path.read_text(encoding="utf-8"))
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return doc

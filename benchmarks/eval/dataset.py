@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,10 @@ def load_task(root: Path, task: str, limit: int | None = None) -> list[LabelledI
         for im in doc["images"]:
             objs = tuple(
                 LabelledObject(
-                    box=tuple(float(v) for v in o["box"]) if o.get("box") is not None else None,
+                    # labels.json boxes are x1, y1, x2, y2
+                    box=cast("tuple[float, float, float, float]", tuple(float(v) for v in o["box"]))
+                    if o.get("box") is not None
+                    else None,
                     text=o.get("text"),
                     difficult=bool(o.get("difficult", False)),
                 )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
+import numpy as np
+import numpy.typing as npt
 
 from citysight.contracts import ObjectClass
 from inference.detectors.base import DetectorBackend
@@ -31,7 +33,9 @@ def video_alarms(
         raise FileNotFoundError(f"cannot open video {path}")
     src_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     step = max(1, round(src_fps / fps))
-    hist = {c: deque(maxlen=PERSIST_M) for c in (ObjectClass.FIRE, ObjectClass.SMOKE)}
+    hist: dict[ObjectClass, deque[bool]] = {
+        c: deque(maxlen=PERSIST_M) for c in (ObjectClass.FIRE, ObjectClass.SMOKE)
+    }
     active = dict.fromkeys(hist, False)
     alarms = dict.fromkeys(hist, 0)
     frames_pos = dict.fromkeys(hist, 0)
@@ -47,7 +51,8 @@ def video_alarms(
         if max_seconds is not None and n / src_fps > max_seconds:
             break
         sampled += 1
-        out = det.detect([frame], [cam])[0]
+        bgr = cast(npt.NDArray[np.uint8], frame)  # VideoCapture decodes to 8-bit BGR
+        out = det.detect([bgr], [cam])[0]
         for c, h in hist.items():
             hit = bool((out.class_ids == int(c)).any())
             frames_pos[c] += hit

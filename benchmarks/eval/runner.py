@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from benchmarks.eval.dataset import LabelledImage, load_task
 from benchmarks.eval.scoring import Counts, image_level, match_boxes
@@ -32,11 +33,11 @@ BOX_IOU = 0.5
 FIRE_BOX_IOU = 0.3
 
 
-def _read(im: LabelledImage) -> np.ndarray:
+def _read(im: LabelledImage) -> npt.NDArray[np.uint8]:
     img = cv2.imread(str(im.path), cv2.IMREAD_COLOR)
     if img is None:
         raise FileNotFoundError(f"cannot read image {im.path}")
-    return img
+    return cast(npt.NDArray[np.uint8], img)  # IMREAD_COLOR decodes to 8-bit BGR
 
 
 def eval_boxes(
@@ -50,7 +51,11 @@ def eval_boxes(
         boxes, scores = out.boxes[keep], out.scores[keep]
         gts = [o for o in im.objects if o.box is not None]
         c, assign = match_boxes(
-            boxes, scores, [o.box for o in gts], [o.difficult for o in gts], BOX_IOU
+            boxes,
+            scores,
+            [o.box for o in gts if o.box is not None],  # all of them (filtered above)
+            [o.difficult for o in gts],
+            BOX_IOU,
         )
         if with_text:
             texts = [t for t, k in zip(out.extra.get("plate_text", []), keep, strict=False) if k]
@@ -106,7 +111,7 @@ def eval_image_level(
             c, _ = match_boxes(
                 out.boxes[keep],
                 out.scores[keep],
-                [o.box for o in im.objects],
+                [o.box for o in im.objects if o.box is not None],  # all of them (checked)
                 [o.difficult for o in im.objects],
                 FIRE_BOX_IOU,
             )

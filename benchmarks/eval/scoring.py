@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from inference.detectors.common import box_iou
 
@@ -44,8 +45,8 @@ class Counts:
 
 
 def match_boxes(
-    det_boxes: np.ndarray,
-    det_scores: np.ndarray,
+    det_boxes: npt.NDArray[np.float32],
+    det_scores: npt.NDArray[np.float32],
     gt_boxes: Sequence[Sequence[float]],
     gt_difficult: Sequence[bool],
     iou_threshold: float,

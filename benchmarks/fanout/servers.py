@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aredis
 import uvicorn
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 FEED_KEY = "citysight:feed"
 BASELINE_FEED_KEY = "citysight:bench:baseline-feed"
 """The baseline reads its own stream so the two servers can be loaded in turn."""
+# XRANGE replies of the ``decode_responses=True`` (RESP2) client: (id, fields) pairs.
+_Entries = list[tuple[str, dict[str, str]]]
 
 
 class BroadcastApp:
@@ -39,10 +41,13 @@ class BroadcastApp:
 
     async def _read(self) -> None:
         r = aredis.Redis.from_url(self.redis_url, decode_responses=True)
-        last = await r.xrevrange(BASELINE_FEED_KEY, count=1)
+        last = cast(_Entries, await r.xrevrange(BASELINE_FEED_KEY, count=1))
         last_id = last[0][0] if last else "0-0"
         while True:
-            resp = await r.xread({BASELINE_FEED_KEY: last_id}, block=1000, count=1000)
+            resp = cast(
+                "list[tuple[str, _Entries]] | None",
+                await r.xread({BASELINE_FEED_KEY: last_id}, block=1000, count=1000),
+            )
             for _stream, entries in resp or []:
                 for eid, fields in entries:
                     last_id = eid

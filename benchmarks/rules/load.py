@@ -48,7 +48,7 @@ def encode_frame(
     burning = cam % 50 == 0 and (i % BURST_PERIOD) < BURST_LEN
     if burning or rng.random() < detection_ratio * 1.0:
         return make_frame(cam, cid, i, t, detection_ratio if not burning else 0.0, rng).to_msgpack()
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "v": 1,
             "cam": cid,
@@ -66,6 +66,7 @@ def encode_frame(
         },
         use_bin_type=True,
     )
+    return packed
 
 
 def produce(

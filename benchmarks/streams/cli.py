@@ -87,6 +87,7 @@ def clip_profile(clip: Path, keyframe_only: bool) -> dict[str, float]:
     with av.open(str(clip)) as c:
         s = c.streams.video[0]
         tb = s.time_base
+        assert tb is not None  # a demuxed video stream has a time base
         fps = float(s.average_rate or 25)
         pts = sorted(
             (float(p.pts * tb), bool(p.is_keyframe)) for p in c.demux(s) if p.pts is not None
