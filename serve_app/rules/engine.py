@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_RULE_ID = "camera_offline"
 OFFLINE_COOLDOWN_S = 300.0
+SNAPSHOT_MAX_AGE_S = 3.0
+"""Oldest snapshot (relative to the triggering frame) that may serve as an alert's evidence."""
 _FACE = int(ObjectClass.FACE)
 _CLASS_IDS = {c.name.lower(): int(c) for c in ObjectClass}
 
@@ -74,6 +76,16 @@ class EngineOutput:
     cooldowns: dict[str, float] = field(default_factory=dict)
     failed: list[int] = field(default_factory=list)
     frames: int = 0
+
+
+def _presence_summary(rule: RuleConfig, subject: str, count: int) -> str:
+    """Readable one-line summary of a presence or count alert."""
+    what = {"face": "face", "fire": "fire", "smoke": "smoke", "vending": "vending objects"}.get(
+        rule.kind.value, rule.kind.value
+    )
+    where = "in view" if subject == "*" else f"in zone {subject}"
+    n = f"{count} " if rule.type == RuleType.COUNT else ""
+    return f"{n}{what} detected {where} (rule {rule.id})"
 
 
 @dataclass(slots=True)
@@ -137,6 +149,7 @@ class RulesEngine:
         self._cooldown: dict[str, float] = {}
         self._offline: set[str] = set()
         self._latest_t = 0.0
+        self._last_snap: dict[str, FrameResult] = {}  # camera → latest frame with a snapshot
         self._evals = 0
         self.cfg = cfg
         self.rules: list[RuleConfig] = []
@@ -224,6 +237,8 @@ class RulesEngine:
                 latest = f.frame_time
             if f.camera_id in busy:
                 groups.setdefault(f.camera_id, []).append(i)
+            if f.snapshot_key and len(f.scores):
+                self._last_snap[f.camera_id] = f
         self._latest_t = latest
         raw: list[Alert] = []
         for cid, idx in groups.items():
@@ -345,7 +360,7 @@ class RulesEngine:
                         sel,
                         out,
                         raw,
-                        summary=f"{rule.kind.value} {rule.id} in {subject}",
+                        summary=_presence_summary(rule, subject, len(sel)),
                     )
             if st.idle:
                 del states[key]
@@ -484,17 +499,25 @@ class RulesEngine:
             return
         self._cooldown[ck] = t
         out.cooldowns[ck] = t
-        faces = np.flatnonzero(frame.class_ids == _FACE)
-        ev_idx = np.unique(np.concatenate([np.asarray(sel, np.intp), faces]))
         alert_id = make_alert_id(cam.id, rule.id, subject, window_start)
         evidence = []
-        if frame.snapshot_key:
+        # Stream workers store at most about one snapshot per second per camera: when the
+        # triggering frame has none, the camera's latest snapshot within SNAPSHOT_MAX_AGE_S
+        # is the evidence, with that frame's own boxes of the same classes.
+        snap = frame if frame.snapshot_key else self._last_snap.get(cam.id)
+        if snap is not None and abs(snap.frame_time - t) <= SNAPSHOT_MAX_AGE_S:
+            faces = np.flatnonzero(snap.class_ids == _FACE)
+            if snap is frame:
+                shown = np.asarray(sel, np.intp)
+            else:
+                shown = np.flatnonzero(np.isin(snap.class_ids, frame.class_ids[sel]))
+            ev_idx = np.unique(np.concatenate([shown, faces]))
             evidence.append(EvidenceRef(
-                key=evidence_key(alert_id), frame_time=t,
-                boxes=frame.boxes[ev_idx].round(1).tolist(),
-                class_ids=frame.class_ids[ev_idx].tolist(),
+                key=evidence_key(alert_id), frame_time=snap.frame_time,
+                boxes=snap.boxes[ev_idx].round(1).tolist(),
+                class_ids=snap.class_ids[ev_idx].tolist(),
             ))  # fmt: skip
-            out.snapshots[alert_id] = frame.snapshot_key
+            out.snapshots[alert_id] = snap.snapshot_key
         raw.append(self._alert(
             alert_id, rule.kind, severity or rule.severity, cam, rule.id, subject, window_start,
             t, score=float(frame.scores[sel].max()) if len(sel) else 0.0, summary=summary,

@@ -374,3 +374,35 @@ def test_fast_decode_rejects_garbage(blob: bytes) -> None:
 
     with pytest.raises(ContractError):
         decode_frame(blob)
+
+
+@pytest.mark.parametrize(("snap_age_s", "expect_evidence"), [(1.0, True), (5.0, False)])
+def test_evidence_falls_back_to_the_cameras_latest_snapshot(
+    snap_age_s: float, expect_evidence: bool
+) -> None:
+    """Workers store about one snapshot per second: an alert whose triggering frame has none
+    uses the camera's latest snapshot when it is recent, with that frame's own boxes."""
+    rules = [
+        {
+            "id": "f",
+            "type": "presence",
+            "kind": "fire",
+            "classes": ["fire"],
+            "persistence": {"on_frames": 2, "window_frames": 2, "off_frames": 1},
+        }
+    ]
+    eng = RulesEngine(cfg(rules))
+    t1 = T0 + 10
+    out = eng.evaluate(
+        [
+            fr("c1", 0, [(FIRE, 0.5, 0.5, 1)], t=t1 - snap_age_s, snap="citysight:snap:c1:0"),
+            fr("c1", 1, [(FIRE, 0.5, 0.5, 1)], t=t1),
+        ]
+    )
+    (a,) = out.alerts
+    if expect_evidence:
+        assert out.snapshots == {a.id: "citysight:snap:c1:0"}
+        (ev,) = a.evidence
+        assert ev.frame_time == t1 - snap_age_s and ev.class_ids == [int(FIRE)]
+    else:
+        assert out.snapshots == {} and a.evidence == []
