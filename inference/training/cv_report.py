@@ -74,12 +74,28 @@ def build(cv_report: dict[str, Any], threshold: float) -> dict[str, Any]:
     return result
 
 
+def _repeat(path: Path) -> dict[str, Any]:
+    """Seed and held-out cnn metrics of another CV run."""
+    rep = json.loads(path.read_text())
+    metrics = rep["cv"]["metrics"]
+    return {
+        "seed": rep["config"]["seed"],
+        "cnn": {c: {k: metrics[c][k] for k in ("precision", "recall", "f1")} for c in metrics},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cv", required=True, help="train_cls --cv --report JSON")
     ap.add_argument("--out", required=True, help="result JSON to write")
     ap.add_argument("--note", default="", help="free text stored in the result")
+    ap.add_argument(
+        "--repeat",
+        action="append",
+        default=[],
+        help="further CV reports (other seeds) whose cnn metrics are listed as repeats",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cv_report = json.loads(Path(args.cv).read_text())
@@ -99,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": cfg,
         "params": cv_report["params"],
         "tasks": tasks,
+        "repeats": [_repeat(Path(r)) for r in args.repeat],
         "note": args.note,
     }
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")

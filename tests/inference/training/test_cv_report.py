@@ -36,8 +36,15 @@ def test_cv_report(tmp_path: Path) -> None:
     }
     (tmp_path / "cv.json").write_text(json.dumps(cv))
     out = tmp_path / "res.json"
-    assert main(["--cv", str(tmp_path / "cv.json"), "--out", str(out)]) == 0
-    tasks = json.loads(out.read_text())["tasks"]
+    m = {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "matched": 1}
+    rep = {"config": {"seed": 1}, "cv": {"metrics": {"fire": m, "smoke": m}}}
+    (tmp_path / "cv1.json").write_text(json.dumps(rep))
+    args = ["--cv", str(tmp_path / "cv.json"), "--out", str(out)]
+    assert main([*args, "--repeat", str(tmp_path / "cv1.json")]) == 0
+    doc = json.loads(out.read_text())
+    short = {"precision": 0.5, "recall": 1.0, "f1": 0.6667}
+    assert doc["repeats"] == [{"seed": 1, "cnn": {"fire": short, "smoke": short}}]
+    tasks = doc["tasks"]
     assert tasks["fire"]["images"] == 3 and tasks["smoke"]["images"] == 2
     assert tasks["fire"]["cnn"]["f1"] == 1.0
     assert tasks["smoke"]["cnn"] == {
