@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 STEP_LADDER = (100, 250, 500, 1000, 2500, 5000, 7500)
 FEED_KEY = "citysight:feed"
+# XRANGE/XREVRANGE replies of the bytes (``decode_responses=False``) client.
+_RangeRows = list[tuple[bytes, dict[bytes, bytes]]]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,10 +104,10 @@ def _drain(q: Any) -> list[Any]:
 
 def _feed_alerts(r: redis.Redis, after_id: str) -> list[tuple[str, str, str]]:
     """(alert id, department, feed id) of every ``alert`` feed entry after ``after_id``."""
-    out = []
+    out: list[tuple[str, str, str]] = []
     cursor = after_id
     while True:
-        page = r.xrange(FEED_KEY, min=f"({cursor}", max="+", count=5000)
+        page = cast(_RangeRows, r.xrange(FEED_KEY, min=f"({cursor}", max="+", count=5000))
         if not page:
             return out
         for fid, f in page:
@@ -140,7 +142,7 @@ def discard_backlog(system: CitySystem, r: redis.Redis) -> int:
 
 
 def _last_feed_id(r: redis.Redis) -> str:
-    last = r.xrevrange(FEED_KEY, count=1)
+    last = cast(_RangeRows, r.xrevrange(FEED_KEY, count=1))
     return last[0][0].decode() if last else "0-0"
 
 
@@ -333,8 +335,8 @@ def run_level(
         except queue.Empty:
             logger.error("a subscriber process returned no record")
             break
-    for p in [*sub_procs, *producers]:
-        p.join(timeout=10)
+    for proc in [*sub_procs, *producers]:
+        proc.join(timeout=10)
     for b in _drain(live):
         lat_samples.extend(b)
     if not args.quiet:

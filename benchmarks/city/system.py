@@ -7,10 +7,11 @@ import os
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import redis
+from redis.typing import EncodableT, FieldT
 
 from benchmarks.city.scenario import CAMERAS_KEY, PRINCIPALS_KEY
 from benchmarks.common.procmon import children_of
@@ -72,7 +73,7 @@ class CitySystem:
         self.redis = EmbeddedRedis(free_port(), self.workdir / "redis", appendonly=False).start()
         r = redis.Redis.from_url(self.redis.url)
         pipe = r.pipeline()
-        pipe.hset(PRINCIPALS_KEY, mapping=self.principals)
+        pipe.hset(PRINCIPALS_KEY, mapping=cast("dict[FieldT, EncodableT]", self.principals))
         for cam in self.cfg["cameras"]:
             pipe.hset(CAMERAS_KEY, cam["id"], _json(cam))
         for shard in range(self.shards):
@@ -124,7 +125,8 @@ class CitySystem:
             try:
                 from ray import serve
 
-                serve.shutdown()
+                # ray.serve.shutdown is unannotated in ray's sources.
+                serve.shutdown()  # type: ignore[no-untyped-call]
             except Exception:
                 logger.exception("serve shutdown failed")
             import ray

@@ -55,6 +55,8 @@ class WsSubscriber(User):
 
     def on_start(self) -> None:
         """Connect with a bearer token and start the receive loop."""
+        if self.host is None:
+            raise RuntimeError("set the base host (--host or the host attribute)")
         url = self.host.replace("http://", "ws://").rstrip("/") + "/ws"
         t0 = time.perf_counter()
         try:
@@ -243,7 +245,8 @@ class IngestPublisher(User):
             pipe.execute()
         except Exception as e:
             exc = e
-        events.request.fire(
+        # locust's EventHook.fire is unannotated (no stubs to correct it).
+        events.request.fire(  # type: ignore[no-untyped-call]
             request_type="XADD",
             name=f"detections batch of {self.batch}",
             response_time=(time.perf_counter() - t0) * 1000,

@@ -224,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError:
         stats = []
         print(proc.stdout[-2000:], file=sys.stderr)
+    summary = summarise(stats)
     doc = {
         "benchmark": "locust",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -236,7 +237,7 @@ def _run(args: argparse.Namespace) -> int:
         },
         "wall_s": round(wall, 1),
         "exit_code": proc.returncode,
-        "summary": summarise(stats),
+        "summary": summary,
         "stats": stats,
     }
     prefix.with_suffix(".json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
@@ -246,7 +247,7 @@ def _run(args: argparse.Namespace) -> int:
             prefix.with_suffix(".png"),
             f"locust {args.name}: {args.users} users, {' '.join(args.classes)}",
         )
-    for name, s in doc["summary"].items():
+    for name, s in summary.items():
         print(
             f"{name:45} n={s['num_requests']:7d} fail={s['num_failures']:5d} "
             f"p50={s['p50_ms']} p99={s['p99_ms']} max={s['max_ms']} rps={s['rps']}"

@@ -29,9 +29,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from benchmarks.common.stats import latency_summary
 
@@ -135,13 +136,16 @@ def run_profile(
         src_fps = float(vs.average_rate or 25)
         if profile == "keyframe":
             vs.codec_context.skip_frame = "NONKEY"
+        time_base = vs.time_base
+        if time_base is None:
+            raise ValueError(f"{video}: the video stream has no time base")
         frames = container.decode(vs)
         while True:
             with st.stage("decode"):
                 frame = next(frames, None)
             if frame is None:
                 break
-            t_video = float(frame.pts * vs.time_base) if frame.pts is not None else 0.0
+            t_video = float(frame.pts * time_base) if frame.pts is not None else 0.0
             if t_video >= seconds:
                 break
             decoded += 1
@@ -150,10 +154,14 @@ def run_profile(
             next_t = t_video + (1.0 / fps if fps else 0.0)
             analysed += 1
             with st.stage("convert"):
-                img = frame.to_ndarray(format="bgr24")
+                # bgr24 decodes to uint8 (H, W, 3); resizing keeps the dtype.
+                img = cast("npt.NDArray[np.uint8]", frame.to_ndarray(format="bgr24"))
             with st.stage("resize"):
                 if (img.shape[1], img.shape[0]) != size:
-                    img = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+                    img = cast(
+                        "npt.NDArray[np.uint8]",
+                        cv2.resize(img, size, interpolation=cv2.INTER_LINEAR),
+                    )
             now = time.time()
             parts = []
             for det in detectors:
