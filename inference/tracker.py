@@ -12,12 +12,16 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from citysight.contracts import FrameBatch, FrameResult
 from inference.detectors.common import box_iou
+
+if TYPE_CHECKING:
+    from inference.detectors.base import DetectorOutput
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +174,24 @@ class TrackerBank:
         if tr is None:
             tr = self._trackers[camera_id] = Tracker(**self._kwargs)  # type: ignore[arg-type]
         return tr.update(boxes, scores, class_ids)
+
+    def frame_result(self, batch: FrameBatch, i: int, out: DetectorOutput) -> FrameResult:
+        """The tracked :class:`FrameResult` of frame ``i`` of ``batch`` (every backend's output)."""
+        h, w = batch.frames[i].shape[:2]
+        cam = batch.camera_ids[i]
+        track_ids = self.assign(cam, out.boxes, out.scores, out.class_ids)
+        return FrameResult(
+            camera_id=cam,
+            frame_time=float(batch.frame_times[i]),
+            frame_no=int(batch.frame_nos[i]),
+            width=w,
+            height=h,
+            boxes=out.boxes,
+            scores=out.scores,
+            class_ids=out.class_ids,
+            track_ids=track_ids if len(track_ids) else np.zeros(0, np.int64),
+            extra=out.extra,
+        )
 
     def reset(self, camera_id: str | None = None) -> None:
         """Drop one camera's tracks (or all)."""

@@ -7,8 +7,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from citysight.config import Detector, InferenceService
 from citysight.contracts import ContractError, FrameBatch, FrameResult
 from inference.detectors.base import (
@@ -87,21 +85,7 @@ class OrtClient:
             return [self._result(batch, i, DetectorOutput.concat(p)) for i, p in enumerate(parts)]
 
     def _result(self, batch: FrameBatch, i: int, out: DetectorOutput) -> FrameResult:
-        h, w = batch.frames[i].shape[:2]
-        cam = batch.camera_ids[i]
-        track_ids = self._trackers.assign(cam, out.boxes, out.scores, out.class_ids)
-        return FrameResult(
-            camera_id=cam,
-            frame_time=float(batch.frame_times[i]),
-            frame_no=int(batch.frame_nos[i]),
-            width=w,
-            height=h,
-            boxes=out.boxes,
-            scores=out.scores,
-            class_ids=out.class_ids,
-            track_ids=track_ids if len(track_ids) else np.zeros(0, np.int64),
-            extra=out.extra,
-        )
+        return self._trackers.frame_result(batch, i, out)
 
     def health(self) -> dict[str, Any]:
         """Per detector: tier, model file, loaded, error count."""
