@@ -30,6 +30,23 @@ _CAMERAS: list[tuple[str, str, str, float, float, str, list[str]]] = [
 ]
 
 
+# The reference city's departments and routing (also used by the city simulation).
+DEMO_DEPARTMENTS: tuple[dict[str, Any], ...] = (
+    {"id": "duty", "name": "Duty supervisors", "ack_sla_s": 600},
+    {"id": "police", "name": "Traffic police", "supervisor": "duty", "ack_sla_s": 300},
+    {"id": "enforcement", "name": "City enforcement", "supervisor": "duty", "ack_sla_s": 900},
+    {"id": "fire", "name": "Fire and emergency", "supervisor": "duty", "ack_sla_s": 120},
+)
+DEMO_ROUTING: tuple[dict[str, Any], ...] = (
+    {"kind": "fire", "department": "fire"},
+    {"kind": "smoke", "department": "fire"},
+    {"kind": "vending", "department": "enforcement"},
+    {"kind": "plate", "department": "police"},
+    {"kind": "face", "department": "police"},
+    {"kind": "camera_offline", "department": "duty"},
+)
+
+
 def demo_tokens() -> dict[str, str]:
     """Tokens per demo role: ``CITYSIGHT_DEMO_TOKEN_<ROLE>`` when set, otherwise generated.
 
@@ -167,25 +184,8 @@ def demo_config_dict(
         "plate_hotlist": [
             {"plate": "琼A12345", "reason": "reported stolen (demo)", "severity": "high"}
         ],
-        "departments": [
-            {"id": "duty", "name": "Duty supervisors", "ack_sla_s": 600},
-            {"id": "police", "name": "Traffic police", "supervisor": "duty", "ack_sla_s": 300},
-            {
-                "id": "enforcement",
-                "name": "City enforcement",
-                "supervisor": "duty",
-                "ack_sla_s": 900,
-            },
-            {"id": "fire", "name": "Fire and emergency", "supervisor": "duty", "ack_sla_s": 120},
-        ],
-        "routing": [
-            {"kind": "fire", "department": "fire"},
-            {"kind": "smoke", "department": "fire"},
-            {"kind": "vending", "department": "enforcement"},
-            {"kind": "plate", "department": "police"},
-            {"kind": "face", "department": "police"},
-            {"kind": "camera_offline", "department": "duty"},
-        ],
+        "departments": [dict(d) for d in DEMO_DEPARTMENTS],
+        "routing": [dict(r) for r in DEMO_ROUTING],
         "tokens": [
             {
                 "name": "admin",

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from citysight.config import CitysightConfig, parse_config
+from citysight.demo import DEMO_DEPARTMENTS, DEMO_ROUTING
 
 logger = logging.getLogger(__name__)
 
@@ -188,20 +189,8 @@ def city_config_dict(
         "cameras": [_camera(i) for i in range(cameras)],
         "rules": rules,
         "plate_hotlist": [{"plate": p, "reason": "bench hotlist"} for p in HOTLIST],
-        "departments": [
-            {"id": "duty", "name": "Duty supervisors", "ack_sla_s": 600},
-            {"id": "police", "name": "Traffic police", "supervisor": "duty", "ack_sla_s": 300},
-            {"id": "enforcement", "name": "Enforcement", "supervisor": "duty", "ack_sla_s": 900},
-            {"id": "fire", "name": "Fire and emergency", "supervisor": "duty", "ack_sla_s": 120},
-        ],
-        "routing": [
-            {"kind": "fire", "department": "fire"},
-            {"kind": "smoke", "department": "fire"},
-            {"kind": "vending", "department": "enforcement"},
-            {"kind": "plate", "department": "police"},
-            {"kind": "face", "department": "police"},
-            {"kind": "camera_offline", "department": "duty"},
-        ],
+        "departments": [dict(d) for d in DEMO_DEPARTMENTS],
+        "routing": [dict(r) for r in DEMO_ROUTING],
         "tokens": [
             {
                 "name": f"bench-{d}",
