@@ -154,7 +154,7 @@ def demo_config_dict(
                     "motorcycle",
                 ],
                 "zone_types": ["no_vending"],
-                "dwell_s": 15,
+                "dwell_s": 8,
                 "min_score": 0.3,
                 "cooldown_s": 300,
                 "severity": "low",
