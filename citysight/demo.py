@@ -154,6 +154,8 @@ def demo_config_dict(
                     "motorcycle",
                 ],
                 "zone_types": ["no_vending"],
+                # The demo stall is tracked ~14 s of each 20 s clip loop: a short dwell
+                # keeps the demo quick (the production default is 300 s).
                 "dwell_s": 8,
                 "min_score": 0.3,
                 "cooldown_s": 300,
