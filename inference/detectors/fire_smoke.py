@@ -21,9 +21,11 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
@@ -39,15 +41,15 @@ HISTORY = 4
 
 @dataclass
 class _CamState:
-    greys: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
-    colours: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
-    background: np.ndarray | None = None
-    texture: np.ndarray | None = None
-    smoke_acc: np.ndarray | None = None
+    greys: deque[npt.NDArray[np.uint8]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    colours: deque[npt.NDArray[np.uint8]] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    background: npt.NDArray[np.float32] | None = None
+    texture: cv2.typing.MatLike | None = None
+    smoke_acc: cv2.typing.MatLike | None = None
     frames: int = 0
 
 
-def fire_colour_mask(bgr: np.ndarray, strict: bool = False) -> np.ndarray:
+def fire_colour_mask(bgr: npt.NDArray[np.uint8], strict: bool = False) -> npt.NDArray[np.uint8]:
     """Fire-coloured pixels: RGB ordering/saturation rule ∧ YCrCb rule (Chen; Celik).
 
     Args:
@@ -69,10 +71,11 @@ def fire_colour_mask(bgr: np.ndarray, strict: bool = False) -> np.ndarray:
         ycc_rule &= (cr - cb) > 40
         # Flames are among the brightest parts of the scene.
         ycc_rule &= y >= np.percentile(y, 80)
-    return (rgb_rule & ycc_rule).astype(np.uint8)
+    mask: npt.NDArray[np.uint8] = (rgb_rule & ycc_rule).astype(np.uint8)
+    return mask
 
 
-def haze_mask(bgr: np.ndarray) -> np.ndarray:
+def haze_mask(bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """Hazy pixels: high dark channel, low saturation, little local texture (smoke/fog)."""
     dark = cv2.erode(bgr.min(axis=2), np.ones((7, 7), np.uint8))
     s = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)[:, :, 1]
@@ -81,7 +84,9 @@ def haze_mask(bgr: np.ndarray) -> np.ndarray:
     return ((dark > 100) & (s < 50) & (grad < 4)).astype(np.uint8)
 
 
-def regions(mask: np.ndarray, min_area: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+def regions(
+    mask: cv2.typing.MatLike, min_area: int, scale: float
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Connected regions above ``min_area`` → boxes (frame pixels) and area fill scores."""
     mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -132,18 +137,25 @@ class ClassicalFireSmoke:
             else:
                 self._state.pop(camera_id, None)
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect fire (class FIRE) and smoke (class SMOKE) regions."""
         with self._lock:
             return [self._one(f, c) for f, c in zip(frames, camera_ids, strict=True)]
 
-    def _one(self, frame: np.ndarray, camera_id: str) -> DetectorOutput:
+    def _one(self, frame: npt.NDArray[np.uint8], camera_id: str) -> DetectorOutput:
         h, w = frame.shape[:2]
         scale = WORK_WIDTH / w
-        small = cv2.resize(
-            frame, (WORK_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+        # OpenCV's stubs type results as MatLike; resize, cvtColor and blur keep uint8.
+        small = cast(
+            npt.NDArray[np.uint8],
+            cv2.resize(frame, (WORK_WIDTH, max(1, round(h * scale))), interpolation=cv2.INTER_AREA),
         )
-        grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+        grey = cast(
+            npt.NDArray[np.uint8],
+            cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0),
+        )
         st = self._state.get(camera_id)
         if st is None or (st.greys and st.greys[-1].shape != grey.shape):
             st = self._state[camera_id] = _CamState()
@@ -176,8 +188,12 @@ class ClassicalFireSmoke:
         )
 
     def _fire_video(
-        self, st: _CamState, grey: np.ndarray, colour: np.ndarray, area: int
-    ) -> tuple[np.ndarray, int]:
+        self,
+        st: _CamState,
+        grey: npt.NDArray[np.uint8],
+        colour: npt.NDArray[np.uint8],
+        area: int,
+    ) -> tuple[npt.NDArray[np.uint8], int]:
         """Fire: fire-coloured now and at the same place in recent frames (flames stay put,
         a passing orange car or jacket moves on), with enough flicker inside each region."""
         seen = colour.astype(np.int32)
@@ -195,8 +211,12 @@ class ClassicalFireSmoke:
         return (keep[labels] & (labels > 0)).astype(np.uint8), int(self.min_area_frac * area)
 
     def _smoke_video(
-        self, st: _CamState, small: np.ndarray, grey: np.ndarray, area: int
-    ) -> tuple[np.ndarray, int]:
+        self,
+        st: _CamState,
+        small: npt.NDArray[np.uint8],
+        grey: npt.NDArray[np.uint8],
+        area: int,
+    ) -> tuple[npt.NDArray[np.uint8], int]:
         """Smoke: greyish, hazy foreground that blurs the texture behind it, persisting."""
         assert st.background is not None
         texture = cv2.blur(np.abs(cv2.Laplacian(grey, cv2.CV_32F)), (9, 9))
@@ -240,13 +260,15 @@ class YoloFireSmoke:
             if "fire" in c or "smoke" in c
         }
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Detect with the YOLO model, keeping fire and smoke classes."""
         out = []
         for f in frames:
             boxes, scores, cls = self._model(f)
             keep = np.array([int(c) in self._map for c in cls], bool)
-            ids = [int(self._map[int(c)]) for c in cls[keep]]
+            ids = np.asarray([int(self._map[int(c)]) for c in cls[keep]], np.int32)
             out.append(DetectorOutput(boxes=boxes[keep], scores=scores[keep], class_ids=ids))
         return out
 
@@ -302,7 +324,7 @@ class CnnFireSmoke:
             for i, c in enumerate(classes)
             if "fire" in c or "smoke" in c
         }
-        self._history: dict[str, deque] = {}
+        self._history: dict[str, deque[npt.NDArray[np.bool_]]] = {}
         self._lock = threading.Lock()
         # Fail now (and fall back) rather than on the first frame if the model is unusable.
         self.scores(np.zeros((self.size, self.size, 3), np.uint8))
@@ -315,7 +337,7 @@ class CnnFireSmoke:
             else:
                 self._history.pop(camera_id, None)
 
-    def _crops(self, frame: np.ndarray) -> list[tuple[float, float, float, float]]:
+    def _crops(self, frame: npt.NDArray[np.uint8]) -> list[tuple[float, float, float, float]]:
         h, w = frame.shape[:2]
         crops = [(0.0, 0.0, float(w), float(h))]
         if self.tiles:
@@ -323,18 +345,24 @@ class CnnFireSmoke:
             crops += [(x, y, x + hx, y + hy) for y in (0.0, hy) for x in (0.0, hx)]
         return crops
 
-    def scores(self, frame: np.ndarray) -> tuple[np.ndarray, list[tuple[float, ...]]]:
+    def scores(
+        self, frame: npt.NDArray[np.uint8]
+    ) -> tuple[npt.NDArray[np.float32], list[tuple[float, float, float, float]]]:
         """Probabilities ``[1 + tiles, C]`` of the whole frame (row 0) and its tiles."""
         crops = self._crops(frame)
         batch = []
         for x1, y1, x2, y2 in crops:
-            part = frame[int(y1) : max(int(y1) + 1, int(y2)), int(x1) : max(int(x1) + 1, int(x2))]
+            part: cv2.typing.MatLike = frame[
+                int(y1) : max(int(y1) + 1, int(y2)), int(x1) : max(int(x1) + 1, int(x2))
+            ]
             part = cv2.resize(part, (self.size, self.size), interpolation=cv2.INTER_AREA)
             batch.append(cv2.cvtColor(part, cv2.COLOR_BGR2RGB))
         x = np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         return np.asarray(self._session.run(None, {self._input: x})[0], np.float32), crops
 
-    def detect(self, frames: list[np.ndarray], camera_ids: list[str]) -> list[DetectorOutput]:
+    def detect(
+        self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
+    ) -> list[DetectorOutput]:
         """Classify each frame; fire (class FIRE) and smoke (class SMOKE) regions."""
         out = []
         for frame, cam in zip(frames, camera_ids, strict=True):
@@ -344,7 +372,9 @@ class CnnFireSmoke:
                 hist.append(probs[0] >= self.threshold)
                 seen = np.sum(np.stack(hist), axis=0)
                 need = min(self.persist, len(hist))
-            boxes, scores, ids = [], [], []
+            boxes: list[list[Any]] = []
+            scores: list[float] = []
+            ids: list[int] = []
             for j, cls in self._map.items():
                 if seen[j] < need or probs[0, j] < self.threshold:
                     continue
@@ -357,7 +387,13 @@ class CnnFireSmoke:
                 boxes.append(box)
                 scores.append(float(probs[0, j]))
                 ids.append(int(cls))
-            out.append(DetectorOutput(boxes=boxes, scores=scores, class_ids=ids))
+            out.append(
+                DetectorOutput(
+                    boxes=np.asarray(boxes, np.float32),
+                    scores=np.asarray(scores, np.float32),
+                    class_ids=np.asarray(ids, np.int32),
+                )
+            )
         return out
 
 

@@ -19,9 +19,11 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
+import numpy as np
+import numpy.typing as npt
 
 from citysight.contracts import ObjectClass
 from inference.detectors.fire_smoke import ClassicalFireSmoke
@@ -36,7 +38,9 @@ def classical_predictions(files: list[Path]) -> dict[str, dict[str, bool]]:
     det = ClassicalFireSmoke()
     out = {}
     for i, f in enumerate(files):
-        res = det.detect([cv2.imread(str(f))], [f"cv-{i}"])[0]
+        # imread's default flags give a uint8 BGR image (the stubs say MatLike).
+        img = cast(npt.NDArray[np.uint8], cv2.imread(str(f)))
+        res = det.detect([img], [f"cv-{i}"])[0]
         out[str(f)] = {
             "fire": bool((res.class_ids == int(ObjectClass.FIRE)).any()),
             "smoke": bool((res.class_ids == int(ObjectClass.SMOKE)).any()),

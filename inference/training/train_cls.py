@@ -32,10 +32,11 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -67,7 +68,7 @@ class DSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block."""
-        y = self.pw(self.dw(x))
+        y: torch.Tensor = self.pw(self.dw(x))
         return x + y if self.residual else y
 
 
@@ -101,7 +102,8 @@ class FireSmokeNet(nn.Module):
         """Raw scores of ``x`` (``[N, 3, H, W]`` RGB ``0..1``)."""
         x = (x - self.mean) / self.std
         x = self.features(x).mean(dim=(2, 3))
-        return self.head(self.dropout(x))
+        out: torch.Tensor = self.head(self.dropout(x))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Probabilities (sigmoid of the logits)."""
@@ -111,17 +113,19 @@ class FireSmokeNet(nn.Module):
 # ---------------------------------------------------------------------------- data
 
 
-def read_rgb(path: Path, size: int) -> np.ndarray:
+def read_rgb(path: Path, size: int) -> npt.NDArray[np.uint8]:
     """Read an image as RGB ``uint8`` resized (no letterbox) to ``size × size``."""
     im = cv2.imread(str(path))
     if im is None:
         raise ValueError(f"cannot read image {path}")
-    return cv2.cvtColor(
-        cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB
+    # OpenCV's stubs type results as MatLike; imread (default flags) gives uint8.
+    return cast(
+        npt.NDArray[np.uint8],
+        cv2.cvtColor(cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB),
     )
 
 
-def augment(rgb: np.ndarray, size: int, rng: random.Random) -> np.ndarray:
+def augment(rgb: npt.NDArray[np.uint8], size: int, rng: random.Random) -> npt.NDArray[np.uint8]:
     """Random resized crop, horizontal flip and colour jitter (brightness, contrast,
     saturation, a small hue shift: a large one would turn fire colours into non-fire)."""
     h, w = rgb.shape[:2]
@@ -139,10 +143,11 @@ def augment(rgb: np.ndarray, size: int, rng: random.Random) -> np.ndarray:
     out = cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
     mean = out.mean()
     out = (out - mean) * rng.uniform(0.75, 1.25) + mean * rng.uniform(0.75, 1.25)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    res: npt.NDArray[np.uint8] = np.clip(out, 0, 255).astype(np.uint8)
+    return res
 
 
-def to_tensor(batch: list[np.ndarray]) -> torch.Tensor:
+def to_tensor(batch: list[npt.NDArray[np.uint8]]) -> torch.Tensor:
     """RGB ``uint8`` HWC images → float ``[N, 3, H, W]`` in ``0..1``."""
     return torch.from_numpy(np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
 
@@ -215,7 +220,7 @@ def group_split(
 
 
 def class_metrics(
-    scores: np.ndarray,
+    scores: npt.NDArray[np.float32],
     samples: list[Sample],
     threshold: float,
     classes: tuple[str, ...] = CLASSES,
@@ -260,7 +265,9 @@ class _Cache:
         self.mask = torch.tensor([m for _, m in t], dtype=torch.float32)
 
 
-def predict(model: FireSmokeNet, images: list[np.ndarray], batch: int = 64) -> np.ndarray:
+def predict(
+    model: FireSmokeNet, images: list[npt.NDArray[np.uint8]], batch: int = 64
+) -> npt.NDArray[np.float32]:
     """Probabilities ``[N, C]`` for RGB ``uint8`` images already at the input size."""
     model.eval()
     out = []

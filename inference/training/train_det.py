@@ -29,10 +29,11 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -59,6 +60,7 @@ class TinyDet(nn.Module):
         self.neck = _conv_bn(128, 96, 3, 1)
         self.cls = nn.Conv2d(96, num_classes, 1)
         self.box = nn.Conv2d(96, 4, 1)
+        assert self.cls.bias is not None  # Conv2d has a bias by default
         nn.init.constant_(self.cls.bias, -4.0)  # rare positives: start near 2 % score
         self.size = size
 
@@ -107,7 +109,8 @@ class _Cache:
             im = cv2.imread(str(s.path))
             if im is None:
                 raise ValueError(f"cannot read image {s.path}")
-            canvas, scale = letterbox(im[:, :, ::-1], size)
+            # imread's default flags give uint8 BGR (the stubs say MatLike).
+            canvas, scale = letterbox(cast(npt.NDArray[np.uint8], im[:, :, ::-1]), size)
             b = np.asarray(_pixel_boxes(s, im.shape[1], im.shape[0], classes), np.float32)
             b = b.reshape(-1, 5)
             b[:, :4] *= scale
@@ -116,9 +119,12 @@ class _Cache:
             self.mask.append([1.0 if c in s.known else 0.0 for c in classes])
 
 
-def _augment(canvas: np.ndarray, boxes: np.ndarray, rng: random.Random) -> tuple[Any, Any]:
+def _augment(
+    canvas: npt.NDArray[np.uint8], boxes: npt.NDArray[np.float32], rng: random.Random
+) -> tuple[Any, Any]:
     """Horizontal flip and brightness/saturation jitter (boxes follow the flip)."""
-    img, b = canvas, boxes.copy()
+    img: cv2.typing.MatLike = canvas
+    b = boxes.copy()
     if rng.random() < 0.5:
         size = img.shape[1]
         img = img[:, ::-1]
@@ -131,8 +137,8 @@ def _augment(canvas: np.ndarray, boxes: np.ndarray, rng: random.Random) -> tuple
 
 
 def assign(
-    boxes: np.ndarray, centres: np.ndarray, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
+    boxes: npt.NDArray[np.float32], centres: npt.NDArray[np.float32], num_classes: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Per-cell class targets ``[C, A]`` and assigned box ``[A, 4]`` (NaN where negative)."""
     a = centres.shape[1]
     cls_t = np.zeros((num_classes, a), np.float32)
@@ -209,12 +215,12 @@ def train(
             npos = max(1, int(pos.sum()))
             loss = (cls_loss * m).sum() / npos
             if pos.any():
-                c = centres_t.T[None].expand(len(part), -1, -1)  # [B, A, 2]
+                ce = centres_t.T[None].expand(len(part), -1, -1)  # [B, A, 2]
                 d = dist.permute(0, 2, 1)  # [B, A, 4]
-                pred = torch.cat([c - d[..., :2], c + d[..., 2:]], -1)
+                pred = torch.cat([ce - d[..., :2], ce + d[..., 2:]], -1)
                 loss = loss + 2.0 * giou_loss(pred[pos], bt[pos])
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
             opt.step()
             total += loss.item() * len(part)
             n += len(part)
