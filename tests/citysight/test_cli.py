@@ -89,3 +89,9 @@ def test_plan_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
     out = json.loads(capsys.readouterr().out)
     (h200,) = out["gpus"]
     assert h200["gpu"] == "H200" and h200["decode_gpus"]["value"] == 35
+
+
+def test_example_config_is_valid() -> None:
+    root = Path(__file__).resolve().parents[2]
+    res = _run("config", "check", str(root / "infra/local/citysight.example.yaml"))
+    assert res.returncode == 0, res.stderr
