@@ -18,6 +18,7 @@ pure helpers tested) outside Triton.
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import os
@@ -136,7 +137,7 @@ def canary_frame(
     return frame, boxes
 
 
-class _BaseModel:
+class _BaseModel(abc.ABC):
     """Shared request handling of the python-backend models."""
 
     model_name: str = ""
@@ -198,11 +199,13 @@ class _BaseModel:
                 )
         return responses
 
+    @abc.abstractmethod
     def _run(self, frames: list[npt.NDArray[np.uint8]], cams: list[str]) -> list[Any]:
-        raise NotImplementedError
+        """Run the model on same-size frames of the given cameras."""
 
+    @abc.abstractmethod
     def _tensors(self, results: list[Any]) -> dict[str, npt.NDArray[Any]]:
-        raise NotImplementedError
+        """Output tensors of one request's results."""
 
     def finalize(self) -> None:
         """Called by Triton when the model is unloaded."""
