@@ -220,7 +220,7 @@ def train(
                 pred = torch.cat([ce - d[..., :2], ce + d[..., 2:]], -1)
                 loss = loss + 2.0 * giou_loss(pred[pos], bt[pos])
             opt.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]  # torch: Tensor.backward is unannotated
+            loss.backward()
             opt.step()
             total += loss.item() * len(part)
             n += len(part)
