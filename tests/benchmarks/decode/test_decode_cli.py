@@ -32,3 +32,14 @@ def test_bench_decode_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_missing_clip_returns_2(tmp_path: Path) -> None:
     assert main(["--clip", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o.json")]) == 2
+
+
+def test_whole_reader_ratio_at_the_1fps_profile_is_reported(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "c.mp4", width=160, height=96, fps=10, seconds=3, gop=10)
+    out = tmp_path / "r.json"
+    assert main(["--clip", str(clip), "--json", "--out", str(out)]) == 0
+    (c,) = json.loads(out.read_text())["clips"]
+    assert c["citysight_fps_1fps_profile"] > 0
+    assert c["ratio_1fps_profile"] == pytest.approx(
+        c["citysight_fps_1fps_profile"] / c["ffmpeg_fps"], rel=0.02
+    )
