@@ -163,6 +163,14 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert not port_in_use(redis_port), "redis was left running"
 
 
+def _run_config(cfg: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "citysight.cli", "run", "--config", str(cfg), "--workdir",
+         str(workdir)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+
+
 def test_unreachable_redis_and_missing_video_are_clear_errors(tmp_path: Path) -> None:
     dead = free_port()
     cfg = tmp_path / "c.yaml"
@@ -170,43 +178,13 @@ def test_unreachable_redis_and_missing_video_are_clear_errors(tmp_path: Path) ->
         f"services:\n  redis: {{url: 'redis://127.0.0.1:{dead}/0'}}\n"
         f"  http: {{port: {free_port()}}}\n"
     )
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "citysight.cli",
-            "run",
-            "--config",
-            str(cfg),
-            "--workdir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    res = _run_config(cfg, tmp_path)
     assert res.returncode == 1
     assert f"Redis at redis://127.0.0.1:{dead}/0 is unreachable" in res.stderr
     cfg.write_text(
         "cameras:\n  - {id: c1, url: /no/such/clip.mp4, latitude: 20, longitude: 110}\n"
         f"services:\n  http: {{port: {free_port()}}}\n"
     )
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "citysight.cli",
-            "run",
-            "--config",
-            str(cfg),
-            "--workdir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    res = _run_config(cfg, tmp_path)
     assert res.returncode == 1
     assert "camera c1: video file /no/such/clip.mp4 not found" in res.stderr

@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from benchmarks.fanout.world import ROLES, ServerThread, seed_principals, token_of
+from benchmarks.map import run as bench
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
     Alert,
@@ -38,17 +39,8 @@ from citysight.services.redis_server import free_port
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
-CHROMIUM = os.environ.get("CITYSIGHT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = os.environ.get("CITYSIGHT_CHROMIUM", bench.CHROMIUM)
+CHROMIUM_ARGS = bench.CHROMIUM_ARGS  # one list of the flags this machine's Chromium needs
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts" / "map"
 CENTER = (20.03, 110.33)
 N_CAMERAS = 40
