@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -15,6 +14,7 @@ from benchmarks.eval.dataset import LabelledImage, load_task
 from benchmarks.eval.scoring import Counts, image_level, match_boxes
 from citysight.contracts import ObjectClass
 from inference.detectors.base import DetectorBackend, load_detector
+from inference.detectors.common import read_image
 from inference.detectors.ocr import TextRecognizer
 from inference.detectors.plate import read_plate
 from inference.detectors.plate_grammar import normalize
@@ -34,10 +34,11 @@ FIRE_BOX_IOU = 0.3
 
 
 def _read(im: LabelledImage) -> npt.NDArray[np.uint8]:
-    img = cv2.imread(str(im.path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise FileNotFoundError(f"cannot read image {im.path}")
-    return cast(npt.NDArray[np.uint8], img)  # IMREAD_COLOR decodes to 8-bit BGR
+    """The image as stored (labelled boxes are in stored pixels: no EXIF rotation)."""
+    try:
+        return read_image(im.path)
+    except ValueError as exc:
+        raise FileNotFoundError(str(exc)) from exc
 
 
 def eval_boxes(

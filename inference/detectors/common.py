@@ -17,6 +17,24 @@ logger = logging.getLogger(__name__)
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
+#: Decode to 8-bit BGR and keep the pixels as stored: labelled boxes are in stored pixel
+#: coordinates, and OpenCV otherwise applies a JPEG's EXIF orientation by default.
+IMREAD_AS_STORED = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def read_image(path: Path) -> npt.NDArray[np.uint8]:
+    """Read an image file as 8-bit BGR, as stored (no EXIF rotation).
+
+    Raises:
+        ValueError: the file is missing or not a decodable image (the message names it).
+    """
+    img = cv2.imread(str(path), IMREAD_AS_STORED)
+    if img is None:
+        raise ValueError(f"cannot read image {path}")
+    # IMREAD_COLOR always decodes to uint8 BGR (the stubs say MatLike).
+    return np.asarray(img, dtype=np.uint8)
+
+
 def require_file(path: Path) -> Path:
     """Return ``path`` if it is a non-empty file, else raise :class:`DetectorLoadError`."""
     if not path.is_file():

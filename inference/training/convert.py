@@ -24,9 +24,9 @@ import os
 import shutil
 from pathlib import Path
 
-import cv2
 import yaml
 
+from inference.detectors.common import read_image
 from inference.training.datasets import CLASSES, Sample, load
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,7 @@ def _yolo_lines(s: Sample, classes: tuple[str, ...]) -> tuple[list[str], bool]:
             x1, y1, x2, y2 = box
         else:
             if size is None:
-                im = cv2.imread(str(s.path))
-                if im is None:
-                    raise ValueError(f"cannot read image {s.path}")
+                im = read_image(s.path)
                 size = (im.shape[1], im.shape[0])
             w, h = size
             x1, y1, x2, y2 = box[0] / w, box[1] / h, box[2] / w, box[3] / h

@@ -19,13 +19,10 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any, cast
-
-import cv2
-import numpy as np
-import numpy.typing as npt
+from typing import Any
 
 from citysight.contracts import ObjectClass
+from inference.detectors.common import read_image
 from inference.detectors.fire_smoke import ClassicalFireSmoke
 from inference.training.datasets import CLASSES, load
 from inference.training.metrics import prf
@@ -38,8 +35,7 @@ def classical_predictions(files: list[Path]) -> dict[str, dict[str, bool]]:
     det = ClassicalFireSmoke()
     out = {}
     for i, f in enumerate(files):
-        # imread's default flags give a uint8 BGR image (the stubs say MatLike).
-        img = cast(npt.NDArray[np.uint8], cv2.imread(str(f)))
+        img = read_image(f)
         res = det.detect([img], [f"cv-{i}"])[0]
         out[str(f)] = {
             "fire": bool((res.class_ids == int(ObjectClass.FIRE)).any()),

@@ -40,6 +40,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from inference.detectors.common import read_image
 from inference.training.datasets import CLASSES, Sample, load
 from inference.training.metrics import prf
 
@@ -115,10 +116,7 @@ class FireSmokeNet(nn.Module):
 
 def read_rgb(path: Path, size: int) -> npt.NDArray[np.uint8]:
     """Read an image as RGB ``uint8`` resized (no letterbox) to ``size × size``."""
-    im = cv2.imread(str(path))
-    if im is None:
-        raise ValueError(f"cannot read image {path}")
-    # OpenCV's stubs type results as MatLike; imread (default flags) gives uint8.
+    im = read_image(path)
     return cast(
         npt.NDArray[np.uint8],
         cv2.cvtColor(cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB),

@@ -29,7 +29,7 @@ import json
 import logging
 import random
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import cv2
 import numpy as np
@@ -37,7 +37,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from inference.detectors.common import letterbox
+from inference.detectors.common import letterbox, read_image
 from inference.training.datasets import CLASSES, Sample, load
 from inference.training.train_cls import FireSmokeNet, _conv_bn, group_split
 
@@ -106,11 +106,8 @@ class _Cache:
     def __init__(self, samples: list[Sample], size: int, classes: tuple[str, ...]) -> None:
         self.images, self.boxes, self.mask = [], [], []
         for s in samples:
-            im = cv2.imread(str(s.path))
-            if im is None:
-                raise ValueError(f"cannot read image {s.path}")
-            # imread's default flags give uint8 BGR (the stubs say MatLike).
-            canvas, scale = letterbox(cast(npt.NDArray[np.uint8], im[:, :, ::-1]), size)
+            im = read_image(s.path)
+            canvas, scale = letterbox(np.ascontiguousarray(im[:, :, ::-1]), size)
             b = np.asarray(_pixel_boxes(s, im.shape[1], im.shape[0], classes), np.float32)
             b = b.reshape(-1, 5)
             b[:, :4] *= scale

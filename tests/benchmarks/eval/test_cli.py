@@ -66,3 +66,35 @@ def test_eval_json_on_any_dir(tiny_eval: Path, models_dir: Path, capsys) -> None
 def test_bad_arguments(argv: list[str], tiny_eval: Path) -> None:
     data = [] if "--data" in argv else ["--data", str(tiny_eval)]
     assert main(data + argv) == 2
+
+
+def _with_exif_rotation(src: Path, dst: Path) -> None:
+    """Write ``src``'s pixels unchanged to ``dst`` with EXIF orientation 6 (rotate 90° CW)."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        exif = im.getexif()
+        exif[0x0112] = 6
+        im.convert("RGB").save(dst, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def test_boxes_are_scored_in_stored_pixels(data_dir: Path, models_dir: Path, tmp_path, capsys):
+    """A JPEG carrying an EXIF orientation is scored as stored, as the format defines.
+
+    OpenCV rotates such images by default, which would move every face away from its
+    labelled box.
+    """
+    src = data_dir / "eval" / "faces"
+    labels = json.loads((src / "labels.json").read_text())
+    images = [im for im in labels["images"] if len(im["objects"]) == 1][:2]
+    assert images, "the shared faces set has single-face images"
+    for im in images:
+        dst = tmp_path / "faces" / im["file"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        _with_exif_rotation(src / im["file"], dst.with_suffix(".jpg"))
+        im["file"] = str(Path(im["file"]).with_suffix(".jpg"))
+    (tmp_path / "faces" / "labels.json").write_text(json.dumps({"task": "faces", "images": images}))
+    rc = main(["--data", str(tmp_path), "--models", str(models_dir), "--json", "--tasks", "faces"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)["faces"]
+    assert out["recall"] == 1.0, out
