@@ -38,6 +38,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "city": "benchmarks.city.cli:main",
         "locust": "benchmarks.locust.run:main",
         "pipeline": "benchmarks.pipeline.cli:main",
+        "nvdec": "benchmarks.nvdec.cli:main",
     },
 }
 

@@ -1,0 +1,1 @@
+"""Concurrent-stream decode benchmark: NVDEC (PyNvVideoCodec) or FFmpeg on CPU."""
