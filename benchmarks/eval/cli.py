@@ -130,9 +130,11 @@ def _table(result: dict[str, Any]) -> str:
                 lines.append(f"{task:<12}{tier:<14}  error: {v['error']}")
                 continue
             text = f"{v['text_exact']:>8.3f}" if "text_exact" in v else f"{'':>8}"
+            skipped = len(v.get("skipped_images", []))
             lines.append(
                 f"{task:<12}{tier:<14}{v['precision']:>8.3f}{v['recall']:>8.3f}"
                 f"{v['f1']:>8.3f}{text}"
+                + (f"  ({skipped} unreadable images left out)" if skipped else "")
             )
     return "\n".join(lines)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +34,35 @@ BOX_IOU = 0.5
 FIRE_BOX_IOU = 0.3
 
 
-def _read(im: LabelledImage) -> npt.NDArray[np.uint8]:
-    """The image as stored (labelled boxes are in stored pixels: no EXIF rotation)."""
-    try:
-        return read_image(im.path)
-    except ValueError as exc:
-        raise FileNotFoundError(str(exc)) from exc
+def _frames(
+    images: list[LabelledImage], skipped: list[str]
+) -> Iterator[tuple[int, LabelledImage, npt.NDArray[np.uint8]]]:
+    """Index, labels and pixels of each readable image, as stored (no EXIF rotation).
+
+    An unreadable image (missing, truncated, not an image) is logged, named in ``skipped``
+    and left out of the scores, so one bad file never costs the whole task.
+    """
+    for i, im in enumerate(images):
+        try:
+            img = read_image(im.path)
+        except ValueError as exc:
+            logger.warning("eval: skipping an image: %s", exc)
+            skipped.append(str(im.path))
+            continue
+        yield i, im, img
 
 
 def eval_boxes(
-    det: DetectorBackend, images: list[LabelledImage], cls: ObjectClass, with_text: bool
+    det: DetectorBackend,
+    images: list[LabelledImage],
+    cls: ObjectClass,
+    with_text: bool,
+    skipped: list[str],
 ) -> dict[str, Any]:
     """Box-level scoring at IoU 0.5 (faces, plates); plate text when ``with_text``."""
     total = Counts()
-    for i, im in enumerate(images):
-        out = det.detect([_read(im)], [f"eval-{i}"])[0]
+    for i, im, img in _frames(images, skipped):
+        out = det.detect([img], [f"eval-{i}"])[0]
         keep = out.class_ids == int(cls)
         boxes, scores = out.boxes[keep], out.scores[keep]
         gts = [o for o in im.objects if o.box is not None]
@@ -73,18 +88,18 @@ def eval_boxes(
     return res
 
 
-def eval_plate_text(images: list[LabelledImage]) -> dict[str, Any]:
+def eval_plate_text(images: list[LabelledImage], skipped: list[str]) -> dict[str, Any]:
     """Read every rectified crop; ``text_exact`` = exact readings / crops.
 
     ``precision`` is exact / crops given a valid reading, ``recall`` exact / crops.
     """
     rec = TextRecognizer()
     ok = read = total = 0
-    for im in images:
+    for _, im, img in _frames(
+        [im for im in images if any(o.text and not o.difficult for o in im.objects)], skipped
+    ):
         labelled = [o for o in im.objects if o.text and not o.difficult]
-        if not labelled:
-            continue
-        text, _ = read_plate(rec, _read(im))
+        text, _ = read_plate(rec, img)
         total += 1
         read += bool(text)
         ok += normalize(text) == normalize(labelled[0].text or "")
@@ -95,7 +110,7 @@ def eval_plate_text(images: list[LabelledImage]) -> dict[str, Any]:
 
 
 def eval_image_level(
-    det: DetectorBackend, images: list[LabelledImage], cls: ObjectClass
+    det: DetectorBackend, images: list[LabelledImage], cls: ObjectClass, skipped: list[str]
 ) -> dict[str, Any]:
     """Image-level P/R/F1; ``box_f1`` at IoU 0.3 over images whose boxes are all known.
 
@@ -103,8 +118,8 @@ def eval_image_level(
     """
     pred, truth = [], []
     boxes_total = Counts()
-    for i, im in enumerate(images):
-        out = det.detect([_read(im)], [f"eval-{i}"])[0]
+    for i, im, img in _frames(images, skipped):
+        out = det.detect([img], [f"eval-{i}"])[0]
         keep = out.class_ids == int(cls)
         pred.append(bool(keep.any()))
         truth.append(bool(im.objects))
@@ -127,20 +142,27 @@ def run_task(
 ) -> dict[str, Any]:
     """Score one task with one tier (``None``: the strongest that loads)."""
     images = load_task(root, task, limit)
+    skipped: list[str] = []
     t0 = time.perf_counter()
     if task == "plate_text":
-        res = eval_plate_text(images)
+        res = eval_plate_text(images, skipped)
         res["tier"] = "ppocrv4_rec"
     else:
         det = load_detector(TASK_DETECTOR[task], models_dir, [tier] if tier else None)
         if task == "faces":
-            res = eval_boxes(det, images, ObjectClass.FACE, with_text=False)
+            res = eval_boxes(det, images, ObjectClass.FACE, False, skipped)
         elif task == "plates":
-            res = eval_boxes(det, images, ObjectClass.PLATE, with_text=True)
+            res = eval_boxes(det, images, ObjectClass.PLATE, True, skipped)
         else:
             cls = ObjectClass.FIRE if task == "fire" else ObjectClass.SMOKE
-            res = eval_image_level(det, images, cls)
+            res = eval_image_level(det, images, cls, skipped)
         res["tier"] = det.tier
-    res["images"] = len(images)
+    res["images"] = len(images) - len(skipped)
+    if skipped:
+        task_dir = root / task
+        res["skipped_images"] = [
+            str(Path(p).relative_to(task_dir)) if Path(p).is_relative_to(task_dir) else p
+            for p in skipped
+        ]
     res["seconds"] = round(time.perf_counter() - t0, 2)
     return res

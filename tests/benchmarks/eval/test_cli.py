@@ -98,3 +98,26 @@ def test_boxes_are_scored_in_stored_pixels(data_dir: Path, models_dir: Path, tmp
     assert rc == 0
     out = json.loads(capsys.readouterr().out)["faces"]
     assert out["recall"] == 1.0, out
+
+
+def test_unreadable_images_are_named_not_fatal(
+    tiny_eval: Path, models_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing or corrupt image is left out and named; the rest of the task is scored."""
+    labels_path = tiny_eval / "fire" / "labels.json"
+    labels = json.loads(labels_path.read_text())
+    n = len(labels["images"])
+    (tiny_eval / "fire" / "images" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    labels["images"] += [
+        {"file": "images/gone.jpg", "objects": []},
+        {"file": "images/corrupt.jpg", "objects": [{"box": None}]},
+    ]
+    labels_path.write_text(json.dumps(labels))
+    argv = ["--data", str(tiny_eval), "--models", str(models_dir), "--tasks", "fire"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["fire"]
+    assert out["images"] == n
+    assert out["skipped_images"] == ["images/gone.jpg", "images/corrupt.jpg"]
+    assert out["f1"] > 0
+    assert main(argv) == 0
+    assert "2 unreadable images left out" in capsys.readouterr().out
