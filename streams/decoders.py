@@ -3,7 +3,8 @@
 A backend opens a source and hands the reader *units* (demuxed packets) to decode one at
 a time, so the reader can time each decode against its deadline, and converts the frames
 it samples to the detector input. ``pyav`` (FFmpeg on CPU) is the default; ``nvdec``
-(NVIDIA's PyNvVideoCodec, :mod:`streams.nvdec`) is imported only when asked for.
+(NVIDIA's PyNvVideoCodec, :mod:`streams.nvdec`) is imported only when asked for, and PyAV
+only when a ``pyav`` source is opened.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-import av
 import numpy as np
 import numpy.typing as npt
 
@@ -144,6 +144,8 @@ class PyAVBackend:
         max_pixels: int,
     ) -> PyAVSession:
         """Open with FFmpeg options (protocol whitelist, timeouts) and set up the decoder."""
+        import av  # here, so GPU nodes decoding with NVDEC need no PyAV
+
         container: Any = av.open(url, options=options, timeout=(timeout_s, timeout_s))
         try:
             if not container.streams.video:

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.planner.model import PUBLISHED, REFERENCE_PIXELS, GpuSpec
+from benchmarks.gpus import PUBLISHED, REFERENCE_PIXELS, GpuSpec
 
 logger = logging.getLogger(__name__)
 
@@ -298,12 +298,33 @@ def run_step(
 # ---------------------------------------------------------------------------- command
 
 
-def _clip_size(clip: Path) -> tuple[int, int]:
-    import av
+def probe_clip(decoder: str, clip: Path) -> tuple[int, int]:
+    """Open ``clip`` once with ``decoder`` in this process: its size, or a clear error.
 
-    with av.open(str(clip)) as c:
-        cc = c.streams.video[0].codec_context
-        return int(cc.width), int(cc.height)
+    Raises:
+        BenchError: the decoder is unavailable here or cannot open the clip.
+    """
+    from streams.decoders import get_backend
+
+    try:
+        backend = get_backend(decoder)
+    except Exception as exc:
+        raise BenchError(f"decoder {decoder!r} unavailable here: {exc}") from exc
+    try:
+        session = backend.open(
+            str(clip),
+            options={},
+            timeout_s=10.0,
+            keyframe_only=False,
+            threads=1,
+            max_pixels=MAX_PIXELS,
+        )
+    except Exception as exc:
+        raise BenchError(f"{decoder}: cannot read clip {clip}: {exc}") from exc
+    try:
+        return session.width, session.height
+    finally:
+        session.close()
 
 
 def _gpu_facts() -> dict[str, Any] | None:
@@ -397,9 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         print("--procs must be >= 1, --window-s > 0 and --warmup-s >= 0", file=sys.stderr)
         return 2
     try:
-        width, height = _clip_size(args.clip)
-    except Exception as exc:
-        print(f"cannot read clip {args.clip}: {exc}", file=sys.stderr)
+        width, height = probe_clip(args.decoder, args.clip)
+    except BenchError as exc:
+        print(f"bench nvdec: {exc}", file=sys.stderr)
         return 2
     gpu = _gpu_facts()
     on_gpu = args.decoder == "nvdec"

@@ -4,14 +4,13 @@
 :mod:`benchmarks.planner.model`.
 """
 
+from benchmarks.gpus import PUBLISHED, Source
 from benchmarks.planner.model import (
-    PUBLISHED,
     DecodeMode,
     Measurements,
     Plan,
     PlanError,
     PlanInput,
-    Source,
     plan,
 )
 

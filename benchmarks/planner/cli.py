@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from benchmarks.gpus import PUBLISHED
 from benchmarks.planner.model import (
     DEFAULT_MODEL_MIX,
-    PUBLISHED,
     DecodeMode,
     Measurements,
     Plan,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,23 @@ def test_saturated_steps_feed_the_planner(tmp_path: Path) -> None:
     (tmp_path / "nvdec-nvdec.json").write_text(json.dumps({"planner": section}))
     meas = load_measurements(tmp_path)
     assert meas.nvdec_fps_per_engine["H200"] == pytest.approx(714.3)
+
+
+def test_nvdec_path_needs_neither_pyav_nor_pydantic(clip: Path) -> None:
+    """A bare GPU node (torch, PyNvVideoCodec) runs the NVDEC bench without PyAV or pydantic."""
+    code = (
+        "import sys; sys.modules['av'] = None; sys.modules['pydantic'] = None\n"
+        "from benchmarks.nvdec.cli import main\n"
+        f"sys.exit(main(['--clip', {str(clip)!r}, '--streams', '1']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    if importlib.util.find_spec("PyNvVideoCodec") is None:
+        assert proc.returncode == 2, proc.stderr
+        assert "unavailable here" in proc.stderr and "PyNvVideoCodec" in proc.stderr
+    assert "ModuleNotFoundError" not in proc.stderr and "ImportError" not in proc.stderr

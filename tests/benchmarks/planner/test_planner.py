@@ -10,17 +10,15 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from benchmarks.gpus import PUBLISHED, Source, weakest
 from benchmarks.planner.cli import load_measurements, main
 from benchmarks.planner.model import (
-    PUBLISHED,
     DecodeMode,
     Measurements,
     PlanError,
     PlanInput,
-    Source,
     parse_resolution,
     plan,
-    weakest,
 )
 
 FLEET = 7500
