@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,75 +53,69 @@ MAX_PIXELS = 8192 * 8192
 _OPENING, _RUNNING, _FAILED = 0, 1, -1
 
 
-def _decode_stream(
-    backend: Any,
-    clip: str,
-    i: int,
-    frames: Any,
-    errors: Any,
-    state: Any,
-    messages: Any,
-    stop: Any,
-) -> None:
+@dataclass(frozen=True)
+class _Shared:
+    """Per-stream counters and flags shared with the worker processes.
+
+    ``frames``, ``errors`` and ``state`` have one slot per stream, written only by that
+    stream's thread, so they need no locks.
+    """
+
+    frames: Any
+    errors: Any
+    state: Any
+    messages: Any
+    stop: Any
+
+
+def _open(backend: Any, clip: str) -> Any:
+    """Open ``clip`` for plain decoding (every frame, one thread)."""
+    return backend.open(
+        clip, options={}, timeout_s=10.0, keyframe_only=False, threads=1, max_pixels=MAX_PIXELS
+    )
+
+
+def _decode_stream(backend: Any, clip: str, i: int, sh: _Shared) -> None:
     """Open the clip and decode it in a loop until ``stop``; count frames and errors."""
     try:
-        session = backend.open(
-            clip,
-            options={},
-            timeout_s=10.0,
-            keyframe_only=False,
-            threads=1,
-            max_pixels=MAX_PIXELS,
-        )
+        session = _open(backend, clip)
     except Exception as exc:  # reported to the parent, which stops the run
-        messages.put(f"stream {i}: cannot open {clip}: {type(exc).__name__}: {exc}")
-        state[i] = _FAILED
+        sh.messages.put(f"stream {i}: cannot open {clip}: {type(exc).__name__}: {exc}")
+        sh.state[i] = _FAILED
         return
-    state[i] = _RUNNING
+    sh.state[i] = _RUNNING
     try:
-        while not stop.is_set():
+        while not sh.stop.is_set():
             for unit in session.units():
                 try:
-                    frames[i] += len(session.decode(unit))
+                    sh.frames[i] += len(session.decode(unit))
                 except Exception:  # a corrupt unit is counted, not fatal
-                    errors[i] += 1
-                if stop.is_set():
+                    sh.errors[i] += 1
+                if sh.stop.is_set():
                     break
             else:
                 session.rewind()
     except Exception as exc:
-        messages.put(f"stream {i}: decode loop failed: {type(exc).__name__}: {exc}")
-        state[i] = _FAILED
+        sh.messages.put(f"stream {i}: decode loop failed: {type(exc).__name__}: {exc}")
+        sh.state[i] = _FAILED
     finally:
         session.close()
 
 
-def _worker(
-    decoder: str,
-    clip: str,
-    indices: list[int],
-    frames: Any,
-    errors: Any,
-    state: Any,
-    messages: Any,
-    stop: Any,
-) -> None:
+def _worker(decoder: str, clip: str, indices: list[int], sh: _Shared) -> None:
     """One process: its streams as threads sharing one decoder backend."""
     from streams.decoders import get_backend
 
     try:
         backend = get_backend(decoder)
     except Exception as exc:
-        messages.put(str(exc))
+        sh.messages.put(str(exc))
         for i in indices:
-            state[i] = _FAILED
+            sh.state[i] = _FAILED
         return
     threads = [
         threading.Thread(
-            target=_decode_stream,
-            args=(backend, clip, i, frames, errors, state, messages, stop),
-            name=f"decode-{i}",
-            daemon=True,
+            target=_decode_stream, args=(backend, clip, i, sh), name=f"decode-{i}", daemon=True
         )
         for i in indices
     ]
@@ -230,20 +225,18 @@ def run_step(
         BenchError: a stream failed to open or the decoder is unavailable.
     """
     ctx = mp.get_context("spawn")
-    # One writer per slot (the stream's thread), so no locks.
-    frames: Any = ctx.Array("q", streams, lock=False)
-    errors: Any = ctx.Array("q", streams, lock=False)
-    state: Any = ctx.Array("b", streams, lock=False)
-    messages = ctx.Queue()
-    stop = ctx.Event()
+    sh = _Shared(
+        frames=ctx.Array("q", streams, lock=False),
+        errors=ctx.Array("q", streams, lock=False),
+        state=ctx.Array("b", streams, lock=False),
+        messages=ctx.Queue(),
+        stop=ctx.Event(),
+    )
+    frames, errors, state, messages, stop = sh.frames, sh.errors, sh.state, sh.messages, sh.stop
     nproc = max(1, min(procs, streams))
     chunks = [list(range(streams))[k::nproc] for k in range(nproc)]
     workers = [
-        ctx.Process(
-            target=_worker,
-            args=(decoder, str(clip), chunk, frames, errors, state, messages, stop),
-            daemon=True,
-        )
+        ctx.Process(target=_worker, args=(decoder, str(clip), chunk, sh), daemon=True)
         for chunk in chunks
     ]
     for w in workers:
@@ -311,14 +304,7 @@ def probe_clip(decoder: str, clip: Path) -> tuple[int, int]:
     except Exception as exc:
         raise BenchError(f"decoder {decoder!r} unavailable here: {exc}") from exc
     try:
-        session = backend.open(
-            str(clip),
-            options={},
-            timeout_s=10.0,
-            keyframe_only=False,
-            threads=1,
-            max_pixels=MAX_PIXELS,
-        )
+        session = _open(backend, str(clip))
     except Exception as exc:
         raise BenchError(f"{decoder}: cannot read clip {clip}: {exc}") from exc
     try:
