@@ -7,7 +7,8 @@ does no I/O: the consumer persists what it returns.
 
 State (persistence windows, dwell first-seen times, last track positions, cooldowns,
 incidents) lives in memory. A restarted consumer rebuilds it by replaying the recent
-stream (see ``serve_app/consumer.py``) and reloads cooldowns from Redis.
+stream (see ``serve_app/consumer.py``) and reloads cooldowns from Redis. Schedules are
+evaluated in ``site.timezone``.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class RulesEngine:
     Args:
         cfg: Configuration (cameras, rules, hotlist, routing). No rules means
             :func:`serve_app.rules.defaults.default_rules`.
-        tz: Time zone of schedules; ``None`` is the machine's local zone.
+        tz: Time zone of schedules, overriding ``cfg.site.timezone`` (which, when unset,
+            means the machine's local zone).
         incident_radius_m: Cross-camera merge radius.
         incident_window_s: Cross-camera merge window.
         track_gap_s: A track unseen for longer starts a new dwell / crossing history.
@@ -140,7 +142,8 @@ class RulesEngine:
         incident_window_s: float = 300.0,
         track_gap_s: float = 10.0,
     ) -> None:
-        self.tz = tz
+        self._tz_override = tz
+        self.tz: tzinfo | None = tz
         self.track_gap_s = track_gap_s
         self.incidents = IncidentMerger(incident_radius_m, incident_window_s)
         self._persist: dict[str, dict[tuple[str, str], Persistence]] = {}  # camera → state
@@ -170,15 +173,23 @@ class RulesEngine:
         for states in self._persist.values():
             for sk in [sk for sk in states if sk[0] not in keep]:
                 del states[sk]
+        self.tz = self._tz_override if self._tz_override is not None else cfg.site.zone()
+        if self.tz is None and any(r.schedule for r in self.rules):
+            logger.warning(
+                "rules have schedules but site.timezone is not set: they are evaluated in "
+                "this host's zone (%s); set site.timezone to the city's IANA zone",
+                datetime.now().astimezone().tzname(),
+            )
         self.hotlist = Hotlist(cfg.plate_hotlist)
         self._classes = {r.id: _class_lut(r.classes) for r in self.rules}
         self._cams: dict[str, _Camera] = {}
         self._cam_rules: dict[str, list[RuleConfig]] = {}
         logger.info(
-            "rules engine configured: %d rule(s), %d kept their state, hotlist %d",
+            "rules configured: %d rule(s), %d kept their state, hotlist %d, schedules in %s",
             len(self.rules),
             len(keep),
             len(self.hotlist),
+            self.tz or "the host's zone",
         )
 
     def set_cameras(self, cameras: list[CameraConfig]) -> None:
