@@ -296,7 +296,7 @@ class HotlistEntry(Strict):
     severity: Severity = _f("Severity", "Alert severity on a hit.", default=Severity.HIGH)
 
 
-# -- the city ------------------------------------------------------------------------
+# -- the city and its incidents -------------------------------------------------------
 
 
 def time_zone(name: str) -> zoneinfo.ZoneInfo:
@@ -341,6 +341,28 @@ class SiteConfig(Strict):
     def zone(self) -> zoneinfo.ZoneInfo | None:
         """The city's time zone (``None``: the host's local zone)."""
         return None if self.timezone is None else time_zone(self.timezone)
+
+
+class IncidentsConfig(Strict):
+    """Cross-camera incident merge: alerts of one kind close in space and time."""
+
+    radius_m: float = _f(
+        "Merge radius",
+        "An alert joins an open incident of its kind whose first alert lies within this "
+        "distance (and within window_s). Merging is global: across cameras, shards and "
+        "rules consumers.",
+        default=250.0,
+        gt=0,
+        le=100_000,
+    )
+    window_s: float = _f(
+        "Merge window",
+        "An alert joins an open incident only when the incident's latest alert started at "
+        "most this many seconds before or after it.",
+        default=300.0,
+        gt=0,
+        le=86_400,
+    )
 
 
 # -- departments, routing, auth ----------------------------------------------------------
@@ -582,6 +604,9 @@ class CitysightConfig(Strict):
         "Routing", "Kind/jurisdiction to department; first match wins.", default_factory=list
     )
     tokens: list[TokenConfig] = _f("Tokens", "API principals.", default_factory=list)
+    incidents: IncidentsConfig = _f(
+        "Incidents", "Cross-camera incident merge.", default_factory=IncidentsConfig
+    )
     retention: RetentionConfig = _f("Retention", "TTLs.", default_factory=RetentionConfig)
     services: ServicesConfig = _f("Services", "Services.", default_factory=ServicesConfig)
     map: MapConfig = _f("Map", "Map page.", default_factory=MapConfig)

@@ -5,10 +5,11 @@ per-frame hit counts with ``bincount``); Python loops run only over frames of ca
 have live rule state and over the (few) detections that pass a rule's mask. The engine
 does no I/O: the consumer persists what it returns.
 
-State (persistence windows, dwell first-seen times, last track positions, cooldowns,
-incidents) lives in memory. A restarted consumer rebuilds it by replaying the recent
-stream (see ``serve_app/consumer.py``) and reloads cooldowns from Redis. Schedules are
-evaluated in ``site.timezone``.
+State (persistence windows, dwell first-seen times, last track positions, cooldowns)
+lives in memory. A restarted consumer rebuilds it by replaying the recent stream (see
+``serve_app/consumer.py``) and reloads cooldowns from Redis. Cross-camera incidents are
+not engine state: the consumer assigns them globally in Redis
+(``serve_app/rules/incidents.py``). Schedules are evaluated in ``site.timezone``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from citysight.contracts import (
 from serve_app.rules.defaults import default_rules
 from serve_app.rules.geometry import anchors, crossing, points_in_polygon
 from serve_app.rules.hotlist import Hotlist
-from serve_app.rules.incidents import IncidentMerger
 from serve_app.rules.persistence import Persistence
 from serve_app.rules.schedule import in_schedule
 from serve_app.store.keys import evidence_key
@@ -128,9 +128,10 @@ class RulesEngine:
             :func:`serve_app.rules.defaults.default_rules`.
         tz: Time zone of schedules, overriding ``cfg.site.timezone`` (which, when unset,
             means the machine's local zone).
-        incident_radius_m: Cross-camera merge radius.
-        incident_window_s: Cross-camera merge window.
         track_gap_s: A track unseen for longer starts a new dwell / crossing history.
+
+    Alerts come out with ``camera_ids = [camera_id]`` and no ``incident_id``: the consumer
+    merges them into incidents (:class:`serve_app.rules.incidents.IncidentIndex`).
     """
 
     def __init__(
@@ -138,14 +139,11 @@ class RulesEngine:
         cfg: CitysightConfig,
         *,
         tz: tzinfo | None = None,
-        incident_radius_m: float = 250.0,
-        incident_window_s: float = 300.0,
         track_gap_s: float = 10.0,
     ) -> None:
         self._tz_override = tz
         self.tz: tzinfo | None = tz
         self.track_gap_s = track_gap_s
-        self.incidents = IncidentMerger(incident_radius_m, incident_window_s)
         self._persist: dict[str, dict[tuple[str, str], Persistence]] = {}  # camera → state
         self._dwell: dict[tuple[str, str, int], list[float]] = {}
         self._last_pos: dict[tuple[str, str, int], tuple[npt.NDArray[np.float64], float]] = {}
@@ -267,7 +265,7 @@ class RulesEngine:
                             "rules failed on frame %s of camera %s", frames[i].frame_no, cid
                         )
                         out.failed.append(i)
-        out.alerts = [self.incidents.assign(a) for a in raw]
+        out.alerts = raw
         self._evals += 1
         if self._evals % 500 == 0:
             self._sweep()

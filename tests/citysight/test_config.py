@@ -113,6 +113,7 @@ def test_minimal_config_is_valid() -> None:
         ({"site": {"timezone": "asia/shanghai"}}, "site.timezone: unknown time zone"),
         ({"site": {"timezone": "../etc/passwd"}}, "site.timezone: unknown time zone"),
         ({"site": {"timezone": "Asia"}}, "site.timezone: unknown time zone 'Asia'"),
+        ({"incidents": {"radius_m": 0}}, "incidents.radius_m: Input should be greater than 0"),
         ({"cameras": [_cam(1), _cam(1)]}, "camera ids repeat: cam-1"),
         ([1, 2], "(top level): must be a mapping"),
     ],
