@@ -68,7 +68,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
             return 1
         print(
             f"{args.file}: ok ({len(cfg.cameras)} cameras, {len(cfg.rules)} rules, "
-            f"{len(cfg.departments)} departments)"
+            f"{len(cfg.departments)} departments, time zone "
+            f"{cfg.site.timezone or 'of each host: set site.timezone'})"
         )
         return 0
     if args.action == "schema":

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -206,7 +207,7 @@ class PersistenceConfig(Strict):
 
 
 class ScheduleWindow(Strict):
-    """A daily time window (local time of the deployment)."""
+    """A daily time window in the city's local time (site.timezone)."""
 
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = _f(
         "Days",
@@ -293,6 +294,75 @@ class HotlistEntry(Strict):
     plate: str = _f("Plate", "Plate text without separators.", min_length=2, max_length=16)
     reason: str = _f("Reason", "Why the plate is wanted.", default="")
     severity: Severity = _f("Severity", "Alert severity on a hit.", default=Severity.HIGH)
+
+
+# -- the city and its incidents -------------------------------------------------------
+
+
+def time_zone(name: str) -> zoneinfo.ZoneInfo:
+    """The IANA time zone ``name``.
+
+    Raises:
+        ValueError: Unknown name, or no time-zone database on this machine (the message
+            says which, and how to fix it).
+    """
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        pass
+    if not zoneinfo.available_timezones():
+        hint = (
+            "this machine has no time-zone database: install the tzdata package "
+            "(pip install tzdata, or the OS package tzdata)"
+        )
+    else:
+        hint = "not an IANA time zone name (e.g. Asia/Shanghai, Europe/Berlin, UTC)"
+    raise ValueError(f"unknown time zone {name!r}: {hint}")
+
+
+class SiteConfig(Strict):
+    """The city (or site) the deployment serves."""
+
+    timezone: str | None = _f(
+        "Time zone",
+        "IANA time zone of the city, e.g. Asia/Shanghai. Rule schedules are evaluated and "
+        "the map shows times in it, whatever zone the hosts run in. Empty: each host's "
+        "own zone (containers usually run in UTC).",
+        default=None,
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            time_zone(v)
+        return v
+
+    def zone(self) -> zoneinfo.ZoneInfo | None:
+        """The city's time zone (``None``: the host's local zone)."""
+        return None if self.timezone is None else time_zone(self.timezone)
+
+
+class IncidentsConfig(Strict):
+    """Cross-camera incident merge: alerts of one kind close in space and time."""
+
+    radius_m: float = _f(
+        "Merge radius",
+        "An alert joins an open incident of its kind whose first alert lies within this "
+        "distance (and within window_s). Merging is global: across cameras, shards and "
+        "rules consumers.",
+        default=250.0,
+        gt=0,
+        le=100_000,
+    )
+    window_s: float = _f(
+        "Merge window",
+        "An alert joins an open incident only when the incident's latest alert started at "
+        "most this many seconds before or after it.",
+        default=300.0,
+        gt=0,
+        le=86_400,
+    )
 
 
 # -- departments, routing, auth ----------------------------------------------------------
@@ -525,6 +595,7 @@ class CitysightConfig(Strict):
     """The whole configuration."""
 
     version: Literal[1] = _f("Version", "Config format version.", default=1)
+    site: SiteConfig = _f("Site", "The city: time zone.", default_factory=SiteConfig)
     cameras: list[CameraConfig] = _f("Cameras", "Cameras.", default_factory=list)
     rules: list[RuleConfig] = _f("Rules", "Alert rules.", default_factory=list)
     plate_hotlist: list[HotlistEntry] = _f("Hotlist", "Plates of interest.", default_factory=list)
@@ -533,6 +604,9 @@ class CitysightConfig(Strict):
         "Routing", "Kind/jurisdiction to department; first match wins.", default_factory=list
     )
     tokens: list[TokenConfig] = _f("Tokens", "API principals.", default_factory=list)
+    incidents: IncidentsConfig = _f(
+        "Incidents", "Cross-camera incident merge.", default_factory=IncidentsConfig
+    )
     retention: RetentionConfig = _f("Retention", "TTLs.", default_factory=RetentionConfig)
     services: ServicesConfig = _f("Services", "Services.", default_factory=ServicesConfig)
     map: MapConfig = _f("Map", "Map page.", default_factory=MapConfig)

@@ -117,6 +117,7 @@ def demo_config_dict(
     ]
     return {
         "version": 1,
+        "site": {"timezone": "Asia/Shanghai"},  # Haikou: schedules run in China Standard Time
         "cameras": cameras,
         "rules": [
             {

@@ -25,6 +25,15 @@ second evaluation, and cooldowns are reloaded from ``citysight:rules:cooldown``,
 ongoing condition does not alert again after a restart. State older than ``replay_s``
 (e.g. a dwell that started earlier) restarts: such an alert may come later than without
 the restart, never twice within its cooldown.
+
+Writes and Redis outages: evaluation advances in-memory rule state, so a batch whose write
+fails (Redis unreachable) keeps its output in a write backlog that is retried, in order,
+before anything else is written; its entries stay pending meanwhile. Alerts are thus never
+dropped by an outage, and the retry is idempotent (same alert ids, same incidents).
+
+Cross-camera incidents are assigned in Redis just before the alerts are saved
+(:class:`serve_app.rules.incidents.IncidentIndex`): global across consumers, one round trip
+per batch that raised alerts.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -51,6 +61,7 @@ from citysight.contracts import (
 )
 from serve_app.rules.codec import decode_frame
 from serve_app.rules.engine import EngineOutput, RulesEngine
+from serve_app.rules.incidents import IncidentIndex
 from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
 from serve_app.store.audit import AuditLog
@@ -139,6 +150,7 @@ class DetectionsConsumer:
         self.feed_max_age_s = feed_max_age_s
         self.on_batch = on_batch
         self.engine = RulesEngine(cfg, **(engine_kwargs or {}))
+        self.incidents = IncidentIndex(self.r, cfg.incidents)
         self.alerts = AlertStore(self.r, cfg)
         self.evidence = EvidenceStore(self.r, cfg)
         self.plates = PlateReads(self.r, cfg)
@@ -158,6 +170,9 @@ class DetectionsConsumer:
         self._replay_done = False
         self._due: dict[str, float] = {}
         self._pubsub: Any = None
+        # Outputs evaluated but not yet written (a write failed); retried first, in order.
+        # It cannot grow while Redis is down: nothing new is read then.
+        self._unwritten: deque[EngineOutput] = deque()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -183,6 +198,7 @@ class DetectionsConsumer:
             self.cfg = cfg
             self.engine.reconfigure(cfg)
             self.alerts.cfg = self.evidence.cfg = self.plates.cfg = cfg
+            self.incidents.cfg = cfg.incidents
 
     def run(self) -> None:
         """Set up, replay, then consume until :meth:`stop` (errors are retried)."""
@@ -361,12 +377,27 @@ class DetectionsConsumer:
             self.on_batch(frames, out.alerts, now)
         return len(entries)
 
-    def _write(self, out: EngineOutput) -> list[Alert]:
+    def _write(self, out: EngineOutput) -> None:
+        """Write ``out`` after any backlog; on failure it stays queued and this raises."""
+        self._unwritten.append(out)
+        while self._unwritten:
+            first = self._unwritten[0]
+            self._write_one(first, retry=first is not out)
+            self._unwritten.popleft()
+
+    def _write_one(self, out: EngineOutput, *, retry: bool) -> None:
+        # Incidents first: the saved alert carries its incident id. A retry keeps the ids
+        # assigned before (the script's replies are idempotent per alert id anyway).
+        out.alerts = self.incidents.assign(out.alerts)
         new = self.alerts.save_new(out.alerts)
-        if new:
+        # A retried output's alerts may have been saved before the failure without their
+        # evidence: copy it for all of them (idempotent), not only the new ones.
+        shown = out.alerts if retry else new
+        if shown:
             self.evidence.copy_snapshots(
-                {a.id: out.snapshots[a.id] for a in new if a.id in out.snapshots}
+                {a.id: out.snapshots[a.id] for a in shown if a.id in out.snapshots}
             )
+        if new:
             self.stats["alerts"] += len(new)
         if out.plate_reads:
             self.plates.add_many(out.plate_reads)
@@ -375,7 +406,6 @@ class DetectionsConsumer:
             self.r.hset(
                 keys.RULES_COOLDOWN, mapping=cast("dict[FieldT, EncodableT]", out.cooldowns)
             )
-        return new
 
     def _handle_failures(self, bad: list[tuple[Entry, str]]) -> list[tuple[str, str]]:
         """Dead-letter entries delivered ``max_deliveries`` times; return those to ack."""

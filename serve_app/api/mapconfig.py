@@ -24,7 +24,7 @@ def map_config(
     principal: Reader,
     request: Request,
 ) -> dict[str, Any]:
-    """Tile URL (``null`` = plain background), overlays, cameras with health state."""
+    """Tile URL (``null`` = plain background), the city's time zone, overlays, cameras."""
     c = ctx(request)
     health = c.cameras.health()
     cams = []
@@ -40,6 +40,7 @@ def map_config(
         }
     return {
         "tile_url": c.cfg.map.tile_url,
+        "timezone": c.cfg.site.timezone,
         "overlays": [
             {"name": o.name, "url": f"/api/config/map/overlays/{i}"}
             for i, o in enumerate(c.cfg.map.overlays)

@@ -5,9 +5,11 @@ per-frame hit counts with ``bincount``); Python loops run only over frames of ca
 have live rule state and over the (few) detections that pass a rule's mask. The engine
 does no I/O: the consumer persists what it returns.
 
-State (persistence windows, dwell first-seen times, last track positions, cooldowns,
-incidents) lives in memory. A restarted consumer rebuilds it by replaying the recent
-stream (see ``serve_app/consumer.py``) and reloads cooldowns from Redis.
+State (persistence windows, dwell first-seen times, last track positions, cooldowns)
+lives in memory. A restarted consumer rebuilds it by replaying the recent stream (see
+``serve_app/consumer.py``) and reloads cooldowns from Redis. Cross-camera incidents are
+not engine state: the consumer assigns them globally in Redis
+(``serve_app/rules/incidents.py``). Schedules are evaluated in ``site.timezone``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from citysight.contracts import (
 from serve_app.rules.defaults import default_rules
 from serve_app.rules.geometry import anchors, crossing, points_in_polygon
 from serve_app.rules.hotlist import Hotlist
-from serve_app.rules.incidents import IncidentMerger
 from serve_app.rules.persistence import Persistence
 from serve_app.rules.schedule import in_schedule
 from serve_app.store.keys import evidence_key
@@ -125,10 +126,12 @@ class RulesEngine:
     Args:
         cfg: Configuration (cameras, rules, hotlist, routing). No rules means
             :func:`serve_app.rules.defaults.default_rules`.
-        tz: Time zone of schedules; ``None`` is the machine's local zone.
-        incident_radius_m: Cross-camera merge radius.
-        incident_window_s: Cross-camera merge window.
+        tz: Time zone of schedules, overriding ``cfg.site.timezone`` (which, when unset,
+            means the machine's local zone).
         track_gap_s: A track unseen for longer starts a new dwell / crossing history.
+
+    Alerts come out with ``camera_ids = [camera_id]`` and no ``incident_id``: the consumer
+    merges them into incidents (:class:`serve_app.rules.incidents.IncidentIndex`).
     """
 
     def __init__(
@@ -136,13 +139,11 @@ class RulesEngine:
         cfg: CitysightConfig,
         *,
         tz: tzinfo | None = None,
-        incident_radius_m: float = 250.0,
-        incident_window_s: float = 300.0,
         track_gap_s: float = 10.0,
     ) -> None:
-        self.tz = tz
+        self._tz_override = tz
+        self.tz: tzinfo | None = tz
         self.track_gap_s = track_gap_s
-        self.incidents = IncidentMerger(incident_radius_m, incident_window_s)
         self._persist: dict[str, dict[tuple[str, str], Persistence]] = {}  # camera → state
         self._dwell: dict[tuple[str, str, int], list[float]] = {}
         self._last_pos: dict[tuple[str, str, int], tuple[npt.NDArray[np.float64], float]] = {}
@@ -170,15 +171,23 @@ class RulesEngine:
         for states in self._persist.values():
             for sk in [sk for sk in states if sk[0] not in keep]:
                 del states[sk]
+        self.tz = self._tz_override if self._tz_override is not None else cfg.site.zone()
+        if self.tz is None and any(r.schedule for r in self.rules):
+            logger.warning(
+                "rules have schedules but site.timezone is not set: they are evaluated in "
+                "this host's zone (%s); set site.timezone to the city's IANA zone",
+                datetime.now().astimezone().tzname(),
+            )
         self.hotlist = Hotlist(cfg.plate_hotlist)
         self._classes = {r.id: _class_lut(r.classes) for r in self.rules}
         self._cams: dict[str, _Camera] = {}
         self._cam_rules: dict[str, list[RuleConfig]] = {}
         logger.info(
-            "rules engine configured: %d rule(s), %d kept their state, hotlist %d",
+            "rules configured: %d rule(s), %d kept their state, hotlist %d, schedules in %s",
             len(self.rules),
             len(keep),
             len(self.hotlist),
+            self.tz or "the host's zone",
         )
 
     def set_cameras(self, cameras: list[CameraConfig]) -> None:
@@ -256,7 +265,7 @@ class RulesEngine:
                             "rules failed on frame %s of camera %s", frames[i].frame_no, cid
                         )
                         out.failed.append(i)
-        out.alerts = [self.incidents.assign(a) for a in raw]
+        out.alerts = raw
         self._evals += 1
         if self._evals % 500 == 0:
             self._sweep()

@@ -37,6 +37,16 @@ def incident_key(incident_id: str) -> str:
     return f"citysight:incident:{incident_id}"
 
 
+def incident_index_keys(kind: str) -> list[str]:
+    """Keys of one alert kind's open incidents (see ``serve_app/rules/incidents.py``).
+
+    GEO set of incidents at their first location, zset of their latest alert time, hash of
+    their state, hash of the incident given to each alert id (replay memo).
+    """
+    base = f"citysight:incidents:{kind}"
+    return [f"{base}:geo", f"{base}:last", f"{base}:state", f"{base}:alerts"]
+
+
 def evidence_key(alert_id: str) -> str:
     """String key holding an alert's JPEG snapshot."""
     return f"citysight:evidence:{alert_id}"

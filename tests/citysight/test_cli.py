@@ -91,6 +91,15 @@ def test_plan_is_wired(capsys: pytest.CaptureFixture[str]) -> None:
     assert h200["gpu"] == "H200" and h200["decode_gpus"]["value"] == 35
 
 
+def test_config_check_rejects_an_unknown_time_zone_with_its_path(tmp_path: Path) -> None:
+    f = tmp_path / "tz.yaml"
+    f.write_text("site: {timezone: Asia/Shangai}\n")
+    res = _run("config", "check", str(f))
+    assert res.returncode == 1
+    assert f"{f}: site.timezone: unknown time zone 'Asia/Shangai'" in res.stderr
+    assert "IANA" in res.stderr
+
+
 def test_example_config_is_valid() -> None:
     root = Path(__file__).resolve().parents[2]
     res = _run("config", "check", str(root / "infra/local/citysight.example.yaml"))

@@ -109,6 +109,11 @@ def test_minimal_config_is_valid() -> None:
             "tokens[0].token_env: String should match",
         ),
         ({"services": {"http": {"port": 70000}}}, "services.http.port: Input should be less"),
+        ({"site": {"timezone": "Mars/Olympus"}}, "site.timezone: unknown time zone 'Mars/Olympus'"),
+        ({"site": {"timezone": "asia/shanghai"}}, "site.timezone: unknown time zone"),
+        ({"site": {"timezone": "../etc/passwd"}}, "site.timezone: unknown time zone"),
+        ({"site": {"timezone": "Asia"}}, "site.timezone: unknown time zone 'Asia'"),
+        ({"incidents": {"radius_m": 0}}, "incidents.radius_m: Input should be greater than 0"),
         ({"cameras": [_cam(1), _cam(1)]}, "camera ids repeat: cam-1"),
         ([1, 2], "(top level): must be a mapping"),
     ],
@@ -116,6 +121,13 @@ def test_minimal_config_is_valid() -> None:
 def test_problems_are_reported_with_their_path(doc: Any, expected: str) -> None:
     problems = _problems(doc)
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "Europe/Berlin", "UTC", "Etc/GMT-8", None])
+def test_site_timezone_accepts_iana_names(zone: str | None) -> None:
+    site = parse_config({"site": {"timezone": zone}}).site
+    assert site.timezone == zone
+    assert (site.zone() is None) if zone is None else (str(site.zone()) == zone)
 
 
 def test_every_problem_is_reported_not_just_the_first() -> None:

@@ -88,12 +88,32 @@ export function logout() {
   location.reload();
 }
 
-export const TIME_FMT = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+// Times are shown in the city's zone (site.timezone from /api/config/map), not the
+// browser's: an operator elsewhere sees what the schedules and the street see.
+let TIME_FMT = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+let DATETIME_FMT = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+/** Show times in this IANA zone (null or unknown: the browser's own). */
+export function setTimeZone(timeZone) {
+  if (!timeZone) return;
+  try {
+    TIME_FMT = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone });
+    DATETIME_FMT = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium", timeZone });
+  } catch (err) {
+    console.warn("unknown time zone", timeZone, err);
+  }
+}
 
 export function fmtTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);
   return Number.isNaN(d.getTime()) ? "" : TIME_FMT.format(d);
+}
+
+export function fmtDateTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? "" : DATETIME_FMT.format(d);
 }
 
 export const KIND_TEMPLATES = {};

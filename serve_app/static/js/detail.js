@@ -1,7 +1,7 @@
 /* citysight operations map — The alert detail panel: snapshot with boxes, unredacted reveal, timeline, actions. */
 
 import { upsertAlert } from "./alerts.js";
-import { $, NEXT_ACTIONS, api, fmtTime, hasScope, kindIcon, state, tid } from "./core.js";
+import { $, NEXT_ACTIONS, api, fmtDateTime, fmtTime, hasScope, kindIcon, state, tid } from "./core.js";
 import { showCamera } from "./map.js";
 
 // -- alert detail ------------------------------------------------------------------------
@@ -47,7 +47,7 @@ export function renderDetail(a) {
   const camName = state.cameras.get(a.camera_id);
   tid("detail-camera").textContent = camName && camName.cam.name ? `${camName.cam.name} (${cams})` : cams;
   tid("detail-camera").onclick = () => showCamera(a.camera_id);
-  tid("detail-started").textContent = new Date(a.started_at).toLocaleString();
+  tid("detail-started").textContent = fmtDateTime(a.started_at);
   tid("detail-unit").textContent = a.assigned_unit || "—";
   tid("detail-outcome").textContent = a.outcome || "—";
   const canDispatch = hasScope("alerts:dispatch");

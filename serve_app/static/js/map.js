@@ -1,6 +1,6 @@
 /* citysight operations map — The Leaflet map: graticule base layer, overlays, camera markers (clustered) and popups. */
 
-import { $, HEALTH_COLOURS, api, fmtTime, state } from "./core.js";
+import { $, HEALTH_COLOURS, api, fmtTime, setTimeZone, state } from "./core.js";
 import { openAlert } from "./detail.js";
 
 // -- map ---------------------------------------------------------------------------------
@@ -61,6 +61,7 @@ export function clusterIcon(cluster) {
 
 export async function setupMap() {
   const cfg = await api("/api/config/map");
+  setTimeZone(cfg.timezone);
   const map = L.map("map", { preferCanvas: true, zoomControl: true, worldCopyJump: true });
   state.map = map;
   if (cfg.tile_url) {

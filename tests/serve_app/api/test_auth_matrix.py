@@ -18,7 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from benchmarks.fanout.world import ROLES, make_alert, seed_principals, token_of, world_config
-from citysight.config import CameraConfig
+from citysight.config import CameraConfig, SiteConfig
 from serve_app.http import create_api
 from serve_app.store.alerts import AlertStore
 from serve_app.store.cameras import CameraRegistry
@@ -48,7 +48,7 @@ def client(redis_server: Any) -> Iterator[TestClient]:
     """App over a Redis seeded with principals, alerts, evidence, plates and a camera."""
     r = redis.Redis.from_url(redis_server.url)
     r.flushall()
-    cfg = world_config()
+    cfg = world_config().model_copy(update={"site": SiteConfig(timezone="Asia/Shanghai")})
     seed_principals(r)
     store = AlertStore(r, cfg)
     alerts = [make_alert(i, d) for d in DEPTS for i in range(3)]
@@ -302,6 +302,7 @@ def test_me_health_metrics_openapi(client: TestClient) -> None:
     assert t["expires_in"] == 30 and len(t["ticket"]) > 20
     mp = client.get("/api/config/map", headers=_h("fire")).json()
     assert mp["cameras"][0]["id"] == "cam-1" and "url" not in mp["cameras"][0]
+    assert mp["timezone"] == "Asia/Shanghai"  # the map shows times in the city's zone
 
 
 @pytest.mark.parametrize(

@@ -292,16 +292,11 @@ def test_redelivery_gives_the_same_ids() -> None:
     assert [x.id for x in a] == [x.id for x in b] and len(a) == 1
 
 
-def test_incident_merge_across_cameras() -> None:
-    eng = RulesEngine(cfg(), incident_radius_m=200, incident_window_s=60)
+def test_engine_leaves_incidents_to_the_consumer() -> None:
+    """Merging is global, in Redis (tests/serve_app/rules/test_incidents.py)."""
     f = [(FIRE, 0.5, 0.5, -1)]
-    out = eng.evaluate([fr(c, i, f) for i in range(3) for c in ("c2", "c1", "c3")])
-    by = {a.camera_id: a for a in out.alerts}
-    assert by["c1"].incident_id == by["c2"].incident_id  # ~55 m apart
-    assert set(by["c1"].camera_ids) == {"c1", "c2"}
-    assert by["c3"].incident_id != by["c2"].incident_id  # 111 km away
-    later = eng.evaluate([fr("c1", 100 + i, f, t=T0 + 1000 + i) for i in range(3)]).alerts
-    assert later == [] or later[0].incident_id != by["c2"].incident_id
+    out = RulesEngine(cfg()).evaluate([fr(c, i, f) for i in range(3) for c in ("c2", "c1")])
+    assert [(a.incident_id, a.camera_ids) for a in out.alerts] == [(None, ["c2"]), (None, ["c1"])]
 
 
 def test_camera_offline_once_per_outage() -> None:
