@@ -459,6 +459,20 @@ class RedisService(Strict):
         "Data dir", "Embedded Redis data (AOF) directory.", default=".citysight/redis"
     )
 
+    def connection_url(self) -> str | None:
+        """``url`` with the password from ``password_env`` in it (``None``: embedded Redis).
+
+        The result carries a secret: pass it to clients, never log it.
+
+        Raises:
+            ValueError: ``password_env`` names a variable that is not set.
+        """
+        if not self.url:
+            return None
+        from streams.urls import with_password
+
+        return with_password(self.url, self.password_env, what="Redis password")
+
 
 class RayService(Strict):
     """Ray: external cluster (address) or a private local one."""
@@ -563,6 +577,20 @@ class StreamsService(Strict):
     )
 
 
+class RulesService(Strict):
+    """The rules consumers."""
+
+    consumers: int = _f(
+        "Consumers",
+        "Rules-consumer deployments; the detection shards are split among them (shard s goes "
+        "to consumer s mod N), each one replica with its own consumer name, so a camera's "
+        "rule state lives in exactly one place.",
+        default=1,
+        ge=1,
+        le=256,
+    )
+
+
 class ServicesConfig(Strict):
     """External or embedded services."""
 
@@ -571,6 +599,21 @@ class ServicesConfig(Strict):
     inference: InferenceService = _f("Inference", "Detectors.", default_factory=InferenceService)
     http: HttpService = _f("HTTP", "API.", default_factory=HttpService)
     streams: StreamsService = _f("Streams", "Ingest.", default_factory=StreamsService)
+    rules: RulesService = _f("Rules", "Rules consumers.", default_factory=RulesService)
+
+    @model_validator(mode="after")
+    def _consumers_have_shards(self) -> ServicesConfig:
+        if self.rules.consumers > self.streams.shards:
+            raise ValueError(
+                f"rules.consumers ({self.rules.consumers}) is more than streams.shards "
+                f"({self.streams.shards}): a consumer would own no shard"
+            )
+        return self
+
+    def rules_shard_groups(self) -> list[list[int]]:
+        """The shards of each rules consumer (shard ``s`` goes to consumer ``s mod N``)."""
+        n = self.rules.consumers
+        return [list(range(i, self.streams.shards, n)) for i in range(n)]
 
 
 class GeoOverlay(Strict):

@@ -168,18 +168,24 @@ class Runtime:
 
         rcfg = self.cfg.services.redis
         if rcfg.url:
-            password = os.environ.get(rcfg.password_env) if rcfg.password_env else None
-            client = redis.Redis.from_url(rcfg.url, password=password, socket_timeout=3)
+            from streams.urls import redact_url
+
+            try:
+                # Every client (Serve replicas, stream workers) gets the password this way.
+                url = rcfg.connection_url() or rcfg.url
+            except ValueError as exc:
+                raise ServiceError(f"services.redis.password_env: {exc}") from None
+            client = redis.Redis.from_url(url, socket_timeout=3)
             try:
                 client.ping()
             except redis.RedisError as exc:
                 raise ServiceError(
-                    f"Redis at {rcfg.url} is unreachable ({exc}): start it or fix "
-                    "services.redis.url"
+                    f"Redis at {redact_url(rcfg.url)} is unreachable ({exc}): start it or "
+                    "fix services.redis.url / password_env"
                 ) from None
             finally:
                 client.close()
-            self.redis_url = rcfg.url
+            self.redis_url = url
             return
         data_dir = Path(rcfg.data_dir)
         self.redis = EmbeddedRedis(rcfg.embedded_port, data_dir).start()

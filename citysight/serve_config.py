@@ -20,19 +20,32 @@ IMPORT_PATH = "serve_app.app:build_app"
 
 
 def build_serve_config(
-    cfg: CitysightConfig,
-    *,
-    config_path: str = "/etc/citysight/citysight.yaml",
-    rules_replicas: int = 2,
+    cfg: CitysightConfig, *, config_path: str = "/etc/citysight/citysight.yaml"
 ) -> dict[str, Any]:
     """``serveConfigV2`` for a cluster running ``cfg``.
 
     Args:
         cfg: The deployment's config (the same file ``citysight run`` reads).
-        config_path: Where the config file is mounted in the Ray pods.
-        rules_replicas: Rules-consumer replicas (each owns a share of the detection shards).
+        config_path: Where the config file is mounted in the Ray pods; ``build_app`` reads
+            it there (and the Redis password from ``services.redis.password_env``).
+
+    The rules consumers are one deployment per shard group (``services.rules.consumers``),
+    each exactly one replica: two replicas of one consumer would share a consumer name and
+    split a camera's detections, and with them its rule state.
     """
+    from serve_app.app import rules_deployment_name
+
     http = cfg.services.http
+    n = cfg.services.rules.consumers
+    rules = [
+        {
+            "name": rules_deployment_name(i, n),
+            "num_replicas": 1,
+            "max_ongoing_requests": 100,
+            "ray_actor_options": {"num_cpus": 2},
+        }
+        for i in range(n)
+    ]
     return {
         "applications": [
             {
@@ -48,12 +61,7 @@ def build_serve_config(
                         "max_ongoing_requests": http.max_connections,
                         "ray_actor_options": {"num_cpus": 1},
                     },
-                    {
-                        "name": "RulesConsumer",
-                        "num_replicas": rules_replicas,
-                        "max_ongoing_requests": 100,
-                        "ray_actor_options": {"num_cpus": 2},
-                    },
+                    *rules,
                 ],
             }
         ]

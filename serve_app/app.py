@@ -8,7 +8,8 @@ application with two deployments:
   ``max_ongoing_requests`` is ``services.http.max_connections`` because every open
   WebSocket holds one slot for its whole life (Serve's default of 5 would stall the 6th
   subscriber). Each replica runs its own feed reader, so fan-out works across replicas.
-* ``RulesConsumer`` (``serve_app/deployments/rules.py``), bound into the same app.
+* ``RulesConsumer`` (``serve_app/deployments/rules.py``), bound into the same app: one
+  deployment, or ``RulesConsumer-<i>`` per shard group when ``services.rules.consumers`` > 1.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Ingress:
         Args:
             config: CitysightConfig as a JSON dict.
             redis_url: Redis URL.
-            rules: Handle of the rules deployment (kept so Serve deploys it with the app).
+            rules: Handles of the rules deployments (kept so Serve deploys them with the app).
         """
         self._cfg = CitysightConfig.model_validate(config)
         self._redis_url = redis_url
@@ -46,31 +47,72 @@ class Ingress:
         return create_api(self._cfg, self._redis_url)
 
 
+def app_config(args: dict[str, Any]) -> tuple[CitysightConfig, str]:
+    """The config and Redis URL of :func:`build_app`'s arguments.
+
+    ``config`` (a JSON dict) is what ``citysight run`` passes; ``config_path`` (a YAML file,
+    as mounted in a cluster) is what the generated ``serveConfigV2`` passes. ``redis_url``
+    defaults to the config's ``services.redis.url`` with its password.
+
+    Raises:
+        ValueError: no config, an invalid one, or no Redis to talk to (the message says which).
+    """
+    if args.get("config_path"):
+        from citysight.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(str(args["config_path"]))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+    else:
+        cfg = CitysightConfig.model_validate(args.get("config") or {})
+    redis_url = args.get("redis_url") or cfg.services.redis.connection_url()
+    if not redis_url:
+        raise ValueError(
+            "the Serve app needs Redis: set services.redis.url (an embedded Redis is started "
+            "only by `citysight run`/`demo`) or pass redis_url"
+        )
+    return cfg, str(redis_url)
+
+
+def rules_deployment_name(index: int, consumers: int) -> str:
+    """``RulesConsumer`` alone, else ``RulesConsumer-<index>`` (one per shard group)."""
+    return "RulesConsumer" if consumers == 1 else f"RulesConsumer-{index}"
+
+
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Serve application builder (``serve run serve_app.app:build_app``).
 
     Args:
-        args: ``{"config": <CitysightConfig JSON dict>, "redis_url": str}``; the rules
-            deployment is skipped when ``"rules": false``.
+        args: ``{"config": <CitysightConfig JSON dict>, "redis_url": str}`` or
+            ``{"config_path": "/etc/citysight/citysight.yaml"}`` (see :func:`app_config`);
+            the rules deployments are skipped when ``"rules": false``.
 
     Returns:
-        The bound application.
+        The bound application: ``Ingress`` plus one rules-consumer deployment per shard group
+        (``services.rules.consumers``), each a single replica with a fixed consumer name, so
+        the rule state of a camera lives in exactly one replica.
     """
-    cfg = CitysightConfig.model_validate(args.get("config") or {})
-    redis_url = str(args["redis_url"])
+    cfg, redis_url = app_config(args)
     http = cfg.services.http
-    rules_app = None
+    rules_apps: list[Any] = []
     if args.get("rules", True):
         from serve_app.deployments.rules import RulesConsumer
 
         cfg_json = cfg.model_dump(mode="json")
-        # user_config makes rule edits hot-reloadable (RulesConsumer.reconfigure).
-        # @serve.deployment turned the class into a Deployment (mypy keeps the class type).
-        rules_app = (
-            cast(serve.Deployment, RulesConsumer)
-            .options(user_config={"config": cfg_json})
-            .bind(cfg_json, redis_url)
-        )
+        groups = cfg.services.rules_shard_groups()
+        for i, shards in enumerate(groups):
+            # user_config makes rule edits hot-reloadable (RulesConsumer.reconfigure).
+            # @serve.deployment made the class a Deployment (mypy keeps the class type).
+            rules_apps.append(
+                cast(serve.Deployment, RulesConsumer)
+                .options(
+                    name=rules_deployment_name(i, len(groups)),
+                    num_replicas=1,
+                    user_config={"config": cfg_json},
+                )
+                .bind(cfg_json, redis_url, shards if len(groups) > 1 else None)
+            )
     # Given the class, serve.deployment returns the Deployment (ray annotates the decorator).
     ingress = cast(
         serve.Deployment,
@@ -82,4 +124,4 @@ def build_app(args: dict[str, Any]) -> serve.Application:
             ray_actor_options={"num_cpus": 0},
         ),
     )
-    return ingress.bind(cfg.model_dump(mode="json"), redis_url, rules_app)
+    return ingress.bind(cfg.model_dump(mode="json"), redis_url, rules_apps)

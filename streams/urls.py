@@ -171,12 +171,13 @@ def check_url(url: str, allowed_schemes: Iterable[str] = DEFAULT_SCHEMES) -> str
     return url
 
 
-def with_password(url: str, password_env: str | None) -> str:
+def with_password(url: str, password_env: str | None, what: str = "camera password") -> str:
     """Insert the password from environment variable ``password_env`` into ``url``.
 
     Args:
         url: URL, optionally with a user name.
         password_env: Name of the variable; ``None`` leaves the URL unchanged.
+        what: What the password is for, in the error message.
 
     Raises:
         ValueError: The variable is not set.
@@ -185,7 +186,7 @@ def with_password(url: str, password_env: str | None) -> str:
         return url
     pw = os.environ.get(password_env)
     if pw is None:
-        raise ValueError(f"environment variable {password_env} (camera password) is not set")
+        raise ValueError(f"environment variable {password_env} ({what}) is not set")
     p = urlsplit(url)
     host = p.hostname or ""
     if ":" in host:

@@ -179,3 +179,12 @@ def test_json_schema_and_reference() -> None:
     assert all("description" in p for p in cam["properties"].values())
     md = schema_reference_markdown()
     assert "`cameras.profile`" in md and "analytics_fps" in md and "no_frame_timeout_s" in md
+
+
+def test_rules_consumers_split_the_shards() -> None:
+    cfg = parse_config({"services": {"streams": {"shards": 5}, "rules": {"consumers": 2}}}, "t")
+    assert cfg.services.rules_shard_groups() == [[0, 2, 4], [1, 3]]
+    one = parse_config({}, "t")
+    assert one.services.rules_shard_groups() == [list(range(one.services.streams.shards))]
+    with pytest.raises(ConfigError, match="a consumer would own no shard"):
+        parse_config({"services": {"streams": {"shards": 2}, "rules": {"consumers": 3}}}, "t")

@@ -348,49 +348,38 @@ def test_rayservice_stream_workers_on_gpu_nodes() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
 
 
-EXPECTED_SERVE_CONFIG = {
-    "applications": [
-        {
-            "name": "citysight",
-            "import_path": "serve_app.app:build_app",
-            "route_prefix": "/",
-            "deployment_names": ["Ingress", "RulesConsumer"],
-        }
-    ]
-}
+def _cluster_config() -> Any:
+    """The citysight config that configmap.yaml mounts at /etc/citysight/citysight.yaml."""
+    from citysight.config import parse_config
+
+    text = _find("ConfigMap", "citysight-config")["data"]["citysight.yaml"]
+    return parse_config(yaml.safe_load(text), "configmap.yaml citysight.yaml")
 
 
-def test_serve_config_v2_is_the_citysight_app() -> None:
-    serve = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
-    (app,) = serve["applications"]
-    expected = EXPECTED_SERVE_CONFIG["applications"][0]
-    assert app["name"] == expected["name"]
-    assert app["import_path"] == expected["import_path"]
-    assert app["route_prefix"] == expected["route_prefix"]
-    assert [d["name"] for d in app["deployments"]] == expected["deployment_names"]
+def test_cluster_config_is_a_valid_citysight_config() -> None:
+    """Strict validation (unknown keys are errors): the pods would refuse a bad file."""
+    cfg = _cluster_config()
+    redis = cfg.services.redis
+    assert redis.url and redis.password_env == "REDIS_PASSWORD"  # the Secret's variable
+    assert cfg.services.inference.type == "triton" and cfg.services.inference.triton_url
+    assert cfg.services.rules.consumers <= cfg.services.streams.shards
+
+
+def test_serve_config_v2_is_generated_from_the_cluster_config() -> None:
+    from citysight.serve_config import build_serve_config
+
+    embedded = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
+    assert embedded == build_serve_config(_cluster_config())
+    (app,) = embedded["applications"]
+    assert app["import_path"] == "serve_app.app:build_app"
+    assert app["args"] == {"config_path": "/etc/citysight/citysight.yaml"}
     # WebSockets hold a slot each for their whole life (RECIPES.md): default 5 is too low.
     ingress = app["deployments"][0]
-    assert ingress["max_ongoing_requests"] >= 1000
-
-
-def test_serve_config_matches_generated_when_available() -> None:
-    """Once build_serve_config exists, the hand-written serveConfigV2 must match it."""
-    serve_config = pytest.importorskip("citysight.serve_config")
-    if not hasattr(serve_config, "build_serve_config"):
-        pytest.skip("citysight.serve_config.build_serve_config not written yet")
-    config_mod = pytest.importorskip("citysight.config")
-    cfg = config_mod.CitysightConfig.model_validate({})
-    generated = serve_config.build_serve_config(cfg)
-    if isinstance(generated, str):
-        generated = yaml.safe_load(generated)
-    by_hand = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
-    key = ("name", "import_path", "route_prefix")
-    assert [{k: a[k] for k in key} for a in generated["applications"]] == [
-        {k: a[k] for k in key} for a in by_hand["applications"]
-    ]
-    assert [[d["name"] for d in a["deployments"]] for a in generated["applications"]] == [
-        [d["name"] for d in a["deployments"]] for a in by_hand["applications"]
-    ]
+    assert ingress["name"] == "Ingress" and ingress["max_ongoing_requests"] >= 1000
+    # One single-replica deployment per shard group: a camera's rule state in one place.
+    rules = app["deployments"][1:]
+    assert [d["name"] for d in rules] == ["RulesConsumer-0", "RulesConsumer-1"]
+    assert all(d["num_replicas"] == 1 for d in rules)
 
 
 def test_triton_daemonset() -> None:

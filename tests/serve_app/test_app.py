@@ -8,6 +8,7 @@ Serve proxy, each receiving its department's alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -82,3 +83,88 @@ def test_build_app_serves_rest_and_websockets(ray_local: None, redis_url: str) -
         serve.delete("citysight")
         serve.shutdown()
         r.close()
+
+
+def test_cluster_app_from_a_config_file(
+    ray_local: None, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What serveConfigV2 deploys: ``{"config_path": ...}`` only, a password-protected Redis
+    (password from ``services.redis.password_env``) and two rules consumers, each owning its
+    own shards under its own consumer name."""
+    import yaml
+    from ray import serve
+
+    from citysight.contracts import FrameResult, ObjectClass, detections_stream
+    from citysight.services.redis_server import EmbeddedRedis
+    from serve_app.app import build_app
+    from serve_app.consumer import GROUP
+
+    srv = EmbeddedRedis(free_port(), tmp_path / "redis", appendonly=False).start()
+    try:
+        redis.Redis.from_url(srv.url).config_set("requirepass", "s3 cr3t/@")
+        monkeypatch.setenv("CS_TEST_REDIS_PASSWORD", "s3 cr3t/@")
+        cams = [f"c{i}" for i in range(4)]
+        cfg = {
+            "cameras": [
+                {"id": c, "url": f"rtsp://h/{c}", "latitude": 1, "longitude": 2} for c in cams
+            ],
+            "departments": [{"id": "fire"}],
+            "routing": [{"kind": "*", "department": "fire"}],
+            "rules": [{"id": "fire", "type": "presence", "kind": "fire", "classes": ["fire"]}],
+            "services": {
+                "redis": {"url": srv.url, "password_env": "CS_TEST_REDIS_PASSWORD"},
+                "streams": {"shards": 4},
+                "rules": {"consumers": 2},
+            },
+        }
+        path = tmp_path / "citysight.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        serve.run(build_app({"config_path": str(path)}), name="cluster", route_prefix=None)
+        r = redis.Redis.from_url(srv.url, password="s3 cr3t/@")
+        for shard, cam in enumerate(cams):  # one camera's frames on each shard
+            for i in range(5):
+                f = FrameResult(
+                    camera_id=cam,
+                    frame_time=time.time(),
+                    frame_no=i,
+                    width=10,
+                    height=10,
+                    boxes=[[1, 1, 5, 5]],
+                    scores=[0.9],
+                    class_ids=[int(ObjectClass.FIRE)],
+                )
+                r.xadd(detections_stream(shard), {"d": f.to_msgpack()})
+        deadline = time.monotonic() + 60
+        while r.zcard("citysight:alerts:all") < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert r.zcard("citysight:alerts:all") == 4
+        owners = {
+            shard: {c["name"].decode() for c in r.xinfo_consumers(detections_stream(shard), GROUP)}
+            for shard in range(4)
+        }
+        assert owners == {0: {"rules-0-2"}, 1: {"rules-1-3"}, 2: {"rules-0-2"}, 3: {"rules-1-3"}}
+        status = serve.status().applications["cluster"].deployments
+        assert {"RulesConsumer-0", "RulesConsumer-1", "Ingress"} <= set(status)
+    finally:
+        with contextlib.suppress(Exception):
+            serve.delete("cluster")
+        srv.stop()
+
+
+def test_app_config_errors_are_clear(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve_app.app import app_config
+
+    with pytest.raises(ValueError, match="needs Redis"):
+        app_config({"config": {}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services:\n  redis:\n    urll: redis://x\n")
+    with pytest.raises(ValueError, match=r"services\.redis\.urll"):
+        app_config({"config_path": str(bad)})
+    monkeypatch.delenv("CS_UNSET_PASSWORD", raising=False)
+    cfg = {"services": {"redis": {"url": "redis://h:6379/0", "password_env": "CS_UNSET_PASSWORD"}}}
+    with pytest.raises(ValueError, match=r"CS_UNSET_PASSWORD \(Redis password\) is not set"):
+        app_config({"config": cfg})
+    monkeypatch.setenv("CS_UNSET_PASSWORD", "p@ss")
+    _, url = app_config({"config": cfg})
+    assert url == "redis://:p%40ss@h:6379/0"
+    assert redis.connection.parse_url(url)["password"] == "p@ss"
