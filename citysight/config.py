@@ -506,6 +506,17 @@ class InferenceService(Strict):
     )
     timeout_ms: int = _f("Timeout", "Per-request timeout.", default=2000, ge=10, le=60000)
     max_inflight: int = _f("In-flight", "Requests in flight per worker.", default=4, ge=1, le=256)
+    shared_memory: Literal["auto", "system", "cuda", "off"] = _f(
+        "Shared memory",
+        "How frames reach Triton: auto = system shared memory when Triton is on this host, "
+        "else in the gRPC payload; system = POSIX shared memory; cuda = CUDA IPC regions on "
+        "cuda_device (same GPU node; needs the cuda-python package, falls back to system "
+        "with the reason in /health); off = always in the payload.",
+        default="auto",
+    )
+    cuda_device: int = _f(
+        "CUDA device", "GPU of the CUDA shared-memory regions.", default=0, ge=0, le=63
+    )
     tiers: dict[str, list[str]] = _f(
         "Tiers",
         "Tier order per detector, strongest first, e.g. {fire_smoke: [yolo, classical]}; "

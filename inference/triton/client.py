@@ -2,11 +2,13 @@
 
 Frames go to the python-backend models of ``model_repo/`` over gRPC; when the server is on this
 host they travel through POSIX system shared memory (one region per in-flight slot) instead of
-the gRPC payload. Requests are bounded (``max_inflight`` slots) and time out
-(``timeout_ms``). A failed, slow or absent Triton never blocks or raises into the decoder: the
-affected frames are dropped and counted (:meth:`TritonClient.health`), the client probes the
-server at most every ``retry_interval_s`` while it is down and resumes (re-registering its
-shared memory) once it is ready again.
+the gRPC payload, or through CUDA IPC regions on a GPU node (``shared_memory: cuda``; without
+``cuda-python`` or when the server refuses them the client falls back to system shared memory
+and says why in :meth:`TritonClient.health`). Requests are bounded (``max_inflight`` slots)
+and time out (``timeout_ms``). A failed, slow or absent Triton never blocks or raises into the
+decoder: the affected frames are dropped and counted (:meth:`TritonClient.health`), the client
+probes the server at most every ``retry_interval_s`` while it is down and resumes
+(re-registering its shared memory) once it is ready again.
 
 Dropped frames are left out of the returned list, so ``len(results)`` can be below
 ``len(batch)``; a frame is returned only when every detector it asked for answered.
@@ -42,42 +44,87 @@ RESTART_WINDOW_S = 60.0
 
 
 class _Slot:
-    """One in-flight request slot, with its own shared-memory region when enabled."""
+    """One in-flight request slot, with its own shared-memory region when enabled.
 
-    def __init__(self, index: int, prefix: str) -> None:
+    ``kind`` is ``system`` (POSIX shared memory) or ``cuda`` (a CUDA IPC region on
+    ``device``); the client switches a slot's kind (dropping its region) while holding it.
+    """
+
+    def __init__(self, index: int, prefix: str, kind: str = "system", device: int = 0) -> None:
         self.name = f"{prefix}_{index}"
         self.key = f"/{self.name}"
+        self.kind = kind
+        self.device = device
         self.handle: Any = None
         self.size = 0
         self.registered = False
 
-    def ensure(self, nbytes: int, client: Any) -> None:
-        """Grow (re-create and re-register) the region to hold ``nbytes``."""
+    def _module(self) -> Any:
+        if self.kind == "cuda":
+            import tritonclient.utils.cuda_shared_memory as cudashm
+
+            return cudashm
         import tritonclient.utils.shared_memory as shm
 
+        return shm
+
+    def ensure(self, nbytes: int, client: Any) -> None:
+        """Grow (re-create and re-register) the region to hold ``nbytes``."""
         if self.handle is not None and self.size >= nbytes and self.registered:
             return
+        mod = self._module()
         if self.handle is None or self.size < nbytes:
             self.drop(client)
             size = max(nbytes, 1 << 20)
-            self.handle = shm.create_shared_memory_region(self.name, self.key, size)
+            if self.kind == "cuda":
+                self.handle = mod.create_shared_memory_region(self.name, size, self.device)
+            else:
+                self.handle = mod.create_shared_memory_region(self.name, self.key, size)
             self.size = size
-        client.register_system_shared_memory(self.name, self.key, self.size)
+        if self.kind == "cuda":
+            raw = mod.get_raw_handle(self.handle)
+            client.register_cuda_shared_memory(self.name, raw, self.device, self.size)
+        else:
+            client.register_system_shared_memory(self.name, self.key, self.size)
         self.registered = True
+
+    def write(self, frames: npt.NDArray[np.uint8]) -> None:
+        """Copy ``frames`` into the region (host to device for CUDA)."""
+        self._module().set_shared_memory_region(self.handle, [np.ascontiguousarray(frames)])
 
     def drop(self, client: Any) -> None:
         """Unregister and destroy the region (errors ignored: the server may be gone)."""
-        import tritonclient.utils.shared_memory as shm
-
         if self.registered:
+            unregister = (
+                client.unregister_cuda_shared_memory
+                if self.kind == "cuda"
+                else client.unregister_system_shared_memory
+            )
             with contextlib.suppress(Exception):
-                client.unregister_system_shared_memory(self.name)
+                unregister(self.name)
             self.registered = False
         if self.handle is not None:
             with contextlib.suppress(Exception):
-                shm.destroy_shared_memory_region(self.handle)
+                self._module().destroy_shared_memory_region(self.handle)
             self.handle = None
             self.size = 0
+
+
+def resolve_shared_memory(mode: str, host: str) -> tuple[str, str]:
+    """The shared-memory kind to use (``system``, ``cuda`` or ``off``) and why, if it differs.
+
+    ``auto`` means system shared memory for a Triton on this host and none otherwise;
+    ``cuda`` needs NVIDIA's ``cuda-python`` (imported by tritonclient's CUDA utilities) and
+    falls back to system shared memory without it.
+    """
+    if mode == "auto":
+        return ("system" if host in LOCAL_HOSTS else "off"), ""
+    if mode == "cuda":
+        try:
+            import tritonclient.utils.cuda_shared_memory  # noqa: F401
+        except (ImportError, RuntimeError) as exc:
+            return "system", f"CUDA shared memory unavailable ({exc}); using system shared memory"
+    return mode, ""
 
 
 class TritonClient:
@@ -123,11 +170,19 @@ class TritonClient:
         self.supervise = self._own_server if supervise is None else supervise
         self._restarts: list[float] = []
         host = self.url.rsplit(":", 1)[0]
-        self.use_shm = host in LOCAL_HOSTS if use_shm is None else use_shm
+        mode = cfg.shared_memory if use_shm is None else ("system" if use_shm else "off")
+        self.shm_kind, self.shm_note = resolve_shared_memory(mode, host)
+        if self.shm_note:
+            logger.warning("triton client: %s", self.shm_note)
+        self.use_shm = self.shm_kind != "off"
+        self.cuda_device = cfg.cuda_device
         self._client = grpcclient.InferenceServerClient(self.url)
         prefix = f"cs{os.getpid()}x{id(self) & 0xFFFFFF:x}"
         self._slots: queue.Queue[_Slot] = queue.Queue()
-        self._all_slots = [_Slot(i, prefix) for i in range(self.max_inflight)]
+        kind = self.shm_kind if self.use_shm else "system"
+        self._all_slots = [
+            _Slot(i, prefix, kind, self.cuda_device) for i in range(self.max_inflight)
+        ]
         for slot in self._all_slots:
             self._slots.put(slot)
         self._pool = ThreadPoolExecutor(self.max_inflight, thread_name_prefix="triton-infer")
@@ -206,6 +261,8 @@ class TritonClient:
                 "state": "down" if down else "running",
                 "down_for_s": round(time.monotonic() - since, 3) if since is not None else 0.0,
                 "shared_memory": self.use_shm,
+                "shared_memory_kind": self.shm_kind,
+                "shared_memory_note": self.shm_note,
                 "max_inflight": self.max_inflight,
                 "timeout_ms": round(self.timeout_s * 1000),
                 "frames_ok": self._counts["frames_ok"],
@@ -350,7 +407,6 @@ class TritonClient:
         self, model: str, frames: npt.NDArray[np.uint8], cams: npt.NDArray[Any], slot: _Slot
     ) -> Any:
         import tritonclient.grpc as grpcclient
-        import tritonclient.utils.shared_memory as shm
 
         self._count("requests")
         inp = grpcclient.InferInput("FRAMES", list(frames.shape), "UINT8")
@@ -359,14 +415,35 @@ class TritonClient:
             if self._slot_generation[index] != self._generation:
                 slot.registered = False  # the server restarted: its registrations are gone
                 self._slot_generation[index] = self._generation
-            slot.ensure(frames.nbytes, self._client)
-            shm.set_shared_memory_region(slot.handle, [np.ascontiguousarray(frames)])
+            if slot.kind != self.shm_kind:  # the client fell back from CUDA meanwhile
+                slot.drop(self._client)
+                slot.kind = self.shm_kind
+            try:
+                slot.ensure(frames.nbytes, self._client)
+            except Exception as exc:
+                if slot.kind != "cuda":
+                    raise
+                # E.g. a Triton built without GPU support, or no usable device here: CUDA
+                # regions cannot work, so every slot moves to system shared memory.
+                self._fall_back_to_system_shm(f"CUDA shared memory refused ({exc})")
+                slot.drop(self._client)
+                slot.kind = "system"
+                slot.ensure(frames.nbytes, self._client)
+            slot.write(frames)
             inp.set_shared_memory(slot.name, frames.nbytes)
         else:
             inp.set_data_from_numpy(frames)
         ids = grpcclient.InferInput("CAMERA_IDS", list(cams.shape), "BYTES")
         ids.set_data_from_numpy(cams)
         return self._client.infer(model, [inp, ids], client_timeout=self.timeout_s)
+
+    def _fall_back_to_system_shm(self, why: str) -> None:
+        with self._lock:
+            if self.shm_kind != "cuda":
+                return
+            self.shm_kind = "system"
+            self.shm_note = f"{why}; using system shared memory"
+        logger.warning("triton client: %s", self.shm_note)
 
     def _decode(self, model: str, result: Any) -> list[DetectorOutput]:
         count = result.as_numpy("COUNT")[:, 0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -229,3 +230,79 @@ def test_supervised_local_triton_is_restarted(models_dir: Path, tmp_path: Path) 
     finally:
         client.close()
         server.close()
+
+
+# -- CUDA shared memory ---------------------------------------------------------------------
+
+
+def test_shared_memory_modes_resolve() -> None:
+    from inference.triton.client import resolve_shared_memory
+
+    assert resolve_shared_memory("auto", "127.0.0.1") == ("system", "")
+    assert resolve_shared_memory("auto", "triton.citysight.svc") == ("off", "")
+    assert resolve_shared_memory("system", "triton.citysight.svc") == ("system", "")
+    assert resolve_shared_memory("off", "127.0.0.1") == ("off", "")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("cuda") is not None, reason="cuda-python is installed here"
+)
+def test_cuda_shared_memory_without_cuda_python_falls_back(
+    triton: LocalTriton, ort: OrtClient, eval_images: Callable[..., Any]
+) -> None:
+    c = TritonClient(
+        InferenceService(type="triton", timeout_ms=60000, shared_memory="cuda"),
+        server=triton,
+        url=triton.grpc_url,
+    )
+    try:
+        h = c.health()
+        assert h["shared_memory_kind"] == "system" and h["shared_memory"] is True
+        assert "cuda-python" in h["shared_memory_note"]
+        batch = _batch([im for im, _ in eval_images("faces", 2)], "cudafb-", frozenset({"face"}))
+        _assert_same(c.infer(batch), ort.infer(batch))
+    finally:
+        c.close()
+
+
+class FakeCudaShm:
+    """A fake of tritonclient's CUDA shared-memory module on a host whose GPU cannot be used
+    (named as a fake: CUDA IPC needs hardware this machine does not have)."""
+
+    def create_shared_memory_region(self, name: str, size: int, device: int) -> Any:
+        raise RuntimeError(f"cudaErrorNoDevice creating {name} on GPU {device}")
+
+    def destroy_shared_memory_region(self, handle: Any) -> None:
+        raise AssertionError("nothing was created")
+
+
+def test_refused_cuda_regions_move_every_slot_to_system_shm(
+    triton: LocalTriton,
+    ort: OrtClient,
+    eval_images: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inference.triton import client as client_mod
+
+    real_module = client_mod._Slot._module
+    monkeypatch.setattr(
+        client_mod._Slot,
+        "_module",
+        lambda self: FakeCudaShm() if self.kind == "cuda" else real_module(self),
+    )
+    c = TritonClient(
+        InferenceService(type="triton", timeout_ms=60000), server=triton, url=triton.grpc_url
+    )
+    try:
+        c.shm_kind = "cuda"  # as if cuda-python had imported
+        for slot in c._all_slots:
+            slot.kind = "cuda"
+        frames = [im for im, _ in eval_images("faces", 2)]
+        batch = _batch(frames, "cudaref-", frozenset({"face"}))
+        _assert_same(c.infer(batch), ort.infer(batch))  # no frame lost to the fallback
+        h = c.health()
+        assert h["shared_memory_kind"] == "system" and h["frames_dropped"] == 0
+        assert "cudaErrorNoDevice" in h["shared_memory_note"]
+        assert h["ready"]
+    finally:
+        c.close()
