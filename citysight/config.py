@@ -422,6 +422,22 @@ class InferenceService(Strict):
     )
     timeout_ms: int = _f("Timeout", "Per-request timeout.", default=2000, ge=10, le=60000)
     max_inflight: int = _f("In-flight", "Requests in flight per worker.", default=4, ge=1, le=256)
+    execution_provider: Literal["cpu", "cuda", "tensorrt"] = _f(
+        "Execution provider",
+        "ONNX Runtime execution provider of the detectors, in-process and inside the bundled "
+        "Triton's python models. cuda and tensorrt need an onnxruntime build that has them "
+        "(onnxruntime-gpu); otherwise the detectors warn and run on the CPU. /health reports "
+        "the provider each detector really uses.",
+        default="cpu",
+    )
+    ort_max_batch: int = _f(
+        "ONNX Runtime max batch",
+        "Frames per ONNX Runtime call of a batchable detector model; a detector given more "
+        "frames at once runs them in chunks of this size.",
+        default=32,
+        ge=1,
+        le=256,
+    )
     tiers: dict[str, list[str]] = _f(
         "Tiers",
         "Tier order per detector, strongest first, e.g. {fire_smoke: [yolo, classical]}; "

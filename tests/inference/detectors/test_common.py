@@ -39,5 +39,5 @@ def test_read_image_unreadable_names_the_file(tmp_path: Path, content: bytes | N
     path = tmp_path / "broken.jpg"
     if content is not None:
         path.write_bytes(content)
-    with pytest.raises(ValueError, match="broken.jpg"):
+    with pytest.raises(ValueError, match=r"broken\.jpg"):
         read_image(path)
