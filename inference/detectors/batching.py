@@ -18,6 +18,7 @@ batching can never change detections.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -218,3 +219,33 @@ class BatchedModel:
         if len(parts) == 1:
             return parts[0]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(self.output_names))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m inference.detectors.batching SRC DEST``: write a batchable copy of SRC.
+
+    For Triton's native onnxruntime / tensorrt backends (``model_repo/production``), which
+    need the batch dimension in the file itself. The copy is checked like at load time.
+    """
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m inference.detectors.batching", description=main.__doc__
+    )
+    p.add_argument("src", type=Path, help="ONNX file with a fixed batch of 1")
+    p.add_argument("dest", type=Path, help="where to write the batchable copy")
+    p.add_argument("--spatial", action="store_true", help="also make height and width symbolic")
+    p.add_argument("--scale", type=float, default=1.0, help="input pixel range of the check")
+    args = p.parse_args(argv)
+    net = BatchedModel(args.src, spatial=args.spatial, check_hw=(96, 128), check_scale=args.scale)
+    if not net.batchable:
+        print(f"error: {args.src.name} cannot run batched: {net.reason}", file=sys.stderr)
+        return 1
+    args.dest.parent.mkdir(parents=True, exist_ok=True)
+    args.dest.write_bytes(batch_symbolic(args.src, args.spatial))
+    print(f"written {args.dest} (input {net.input_shape})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -186,16 +186,31 @@ class YuNetFace:
         for i, f in enumerate(frames):
             groups.setdefault((_pad32(f.shape[0]), _pad32(f.shape[1])), []).append(i)
         for (ph, pw), idx in groups.items():
-            # Raw BGR 0..255, zero padding bottom/right (cv2.dnn.blobFromImage of the pad).
-            x = np.zeros((len(idx), 3, ph, pw), np.float32)
-            for j, i in enumerate(idx):
-                h, w = frames[i].shape[:2]
-                x[j, :, :h, :w] = frames[i].transpose(2, 0, 1)
+            x = self.preprocess([frames[i] for i in idx])
             outputs = dict(zip(self.net.output_names, self.net.run(x), strict=True))
             for j, i in enumerate(idx):
                 row = {k: v[j] for k, v in outputs.items()}
                 out[i] = _from_rows(decode_yunet(row, (ph, pw), self.score_threshold))
         return [o for o in out if o is not None]
+
+    def preprocess(self, frames: list[npt.NDArray[np.uint8]]) -> F32:
+        """``[N, 3, H', W']`` input of frames sharing one size padded to multiples of 32.
+
+        Raw BGR 0..255 with zero padding bottom/right, as ``cv2.dnn.blobFromImage`` of
+        OpenCV's padded frame.
+
+        Raises:
+            ValueError: the frames pad to different sizes.
+        """
+        sizes = {(_pad32(f.shape[0]), _pad32(f.shape[1])) for f in frames}
+        if len(sizes) != 1:
+            raise ValueError(f"frames pad to {len(sizes)} sizes; group them first")
+        ph, pw = sizes.pop()
+        x = np.zeros((len(frames), 3, ph, pw), np.float32)
+        for j, frame in enumerate(frames):
+            h, w = frame.shape[:2]
+            x[j, :, :h, :w] = frame.transpose(2, 0, 1)
+        return x
 
     def _detect_cv(self, frame: npt.NDArray[np.uint8]) -> F32:
         assert self._cv is not None

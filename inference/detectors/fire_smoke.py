@@ -254,13 +254,18 @@ class YoloFireSmoke:
             spec = YoloSpec.for_layout(meta["layout"], int(meta.get("size", 640)))
         self._model = YoloModel(model, spec, conf=float(meta.get("conf", 0.35)))
         self.model_file = str(model)
-        self.batchable = self._model.net.batchable
-        self.provider = self._model.net.provider
+        self.net = self._model.net
+        self.batchable = self.net.batchable
+        self.provider = self.net.provider
         self._map = {
             i: (ObjectClass.SMOKE if "smoke" in c else ObjectClass.FIRE)
             for i, c in enumerate(classes)
             if "fire" in c or "smoke" in c
         }
+
+    def preprocess(self, frames: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """The network input of ``frames`` (letterboxed ``[N, 3, S, S]``)."""
+        return self._model.preprocess(frames)[0]
 
     def detect(
         self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]

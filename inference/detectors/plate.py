@@ -101,15 +101,18 @@ class Y5fuPlate:
 
     def _raw_many(self, frames: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.floating[Any]]]:
         """Plate rows of each frame from one batched detector run (see :meth:`_decode`)."""
-        x = np.empty((len(frames), 3, self.size, self.size), np.float32)
-        scales = []
-        for i, frame in enumerate(frames):
-            canvas, scale = letterbox(frame[:, :, ::-1], self.size, 0)
-            x[i] = canvas.transpose(2, 0, 1)
-            scales.append(scale)
-        x /= 255.0
-        preds: F32 = self.net.run(x)[0]
+        preds: F32 = self.net.run(self.preprocess(frames))[0]
+        # letterbox()'s scale: frame pixels = input pixels / scale
+        scales = [min(self.size / f.shape[0], self.size / f.shape[1]) for f in frames]
         return [self._decode(p, s) for p, s in zip(preds, scales, strict=True)]
+
+    def preprocess(self, frames: list[npt.NDArray[np.uint8]]) -> F32:
+        """Letterboxed RGB ``[N, 3, S, S]`` 0..1 network input."""
+        x = np.empty((len(frames), 3, self.size, self.size), np.float32)
+        for i, frame in enumerate(frames):
+            x[i] = letterbox(frame[:, :, ::-1], self.size, 0)[0].transpose(2, 0, 1)
+        x /= 255.0
+        return x
 
     def _decode(self, pred: F32, scale: float) -> npt.NDArray[np.floating[Any]]:
         """``(M, 14)`` rows in frame pixels: box, score, 4 corners, layer class."""

@@ -61,10 +61,15 @@ class YoloxVending:
     def __init__(self, model: Path, conf: float = 0.3) -> None:
         self._model = YoloModel(model, YoloSpec.for_layout(YoloLayout.YOLOX, 416), conf=conf)
         self.model_file = str(model)
-        self.batchable = self._model.net.batchable
-        self.provider = self._model.net.provider
+        self.net = self._model.net
+        self.batchable = self.net.batchable
+        self.provider = self.net.provider
         self._cue = StationaryCue()
         self._lock = threading.Lock()
+
+    def preprocess(self, frames: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """The network input of ``frames`` (letterboxed ``[N, 3, 416, 416]``)."""
+        return self._model.preprocess(frames)[0]
 
     def detect(
         self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]

@@ -247,6 +247,15 @@ class LocalTriton:
         cmd += [f"--load-model={m}" for m in self.model_names()]
         return cmd
 
+    def environment(self) -> dict[str, str]:
+        """The server's environment: :func:`server_env` plus tiers and ONNX Runtime options."""
+        env = server_env(self.models_dir)
+        if self.ort is not None:
+            env.update(self.ort.env())
+        if self.tiers:
+            env[TIERS_ENV] = ",".join(f"{k}={'+'.join(v)}" for k, v in self.tiers.items())
+        return env
+
     def model_names(self) -> list[str]:
         """Models this server loads: the explicit list, or every folder with a config."""
         if self.models is not None:
@@ -272,11 +281,7 @@ class LocalTriton:
                 free_port(),
                 free_port(),
             )
-        env = server_env(self.models_dir)
-        if self.ort is not None:
-            env.update(self.ort.env())
-        if self.tiers:
-            env[TIERS_ENV] = ",".join(f"{k}={'+'.join(v)}" for k, v in self.tiers.items())
+        env = self.environment()
         log = self.log_path.open("ab")
         logger.info(
             "starting tritonserver (http %s, grpc %s) on %s",

@@ -1,0 +1,162 @@
+"""In-process frames/s per batch size (``citysight bench inference --batches 1,8,32,64``).
+
+For each model and batch size ``B``, on the same frames in the same run:
+
+* ``detect``: ``detector.detect(B frames)`` end to end (pre-processing, the batched ONNX
+  Runtime run, decoding; the plate model also reads every plate found);
+* ``net``: the network alone on an already pre-processed ``[B, 3, H, W]`` input, the part a
+  GPU speeds up.
+
+``gain_vs_b1`` is each one's frames/s over its own batch-1 figure. A model whose graph
+cannot run batched (``batchable`` false) runs one frame per ONNX Runtime call at every ``B``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks.inference.measure import measure
+
+logger = logging.getLogger(__name__)
+
+
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def gpu_name() -> str | None:
+    """The planner's name (``H100``, ``L40S``...) of this machine's first NVIDIA GPU, if any."""
+    from benchmarks.planner.model import PUBLISHED
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        text = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    first = text.splitlines()[0].upper() if text.strip() else ""
+    # Longest first: "L40S" must not be read as "L4".
+    for name in sorted(PUBLISHED, key=len, reverse=True):
+        if name.upper() in first:
+            return name
+    return None
+
+
+def planner_section(results: dict[str, Any], gpu: str | None) -> dict[str, Any] | None:
+    """``citysight plan``'s measured rates: best ``net`` frames/s per model on this GPU.
+
+    Only for models that really ran on a GPU provider; ``None`` when there are none (a CPU
+    run must never stand in for a GPU rate).
+    """
+    if gpu is None:
+        return None
+    rates = {
+        model: max(row["net"]["frames_per_s"] for row in r["batches"].values())
+        for model, r in results.items()
+        if r["provider"] in GPU_PROVIDERS and all("net" in row for row in r["batches"].values())
+    }
+    return {"inference_fps_per_gpu": {gpu: rates}} if rates else None
+
+
+def _net(det: Any) -> Any:
+    """The detector's :class:`inference.detectors.batching.BatchedModel`, if it has one."""
+    return getattr(det, "net", None)
+
+
+def bench_batches(
+    model: str,
+    frames: list[npt.NDArray[np.uint8]],
+    models_dir: Path,
+    batches: list[int],
+    seconds: float,
+    ort: Any,
+) -> dict[str, Any]:
+    """Frames/s and latency of one model at each batch size."""
+    from inference.detectors.base import load_detector
+
+    # Any: preprocess() and net belong to the ONNX Runtime tiers, not to the protocol
+    det: Any = load_detector(model, models_dir, ort=ort)
+    net = _net(det)
+    out: dict[str, Any] = {
+        "tier": det.tier,
+        "model_file": Path(det.model_file).name if det.model_file else None,
+        "provider": getattr(det, "provider", None),
+        "batchable": bool(getattr(det, "batchable", False)),
+        "max_batch": net.max_batch if net is not None else None,
+        "batches": {},
+    }
+    if net is None:
+        out["note"] = "no ONNX Runtime network in this tier: detect() only"
+    for b in batches:
+        chunk = [frames[i % len(frames)] for i in range(b)]
+        cams = [f"b{i % 4}" for i in range(b)]
+        row: dict[str, Any] = {}
+        if net is not None:
+            x = det.preprocess(chunk)
+
+            def run_net(_i: int, x: npt.NDArray[np.float32] = x) -> int:
+                net.run(x)
+                return len(x)
+
+            row["net"] = measure(run_net, seconds)
+
+        def run_detect(_i: int, c: list[Any] = chunk, k: list[str] = cams) -> int:
+            return len(det.detect(c, k))
+
+        row["detect"] = measure(run_detect, seconds)
+        out["batches"][str(b)] = row
+        logger.info("%s batch %d: %s", model, b, row)
+    base = out["batches"][str(batches[0])]
+    for row in out["batches"].values():
+        for part, m in row.items():
+            m["gain_vs_b1"] = round(m["frames_per_s"] / max(base[part]["frames_per_s"], 1e-9), 2)
+    return out
+
+
+def run_batches(
+    models: list[str],
+    models_dir: Path,
+    frames: list[npt.NDArray[np.uint8]],
+    batches: list[int],
+    seconds: float,
+    ort: Any,
+) -> dict[str, Any]:
+    """The ``--batches`` result document."""
+    import onnxruntime
+
+    results = {m: bench_batches(m, frames, models_dir, batches, seconds, ort) for m in models}
+    doc: dict[str, Any] = {
+        "benchmark": "inference-batch",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "provider_requested": ort.provider,
+        "onnxruntime": onnxruntime.__version__,
+        "available_providers": onnxruntime.get_available_providers(),
+        "frame": list(frames[0].shape),
+        "batches": batches,
+        "seconds_per_measurement": seconds,
+        "models": results,
+        "notes": "In-process ONNX Runtime, one intra-op thread per session; the same frames "
+        "at every batch size in one run, so gain_vs_b1 is comparable within the run. "
+        "net: the network alone on pre-processed input; detect: the detector end to end.",
+    }
+    gpu = gpu_name()
+    doc["gpu"] = gpu
+    planner = planner_section(results, gpu)
+    if planner is not None:
+        # The network rate at the best batch size, which is what the planner's assumed
+        # figures describe; pre- and post-processing run on CPU cores next to it.
+        doc["planner"] = planner
+    return doc
