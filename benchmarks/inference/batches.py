@@ -3,7 +3,8 @@
 For each model and batch size ``B``, on the same frames in the same run:
 
 * ``detect``: ``detector.detect(B frames)`` end to end (pre-processing, the batched ONNX
-  Runtime run, decoding; the plate model also reads every plate found);
+  Runtime run, decoding; the plate model also reads every plate found), each call taking the
+  next ``B`` frames of one cycle of real frames, so every batch size sees the same scenes;
 * ``net``: the network alone on an already pre-processed ``[B, 3, H, W]`` input, the part a
   GPU speeds up.
 
@@ -100,12 +101,11 @@ def bench_batches(
     }
     if net is None:
         out["note"] = "no ONNX Runtime network in this tier: detect() only"
+    n = len(frames)
     for b in batches:
-        chunk = [frames[i % len(frames)] for i in range(b)]
-        cams = [f"b{i % 4}" for i in range(b)]
         row: dict[str, Any] = {}
         if net is not None:
-            x = det.preprocess(chunk)
+            x = det.preprocess([frames[j % n] for j in range(b)])
 
             def run_net(_i: int, x: npt.NDArray[np.float32] = x) -> int:
                 net.run(x)
@@ -113,8 +113,11 @@ def bench_batches(
 
             row["net"] = measure(run_net, seconds)
 
-        def run_detect(_i: int, c: list[Any] = chunk, k: list[str] = cams) -> int:
-            return len(det.detect(c, k))
+        def run_detect(i: int, b: int = b) -> int:
+            # Call i takes the next b frames of the cycle, so every batch size sees the same
+            # mix of scenes (the plate model's cost depends on how many plates it reads).
+            idx = [(i * b + j) % n for j in range(b)]
+            return len(det.detect([frames[k] for k in idx], [f"b{k % 4}" for k in idx]))
 
         row["detect"] = measure(run_detect, seconds)
         out["batches"][str(b)] = row

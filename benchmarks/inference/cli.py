@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "--max-batch",
         type=int,
         default=None,
-        help="frames per ONNX Runtime call (default: the largest of --batches, else 32)",
+        help="frames per ONNX Runtime call (default: the largest of --batches, else the "
+        "provider's default)",
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
@@ -245,14 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         models_dir = files if any(files.glob("*.onnx")) else SHARED / "models"
     from inference.detectors.common import OrtOptions
 
-    max_batch = args.max_batch or max(batches, default=32)
+    # A sweep runs each batch size as one call; the Triton run keeps the provider's default.
+    max_batch = args.max_batch or (max(batches) if batches else None)
     ort_opts = OrtOptions(provider=args.provider, max_batch=max_batch)
     if batches:
         from benchmarks.inference.batches import run_batches
 
         suffix = "" if args.provider == "cpu" else f"-{args.provider}"
         out = args.out or RESULTS / f"inference-batch{suffix}.json"
-        frames = load_frames(12, args.width, args.height, args.data_dir)
+        # 16 frames: 8, 32 and 64 are whole cycles of them.
+        frames = load_frames(16, args.width, args.height, args.data_dir)
         result = run_batches(models, models_dir, frames, batches, args.seconds, ort_opts)
     else:
         out = args.out or DEFAULT_OUT

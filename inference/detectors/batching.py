@@ -140,7 +140,7 @@ class BatchedModel:
     ) -> None:
         opts = opts or ort_options()
         self.model_file = str(path)
-        self.max_batch = opts.max_batch
+        self.max_batch = opts.frames_per_run
         original = ort_session(path, threads=opts.threads, provider=opts.provider)
         self.input_name: str = original.get_inputs()[0].name  # type: ignore[attr-defined]
         fixed_shape = list(original.get_inputs()[0].shape)  # type: ignore[attr-defined]

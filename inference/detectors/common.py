@@ -65,7 +65,10 @@ PROVIDER_CHAIN: dict[str, tuple[str, ...]] = {
 #: models get their settings this way from the server's environment).
 PROVIDER_ENV = "CITYSIGHT_ORT_PROVIDER"
 MAX_BATCH_ENV = "CITYSIGHT_ORT_MAX_BATCH"
-DEFAULT_MAX_BATCH = 32
+#: Frames per run when none is configured. On the CPU, larger batches measured slower (one
+#: intra-op thread; activations spill out of cache: benchmarks/results/inference-batch.json);
+#: GPU providers want large ones.
+DEFAULT_MAX_BATCH = {"cpu": 8, "cuda": 64, "tensorrt": 64}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,18 +77,19 @@ class OrtOptions:
 
     Attributes:
         provider: Execution provider choice; unavailable ones fall back to the CPU.
-        max_batch: Frames per session call of a batchable model.
+        max_batch: Frames per session call of a batchable model; ``None`` takes the
+            provider's default (:data:`DEFAULT_MAX_BATCH`, see :attr:`frames_per_run`).
         threads: Intra-op threads per session.
     """
 
     provider: Provider = "cpu"
-    max_batch: int = DEFAULT_MAX_BATCH
+    max_batch: int | None = None
     threads: int = 1
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDER_CHAIN:
             raise ValueError(f"unknown provider {self.provider!r}; known: {list(PROVIDER_CHAIN)}")
-        if self.max_batch < 1 or self.threads < 1:
+        if (self.max_batch is not None and self.max_batch < 1) or self.threads < 1:
             raise ValueError("max_batch and threads must be at least 1")
 
     @classmethod
@@ -99,12 +103,18 @@ class OrtOptions:
         provider = env.get(PROVIDER_ENV, "").strip().lower() or "cpu"
         if provider not in get_args(Provider):
             raise ValueError(f"{PROVIDER_ENV}={provider!r}; known: {list(get_args(Provider))}")
-        max_batch = int(env.get(MAX_BATCH_ENV, "").strip() or DEFAULT_MAX_BATCH)
+        raw = env.get(MAX_BATCH_ENV, "").strip()
+        max_batch = int(raw) if raw else None
         return cls(provider=provider, max_batch=max_batch)  # type: ignore[arg-type]
+
+    @property
+    def frames_per_run(self) -> int:
+        """``max_batch``, or the provider's default when it is ``None``."""
+        return self.max_batch or DEFAULT_MAX_BATCH[self.provider]
 
     def env(self) -> dict[str, str]:
         """The environment variables that make :meth:`from_env` return these options."""
-        return {PROVIDER_ENV: self.provider, MAX_BATCH_ENV: str(self.max_batch)}
+        return {PROVIDER_ENV: self.provider, MAX_BATCH_ENV: str(self.max_batch or "")}
 
 
 _OPTIONS: ContextVar[OrtOptions | None] = ContextVar("citysight_ort_options", default=None)

@@ -324,7 +324,7 @@ class CnnFireSmoke:
         self.provider = active_provider(self._session)
         # The exported classifier takes any batch: every crop of every frame in one call.
         self.batchable = not isinstance(self._session.get_inputs()[0].shape[0], int)
-        self.max_batch = ort_opts.max_batch
+        self.max_batch = ort_opts.frames_per_run
         self.model_file = str(model)
         self._map = {
             i: (ObjectClass.SMOKE if "smoke" in c else ObjectClass.FIRE)

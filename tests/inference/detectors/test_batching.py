@@ -251,6 +251,7 @@ def test_unavailable_provider_runs_on_cpu_and_says_so(
     [
         ({}, OrtOptions(), None),
         ({PROVIDER_ENV: "CUDA", MAX_BATCH_ENV: "8"}, OrtOptions("cuda", 8), None),
+        ({PROVIDER_ENV: "cuda", MAX_BATCH_ENV: ""}, OrtOptions("cuda"), None),
         ({PROVIDER_ENV: "tensorrt"}, OrtOptions("tensorrt"), None),
         ({PROVIDER_ENV: "rocm"}, None, "rocm"),
         ({MAX_BATCH_ENV: "0"}, None, "at least 1"),
@@ -273,4 +274,18 @@ def test_load_detector_hands_options_to_the_tier(models_dir: Path) -> None:
     det = load_detector("vending", models_dir, ["yolox"], ort=OrtOptions(max_batch=5))
     assert det._model.net.max_batch == 5  # type: ignore[attr-defined]
     default = load_detector("vending", models_dir, ["yolox"])
-    assert default._model.net.max_batch == OrtOptions().max_batch  # type: ignore[attr-defined]
+    assert default._model.net.max_batch == 8  # type: ignore[attr-defined]  # the CPU default
+
+
+@pytest.mark.parametrize(
+    ("opts", "frames"),
+    [
+        (OrtOptions(), 8),
+        (OrtOptions("cuda"), 64),
+        (OrtOptions("tensorrt"), 64),
+        (OrtOptions("cuda", 16), 16),
+        (OrtOptions("cpu", 1), 1),
+    ],
+)
+def test_frames_per_run_defaults_by_provider(opts: OrtOptions, frames: int) -> None:
+    assert opts.frames_per_run == frames
