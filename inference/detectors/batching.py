@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 #: bit-identical rows for the shipped graphs; GPU kernels may pick other algorithms per
 #: batch size.
 CHECK_TOLERANCE = 1e-4
+#: The same on GPU providers, whose convolution algorithms (TF32 included) may differ with the
+#: batch size: a relative 1e-3 is far below anything that moves a box or a score threshold.
+GPU_CHECK_TOLERANCE = 1e-3
 
 F32 = npt.NDArray[np.float32]
 
@@ -99,14 +102,16 @@ def batch_symbolic(path: Path, spatial: bool = False) -> bytes:
     return data
 
 
-def rows_match(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
-    """Same shape and equal within :data:`CHECK_TOLERANCE` of the larger magnitude."""
+def rows_match(
+    a: npt.NDArray[Any], b: npt.NDArray[Any], tolerance: float = CHECK_TOLERANCE
+) -> bool:
+    """Same shape and equal within ``tolerance`` of the larger magnitude (at least 1)."""
     if a.shape != b.shape:
         return False
     if a.size == 0:
         return True
     scale = max(1.0, float(np.abs(b).max()))
-    return bool(np.abs(a.astype(np.float64) - b).max() <= CHECK_TOLERANCE * scale)
+    return bool(np.abs(a.astype(np.float64) - b).max() <= tolerance * scale)
 
 
 class BatchedModel:
@@ -182,6 +187,8 @@ class BatchedModel:
         scale: float,
     ) -> str:
         """Why the rewritten graph is unusable ("" when it gives the original's rows)."""
+        on_cpu = active_provider(batched) == "CPUExecutionProvider"
+        tol = CHECK_TOLERANCE if on_cpu else GPU_CHECK_TOLERANCE
         dims = [d if isinstance(d, int) and d > 0 else 32 for d in fixed_shape[1:]]
         rng = np.random.default_rng(3)
         x1 = (rng.random((1, *dims), dtype=np.float32) * scale).astype(np.float32)
@@ -196,11 +203,11 @@ class BatchedModel:
         except Exception as exc:  # a graph that hard-codes batch 1 may fail anywhere
             return f"batched graph does not run: {exc}"
         for a, b in zip(want, got, strict=True):
-            if not rows_match(a, b):
+            if not rows_match(a, b, tol):
                 return "rewritten graph differs from the original at batch 1"
         for k, out in enumerate(pair):
             for i in range(2):
-                if not rows_match(out[i], singles[i][k][0]):
+                if not rows_match(out[i], singles[i][k][0], tol):
                     return f"batch-2 output {k} row {i} differs from a single run"
         return ""
 
