@@ -6,6 +6,8 @@ bare GPU node; :mod:`benchmarks.planner.model` builds its capacity arithmetic on
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -114,3 +116,31 @@ PUBLISHED: dict[str, GpuSpec] = {
 
 REFERENCE_PIXELS = 1920 * 1080
 REFERENCE_GPU = "H100"
+
+
+def match_gpu(name: str) -> GpuSpec | None:
+    """The planner's published spec for a GPU name such as ``NVIDIA H200`` (longest key)."""
+    upper = name.upper()
+    for key in sorted(PUBLISHED, key=len, reverse=True):
+        if key in upper:
+            return PUBLISHED[key]
+    return None
+
+
+def nvidia_smi(fields: str) -> list[str] | None:
+    """One CSV row of ``nvidia-smi --query-gpu`` for GPU 0 (``None`` without one)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    row = out.strip().splitlines()
+    return [v.strip() for v in row[0].split(",")] if row else None

@@ -517,6 +517,23 @@ class InferenceService(Strict):
     cuda_device: int = _f(
         "CUDA device", "GPU of the CUDA shared-memory regions.", default=0, ge=0, le=63
     )
+    execution_provider: Literal["cpu", "cuda", "tensorrt"] = _f(
+        "Execution provider",
+        "ONNX Runtime execution provider of the detectors, in-process and inside the bundled "
+        "Triton's python models. cuda and tensorrt need an onnxruntime build that has them "
+        "(onnxruntime-gpu); otherwise the detectors warn and run on the CPU. /health reports "
+        "the provider each detector really uses.",
+        default="cpu",
+    )
+    ort_max_batch: int | None = _f(
+        "ONNX Runtime max batch",
+        "Frames per ONNX Runtime call of a batchable detector model; a detector given more "
+        "frames at once runs them in chunks of this size. Empty: 8 on cpu (larger batches "
+        "measured slower there), 64 on cuda and tensorrt.",
+        default=None,
+        ge=1,
+        le=256,
+    )
     tiers: dict[str, list[str]] = _f(
         "Tiers",
         "Tier order per detector, strongest first, e.g. {fire_smoke: [yolo, classical]}; "

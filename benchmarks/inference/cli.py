@@ -8,6 +8,10 @@ All figures come from one run on the same host, so their ratios are meaningful:
   them (``batching_gain`` = c8 / c1 frames/s; ``avg_batch`` from Triton's own statistics);
 * ``shm`` vs ``plain``: batch-8 requests through :class:`inference.triton.client.TritonClient`
   with frames in system shared memory versus in the gRPC payload.
+
+With ``--batches 1,8,32,64`` it measures in-process frames/s per batch size instead (see
+:mod:`benchmarks.inference.batches`; ``inference-batch.json``). ``--provider`` picks the ONNX
+Runtime execution provider of both the in-process detectors and Triton's python models.
 """
 
 from __future__ import annotations
@@ -18,12 +22,10 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,13 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.inference.measure import measure
+
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "inference.json"
+RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_OUT = RESULTS / "inference.json"
 SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))
 MODELS = ("face", "plate", "fire_smoke", "vending")
 
@@ -58,44 +63,6 @@ def load_frames(
     return frames
 
 
-def _measure(fn: Callable[[int], int], seconds: float, threads: int = 1) -> dict[str, float]:
-    """Call ``fn(i)`` (returns frames done) from ``threads`` threads for ``seconds``."""
-    lat: list[float] = []
-    done = [0]
-    lock = threading.Lock()
-    fn(0)  # warm-up, not timed
-    stop_at = time.perf_counter() + seconds
-
-    def worker(k: int) -> None:
-        i = k
-        first = True  # every thread measures at least once, even on a starved host
-        while first or time.perf_counter() < stop_at:
-            first = False
-            t0 = time.perf_counter()
-            n = fn(i)
-            dt = time.perf_counter() - t0
-            with lock:
-                lat.append(dt)
-                done[0] += n
-            i += threads
-
-    t0 = time.perf_counter()
-    pool = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    wall = time.perf_counter() - t0
-    lat.sort()
-    return {
-        "frames_per_s": round(done[0] / wall, 2),
-        "latency_ms_p50": round(1000 * statistics.median(lat), 2) if lat else 0.0,
-        "latency_ms_p95": round(1000 * lat[int(0.95 * (len(lat) - 1))], 2) if lat else 0.0,
-        "requests": len(lat),
-        "threads": threads,
-    }
-
-
 def _model_stats(http_url: str, model: str) -> tuple[int, int]:
     """``(inference_count, execution_count)`` of a model from Triton's statistics."""
     with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=5) as r:
@@ -108,7 +75,12 @@ def _infer_batch(client: Any, batch: Any, _i: int) -> int:
 
 
 def bench_model(
-    model: str, frames: list[npt.NDArray[np.uint8]], triton: Any, models_dir: Path, seconds: float
+    model: str,
+    frames: list[npt.NDArray[np.uint8]],
+    triton: Any,
+    models_dir: Path,
+    seconds: float,
+    ort: Any = None,
 ) -> dict[str, Any]:
     """All measurements of one model."""
     import tritonclient.grpc as grpcclient
@@ -119,9 +91,11 @@ def bench_model(
     from inference.triton.client import TritonClient
 
     out: dict[str, Any] = {}
-    det = load_detector(model, models_dir)
+    det = load_detector(model, models_dir, ort=ort)
     out["tier"] = det.tier
-    out["ort"] = _measure(
+    out["provider"] = getattr(det, "provider", None)
+    out["batchable"] = bool(getattr(det, "batchable", False))
+    out["ort"] = measure(
         lambda i: len(det.detect([frames[i % len(frames)]], [f"o{i % 4}"])), seconds
     )
 
@@ -140,7 +114,7 @@ def bench_model(
 
     for conc in (1, 8):
         before = _model_stats(triton.http_url, model)
-        out[f"triton_c{conc}"] = _measure(one, seconds, threads=conc)
+        out[f"triton_c{conc}"] = measure(one, seconds, threads=conc)
         after = _model_stats(triton.http_url, model)
         infers, execs = after[0] - before[0], after[1] - before[1]
         out[f"triton_c{conc}"]["avg_batch"] = round(infers / max(execs, 1), 2)
@@ -167,7 +141,7 @@ def bench_model(
             detectors=[frozenset({model})] * 8,
         )
         try:
-            out[f"batch8_{mode}"] = _measure(functools.partial(_infer_batch, client, fb), seconds)
+            out[f"batch8_{mode}"] = measure(functools.partial(_infer_batch, client, fb), seconds)
         finally:
             client.close()
     out["shm_vs_plain_batch8"] = round(
@@ -183,6 +157,7 @@ def run(
     width: int,
     height: int,
     data_dir: Path | None,
+    ort_opts: Any = None,
 ) -> dict[str, Any]:
     """Start Triton, benchmark ``models``, stop it; the result document."""
     import onnxruntime as ort
@@ -191,9 +166,9 @@ def run(
 
     frames = load_frames(12, width, height, data_dir)
     t0 = time.perf_counter()
-    with LocalTriton(models_dir=models_dir, models=["canary", *models]) as triton:
+    with LocalTriton(models_dir=models_dir, models=["canary", *models], ort=ort_opts) as triton:
         startup_s = time.perf_counter() - t0
-        results = {m: bench_model(m, frames, triton, models_dir, seconds) for m in models}
+        results = {m: bench_model(m, frames, triton, models_dir, seconds, ort_opts) for m in models}
     return {
         "benchmark": "inference",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -203,11 +178,13 @@ def run(
             "providers": ort.get_available_providers(),
         },
         "frame": [height, width, 3],
+        "provider_requested": ort_opts.provider if ort_opts is not None else "cpu",
         "seconds_per_measurement": seconds,
         "triton_startup_s": round(startup_s, 2),
         "models": results,
-        "notes": "CPU, python-backend models calling ONNX Runtime; shared host, so absolute "
-        "numbers vary run to run: compare ratios within this run.",
+        "notes": "Python-backend models calling ONNX Runtime, every frame of a Triton batch in "
+        "one batched ONNX Runtime run; shared host, so absolute numbers vary run to run: "
+        "compare ratios within this run.",
     }
 
 
@@ -225,22 +202,72 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     p.add_argument("--width", type=int, default=960)
     p.add_argument("--height", type=int, default=540)
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result file (default inference.json; with --batches inference-batch.json, "
+        "inference-batch-<provider>.json for a GPU provider)",
+    )
+    p.add_argument(
+        "--batches",
+        default="",
+        help="in-process frames/s at these batch sizes instead of the Triton run, e.g. 1,8,32,64",
+    )
+    p.add_argument(
+        "--provider",
+        choices=["cpu", "cuda", "tensorrt"],
+        default="cpu",
+        help="ONNX Runtime execution provider (unavailable ones fall back to cpu, warned)",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="frames per ONNX Runtime call (default: the largest of --batches, else the "
+        "provider's default)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     args = p.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     if unknown := set(models) - set(MODELS):
         print(f"error: unknown model(s) {sorted(unknown)}; known: {list(MODELS)}", file=sys.stderr)
         return 2
+    try:
+        batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    except ValueError:
+        batches = [0]
+    if any(b < 1 for b in batches):
+        print(f"error: --batches wants positive integers, got {args.batches!r}", file=sys.stderr)
+        return 2
     models_dir = args.models_dir
     if models_dir is None:
         files = ROOT / "model_repo" / "files"
         models_dir = files if any(files.glob("*.onnx")) else SHARED / "models"
-    result = run(models, models_dir, args.seconds, args.width, args.height, args.data_dir)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    from inference.detectors.common import OrtOptions
+
+    # A sweep runs each batch size as one call; the Triton run keeps the provider's default.
+    max_batch = args.max_batch or (max(batches) if batches else None)
+    ort_opts = OrtOptions(provider=args.provider, max_batch=max_batch)
+    if batches:
+        from benchmarks.inference.batches import run_batches
+
+        suffix = "" if args.provider == "cpu" else f"-{args.provider}"
+        out = args.out or RESULTS / f"inference-batch{suffix}.json"
+        # 16 frames: 8, 32 and 64 are whole cycles of them.
+        frames = load_frames(16, args.width, args.height, args.data_dir)
+        result = run_batches(models, models_dir, frames, batches, args.seconds, ort_opts)
+    else:
+        out = args.out or DEFAULT_OUT
+        result = run(
+            models, models_dir, args.seconds, args.width, args.height, args.data_dir, ort_opts
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
+    elif batches:
+        _print_batches(result)
     else:
         for m, r in result["models"].items():
             print(
@@ -249,8 +276,20 @@ def main(argv: list[str] | None = None) -> int:
                 f" (x{r['batching_gain_c8_vs_c1']}, avg batch {r['triton_c8']['avg_batch']})"
                 f"  shm/plain x{r['shm_vs_plain_batch8']}"
             )
-        print(f"written {args.out}")
+    print(f"written {out}")
     return 0
+
+
+def _print_batches(result: dict[str, Any]) -> None:
+    for m, r in result["models"].items():
+        print(f"{m} ({r['tier']}, {r['provider']}, batchable={r['batchable']})")
+        for b, row in r["batches"].items():
+            parts = "  ".join(
+                f"{part} {v['frames_per_s']:8.1f} f/s x{v['gain_vs_b1']:<5} "
+                f"p50 {v['latency_ms_p50']:8.1f} ms"
+                for part, v in row.items()
+            )
+            print(f"  batch {b:>3}: {parts}")
 
 
 if __name__ == "__main__":

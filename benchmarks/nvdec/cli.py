@@ -27,8 +27,6 @@ import logging
 import multiprocessing as mp
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -36,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.gpus import PUBLISHED, REFERENCE_PIXELS, GpuSpec
+from benchmarks.gpus import REFERENCE_PIXELS, match_gpu, nvidia_smi
 
 logger = logging.getLogger(__name__)
 
@@ -128,39 +126,11 @@ def _worker(decoder: str, clip: str, indices: list[int], sh: _Shared) -> None:
 # ---------------------------------------------------------------------------- GPU facts
 
 
-def _nvidia_smi(fields: str) -> list[str] | None:
-    """One CSV row of ``nvidia-smi --query-gpu`` for GPU 0 (``None`` without one)."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-i", "0"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    row = out.strip().splitlines()
-    return [v.strip() for v in row[0].split(",")] if row else None
-
-
 def _number(v: str) -> float | None:
     try:
         return float(v)
     except ValueError:  # "[N/A]", "[Not Supported]"
         return None
-
-
-def match_gpu(name: str) -> GpuSpec | None:
-    """The planner's published spec for a GPU name such as ``NVIDIA H200`` (longest key)."""
-    upper = name.upper()
-    for key in sorted(PUBLISHED, key=len, reverse=True):
-        if key in upper:
-            return PUBLISHED[key]
-    return None
 
 
 class DecoderSampler:
@@ -175,7 +145,7 @@ class DecoderSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            row = _nvidia_smi("utilization.decoder,clocks.video")
+            row = nvidia_smi("utilization.decoder,clocks.video")
             if row is None or len(row) < 2:
                 continue
             u, c = _number(row[0]), _number(row[1])
@@ -314,7 +284,7 @@ def probe_clip(decoder: str, clip: Path) -> tuple[int, int]:
 
 
 def _gpu_facts() -> dict[str, Any] | None:
-    row = _nvidia_smi("name,driver_version,memory.total")
+    row = nvidia_smi("name,driver_version,memory.total")
     if row is None or len(row) < 3:
         return None
     return {"name": row[0], "driver": row[1], "memory_mib": _number(row[2])}

@@ -15,6 +15,7 @@ from inference.detectors.base import (
     DetectorOutput,
     load_detector,
 )
+from inference.detectors.common import OrtOptions
 from inference.tracker import TrackerBank
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ class OrtClient:
     """Runs detectors in-process (OpenCV / ONNX Runtime, CPU or CUDA provider).
 
     Args:
-        cfg: Inference config (only ``models_dir`` matters here).
+        cfg: Inference config (``execution_provider`` and ``ort_max_batch`` matter here).
         models_dir: Directory of model files.
         detectors: Detectors to load (default: all).
         tiers: Optional tier order per detector (``{"face": ["haar"]}``).
@@ -38,6 +39,8 @@ class OrtClient:
         tiers: dict[str, list[str]] | None = None,
     ) -> None:
         self.models_dir = Path(models_dir)
+        cfg = cfg or InferenceService()
+        self.ort = OrtOptions(provider=cfg.execution_provider, max_batch=cfg.ort_max_batch)
         self._detectors: dict[str, DetectorBackend | None] = {}
         self._load_errors: dict[str, str] = {}
         self._errors: dict[str, int] = {}
@@ -46,7 +49,7 @@ class OrtClient:
         for name in detectors or [d.value for d in Detector]:
             try:
                 self._detectors[name] = load_detector(
-                    name, self.models_dir, (tiers or {}).get(name)
+                    name, self.models_dir, (tiers or {}).get(name), ort=self.ort
                 )
             except DetectorLoadError as exc:
                 logger.error("detector %s unavailable: %s", name, exc)
@@ -88,7 +91,7 @@ class OrtClient:
         return self._trackers.frame_result(batch, i, out)
 
     def health(self) -> dict[str, Any]:
-        """Per detector: tier, model file, loaded, error count."""
+        """Per detector: tier, model file, loaded, error count, provider, batchable."""
         dets = {}
         for name, det in self._detectors.items():
             dets[name] = {
@@ -96,6 +99,9 @@ class OrtClient:
                 "tier": det.tier if det else None,
                 "model_file": det.model_file if det else None,
                 "errors": self._errors[name],
+                # Tiers without an ONNX Runtime session (Haar, classical...) report None.
+                "provider": getattr(det, "provider", None),
+                "batchable": getattr(det, "batchable", False),
             }
             if name in self._load_errors:
                 dets[name]["load_error"] = self._load_errors[name]

@@ -12,10 +12,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from inference.detectors.common import OrtOptions
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +121,10 @@ def available_tiers(detector: str) -> list[str]:
 
 
 def load_detector(
-    detector: str, models_dir: Path, tiers: list[str] | None = None
+    detector: str,
+    models_dir: Path,
+    tiers: list[str] | None = None,
+    ort: OrtOptions | None = None,
 ) -> DetectorBackend:
     """Load the strongest working tier of ``detector``.
 
@@ -126,11 +132,15 @@ def load_detector(
         detector: A :class:`citysight.config.Detector` value.
         models_dir: Directory holding operator-supplied model files.
         tiers: Tier names to try, in order; ``None`` tries all, strongest first.
+        ort: ONNX Runtime provider and max batch of the tier's sessions; ``None`` reads
+            them from the environment (:meth:`inference.detectors.common.OrtOptions.from_env`).
 
     Raises:
         KeyError: ``detector`` or a named tier is unknown.
         DetectorLoadError: no tier could be loaded.
     """
+    from inference.detectors.common import using_ort_options
+
     _ensure_builtin()
     if detector not in _TIERS:
         raise KeyError(f"unknown detector {detector!r}; known: {sorted(_TIERS)}")
@@ -142,7 +152,8 @@ def load_detector(
     problems = []
     for name in names:
         try:
-            backend = registered[name](Path(models_dir))
+            with using_ort_options(ort):
+                backend = registered[name](Path(models_dir))
         except Exception as exc:  # a bad model file may raise anything: never crash
             logger.warning(
                 "detector %s: tier %s unavailable (%s); trying next tier", detector, name, exc

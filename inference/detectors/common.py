@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -44,8 +49,133 @@ def require_file(path: Path) -> Path:
     return path
 
 
-def ort_session(path: Path, threads: int = 1) -> object:
-    """An ONNX Runtime CPU session with few threads (the host is shared).
+Provider = Literal["cpu", "cuda", "tensorrt"]
+
+#: ONNX Runtime providers tried for each choice, in order (CPU always last).
+PROVIDER_CHAIN: dict[str, tuple[str, ...]] = {
+    "cpu": ("CPUExecutionProvider",),
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "tensorrt": (
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ),
+}
+#: Environment variables read when no options were set explicitly (the Triton python
+#: models get their settings this way from the server's environment).
+PROVIDER_ENV = "CITYSIGHT_ORT_PROVIDER"
+MAX_BATCH_ENV = "CITYSIGHT_ORT_MAX_BATCH"
+#: Frames per run when none is configured. On the CPU, larger batches measured slower (one
+#: intra-op thread; activations spill out of cache: benchmarks/results/inference-batch.json);
+#: GPU providers want large ones.
+DEFAULT_MAX_BATCH = {"cpu": 8, "cuda": 64, "tensorrt": 64}
+
+
+@dataclass(frozen=True, slots=True)
+class OrtOptions:
+    """How detectors run ONNX Runtime.
+
+    Attributes:
+        provider: Execution provider choice; unavailable ones fall back to the CPU.
+        max_batch: Frames per session call of a batchable model; ``None`` takes the
+            provider's default (:data:`DEFAULT_MAX_BATCH`, see :attr:`frames_per_run`).
+        threads: Intra-op threads per session.
+    """
+
+    provider: Provider = "cpu"
+    max_batch: int | None = None
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDER_CHAIN:
+            raise ValueError(f"unknown provider {self.provider!r}; known: {list(PROVIDER_CHAIN)}")
+        if (self.max_batch is not None and self.max_batch < 1) or self.threads < 1:
+            raise ValueError("max_batch and threads must be at least 1")
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OrtOptions:
+        """Options from ``CITYSIGHT_ORT_PROVIDER`` / ``CITYSIGHT_ORT_MAX_BATCH`` (or defaults).
+
+        Raises:
+            ValueError: a variable holds an unknown provider or a bad number.
+        """
+        env = dict(os.environ if env is None else env)
+        provider = env.get(PROVIDER_ENV, "").strip().lower() or "cpu"
+        if provider not in get_args(Provider):
+            raise ValueError(f"{PROVIDER_ENV}={provider!r}; known: {list(get_args(Provider))}")
+        raw = env.get(MAX_BATCH_ENV, "").strip()
+        max_batch = int(raw) if raw else None
+        return cls(provider=provider, max_batch=max_batch)  # type: ignore[arg-type]
+
+    @property
+    def frames_per_run(self) -> int:
+        """``max_batch``, or the provider's default when it is ``None``."""
+        return self.max_batch or DEFAULT_MAX_BATCH[self.provider]
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that make :meth:`from_env` return these options."""
+        return {PROVIDER_ENV: self.provider, MAX_BATCH_ENV: str(self.max_batch or "")}
+
+
+_OPTIONS: ContextVar[OrtOptions | None] = ContextVar("citysight_ort_options", default=None)
+
+
+def ort_options() -> OrtOptions:
+    """The options detectors being loaded now should use (see :func:`using_ort_options`)."""
+    return _OPTIONS.get() or OrtOptions.from_env()
+
+
+@contextlib.contextmanager
+def using_ort_options(opts: OrtOptions | None) -> Iterator[None]:
+    """Detectors constructed inside this block use ``opts`` (``None``: the environment's)."""
+    token = _OPTIONS.set(opts)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+_WARNED: set[str] = set()
+
+
+def resolve_providers(provider: str, available: list[str] | None = None) -> list[str]:
+    """The ONNX Runtime provider list for a choice, without those this build lacks.
+
+    Logs a warning naming the fallback when the chosen provider is not available.
+    """
+    if available is None:
+        import onnxruntime as ort
+
+        available = list(ort.get_available_providers())
+    chain = PROVIDER_CHAIN[provider]
+    chosen = [p for p in chain if p in available] or ["CPUExecutionProvider"]
+    if chain[0] not in available and provider not in _WARNED:
+        _WARNED.add(provider)  # once per process, not once per session
+        logger.warning(
+            "ONNX Runtime provider %s requested but this onnxruntime has only %s; using %s",
+            chain[0],
+            available,
+            chosen[0],
+        )
+    return chosen
+
+
+def active_provider(session: Any) -> str:
+    """The execution provider a session actually runs on (its first registered one)."""
+    providers = list(session.get_providers())
+    return str(providers[0]) if providers else "CPUExecutionProvider"
+
+
+def ort_session(
+    path: Path, threads: int = 1, provider: str = "cpu", model: bytes | None = None
+) -> object:
+    """An ONNX Runtime session with few threads (the host is shared).
+
+    Args:
+        path: The ONNX file (loaded unless ``model`` is given; named in errors).
+        threads: Intra-op threads.
+        provider: ``cpu``, ``cuda`` or ``tensorrt``; falls back to the CPU with a warning.
+        model: A serialised (for example rewritten) model to load instead of the file.
 
     Raises:
         DetectorLoadError: the file is missing or not a loadable ONNX model.
@@ -58,11 +188,11 @@ def ort_session(path: Path, threads: int = 1) -> object:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers = resolve_providers(provider)
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return ort.InferenceSession(
+            model if model is not None else str(path), sess_options=opts, providers=providers
+        )
     except Exception as exc:
         raise DetectorLoadError(f"cannot load ONNX model {path}: {exc}") from exc
 

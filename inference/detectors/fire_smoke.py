@@ -30,7 +30,7 @@ import numpy.typing as npt
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
 from inference.detectors.base import DetectorOutput, register_tier
-from inference.detectors.common import require_file
+from inference.detectors.common import active_provider, ort_options, ort_session, require_file
 from inference.detectors.yolo import YoloModel, YoloSpec
 
 logger = logging.getLogger(__name__)
@@ -254,19 +254,25 @@ class YoloFireSmoke:
             spec = YoloSpec.for_layout(meta["layout"], int(meta.get("size", 640)))
         self._model = YoloModel(model, spec, conf=float(meta.get("conf", 0.35)))
         self.model_file = str(model)
+        self.net = self._model.net
+        self.batchable = self.net.batchable
+        self.provider = self.net.provider
         self._map = {
             i: (ObjectClass.SMOKE if "smoke" in c else ObjectClass.FIRE)
             for i, c in enumerate(classes)
             if "fire" in c or "smoke" in c
         }
 
+    def preprocess(self, frames: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """The network input of ``frames`` (letterboxed ``[N, 3, S, S]``)."""
+        return self._model.preprocess(frames)[0]
+
     def detect(
         self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
     ) -> list[DetectorOutput]:
         """Detect with the YOLO model, keeping fire and smoke classes."""
         out = []
-        for f in frames:
-            boxes, scores, cls = self._model(f)
+        for boxes, scores, cls in self._model.detect(frames):
             keep = np.array([int(c) in self._map for c in cls], bool)
             ids = np.asarray([int(self._map[int(c)]) for c in cls[keep]], np.int32)
             out.append(DetectorOutput(boxes=boxes[keep], scores=scores[keep], class_ids=ids))
@@ -303,8 +309,6 @@ class CnnFireSmoke:
         persist: int = 2,
         window: int = 3,
     ) -> None:
-        import onnxruntime as ort
-
         require_file(model)
         meta_path = model.with_suffix(".json")
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -314,10 +318,13 @@ class CnnFireSmoke:
         self.tiles = tiles
         self.persist = persist
         self.window = window
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        self._session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        ort_opts = ort_options()
+        self._session = cast(Any, ort_session(model, ort_opts.threads, ort_opts.provider))
         self._input = self._session.get_inputs()[0].name
+        self.provider = active_provider(self._session)
+        # The exported classifier takes any batch: every crop of every frame in one call.
+        self.batchable = not isinstance(self._session.get_inputs()[0].shape[0], int)
+        self.max_batch = ort_opts.frames_per_run
         self.model_file = str(model)
         self._map = {
             i: (ObjectClass.SMOKE if "smoke" in c else ObjectClass.FIRE)
@@ -349,24 +356,40 @@ class CnnFireSmoke:
         self, frame: npt.NDArray[np.uint8]
     ) -> tuple[npt.NDArray[np.float32], list[tuple[float, float, float, float]]]:
         """Probabilities ``[1 + tiles, C]`` of the whole frame (row 0) and its tiles."""
-        crops = self._crops(frame)
+        return self.scores_many([frame])[0]
+
+    def scores_many(
+        self, frames: list[npt.NDArray[np.uint8]]
+    ) -> list[tuple[npt.NDArray[np.float32], list[tuple[float, float, float, float]]]]:
+        """:meth:`scores` of each frame, all crops of all frames in as few runs as allowed."""
+        crops = [self._crops(f) for f in frames]
         batch = []
-        for x1, y1, x2, y2 in crops:
-            part: cv2.typing.MatLike = frame[
-                int(y1) : max(int(y1) + 1, int(y2)), int(x1) : max(int(x1) + 1, int(x2))
-            ]
-            part = cv2.resize(part, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            batch.append(cv2.cvtColor(part, cv2.COLOR_BGR2RGB))
+        for frame, frame_crops in zip(frames, crops, strict=True):
+            for x1, y1, x2, y2 in frame_crops:
+                part: cv2.typing.MatLike = frame[
+                    int(y1) : max(int(y1) + 1, int(y2)), int(x1) : max(int(x1) + 1, int(x2))
+                ]
+                part = cv2.resize(part, (self.size, self.size), interpolation=cv2.INTER_AREA)
+                batch.append(cv2.cvtColor(part, cv2.COLOR_BGR2RGB))
         x = np.stack(batch).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        return np.asarray(self._session.run(None, {self._input: x})[0], np.float32), crops
+        per = len(crops[0])
+        # Whole frames per call: a frame's crops always share one run.
+        step = per * max(1, self.max_batch // per) if self.batchable else per
+        probs = np.concatenate(
+            [
+                np.asarray(self._session.run(None, {self._input: x[i : i + step]})[0], np.float32)
+                for i in range(0, len(x), step)
+            ]
+        )
+        return [(probs[k * per : (k + 1) * per], c) for k, c in enumerate(crops)]
 
     def detect(
         self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
     ) -> list[DetectorOutput]:
         """Classify each frame; fire (class FIRE) and smoke (class SMOKE) regions."""
         out = []
-        for frame, cam in zip(frames, camera_ids, strict=True):
-            probs, crops = self.scores(frame)
+        all_scores = self.scores_many(frames) if frames else []
+        for (probs, crops), cam in zip(all_scores, camera_ids, strict=True):
             with self._lock:
                 hist = self._history.setdefault(cam, deque(maxlen=self.window))
                 hist.append(probs[0] >= self.threshold)

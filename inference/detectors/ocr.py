@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inference.detectors.base import DetectorLoadError
-from inference.detectors.common import ort_session
+from inference.detectors.common import ort_options, ort_session
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class TextRecognizer:
     def __init__(self, model: Path | None = None) -> None:
         path = model or rapidocr_model(REC_MODEL)
         self.model_file = str(path)
-        self._sess = ort_session(path)
+        opts = ort_options()
+        self._sess = ort_session(path, opts.threads, opts.provider)
         meta = self._sess.get_modelmeta().custom_metadata_map  # type: ignore[attr-defined]
         if "character" not in meta:
             raise DetectorLoadError(f"{path} carries no character set")
@@ -91,7 +92,8 @@ class TextDetector:
     def __init__(self, model: Path | None = None, limit_side: int = 960) -> None:
         path = model or rapidocr_model(DET_MODEL)
         self.model_file = str(path)
-        self._sess = ort_session(path)
+        opts = ort_options()
+        self._sess = ort_session(path, opts.threads, opts.provider)
         self._input = self._sess.get_inputs()[0].name  # type: ignore[attr-defined]
         self.limit_side = limit_side
         self._lock = threading.Lock()

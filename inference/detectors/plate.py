@@ -10,7 +10,6 @@ Tiers:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import numpy.typing as npt
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
 from inference.detectors.base import DetectorOutput, register_tier
-from inference.detectors.common import clip_boxes, letterbox, nms, ort_session
+from inference.detectors.batching import BatchedModel
+from inference.detectors.common import clip_boxes, letterbox, nms
 from inference.detectors.ocr import TextDetector, TextRecognizer, order_quad, warp_quad
 from inference.detectors.plate_grammar import correct
 
@@ -90,20 +90,32 @@ class Y5fuPlate:
     ) -> None:
         self.tier = tier
         self.model_file = str(model)
-        self._sess = ort_session(model)
-        self._input = self._sess.get_inputs()[0].name  # type: ignore[attr-defined]
+        self.net = BatchedModel(model)
+        self.batchable = self.net.batchable
+        self.provider = self.net.provider
         self.size = size
         self.conf = conf
         self.iou = iou
         self.require_text = require_text
         self._rec = TextRecognizer()
-        self._lock = threading.Lock()
 
-    def _raw(self, frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.floating[Any]]:
-        canvas, scale = letterbox(frame[:, :, ::-1], self.size, 0)
-        x = (canvas.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
-        with self._lock:
-            pred: F32 = self._sess.run(None, {self._input: x})[0][0]  # type: ignore[attr-defined]
+    def _raw_many(self, frames: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.floating[Any]]]:
+        """Plate rows of each frame from one batched detector run (see :meth:`_decode`)."""
+        preds: F32 = self.net.run(self.preprocess(frames))[0]
+        # letterbox()'s scale: frame pixels = input pixels / scale
+        scales = [min(self.size / f.shape[0], self.size / f.shape[1]) for f in frames]
+        return [self._decode(p, s) for p, s in zip(preds, scales, strict=True)]
+
+    def preprocess(self, frames: list[npt.NDArray[np.uint8]]) -> F32:
+        """Letterboxed RGB ``[N, 3, S, S]`` 0..1 network input."""
+        x = np.empty((len(frames), 3, self.size, self.size), np.float32)
+        for i, frame in enumerate(frames):
+            x[i] = letterbox(frame[:, :, ::-1], self.size, 0)[0].transpose(2, 0, 1)
+        x /= 255.0
+        return x
+
+    def _decode(self, pred: F32, scale: float) -> npt.NDArray[np.floating[Any]]:
+        """``(M, 14)`` rows in frame pixels: box, score, 4 corners, layer class."""
         pred = pred[pred[:, 4] > self.conf]
         if len(pred) == 0:
             return pred
@@ -143,11 +155,10 @@ class Y5fuPlate:
     def detect(
         self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
     ) -> list[DetectorOutput]:
-        """Detect plates and read them (``plate_text`` ``""`` when unreadable)."""
+        """Detect plates (one batched run) and read them (``plate_text`` ``""`` if unreadable)."""
         out = []
-        for frame in frames:
+        for frame, rows in zip(frames, self._raw_many(frames) if frames else [], strict=True):
             h, w = frame.shape[:2]
-            rows = self._raw(frame)
             boxes, scores, texts, tscores = [], [], [], []
             for r in rows:
                 double = bool(r[13] >= 1)

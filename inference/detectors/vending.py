@@ -61,16 +61,23 @@ class YoloxVending:
     def __init__(self, model: Path, conf: float = 0.3) -> None:
         self._model = YoloModel(model, YoloSpec.for_layout(YoloLayout.YOLOX, 416), conf=conf)
         self.model_file = str(model)
+        self.net = self._model.net
+        self.batchable = self.net.batchable
+        self.provider = self.net.provider
         self._cue = StationaryCue()
         self._lock = threading.Lock()
+
+    def preprocess(self, frames: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """The network input of ``frames`` (letterboxed ``[N, 3, 416, 416]``)."""
+        return self._model.preprocess(frames)[0]
 
     def detect(
         self, frames: list[npt.NDArray[np.uint8]], camera_ids: list[str]
     ) -> list[DetectorOutput]:
-        """Detect vending-related objects and stationary new objects."""
+        """Detect vending-related objects (one batched YOLOX run) and stationary objects."""
         out = []
-        for frame, cam in zip(frames, camera_ids, strict=True):
-            boxes, scores, cls = self._model(frame)
+        dets = self._model.detect(frames)
+        for frame, cam, (boxes, scores, cls) in zip(frames, camera_ids, dets, strict=True):
             keep = np.array([int(c) in COCO_TO_CLASS for c in cls], bool)
             ids = [int(COCO_TO_CLASS[int(c)]) for c in cls[keep]]
             res = DetectorOutput(

@@ -7,7 +7,6 @@ layout, input size and class names are parameters.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from inference.detectors.common import clip_boxes, letterbox, nms, ort_session
+from inference.detectors.batching import BatchedModel
+from inference.detectors.common import clip_boxes, letterbox, nms
 
 logger = logging.getLogger(__name__)
 
@@ -126,35 +126,53 @@ class YoloSpec:
 
 
 class YoloModel:
-    """A YOLO-format ONNX model: BGR frame → boxes (frame pixels), scores, class indices."""
+    """A YOLO-format ONNX model: BGR frames → boxes (frame pixels), scores, class indices.
+
+    All frames of one call are letterboxed to the model's input size and run as one batch
+    (see :class:`inference.detectors.batching.BatchedModel`).
+    """
 
     def __init__(
         self, path: Path, spec: YoloSpec | None = None, conf: float = 0.3, iou: float = 0.45
     ) -> None:
         self.model_file = str(path)
-        self._sess = ort_session(path)
-        inp = self._sess.get_inputs()[0]  # type: ignore[attr-defined]
-        self._input = inp.name
-        size = inp.shape[-1] if isinstance(inp.shape[-1], int) else 640
-        out_shape = self._sess.get_outputs()[0].shape  # type: ignore[attr-defined]
-        self.spec = spec or YoloSpec.for_layout(_guess_layout(out_shape), size)
+        self.net = BatchedModel(path, check_scale=255.0 if spec and not spec.normalize else 1.0)
+        shape = self.net.input_shape
+        size = shape[-1] if isinstance(shape[-1], int) else 640
+        self.spec = spec or YoloSpec.for_layout(_guess_layout(self.net.output_shapes[0]), size)
         self.conf = conf
         self.iou = iou
-        self._lock = threading.Lock()
+
+    def preprocess(self, frames: list[npt.NDArray[np.uint8]]) -> tuple[F32, list[float]]:
+        """Letterboxed ``[N, 3, S, S]`` float input and each frame's scale."""
+        sp = self.spec
+        x = np.empty((len(frames), 3, sp.size, sp.size), np.float32)
+        scales = []
+        for i, frame in enumerate(frames):
+            canvas, scale = letterbox(frame if sp.bgr else frame[:, :, ::-1], sp.size, sp.pad_value)
+            x[i] = canvas.transpose(2, 0, 1)
+            scales.append(scale)
+        if sp.normalize:
+            x /= 255.0
+        return x, scales
+
+    def detect(self, frames: list[npt.NDArray[np.uint8]]) -> list[Detections]:
+        """Detect on BGR frames (any sizes), one batched run; one result per frame."""
+        if not frames:
+            return []
+        sp = self.spec
+        x, scales = self.preprocess(frames)
+        preds = self.net.run(x)[0]
+        out = []
+        for frame, pred, scale in zip(frames, preds, scales, strict=True):
+            boxes, scores, cls = decode(pred, sp.layout, sp.size, self.conf, self.iou)
+            h, w = frame.shape[:2]
+            out.append((clip_boxes(boxes / scale, w, h), scores, cls))
+        return out
 
     def __call__(self, frame: npt.NDArray[np.uint8]) -> Detections:
         """Detect on one BGR frame."""
-        sp = self.spec
-        canvas, scale = letterbox(frame if sp.bgr else frame[:, :, ::-1], sp.size, sp.pad_value)
-        x = canvas.astype(np.float32)
-        if sp.normalize:
-            x /= 255.0
-        x = x.transpose(2, 0, 1)[None]
-        with self._lock:
-            pred = self._sess.run(None, {self._input: x})[0][0]  # type: ignore[attr-defined]
-        boxes, scores, cls = decode(pred, sp.layout, sp.size, self.conf, self.iou)
-        h, w = frame.shape[:2]
-        return clip_boxes(boxes / scale, w, h), scores, cls
+        return self.detect([frame])[0]
 
 
 def _guess_layout(shape: list[int | str | None]) -> YoloLayout:

@@ -30,11 +30,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from inference.triton.pymodel import MODELS_DIR_ENV, TIERS_ENV, canary_frame
+
+if TYPE_CHECKING:
+    from inference.detectors.common import OrtOptions
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +160,9 @@ class LocalTriton:
         startup_timeout_s: Seconds to wait for health and the canary.
         log_verbose: tritonserver ``--log-verbose`` level.
         ports: Fixed ``(http, grpc, metrics)`` ports; free ones by default.
+        ort: ONNX Runtime provider and max batch of the python models' detectors (passed as
+            ``CITYSIGHT_ORT_*`` environment variables); ``None`` leaves this process's
+            environment as it is.
 
     Example:
         >>> with LocalTriton() as triton:  # doctest: +SKIP
@@ -173,11 +179,13 @@ class LocalTriton:
         startup_timeout_s: float = 90.0,
         log_verbose: int = 0,
         ports: tuple[int, int, int] | None = None,
+        ort: OrtOptions | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.models_dir = Path(models_dir).resolve()
         self.models = list(models) if models is not None else None
         self.tiers = tiers or {}
+        self.ort = ort
         self.startup_timeout_s = startup_timeout_s
         self.log_verbose = log_verbose
         self._own_workdir = workdir is None
@@ -239,6 +247,15 @@ class LocalTriton:
         cmd += [f"--load-model={m}" for m in self.model_names()]
         return cmd
 
+    def environment(self) -> dict[str, str]:
+        """The server's environment: :func:`server_env` plus tiers and ONNX Runtime options."""
+        env = server_env(self.models_dir)
+        if self.ort is not None:
+            env.update(self.ort.env())
+        if self.tiers:
+            env[TIERS_ENV] = ",".join(f"{k}={'+'.join(v)}" for k, v in self.tiers.items())
+        return env
+
     def model_names(self) -> list[str]:
         """Models this server loads: the explicit list, or every folder with a config."""
         if self.models is not None:
@@ -264,9 +281,7 @@ class LocalTriton:
                 free_port(),
                 free_port(),
             )
-        env = server_env(self.models_dir)
-        if self.tiers:
-            env[TIERS_ENV] = ",".join(f"{k}={'+'.join(v)}" for k, v in self.tiers.items())
+        env = self.environment()
         log = self.log_path.open("ab")
         logger.info(
             "starting tritonserver (http %s, grpc %s) on %s",

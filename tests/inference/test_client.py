@@ -58,7 +58,10 @@ def test_results_per_frame_with_tracks_and_health(client: InferenceClient, data_
         "tier": "yunet",
         "errors": 0,
         "model_file": str(Path(health["face"]["model_file"])),
+        "provider": "CPUExecutionProvider",
+        "batchable": True,
     }
+    assert health["fire_smoke"]["provider"] is None  # classical: no ONNX Runtime session
     assert {health[d]["tier"] for d in health} == {"yunet", "y5fu", "yolo", "yolox"} - {"yolo"} | {
         "classical"
     }

@@ -37,10 +37,13 @@ def test_config_parses_and_names_its_folder(path: Path) -> None:
 def test_python_detector_configs(name: str) -> None:
     cfg = parse((REPO / name / "config.pbtxt").read_text())
     assert cfg.backend == "python"
-    assert cfg.max_batch_size >= 8
+    # The detectors run a whole dynamic batch as one ONNX Runtime batch: let Triton form
+    # large ones (a GPU's sweet spot), within what the streams may send per request.
+    assert cfg.max_batch_size == 64
     assert (REPO / name / "1" / "model.py").is_file()
     db = cfg.dynamic_batching
     assert list(db.preferred_batch_size) and db.max_queue_delay_microseconds > 0
+    assert max(db.preferred_batch_size) <= cfg.max_batch_size
     assert db.priority_levels == 2
     assert [g.kind for g in cfg.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
     assert cfg.instance_group[0].count == 1
@@ -91,6 +94,46 @@ def test_production_variants_use_native_backends() -> None:
     prod = sorted((REPO / "production").rglob("config.pbtxt"))
     backends = {parse(p.read_text()).backend or parse(p.read_text()).platform for p in prod}
     assert {"onnxruntime", "tensorrt"} <= backends or {"onnxruntime", "tensorrt_plan"} <= backends
+
+
+# production net -> (shipped file, input name)
+BATCHED_NETS = {
+    "face_yunet": ("yunet_s_640_640.onnx", "input"),
+    "plate_y5fu": ("y5fu_320x_sim.onnx", "input"),
+    "vending_yolox": ("yolox_nano.onnx", "images"),
+}
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "tensorrt_plan"])
+@pytest.mark.parametrize("net", sorted(BATCHED_NETS))
+def test_production_nets_batch_like_the_batchable_files(
+    models_dir: Path, tmp_path: Path, backend: str, net: str
+) -> None:
+    """Config dims (without the batch axis) match the file the comment says how to write."""
+    import onnx
+
+    from inference.detectors.batching import main as write_batchable
+
+    path = REPO / "production" / backend / net / "config.pbtxt"
+    text = path.read_text()
+    cfg = parse(text)
+    src, input_name = BATCHED_NETS[net]
+    assert cfg.max_batch_size == 64 and list(cfg.dynamic_batching.preferred_batch_size)
+    assert "python -m inference.detectors.batching" in text and src in text
+    dest = tmp_path / "model.onnx"
+    assert write_batchable([str(models_dir / src), str(dest)]) == 0
+    graph = onnx.load(str(dest)).graph
+
+    def dims(v: object) -> list[int | str]:
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]  # type: ignore[attr-defined]
+
+    (inp,) = [i for i in graph.input if i.name == input_name]
+    assert dims(inp)[0] == "batch" and [cfg.input[0].name] == [input_name]
+    assert list(cfg.input[0].dims) == dims(inp)[1:]
+    outputs = {o.name: dims(o) for o in graph.output}
+    assert {o.name: list(o.dims) for o in cfg.output} == {k: v[1:] for k, v in outputs.items()}
+    if backend == "tensorrt_plan":
+        assert f"--maxShapes={input_name}:64x" in text
 
 
 def test_manifest_lists_files_with_facts_and_tiers() -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.nvdec.cli import _ceiling, main, match_gpu, planner_section
+from benchmarks.gpus import match_gpu
+from benchmarks.nvdec.cli import _ceiling, main, planner_section
 from benchmarks.planner.cli import load_measurements
 from streams.testing.h264 import write_clip
 

@@ -49,6 +49,15 @@ def test_environment_fixes_the_libpython_trap(tmp_path: Path) -> None:
     assert (tmp_path / "tree/backends/python/triton_python_backend_stub").is_file()
 
 
+def test_ort_options_reach_the_python_models_environment(tmp_path: Path) -> None:
+    from inference.detectors.common import MAX_BATCH_ENV, PROVIDER_ENV, OrtOptions
+
+    server = LocalTriton(models_dir=tmp_path, workdir=tmp_path, ort=OrtOptions("cuda", 8))
+    env = server.environment()
+    assert (env[PROVIDER_ENV], env[MAX_BATCH_ENV]) == ("cuda", "8")
+    assert OrtOptions.from_env(env) == OrtOptions("cuda", 8)
+
+
 def _request(frames: np.ndarray, cams: np.ndarray, url: str, model: str = "face") -> None:
     client = grpcclient.InferenceServerClient(url)
     a = grpcclient.InferInput("FRAMES", list(frames.shape), "UINT8")
