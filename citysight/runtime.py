@@ -219,9 +219,7 @@ class Runtime:
         from inference.triton.server import LocalTriton, TritonStartError
 
         # One Triton per node, next to the decoders; the stream workers connect to it.
-        self.triton = LocalTriton(
-            models_dir=Path(inf.models_dir), workdir=self.workdir / "triton", tiers=inf.tiers
-        )
+        self.triton = LocalTriton.for_config(inf, workdir=self.workdir / "triton")
         try:
             self.triton.start()
         except TritonStartError as exc:

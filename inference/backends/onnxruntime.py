@@ -40,7 +40,7 @@ class OrtClient:
     ) -> None:
         self.models_dir = Path(models_dir)
         cfg = cfg or InferenceService()
-        self.ort = OrtOptions(provider=cfg.execution_provider, max_batch=cfg.ort_max_batch)
+        self.ort = OrtOptions.from_config(cfg)
         self._detectors: dict[str, DetectorBackend | None] = {}
         self._load_errors: dict[str, str] = {}
         self._errors: dict[str, int] = {}

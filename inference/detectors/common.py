@@ -93,6 +93,11 @@ class OrtOptions:
             raise ValueError("max_batch and threads must be at least 1")
 
     @classmethod
+    def from_config(cls, inf: Any) -> OrtOptions:
+        """Options of a :class:`citysight.config.InferenceService`."""
+        return cls(provider=inf.execution_provider, max_batch=inf.ort_max_batch)
+
+    @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OrtOptions:
         """Options from ``CITYSIGHT_ORT_PROVIDER`` / ``CITYSIGHT_ORT_MAX_BATCH`` (or defaults).
 

@@ -162,11 +162,10 @@ class TritonClient:
         self._own_server = False
         url = url or cfg.triton_url
         if url is None and server is None:
-            from inference.detectors.common import OrtOptions
             from inference.triton.server import LocalTriton
 
-            ort = OrtOptions(provider=cfg.execution_provider, max_batch=cfg.ort_max_batch)
-            self._server = LocalTriton(models_dir=Path(models_dir), ort=ort).start()
+            inf = cfg.model_copy(update={"models_dir": str(models_dir)})
+            self._server = LocalTriton.for_config(inf).start()
             self._own_server = True
         self.url = url or self._server.grpc_url
         self.supervise = self._own_server if supervise is None else supervise

@@ -197,6 +197,19 @@ class LocalTriton:
         self.log_path = self.workdir / "tritonserver.log"
         self.starts = 0
 
+    @classmethod
+    def for_config(cls, inf: Any, **kw: Any) -> LocalTriton:
+        """A server for a :class:`citysight.config.InferenceService`: its model files, tier
+        order and ONNX Runtime options (provider, max batch) reach the python models."""
+        from inference.detectors.common import OrtOptions
+
+        return cls(
+            models_dir=Path(inf.models_dir),
+            tiers=inf.tiers,
+            ort=OrtOptions.from_config(inf),
+            **kw,
+        )
+
     # -- addresses ----------------------------------------------------------------------
 
     @property

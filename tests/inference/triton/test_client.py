@@ -306,3 +306,30 @@ def test_refused_cuda_regions_move_every_slot_to_system_shm(
         assert h["ready"]
     finally:
         c.close()
+
+
+def test_server_for_config_carries_tiers_and_ort_options(tmp_path: Path) -> None:
+    from inference.detectors.common import MAX_BATCH_ENV, PROVIDER_ENV
+    from inference.triton.pymodel import TIERS_ENV
+
+    inf = InferenceService(
+        type="triton",
+        models_dir=str(tmp_path),
+        tiers={"face": ["haar"], "fire_smoke": ["cnn", "classical"]},
+        execution_provider="cuda",
+        ort_max_batch=16,
+    )
+    env = LocalTriton.for_config(inf, workdir=tmp_path / "w").environment()
+    assert env[TIERS_ENV] == "face=haar,fire_smoke=cnn+classical"
+    assert env[PROVIDER_ENV] == "cuda" and env[MAX_BATCH_ENV] == "16"
+
+
+def test_embedded_server_honours_the_configured_tiers(models_dir: Path) -> None:
+    c = TritonClient(
+        InferenceService(type="triton", timeout_ms=60000, tiers={"face": ["haar"]}),
+        models_dir,
+    )
+    try:
+        assert c.health()["detectors"]["face"]["tier"] == "haar"
+    finally:
+        c.close()
