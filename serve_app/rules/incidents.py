@@ -26,11 +26,11 @@ import time
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
 
 from citysight.config import IncidentsConfig
 from citysight.contracts import Alert, AlertKind
 from serve_app.store import keys
+from serve_app.store.scripts import evalsha_pipelined
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ _TRANSIENT = (
     redis.TimeoutError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
-    NoScriptError,
+    redis.exceptions.NoScriptError,
 )
 
 
@@ -159,9 +159,9 @@ class IncidentIndex:
                 repr(radius), repr(window), a.camera_id,
                 repr(min(t, now) - PRUNE_WINDOWS * window), ttl, PRUNE_BATCH,
             ]  # fmt: skip
-        replies = self._run(calls)
+        replies = evalsha_pipelined(self.r, self._assign, list(calls.values()))
         out = list(alerts)
-        for i, reply in replies.items():
+        for i, reply in zip(calls, replies, strict=True):
             a = alerts[i]
             if isinstance(reply, _TRANSIENT):
                 raise reply
@@ -173,23 +173,3 @@ class IncidentIndex:
                 update = {"incident_id": iid, "camera_ids": cams}
             out[i] = a.model_copy(update=update)
         return out
-
-    def _run(self, calls: dict[int, list[Any]]) -> dict[int, Any]:
-        """``EVALSHA`` every call in one pipeline; load the script only when Redis lacks it.
-
-        (A pipeline given a registered script would ask ``SCRIPT EXISTS`` first: a second
-        round trip for every batch.)
-        """
-        replies: dict[int, Any] = {}
-        for _ in range(2):
-            pipe = self.r.pipeline(transaction=False)
-            for args in calls.values():
-                pipe.evalsha(self._assign.sha, *args)
-            for i, reply in zip(calls, pipe.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-            missing = {i: calls[i] for i, x in replies.items() if isinstance(x, NoScriptError)}
-            if not missing:
-                break
-            self.r.script_load(_ASSIGN)  # restarted or flushed Redis: those calls did not run
-            calls = missing
-        return replies

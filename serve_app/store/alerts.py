@@ -23,6 +23,7 @@ from serve_app.store.lifecycle import (
     InvalidTransition,
     check_transition,
 )
+from serve_app.store.scripts import evalsha_pipelined
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class AlertStore:
         if not alerts:
             return []
         now = time.time()
-        pipe = self.r.pipeline(transaction=False)
+        calls: list[list[Any]] = []
         prepared: list[Alert] = []
         for alert in alerts:
             a = alert.model_copy(update={"raised_at": alert.raised_at or now})
@@ -114,20 +115,18 @@ class AlertStore:
                 note=a.summary,
             )
             body = a.model_dump_json()
-            self._save(
-                keys=[
-                    keys.alert_key(a.id), keys.events_key(a.id), keys.ALERTS_ALL,
-                    keys.dept_index(a.department), keys.FEED_STREAM,
-                    keys.incident_key(a.incident_id or ""),
-                ],
-                args=[
-                    body, self.ttl_s, ev.model_dump_json(), _ts(a.started_at), a.id,
-                    a.incident_id or "", *_feed_fields(a, "alert", a.to_api()),
-                ],
-                client=pipe,
-            )  # fmt: skip
+            calls.append([
+                6, keys.alert_key(a.id), keys.events_key(a.id), keys.ALERTS_ALL,
+                keys.dept_index(a.department), keys.FEED_STREAM,
+                keys.incident_key(a.incident_id or ""),
+                body, self.ttl_s, ev.model_dump_json(), _ts(a.started_at), a.id,
+                a.incident_id or "", *_feed_fields(a, "alert", a.to_api()),
+            ])  # fmt: skip
             prepared.append(a)
-        results = pipe.execute()
+        results = evalsha_pipelined(self.r, self._save, calls)
+        failed = next((x for x in results if isinstance(x, Exception)), None)
+        if failed is not None:
+            raise failed  # the consumer keeps the batch and writes it again (idempotent)
         return [a for a, ok in zip(prepared, results, strict=True) if int(ok) == 1]
 
     def transition(

@@ -213,3 +213,29 @@ def test_prune_indexes_drops_expired_entries(store: AlertStore) -> None:
     store.save_new([old, new])
     assert store.prune_indexes(now=2_000_000_000.0) == 2  # all + fire index
     assert [a.id for a in store.query(limit=10)] == [new.id]
+
+
+def test_save_new_is_one_round_trip_of_evalsha_and_survives_a_script_flush(
+    store: AlertStore,
+) -> None:
+    r = store.r
+    store.save_new([make_alert(0)])
+    r.config_resetstat()
+    saved = store.save_new([make_alert(1), make_alert(2), make_alert(0)])
+    stats = {k.removeprefix("cmdstat_"): v["calls"] for k, v in r.info("commandstats").items()}
+    assert stats["evalsha"] == 3 and not [k for k in stats if k.startswith("script|")]
+    assert [a.id for a in saved] == [make_alert(1).id, make_alert(2).id]
+    r.script_flush()  # e.g. Redis restarted without the script
+    assert [a.id for a in store.save_new([make_alert(3), make_alert(1)])] == [make_alert(3).id]
+
+
+def test_save_new_raises_when_redis_refuses_the_write(store: AlertStore) -> None:
+    """The consumer keeps a batch whose write failed; nothing may pass for saved."""
+    r = store.r
+    r.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            store.save_new([make_alert(7)])
+    finally:
+        r.config_set("maxmemory", "0")
+    assert [a.id for a in store.save_new([make_alert(7)])] == [make_alert(7).id]
