@@ -115,7 +115,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for p in err.problems:
             print(f"citysight: {err.source}: {p}", file=sys.stderr)
         return 1
-    return run_forever(cfg, workdir=Path(args.workdir), duration_s=args.duration, demo=False)
+    return run_forever(
+        cfg,
+        workdir=Path(args.workdir),
+        duration_s=args.duration,
+        demo=False,
+        serve=not args.no_serve,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", required=True)
     r.add_argument("--workdir", default=os.environ.get("CITYSIGHT_HOME", ".citysight"))
     r.add_argument("--duration", type=float, default=None)
+    r.add_argument(
+        "--no-serve",
+        action="store_true",
+        help="leave the Serve app (API, WebSocket, rules) to a deployment elsewhere, e.g. the "
+        "RayService: only seed Redis and run the stream supervisor (the cluster's control "
+        "process)",
+    )
     r.set_defaults(func=_cmd_run)
 
     c = sub.add_parser("config", help="check a config file or print its schema")

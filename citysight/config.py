@@ -484,8 +484,21 @@ class RayService(Strict):
     )
     num_cpus: int | None = _f("CPUs", "CPUs given to the local Ray.", default=None, ge=1)
     temp_dir: str = _f(
-        "Temp dir", "Private temp dir of the local Ray.", default="/tmp/citysight-ray"
+        "Temp dir",
+        "Private temp dir of the local Ray (at most 40 characters: Ray puts Unix sockets "
+        "about 65 characters deeper, and a socket path may not exceed 107 bytes).",
+        default="/tmp/citysight-ray",
     )
+
+    @field_validator("temp_dir")
+    @classmethod
+    def _short_temp_dir(cls, v: str) -> str:
+        if len(os.path.abspath(v).encode()) > 40:
+            raise ValueError(
+                f"{v!r} is too long for Ray's Unix socket paths (107 bytes with the session "
+                "folder): use a path of at most 40 characters, e.g. /tmp/citysight-ray"
+            )
+        return v
 
 
 class InferenceService(Strict):

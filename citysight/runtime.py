@@ -113,10 +113,13 @@ def make_infer(inference_json: str, models_dir: str, redis_url: str) -> Callable
 class Runtime:
     """Starts and stops the services of one citysight deployment on this machine."""
 
-    def __init__(self, cfg: CitysightConfig, workdir: Path, *, demo: bool = False) -> None:
+    def __init__(
+        self, cfg: CitysightConfig, workdir: Path, *, demo: bool = False, serve: bool = True
+    ) -> None:
         self.cfg = cfg
         self.workdir = workdir
         self.demo = demo
+        self.serve = serve  # False: the Serve app is deployed elsewhere (a RayService)
         self.redis: EmbeddedRedis | None = None
         self.redis_url = cfg.services.redis.url or ""
         self.triton: Any = None
@@ -137,7 +140,8 @@ class Runtime:
             self._seed_redis()
             self._start_triton()
             self._start_ray()
-            self._start_serve()
+            if self.serve:
+                self._start_serve()
             self._start_streams()
         except BaseException:
             self.stop()
@@ -360,7 +364,15 @@ class Runtime:
             self.redis = None
 
 
-def _print_banner(cfg: CitysightConfig, demo: bool) -> None:
+def _print_banner(cfg: CitysightConfig, demo: bool, serve: bool = True) -> None:
+    if not serve:
+        n = sum(c.enabled for c in cfg.cameras)
+        print(
+            f"citysight is running: stream supervisor for {n} cameras (the Serve app runs "
+            "elsewhere)",
+            flush=True,
+        )
+        return
     http = cfg.services.http
     base = f"http://{http.host}:{http.port}"
     print(
@@ -375,15 +387,24 @@ def _print_banner(cfg: CitysightConfig, demo: bool) -> None:
 
 
 def run_forever(
-    cfg: CitysightConfig, *, workdir: Path, duration_s: float | None = None, demo: bool = False
+    cfg: CitysightConfig,
+    *,
+    workdir: Path,
+    duration_s: float | None = None,
+    demo: bool = False,
+    serve: bool = True,
 ) -> int:
-    """Start, wait for Ctrl-C/SIGTERM (or ``duration_s``), stop. Returns the exit code."""
+    """Start, wait for Ctrl-C/SIGTERM (or ``duration_s``), stop. Returns the exit code.
+
+    ``serve=False`` is the cluster's control process: Redis seeding and the stream
+    supervisor, with the Serve app deployed by the RayService.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     if demo:
         from citysight.demo import demo_tokens
 
         demo_tokens()
-    rt = Runtime(cfg, workdir, demo=demo)
+    rt = Runtime(cfg, workdir, demo=demo, serve=serve)
     stop_event = threading.Event()
 
     def _on_signal(signum: int, _frame: Any) -> None:
@@ -406,7 +427,7 @@ def run_forever(
                 file=sys.stderr,
             )
             return 1
-        _print_banner(cfg, demo)
+        _print_banner(cfg, demo, serve)
         deadline = time.monotonic() + duration_s if duration_s else None
         while not stop_event.is_set():
             if deadline is not None and time.monotonic() >= deadline:

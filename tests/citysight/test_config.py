@@ -188,3 +188,9 @@ def test_rules_consumers_split_the_shards() -> None:
     assert one.services.rules_shard_groups() == [list(range(one.services.streams.shards))]
     with pytest.raises(ConfigError, match="a consumer would own no shard"):
         parse_config({"services": {"streams": {"shards": 2}, "rules": {"consumers": 3}}}, "t")
+
+
+def test_ray_temp_dir_too_long_for_unix_sockets() -> None:
+    with pytest.raises(ConfigError, match=r"services\.ray\.temp_dir.*too long"):
+        parse_config({"services": {"ray": {"temp_dir": "/tmp/" + "x" * 60}}}, "t")
+    assert parse_config({"services": {"ray": {"temp_dir": "/tmp/cs"}}}, "t")

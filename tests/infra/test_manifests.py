@@ -365,6 +365,16 @@ def test_cluster_config_is_a_valid_citysight_config() -> None:
     assert cfg.services.rules.consumers <= cfg.services.streams.shards
 
 
+def test_control_process_runs_the_supervisor_without_serve() -> None:
+    dep = _find("Deployment", "citysight-control")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["command"][:2] == ["citysight", "run"] and "--no-serve" in c["command"]
+    assert c["command"][c["command"].index("--config") + 1] == "/etc/citysight/citysight.yaml"
+    assert _cluster_config().services.ray.address.startswith("ray://citysight-head-svc.")
+    assert any(e["name"] == "REDIS_PASSWORD" for e in c["env"])
+
+
 def test_serve_config_v2_is_generated_from_the_cluster_config() -> None:
     from citysight.serve_config import build_serve_config
 
