@@ -202,7 +202,6 @@ def run_step(
         messages=ctx.Queue(),
         stop=ctx.Event(),
     )
-    frames, errors, state, messages, stop = sh.frames, sh.errors, sh.state, sh.messages, sh.stop
     nproc = max(1, min(procs, streams))
     chunks = [list(range(streams))[k::nproc] for k in range(nproc)]
     workers = [
@@ -213,29 +212,29 @@ def run_step(
         w.start()
     try:
         deadline = time.monotonic() + OPEN_TIMEOUT_S
-        while any(s == _OPENING for s in state) and time.monotonic() < deadline:
-            if _FAILED in state[:] or not any(w.is_alive() for w in workers):
+        while any(s == _OPENING for s in sh.state) and time.monotonic() < deadline:
+            if _FAILED in sh.state[:] or not any(w.is_alive() for w in workers):
                 break
             time.sleep(0.05)
-        failed = [i for i, s in enumerate(state) if s != _RUNNING]
+        failed = [i for i, s in enumerate(sh.state) if s != _RUNNING]
         if failed:
             reasons: list[str] = []
-            while not messages.empty() and len(reasons) < 3:
-                reasons.append(messages.get_nowait())
+            while not sh.messages.empty() and len(reasons) < 3:
+                reasons.append(sh.messages.get_nowait())
             why = "; ".join(reasons) or f"{len(failed)} stream(s) did not open in time"
             raise BenchError(f"{decoder}: {why}")
         time.sleep(warmup_s)
         sampler = DecoderSampler() if sample_gpu else None
         if sampler:
             sampler.start()
-        f0, e0, t0 = frames[:], errors[:], time.perf_counter()
+        f0, e0, t0 = sh.frames[:], sh.errors[:], time.perf_counter()
         time.sleep(window_s)
-        f1, e1, t1 = frames[:], errors[:], time.perf_counter()
+        f1, e1, t1 = sh.frames[:], sh.errors[:], time.perf_counter()
         if sampler:
             sampler.stop()
-        lost = [i for i, s in enumerate(state) if s != _RUNNING]
+        lost = [i for i, s in enumerate(sh.state) if s != _RUNNING]
     finally:
-        stop.set()
+        sh.stop.set()
         for w in workers:
             w.join(timeout=20)
             if w.is_alive():

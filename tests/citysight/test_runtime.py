@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from citysight.config import parse_config
-from citysight.runtime import Runtime
+from citysight.runtime import Runtime, token_hash
 from citysight.services.redis_server import EmbeddedRedis, ServiceError, free_port
 
 PASSWORD = "pa:ss@word/1"
@@ -105,7 +105,7 @@ def test_no_serve_is_the_cluster_control_process(
             time.sleep(0.3)
         assert r.xlen(detections_stream(0)) > 0  # the camera runs and publishes results
         assert not port_in_use(http_port)  # no Serve app, no HTTP
-        principal = r.hget(PRINCIPALS_KEY, _hash(TOKEN)) or b"{}"
+        principal = r.hget(PRINCIPALS_KEY, token_hash(TOKEN)) or b"{}"
         assert json.loads(principal)["name"] == "ops"
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -115,9 +115,3 @@ def test_no_serve_is_the_cluster_control_process(
     assert proc.returncode == 0, out
     assert "stream supervisor for 1 cameras" in out
     assert b"streams" in r.hkeys(COMPONENTS_KEY)
-
-
-def _hash(token: str) -> str:
-    from citysight.runtime import token_hash
-
-    return token_hash(token)
