@@ -14,9 +14,10 @@ Recovery asks the server instead of guessing: a transient failure (a deadline th
 under load) leaves the server holding our shared-memory regions, a restart loses them. On
 recovery the client reads the server's shared-memory status and marks as registered exactly
 the slots whose region the server still reports with our key and size; a region the server
-still holds under our name when we register it (``ALREADY_EXISTS``) is unregistered and
-registered again, so the server maps our current handle; and a request naming a region the
-server does not know (it restarted between two requests, or someone unregistered it) is sent
+still holds under our name when we register it (``ALREADY_EXISTS``) counts as registered
+when the server reports our key and size, and is otherwise unregistered and registered again
+(so the server maps our current handle); and a request naming a region the server does not
+know (it restarted between two requests, or someone unregistered it) is sent
 again once after re-registering. Shared-memory bookkeeping errors never open the breaker:
 only connection loss and expired deadlines do.
 
@@ -97,11 +98,24 @@ class _Slot:
             if not _already_exists(exc):
                 raise
             # The server still holds a region of this name (we forgot it after a transient
-            # failure, or it maps an older handle of ours): replace it so the server maps
-            # exactly the current handle, instead of trusting what it holds.
-            self._unregister(client)
-            self._register(client)
+            # failure). If it is our current one (same key and size) it is registered;
+            # otherwise it maps an older region of ours: replace it.
+            if not self.matches(self._server_status(client)):
+                self._unregister(client)
+                self._register(client)
         self.registered = True
+
+    def _server_status(self, client: Any) -> dict[str, Any] | None:
+        """The server's status of this region (``None`` when it has none or cannot say)."""
+        try:
+            if self.kind == "cuda":
+                st = client.get_cuda_shared_memory_status(self.name, as_json=True)
+            else:
+                st = client.get_system_shared_memory_status(self.name, as_json=True)
+        except Exception:
+            return None
+        region: dict[str, Any] | None = (st.get("regions") or {}).get(self.name)
+        return region
 
     def _register(self, client: Any) -> None:
         if self.kind == "cuda":
@@ -457,7 +471,7 @@ class TritonClient:
         for slot in self._all_slots:
             had = slot.registered
             # Unknown status: assume nothing is registered; registering again is safe
-            # (ALREADY_EXISTS is answered by unregister-then-register).
+            # (ALREADY_EXISTS is checked against the server's status of the region).
             slot.registered = regions is not None and slot.matches(regions.get(slot.name))
             if had:
                 kept += slot.registered

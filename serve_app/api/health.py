@@ -12,7 +12,8 @@ Semantics (README, "Health"):
   registry: ``running`` when every camera's reader runs and its frames are analysed.
 * ``status`` is ``ok`` when every component is ``running``; ``down`` (HTTP 503) when Redis
   is unreachable or no detections flow at all while cameras should be running (no enabled
-  camera is analysed, and the cameras are past starting); ``degraded`` otherwise.
+  camera is analysed, and at least one is known not analysed, offline, failed or silent, or
+  inference is down); ``degraded`` otherwise.
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any],
 
     Returns:
         ``(component, flowing, starting)``: ``flowing`` when at least one camera's frames are
-        analysed; ``starting`` when no camera is known to be failing yet (every camera not
-        analysed is still starting, or waits for its first analysed frame).
+        analysed; ``starting`` when no camera is known to be failing (every camera not
+        analysed is starting, waits for its first analysed frame, or was never reported).
     """
     now = time.time() if now is None else now
     enabled: set[str] = set()
@@ -160,11 +161,13 @@ def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any],
             health[cid] = st
     groups: dict[str, list[str]] = {
         "analysed": [], "not_analysed": [], "waiting": [], "starting": [], "offline": [],
-        "failed": [], "unknown": [],
+        "failed": [], "unknown": [], "unreported": [],
     }  # fmt: skip
     for cid in ids:
         st = health.get(cid)
-        if st is None or now - float(st.get("at") or 0) > CAMERA_STALE_S:
+        if st is None:
+            groups["unreported"].append(cid)  # no stream worker ever reported it
+        elif now - float(st.get("at") or 0) > CAMERA_STALE_S:
             groups["unknown"].append(cid)
         elif st.get("state") == "starting":
             groups["starting"].append(cid)
@@ -179,11 +182,13 @@ def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any],
         else:
             groups["waiting"].append(cid)  # running, first analysed frame not seen yet
     flowing = bool(groups["analysed"])
+    # Evidence that analysis stopped; a camera nobody reported yet is no such evidence (the
+    # workers are starting, or run elsewhere), but it is not running either.
     bad = [g for g in ("not_analysed", "offline", "failed", "unknown") if groups[g]]
     starting = not bad
     if not enabled or len(groups["analysed"]) == len(enabled):
         state = "running"
-    elif bad:
+    elif bad or groups["unreported"]:
         state = "degraded"
     else:
         state = "starting"

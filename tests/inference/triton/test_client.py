@@ -423,7 +423,15 @@ def test_region_unregistered_behind_the_clients_back_loses_no_frame(triton: Loca
     try:
         assert len(client.infer(batch)) == 2
         for name in _regions(triton.grpc_url, prefix):
-            other.unregister_system_shared_memory(name)
+            deadline = time.monotonic() + 10
+            while True:  # the server releases a region shortly after the response
+                try:
+                    other.unregister_system_shared_memory(name)
+                    break
+                except Exception as exc:
+                    if "in use" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
         assert _regions(triton.grpc_url, prefix) == {}
         assert len(client.infer(batch)) == 2, client.health()
         h = client.health()
@@ -465,3 +473,29 @@ def test_restarted_triton_is_told_from_a_transient_failure(
     finally:
         client.close()
         server.close()
+
+
+def test_already_registered_region_is_kept_or_replaced(triton: LocalTriton) -> None:
+    """ALREADY_EXISTS: our region as the server holds it counts as registered; a stale
+    registration under our name (another size) is replaced, never an error."""
+    import tritonclient.grpc as grpcclient
+
+    from inference.triton.client import _Slot
+
+    c = grpcclient.InferenceServerClient(triton.grpc_url)
+    slot = _Slot(0, f"csalready{os.getpid()}")
+    try:
+        slot.ensure(1 << 20, c)
+        slot.registered = False  # forgotten, as after a recovery that could not ask the server
+        slot.ensure(1 << 20, c)  # ALREADY_EXISTS, same key and size: kept
+        assert _regions(triton.grpc_url, slot.name)[slot.name]["byte_size"] == str(1 << 20)
+        c.unregister_system_shared_memory(slot.name)
+        c.register_system_shared_memory(slot.name, slot.key, 4096)  # a stale, smaller one
+        slot.registered = False
+        slot.ensure(1 << 20, c)  # ALREADY_EXISTS, another size: replaced
+        assert _regions(triton.grpc_url, slot.name)[slot.name]["byte_size"] == str(1 << 20)
+        assert slot.registered
+    finally:
+        slot.drop(c)
+        c.close()
+    assert _regions(triton.grpc_url, slot.name) == {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -34,19 +34,24 @@ def client(redis_url: str) -> Iterator[TestClient]:
         yield c
 
 
-def comp(state: str, age_s: float = 0.0, **detail: Any) -> str:
-    return json.dumps({"state": state, "detail": detail, "updated_at": time.time() - age_s})
+Rec = Callable[[], str]
+"""A record rendered when the test writes it (times relative to then, not to collection)."""
 
 
-def cam(cid: str, state: str = "running", analysed: bool | None = True, age_s: float = 0) -> str:
-    st = CameraStatus(
+def comp(state: str, age_s: float = 0.0, **detail: Any) -> Rec:
+    """A component record as the runtime, workers and consumers write it."""
+    return lambda: json.dumps({"state": state, "detail": detail, "updated_at": time.time() - age_s})
+
+
+def cam(cid: str, state: str = "running", analysed: bool | None = True, age_s: float = 0) -> Rec:
+    """A camera health record as a stream worker writes it."""
+    return lambda: CameraStatus(
         camera_id=cid,
         state=CameraState(state),
         at=time.time() - age_s,
         analysed=analysed,
         metrics={"frames_analysed": 5.0},
-    )
-    return st.model_dump_json()
+    ).model_dump_json()
 
 
 RUNNING = {
@@ -95,6 +100,9 @@ NOT_ANALYSED = {c: cam(c, analysed=False) for c in CAMS}
             {**{k: v for k, v in RUNNING.items() if k != "inference"},
              "inference:w0": comp("down"), "inference:w1": comp("down")},
             NOT_ANALYSED, "down", {"inference": "down"}, id="every-worker-down"),
+        pytest.param(RUNNING, {"c1": cam("c1")}, "degraded", {"cameras": "degraded"},
+                     id="camera-never-reported"),
+        pytest.param(RUNNING, {}, "degraded", {"cameras": "degraded"}, id="no-camera-reported"),
         pytest.param({k: v for k, v in RUNNING.items() if k != "inference"}, ANALYSED,
                      "degraded", {"inference": "unknown"}, id="inference-never-reported"),
     ],
@@ -102,17 +110,17 @@ NOT_ANALYSED = {c: cam(c, analysed=False) for c in CAMS}
 def test_status_and_states(
     r: redis.Redis,
     client: TestClient,
-    components: dict[str, str],
-    cameras: dict[str, str],
+    components: dict[str, Rec],
+    cameras: dict[str, Rec],
     status: str,
     states: dict[str, str],
 ) -> None:
     for cid in CAMS:
         r.hset(keys.CAMERAS, cid, CameraConfig(id=cid, url=f"rtsp://h/{cid}", latitude=0,
                                                 longitude=0).model_dump_json())  # fmt: skip
-    r.hset(keys.COMPONENTS, mapping=components)  # type: ignore[arg-type]
+    r.hset(keys.COMPONENTS, mapping={k: v() for k, v in components.items()})
     if cameras:
-        r.hset(keys.CAMERA_HEALTH, mapping=cameras)  # type: ignore[arg-type]
+        r.hset(keys.CAMERA_HEALTH, mapping={k: v() for k, v in cameras.items()})
     resp = client.get("/health")
     body = resp.json()
     assert body["status"] == status, body
@@ -122,22 +130,22 @@ def test_status_and_states(
 
 
 def test_frames_ok_stays_and_parts_are_summed(r: redis.Redis, client: TestClient) -> None:
-    r.hset(keys.COMPONENTS, mapping={"inference:w0": comp("running", frames_ok=5),
-                                     "inference:w1": comp("running", frames_ok=7)})  # fmt: skip
+    r.hset(keys.COMPONENTS, mapping={"inference:w0": comp("running", frames_ok=5)(),
+                                     "inference:w1": comp("running", frames_ok=7)()})  # fmt: skip
     inf = client.get("/health").json()["components"]["inference"]
     assert inf["state"] == "running"
     assert inf["detail"]["frames_ok"] == 12 and set(inf["detail"]["parts"]) == {"w0", "w1"}
     r.delete(keys.COMPONENTS)  # one record (one writer): kept as written
-    r.hset(keys.COMPONENTS, "inference", comp("running", frames_ok=3))
+    r.hset(keys.COMPONENTS, "inference", comp("running", frames_ok=3)())
     assert client.get("/health").json()["components"]["inference"]["detail"]["frames_ok"] == 3
 
 
 def test_a_long_silent_part_is_dropped_and_a_deleted_camera_ignored(
     r: redis.Redis, client: TestClient
 ) -> None:
-    r.hset(keys.COMPONENTS, mapping={"rules:old": comp("running", age_s=3600),
-                                     "rules:new": comp("running")})  # fmt: skip
-    r.hset(keys.CAMERA_HEALTH, "deleted-cam", cam("deleted-cam", "offline", None))
+    r.hset(keys.COMPONENTS, mapping={"rules:old": comp("running", age_s=3600)(),
+                                     "rules:new": comp("running")()})  # fmt: skip
+    r.hset(keys.CAMERA_HEALTH, "deleted-cam", cam("deleted-cam", "offline", None)())
     body = client.get("/health").json()
     assert body["components"]["rules"]["state"] == "running"
     assert r.hkeys(keys.COMPONENTS) == [b"rules:new"]
