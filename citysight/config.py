@@ -616,6 +616,15 @@ class StreamsService(Strict):
         "nvdec-cuda: to CUDA tensors (GPU nodes without DeepStream).",
         default="pyav",
     )
+    analysis_timeout_s: float = _f(
+        "Analysis timeout",
+        "A running camera whose oldest decoded frame waits longer than this without any "
+        "frame of it analysed is reported not analysed (analytics_down alert, degraded "
+        "/health).",
+        default=10,
+        ge=1,
+        le=300,
+    )
 
 
 class RulesService(Strict):

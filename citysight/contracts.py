@@ -321,6 +321,7 @@ class AlertKind(enum.StrEnum):
     PLATE = "plate"
     VENDING = "vending"
     CAMERA_OFFLINE = "camera_offline"
+    ANALYTICS_DOWN = "analytics_down"
 
 
 class Severity(enum.StrEnum):
@@ -472,3 +473,13 @@ class CameraStatus(_Message):
     at: float = Field(default_factory=time.time)
     reason: str = ""
     metrics: dict[str, float] = Field(default_factory=dict)
+    analysed: bool | None = Field(
+        default=None,
+        description="Whether the camera's frames are being analysed: False when decoded "
+        "frames have waited longer than streams.analysis_timeout_s with none analysed, "
+        "None until the worker knows (camera starting, reader's own messages)",
+    )
+    analysis_stopped_at: float | None = Field(
+        default=None,
+        description="Unix time since when no frame was analysed (set while analysed is False)",
+    )

@@ -44,6 +44,7 @@ DEMO_ROUTING: tuple[dict[str, Any], ...] = (
     {"kind": "plate", "department": "police"},
     {"kind": "face", "department": "police"},
     {"kind": "camera_offline", "department": "duty"},
+    {"kind": "analytics_down", "department": "duty"},
 )
 
 

@@ -75,39 +75,117 @@ def write_component(r: Any, name: str, state: str, detail: dict[str, Any]) -> No
     )
 
 
-def make_infer(inference_json: str, models_dir: str, redis_url: str) -> Callable[..., Any]:
-    """Inference callable built inside a stream worker (so models load in that process).
+class WorkerInference:
+    """The inference callable of one stream worker, with its health.
 
-    Every few seconds it also records the detectors' health (active tiers) under the
-    ``inference`` component.
+    Counts frames in, analysed (``frames_ok``) and dropped for any backend; the stream
+    worker returns :meth:`health` in its stats and the runtime aggregates the workers into
+    the ``inference`` component of ``/health``.
     """
-    import redis
 
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.frames_in = 0
+        self.frames_ok = 0
+        self.errors = 0
+
+    def __call__(self, batch: Any) -> list[Any]:
+        self.frames_in += len(batch)
+        try:
+            results: list[Any] = self.client.infer(batch)
+        except Exception:
+            self.errors += 1
+            raise
+        self.frames_ok += len(results)
+        return results
+
+    def close(self) -> None:
+        """Close the client (its shared-memory regions, connections, an embedded server)."""
+        self.client.close()
+
+    def health(self) -> dict[str, Any]:
+        """The client's health plus frame counters; ``state`` is always set."""
+        h = dict(self.client.health() or {})
+        h.setdefault("frames_ok", self.frames_ok)
+        h.setdefault("frames_dropped", self.frames_in - self.frames_ok)
+        h["frames_in"] = self.frames_in
+        h["infer_errors"] = self.errors
+        h.setdefault("state", "running" if h.get("ready", True) else "failed")
+        return h
+
+
+def make_infer(inference_json: str, models_dir: str) -> WorkerInference:
+    """Inference callable built inside a stream worker (so models load in that process)."""
     from citysight.config import InferenceService
-    from citysight.contracts import FrameBatch, FrameResult
     from inference.client import create_client
 
     client = create_client(InferenceService.model_validate_json(inference_json), Path(models_dir))
-    r = redis.Redis.from_url(redis_url)
-    last = [0.0]
+    return WorkerInference(client)
 
-    def report() -> None:
-        try:
-            health = client.health()
-            failed = isinstance(health, dict) and health.get("state") == "failed"
-            write_component(r, "inference", "failed" if failed else "running", health)
-        except Exception as exc:  # health must never break inference
-            logger.warning("inference health report failed: %s", exc)
 
-    def infer(batch: FrameBatch) -> list[FrameResult]:
-        now = time.monotonic()
-        if now - last[0] >= HEALTH_PERIOD_S:
-            last[0] = now
-            report()
-        return client.infer(batch)
+_STATE_RANK = {"running": 0, "unknown": 1, "degraded": 2, "down": 3}
+INFERENCE_COUNTERS = (
+    "frames_in", "frames_ok", "frames_dropped", "infer_errors", "requests", "request_errors",
+    "recoveries", "server_restarts", "server_resets", "regions_kept", "reregistrations",
+)  # fmt: skip
+"""Counters summed over the workers in the ``inference`` component's detail."""
 
-    report()
-    return infer
+
+def inference_component(
+    workers: dict[str, Any], previous: dict[str, tuple[int, int]], server: dict[str, Any] | None
+) -> tuple[str, dict[str, Any]]:
+    """The ``inference`` component from every stream worker's stats.
+
+    A worker's inference is ``down`` when its client is down (or failed), ``degraded`` when
+    it dropped every frame since the previous report (``previous``: worker → ``(frames_ok,
+    frames_dropped)``, updated here), ``unknown`` when the worker did not answer. The
+    component is ``down`` when every worker's is (or the local Triton could not be
+    restarted), ``degraded`` when any is not running, else ``running``; counters are summed,
+    so ``frames_ok`` is the frames analysed by the living workers since they started.
+    """
+    per: dict[str, dict[str, Any]] = {}
+    first: dict[str, Any] | None = None
+    sums: dict[str, int] = {}
+    for name, stats in sorted(workers.items()):
+        h = stats.get("inference") if isinstance(stats, dict) else None
+        if not isinstance(h, dict):
+            why = stats.get("error", "no inference health") if isinstance(stats, dict) else ""
+            per[name] = {"state": "unknown", "reason": str(why)}
+            previous.pop(name, None)
+            continue
+        ok, dropped = int(h.get("frames_ok", 0)), int(h.get("frames_dropped", 0))
+        state, reason = "running", ""
+        if h.get("state") in ("down", "failed"):
+            state, reason = "down", str(h.get("last_error", "") or h.get("state"))
+        else:
+            prev = previous.get(name)
+            if prev is not None and dropped > prev[1] and ok <= prev[0]:
+                state, reason = "degraded", "dropping every frame"
+        previous[name] = (ok, dropped)
+        per[name] = {"state": state, "reason": reason, "frames_ok": ok, "frames_dropped": dropped}
+        first = first or h
+        for k in INFERENCE_COUNTERS:
+            if isinstance(h.get(k), int | float):
+                sums[k] = sums.get(k, 0) + int(h[k])
+    for name in [n for n in previous if n not in workers]:
+        del previous[name]
+    states = [w["state"] for w in per.values()]
+    server_failed = server is not None and server.get("state") == "failed"
+    if server_failed or (states and all(st == "down" for st in states)):
+        overall = "down"
+    elif not states:
+        overall = "unknown"
+    else:
+        overall = max(states, key=lambda st: _STATE_RANK.get(st, 1))
+        overall = "running" if overall == "running" else "degraded"
+    # One worker's descriptive fields (backend, url, tiers); its own state is in `workers`.
+    shown = {k: v for k, v in (first or {}).items() if k not in ("state", "ready")}
+    detail = {**shown, **sums, "ready": overall not in ("down", "unknown"), "workers": per}
+    detail.setdefault("frames_ok", 0)
+    detail.setdefault("frames_dropped", 0)
+    if server is not None:
+        detail["server"] = server
+    return overall, detail
 
 
 class Runtime:
@@ -123,6 +201,7 @@ class Runtime:
         self.redis: EmbeddedRedis | None = None
         self.redis_url = cfg.services.redis.url or ""
         self.triton: Any = None
+        self.triton_watchdog: Any = None
         self.ray_started = False
         self.serve_started = False
         self.supervisor: Any = None
@@ -220,7 +299,7 @@ class Runtime:
         inf = self.cfg.services.inference
         if inf.type != "triton" or inf.triton_url:
             return
-        from inference.triton.server import LocalTriton, TritonStartError
+        from inference.triton.server import LocalTriton, TritonStartError, TritonWatchdog
 
         # One Triton per node, next to the decoders; the stream workers connect to it.
         self.triton = LocalTriton.for_config(inf, workdir=self.workdir / "triton")
@@ -232,6 +311,8 @@ class Runtime:
                 f"{self.triton.log_path} or use --inference onnxruntime"
             ) from None
         inf.triton_url = self.triton.grpc_url
+        # The workers only know the URL: if the process dies, restart it on the same ports.
+        self.triton_watchdog = TritonWatchdog(self.triton).start()
 
     def _start_ray(self) -> None:
         import ray
@@ -275,10 +356,7 @@ class Runtime:
             self.cfg.services.streams,
             self.redis_url,
             functools.partial(
-                make_infer,
-                inf.model_dump_json(),
-                str(Path(inf.models_dir).resolve()),
-                self.redis_url,
+                make_infer, inf.model_dump_json(), str(Path(inf.models_dir).resolve())
             ),
         )
         self._health_thread = threading.Thread(
@@ -290,26 +368,39 @@ class Runtime:
         import redis
 
         r = redis.Redis.from_url(self.redis_url)
+        previous: dict[str, tuple[int, int]] = {}
         try:
-            while not self._halt.wait(HEALTH_PERIOD_S):
+            while True:
                 sup = self.supervisor
                 if sup is None:
                     break
                 try:
-                    stats = sup.stats()
-                    broken = [k for k, v in stats.items() if isinstance(v, dict) and "error" in v]
-                    state = "degraded" if broken else "running"
-                    detail = {
-                        "workers": len(stats) - 1,
-                        "assignments": sup.assignments(),
-                        "unreachable_workers": broken,
-                        "moves": stats.get("moves", 0),
-                    }
-                    write_component(r, "streams", state, detail)
+                    self._report_once(r, sup, previous)
                 except Exception as exc:
                     logger.warning("streams health report failed: %s", exc)
+                if self._halt.wait(HEALTH_PERIOD_S):
+                    break
         finally:
             r.close()
+
+    def _report_once(self, r: Any, sup: Any, previous: dict[str, tuple[int, int]]) -> None:
+        """Write the ``streams`` and ``inference`` components from the workers' stats."""
+        stats = sup.stats()
+        workers = {k: v for k, v in stats.items() if isinstance(v, dict)}
+        broken = sorted(k for k, v in workers.items() if "error" in v)
+        detail = {
+            "workers": len(workers),
+            "assignments": sup.assignments(),
+            "unreachable_workers": broken,
+            "moves": stats.get("moves", 0),
+            "respawns": stats.get("respawns", 0),
+        }
+        write_component(r, "streams", "degraded" if broken else "running", detail)
+        dog = self.triton_watchdog
+        state, inf_detail = inference_component(
+            workers, previous, dog.health() if dog is not None else None
+        )
+        write_component(r, "inference", state, inf_detail)
 
     # -- stop --------------------------------------------------------------------------
 
@@ -354,6 +445,9 @@ class Runtime:
             self.ray_started = False
 
     def _stop_triton(self) -> None:
+        if self.triton_watchdog is not None:
+            self.triton_watchdog.stop()
+            self.triton_watchdog = None
         if self.triton is not None:
             self.triton.stop()
             self.triton = None

@@ -59,6 +59,7 @@ from citysight.contracts import (
     FrameResult,
     detections_stream,
 )
+from serve_app.rules.analytics import AnalyticsWatch
 from serve_app.rules.codec import decode_frame
 from serve_app.rules.engine import EngineOutput, RulesEngine
 from serve_app.rules.incidents import IncidentIndex
@@ -155,6 +156,9 @@ class DetectionsConsumer:
         self.evidence = EvidenceStore(self.r, cfg)
         self.plates = PlateReads(self.r, cfg)
         self.cameras = CameraRegistry(self.r)
+        self.analytics = AnalyticsWatch(
+            self.r, self.alerts, cfg, self._camera_config, self.engine.camera_place
+        )
         self.stats: dict[str, Any] = {
             "processed": 0, "alerts": 0, "plate_reads": 0, "dead": 0, "failures": 0,
             "claimed": 0, "replayed": 0, "escalated": 0, "trimmed": 0, "lag_ms": 0.0,
@@ -199,6 +203,7 @@ class DetectionsConsumer:
             self.engine.reconfigure(cfg)
             self.alerts.cfg = self.evidence.cfg = self.plates.cfg = cfg
             self.incidents.cfg = cfg.incidents
+            self.analytics.cfg = cfg
 
     def run(self) -> None:
         """Set up, replay, then consume until :meth:`stop` (errors are retried)."""
@@ -240,6 +245,15 @@ class DetectionsConsumer:
             self._replay_done = True
         self._pending_due = True
         self.state = "running"
+
+    def _camera_config(self, cid: str) -> CameraConfig | None:
+        """A camera's config: the runtime registry first, then the configured cameras."""
+        try:
+            cam = self.cameras.get(cid)
+        except Exception:  # a malformed registry entry: fall back to the config
+            logger.warning("camera %s: registry entry unreadable", cid)
+            cam = None
+        return cam or self.cfg.camera(cid)
 
     def _load_cameras(self) -> None:
         try:
@@ -390,6 +404,7 @@ class DetectionsConsumer:
         # assigned before (the script's replies are idempotent per alert id anyway).
         out.alerts = self.incidents.assign(out.alerts)
         new = self.alerts.save_new(out.alerts)
+        self.analytics.saved(out.alerts)  # idempotent; only analytics_down alerts
         # A retried output's alerts may have been saved before the failure without their
         # evidence: copy it for all of them (idempotent), not only the new ones.
         shown = out.alerts if retry else new
@@ -451,7 +466,7 @@ class DetectionsConsumer:
         pipe.execute()
 
     def process_status(self, entries: list[Entry]) -> None:
-        """Camera status messages → ``camera_offline`` alerts."""
+        """Camera status messages → ``camera_offline`` and ``analytics_down`` alerts."""
         statuses: list[CameraStatus] = []
         for _, eid, fields in entries:
             try:
@@ -471,7 +486,11 @@ class DetectionsConsumer:
         with self._lock:
             out = self.engine.camera_status(statuses)
             places = {st.camera_id: self.engine.camera_place(st.camera_id) for st in statuses}
+        out.alerts += self.analytics.alerts_for(statuses)
         self._write(out)
+        self.stats["analytics_resolved"] = self.stats.get("analytics_resolved", 0) + len(
+            self.analytics.resumed(statuses)
+        )
         # Relay every status to the feed (the map's live camera health), scoped to the
         # department that receives the camera's offline alerts.
         pipe = self.r.pipeline(transaction=False)
@@ -542,6 +561,7 @@ class DetectionsConsumer:
         for s in self.streams:
             self.stats["trimmed"] += self.trim_stream(s, now)
         trim_feed(self.r, self.feed_max_age_s, now)
+        self.analytics.reconcile(now)
         self.alerts.prune_indexes(now)
         AuditLog(self.r, self.cfg).trim(now)
 

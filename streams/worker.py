@@ -5,6 +5,13 @@ batches, calls the injected ``infer`` and publishes each :class:`FrameResult` to
 ``citysight:detections:{shard}`` (field ``d``, msgpack; never trimmed with MAXLEN). A
 health thread applies the no-frame timeouts, publishes state changes to
 ``citysight:camera-status`` and refreshes the ``citysight:camera-health`` hash.
+
+The health thread also tells whether each camera is *analysed*: a running camera whose
+oldest decoded frame has waited ``analysis_timeout_s`` with no frame of that camera analysed
+since (inference down, or dropping every frame) becomes ``analysed=False`` with the time
+analysis stopped; the first analysed frame makes it ``True`` again. Each change is published
+on the status stream (the rules layer raises and resolves ``analytics_down`` from it) and
+every status carries ``frames_analysed``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -25,6 +34,7 @@ import redis
 from citysight.config import CameraConfig, StreamsService
 from citysight.contracts import (
     CAMERA_STATUS_STREAM,
+    CameraState,
     CameraStatus,
     FrameBatch,
     FrameResult,
@@ -44,6 +54,17 @@ HEALTH_REFRESH_S = 2.0
 
 InferFn = Callable[[FrameBatch], list[FrameResult]]
 InferFactory = Callable[[], InferFn]
+
+
+@dataclass(slots=True)
+class _Analysis:
+    """Whether one camera's decoded frames get analysed (see the module docstring)."""
+
+    seen: int = 0  # frames_analysed at the last check
+    out_mark: float = 0.0  # the reader's frames_out when a frame was last analysed
+    pending_since: float | None = None  # monotonic: first frame decoded after that
+    stopped_at: float | None = None  # wall time of pending_since
+    analysed: bool | None = None
 
 
 class StreamWorker:
@@ -85,6 +106,8 @@ class StreamWorker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_snap: dict[str, float] = {}
+        self._analysed: Counter[str] = Counter()  # camera → frames analysed and published
+        self._analysis: dict[str, _Analysis] = {}
         self.published = 0
         self.batches = 0
         self.infer_errors = 0
@@ -124,6 +147,12 @@ class StreamWorker:
         for t in self._threads:
             t.join(10)
         self._threads.clear()
+        close = getattr(self._infer, "close", None)
+        if callable(close):  # releases the client's shared memory and connections
+            try:
+                close()
+            except Exception:
+                logger.exception("closing the inference client failed")
         self._drain_status()
         self._write_health(list(readers))
         self.redis.close()
@@ -140,9 +169,17 @@ class StreamWorker:
         if old is not None:
             old.stop()
         self.mux.add_camera(camera.id, frozenset(d.value for d in camera.detectors))
-        reader = CameraReader(camera, self.mux.push, self._status_q.put, self.reader_options)
+        reader = CameraReader(camera, self.mux.push, self._put_status, self.reader_options)
         with self._lock:
             self._readers[camera.id] = reader
+            prev = self._analysis.get(camera.id)
+            # A new reader counts frames from 0; an outage in progress keeps its start time
+            # (so it stays one analytics_down alert).
+            self._analysis[camera.id] = _Analysis(
+                seen=self._analysed[camera.id],
+                stopped_at=prev.stopped_at if prev else None,
+                analysed=prev.analysed if prev else None,
+            )
         reader.start()
 
     def update_camera(self, camera: CameraConfig) -> None:
@@ -153,6 +190,7 @@ class StreamWorker:
         """Stop reading a camera; returns whether it was read here."""
         with self._lock:
             reader = self._readers.pop(camera_id, None)
+            self._analysis.pop(camera_id, None)
         if reader is None:
             return False
         reader.stop()
@@ -181,10 +219,27 @@ class StreamWorker:
             "publish_errors": self.publish_errors,
             "infer_ms": round(self.infer_ms, 3),
             "cameras": {
-                cid: {"state": st.state.value, "reason": st.reason, **st.metrics}
+                cid: {
+                    "state": st.state.value,
+                    "reason": st.reason,
+                    "analysed": st.analysed,
+                    **st.metrics,
+                }
                 for cid, st in self.statuses().items()
             },
+            "inference": self._inference_health(),
         }
+
+    def _inference_health(self) -> dict[str, Any] | None:
+        """The inference client's own health, when the injected ``infer`` exposes it."""
+        health = getattr(self._infer, "health", None)
+        if not callable(health):
+            return None
+        try:
+            out = health()
+        except Exception as exc:  # health must never break stats
+            return {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return out if isinstance(out, dict) else None
 
     def ping(self) -> bool:
         """Liveness probe for the supervisor."""
@@ -193,9 +248,54 @@ class StreamWorker:
     # -- loops --------------------------------------------------------------------------
 
     def _status_with_drops(self, reader: CameraReader) -> CameraStatus:
-        st = reader.status()
-        st.metrics["drops"] = float(self.mux.drops(reader.camera_id))
+        return self._enrich(reader.status())
+
+    def _put_status(self, st: CameraStatus) -> None:
+        """Queue a status change for the stream, with what the worker knows added."""
+        self._status_q.put(self._enrich(st))
+
+    def _enrich(self, st: CameraStatus) -> CameraStatus:
+        """Add what the worker knows to a reader's status: mux drops and analysis."""
+        st.metrics["drops"] = float(self.mux.drops(st.camera_id))
+        st.metrics["frames_analysed"] = float(self._analysed[st.camera_id])
+        a = self._analysis.get(st.camera_id)
+        if a is not None and st.analysed is None:
+            st.analysed = a.analysed
+            st.analysis_stopped_at = a.stopped_at if a.analysed is False else None
         return st
+
+    def _check_analysis(self, reader: CameraReader, now: float) -> None:
+        """Update whether ``reader``'s camera is analysed; publish a status on a change."""
+        a = self._analysis.get(reader.camera_id)
+        if a is None:
+            return
+        n = self._analysed[reader.camera_id]
+        out = reader.metrics()["frames_out"]
+        state = a.analysed
+        if n != a.seen:
+            a.seen, a.out_mark, a.pending_since = n, out, None
+            state = True
+        elif out > a.out_mark:
+            if a.pending_since is None:
+                a.pending_since = now
+                a.stopped_at = time.time()
+            waited = now - a.pending_since
+            if waited > self.cfg.analysis_timeout_s and reader.state == CameraState.RUNNING:
+                state = False
+        if state == a.analysed:
+            return
+        if state is False:
+            logger.warning(
+                "camera %s: no frame analysed for %.0f s while its reader runs",
+                reader.camera_id,
+                now - (a.pending_since or now),
+            )
+        elif a.analysed is False:
+            logger.info("camera %s: frames are analysed again", reader.camera_id)
+        a.analysed = state
+        if state:
+            a.stopped_at = None
+        self._put_status(reader.status())
 
     def _infer_loop(self) -> None:
         assert self._infer is not None
@@ -215,6 +315,7 @@ class StreamWorker:
             self.batches += 1
             try:
                 self._publish(batch, results)
+                self._analysed.update(res.camera_id for res in results)
             except redis.RedisError as exc:
                 self.publish_errors += 1
                 logger.warning("publishing %d results failed: %s", len(results), exc)
@@ -277,6 +378,7 @@ class StreamWorker:
             now = time.monotonic()
             for r in readers:
                 r.check_health(now)
+                self._check_analysis(r, now)
             self._drain_status()
             if now >= next_refresh:
                 self._write_health(readers)

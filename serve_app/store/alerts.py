@@ -18,6 +18,7 @@ from serve_app.store import keys
 from serve_app.store.feed import publish_feed
 from serve_app.store.lifecycle import (
     FALSE_OUTCOMES,
+    OPEN_STATES,
     UNACKNOWLEDGED,
     AlertNotFound,
     InvalidTransition,
@@ -27,7 +28,12 @@ from serve_app.store.scripts import evalsha_pipelined
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AlertNotFound", "AlertStore", "InvalidTransition"]
+__all__ = ["SYSTEM_ACTOR", "AlertNotFound", "AlertStore", "InvalidTransition"]
+
+SYSTEM_ACTOR = "system"
+"""Actor of the events of self-resolving alerts."""
+RECOVERED = "recovered"
+"""Outcome of a system alert whose cause ended."""
 
 # One atomic step per alert: SET NX decides whether the alert is new; only a new alert gets
 # its "raised" event, its index entries and its feed message, so redelivered detections
@@ -268,6 +274,39 @@ class AlertStore:
         if out:
             logger.info("escalated %d overdue alert(s)", len(out))
         return out
+
+    # -- system alerts (resolve themselves) ------------------------------------------------
+
+    def resolve_system_alert(
+        self, alert_id: str, *, note: str, outcome: str = RECOVERED, close: bool = False
+    ) -> Alert | None:
+        """End an open alert on the system's behalf: an event by ``system``.
+
+        The alert goes from any open state to ``resolved`` (or ``closed`` when ``close``),
+        with ``outcome`` and ``ended_at``; the event is published on the feed.
+
+        Returns:
+            The updated alert, or ``None`` when it is missing or no longer open.
+        """
+        to_state = AlertState.CLOSED if close else AlertState.RESOLVED
+
+        def change(cur: Alert) -> tuple[Alert, AlertEvent]:
+            if cur.state not in OPEN_STATES:
+                raise _Skip
+            now = datetime.now(UTC)
+            new = cur.model_copy(
+                update={"state": to_state, "outcome": outcome, "ended_at": now, "updated_at": now}
+            )
+            ev = AlertEvent(
+                alert_id=cur.id, seq=0, from_state=cur.state, to_state=to_state,
+                actor=SYSTEM_ACTOR, note=note, outcome=outcome,
+            )  # fmt: skip
+            return new, ev
+
+        try:
+            return self._update(alert_id, change)
+        except (_Skip, AlertNotFound):
+            return None
 
     def prune_indexes(self, now: float | None = None) -> int:
         """Drop index entries of alerts past their TTL (the alerts themselves expire).

@@ -115,3 +115,78 @@ def test_no_serve_is_the_cluster_control_process(
     assert proc.returncode == 0, out
     assert "stream supervisor for 1 cameras" in out
     assert b"streams" in r.hkeys(COMPONENTS_KEY)
+
+
+def test_the_runtimes_triton_is_restarted_when_its_process_dies(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    """The stream workers know only the URL of the runtime's Triton: when its process dies
+    (SIGKILL, as the OOM killer does) the runtime restarts it on the same ports and the
+    workers' inference flows again."""
+    import signal
+    import time
+
+    import numpy as np
+
+    from citysight.contracts import FrameBatch
+    from citysight.runtime import make_infer
+
+    cfg = parse_config(
+        {"services": {"inference": {"type": "triton", "models_dir": str(models_dir)}}}, "test"
+    )
+    rt = Runtime(cfg, tmp_path)
+    infer = None
+    try:
+        rt._start_triton()
+        inf = cfg.services.inference
+        infer = make_infer(inf.model_dump_json(), str(models_dir))  # what a worker builds
+        frame = np.full((120, 160, 3), 90, np.uint8)
+        batch = FrameBatch([frame], ["rt-cam"], [0], [1.0], [frozenset({"fire_smoke"})])
+        assert len(infer(batch)) == 1
+        os.kill(rt.triton.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(infer(batch)) != 1:
+            time.sleep(0.5)
+        h = infer.health()
+        assert h["state"] == "running" and h["frames_ok"] >= 2, h
+        assert rt.triton_watchdog.health()["restarts"] == 1
+        assert rt.triton_watchdog.health()["state"] == "running"
+    finally:
+        if infer is not None:
+            infer.client.close()
+        rt.stop()
+    assert rt.triton is None
+
+
+def _w(state: str = "running", ok: int = 10, dropped: int = 0) -> dict:
+    err = "" if state == "running" else "deadline exceeded"
+    h = {"backend": "triton", "state": state, "frames_ok": ok, "frames_dropped": dropped}
+    return {"inference": {**h, "last_error": err}}
+
+
+@pytest.mark.parametrize(
+    ("workers", "previous", "server", "state", "per"),
+    [
+        ({"w0": _w(), "w1": _w()}, {}, None, "running", {"w0": "running", "w1": "running"}),
+        ({"w0": _w(), "w1": _w("down")}, {}, None, "degraded", {"w1": "down"}),
+        ({"w0": _w("down"), "w1": _w("down")}, {}, None, "down", {"w0": "down"}),
+        # Running client, but every frame since the last report was dropped.
+        ({"w0": _w(ok=10, dropped=50)}, {"w0": (10, 20)}, None, "degraded", {"w0": "degraded"}),
+        ({"w0": _w(ok=12, dropped=50)}, {"w0": (10, 20)}, None, "running", {"w0": "running"}),
+        ({"w0": _w(), "w1": {"error": "GetTimeoutError"}}, {}, None, "degraded", {"w1": "unknown"}),
+        ({"w0": _w()}, {}, {"state": "failed", "restarts": 5}, "down", {"w0": "running"}),
+        ({}, {}, None, "unknown", {}),
+    ],
+)  # fmt: skip
+def test_inference_component_is_the_truth_over_every_worker(
+    workers: dict, previous: dict, server: dict | None, state: str, per: dict[str, str]
+) -> None:
+    from citysight.runtime import inference_component
+
+    got, detail = inference_component(workers, dict(previous), server)
+    assert got == state, detail
+    for name, st in per.items():
+        assert detail["workers"][name]["state"] == st
+    assert detail["frames_ok"] == sum(w["inference"]["frames_ok"] for w in workers.values()
+                                      if "inference" in w)  # fmt: skip
+    assert "state" not in detail  # the component's state is the truth, not one worker's

@@ -174,3 +174,84 @@ def test_slow_inference_drops_oldest_instead_of_building_latency(
     res = _results(r, 1)
     ages = [x.published_at - x.frame_time for x in res[len(res) // 2 :]]
     assert ages and max(ages) < 1.5
+
+
+def _statuses(r: redis.Redis, cid: str) -> list[CameraStatus]:
+    rows = r.xrange(CAMERA_STATUS_STREAM)
+    sts = [CameraStatus.from_msgpack(f[b"d"]) for _, f in rows]
+    return [s for s in sts if s.camera_id == cid]
+
+
+def _flips(r: redis.Redis, cid: str) -> list[bool]:
+    """The camera's analysed values on the status stream, repeats collapsed."""
+    vals = [s.analysed for s in _statuses(r, cid) if s.analysed is not None]
+    return [v for i, v in enumerate(vals) if i == 0 or vals[i - 1] != v]
+
+
+def _health(r: redis.Redis, cid: str) -> dict:
+    raw = r.hget(CAMERA_HEALTH_KEY, cid)
+    return json.loads(raw) if raw else {}
+
+
+def test_camera_not_analysed_while_its_reader_runs_and_again_when_it_resumes(
+    redis_url: str, clips: dict[str, Path]
+) -> None:
+    """Inference that returns nothing (what a down Triton client does): the camera keeps
+    decoding, is reported ``analysed=False`` with the time analysis stopped, and ``True``
+    once frames are analysed again; ``frames_analysed`` counts what was analysed."""
+    dropping = threading.Event()
+
+    def switchable_factory() -> Callable:
+        base = empty_infer_factory()
+
+        def infer(batch):  # type: ignore[no-untyped-def]
+            return [] if dropping.is_set() else base(batch)
+
+        return infer
+
+    cfg = StreamsService(shards=1, analysis_timeout_s=1)
+    r = redis.Redis.from_url(redis_url)
+    w = StreamWorker(
+        [_cam("an", clips["short"], analytics_fps=10)], cfg, redis_url, switchable_factory
+    )
+    try:
+        assert _wait(lambda: _health(r, "an").get("analysed") is True, 10)
+        assert _flips(r, "an") == [True]
+        dropping.set()
+        t_drop = time.time()
+        assert _wait(lambda: _health(r, "an").get("analysed") is False, 6)
+        h = _health(r, "an")
+        assert h["state"] == "running"  # the reader still decodes
+        assert t_drop - 0.5 <= h["analysis_stopped_at"] <= t_drop + 1.5
+        stopped = [s for s in _statuses(r, "an") if s.analysed is False]
+        assert len(stopped) == 1 and stopped[0].state is CameraState.RUNNING
+        assert stopped[0].analysis_stopped_at == h["analysis_stopped_at"]
+        frozen = w.stats()["cameras"]["an"]["frames_analysed"]
+        frames_out = w.stats()["cameras"]["an"]["frames_out"]
+        time.sleep(1.0)
+        assert w.stats()["cameras"]["an"]["frames_analysed"] == frozen
+        assert w.stats()["cameras"]["an"]["frames_out"] > frames_out
+        dropping.clear()
+        assert _wait(lambda: _health(r, "an").get("analysed") is True, 6)
+        assert _health(r, "an")["analysis_stopped_at"] is None
+        assert _flips(r, "an") == [True, False, True]
+        assert w.stats()["cameras"]["an"]["frames_analysed"] > frozen
+    finally:
+        w.stop()
+
+
+def test_stop_closes_the_inference_client(redis_url: str, clips: dict[str, Path]) -> None:
+    """A stopped worker releases its client (Triton shared-memory regions, connections)."""
+    closed = threading.Event()
+
+    class Infer:
+        def __call__(self, batch):  # type: ignore[no-untyped-def]
+            return empty_infer_factory()(batch)
+
+        def close(self) -> None:
+            closed.set()
+
+    w = StreamWorker([_cam("cl", clips["short"])], StreamsService(shards=1), redis_url, Infer)
+    assert not closed.is_set()
+    w.stop()
+    assert closed.is_set()

@@ -161,6 +161,10 @@ export function addCameras(cams) {
 export function healthState(h) {
   if (!h) return "offline";
   const s = h.state || (h.health && h.health.state) || "offline";
+  // A running reader whose frames are not analysed (inference down): detection has stopped
+  // there, so the marker must not look healthy.
+  const analysed = h.analysed !== undefined ? h.analysed : h.health && h.health.analysed;
+  if (s === "running" && analysed === false) return "not_analysed";
   if (s === "starting" || s === "stopped") return s === "starting" ? "stalled" : "offline";
   return HEALTH_COLOURS[s] ? s : "offline";
 }
@@ -232,7 +236,7 @@ export function cameraPopup(id) {
     <tr><th>last frame</th><td class="a"></td></tr></table><div class="recent"><i>recent alerts</i><ul></ul></div>`;
   $("b", el).textContent = c.name || c.id;
   $(".sub", el).textContent = [c.id, c.jurisdiction].filter(Boolean).join(" · ");
-  $(".h", el).textContent = healthState(h);
+  $(".h", el).textContent = healthState(h).replace("_", " ");
   $(".h", el).className = `h health-${healthState(h)}`;
   $(".p", el).textContent = prof || "default";
   $(".a", el).textContent = ageText;

@@ -432,3 +432,36 @@ def test_read_only_viewer_and_resume_after_reconnect(browser: Any, world: World)
         assert v._test_errors == []
     finally:
         v.context.close()
+
+
+def test_camera_not_analysed_has_its_own_marker_colour(browser: Any, world: World) -> None:
+    """A running camera whose frames are not analysed is not shown as healthy."""
+    from serve_app.store.feed import publish_feed
+
+    def relay(analysed: bool) -> None:
+        st = CameraStatus(camera_id="cam-03", state=CameraState.RUNNING, analysed=analysed)
+        pipe = world.r.pipeline(transaction=False)
+        publish_feed(
+            pipe, type="camera_status", payload=st.model_dump(mode="json"), department="fire",
+            kind="camera_offline", camera_id="cam-03", severity="info", lat=CENTER[0],
+            lon=CENTER[1],
+        )  # fmt: skip
+        pipe.execute()
+
+    page = _open(browser, world, "admin")
+    try:
+        health = "window.citysight.state.cameras.get('cam-03').marker.options.health"
+        page.wait_for_function(f"{health} === 'running'", timeout=3000)
+        relay(False)
+        page.wait_for_function(f"{health} === 'not_analysed'", timeout=3000)
+        colour = page.evaluate(
+            "getComputedStyle(document.body).getPropertyValue('--not-analysed').trim()"
+        )
+        assert colour and colour != page.evaluate(
+            "getComputedStyle(document.body).getPropertyValue('--running').trim()"
+        )
+        relay(True)
+        page.wait_for_function(f"{health} === 'running'", timeout=3000)
+        assert page._test_errors == []
+    finally:
+        page.context.close()
