@@ -165,7 +165,7 @@ class FrameResult:
             raise ContractError(f"published_at must be finite, got {self.published_at!r}")
         # Non-finite numbers turn into nulls in the alert JSON (unreadable afterwards) and
         # poison rule state: reject them here, at the boundary.
-        if n and not (np.isfinite(self.boxes).all() and np.isfinite(self.scores).all()):
+        if n and not _all_finite(self.boxes, self.scores):
             raise ContractError("boxes and scores must be finite")
         texts = self.extra.get("plate_text")
         if texts is not None and not all(t is None or isinstance(t, str) for t in texts):
@@ -299,6 +299,15 @@ class FrameResult:
             raise
         except Exception as exc:  # any malformed field (OverflowError for n: inf, ...)
             raise ContractError(f"malformed frame result: {type(exc).__name__}: {exc}") from exc
+
+
+def _all_finite(*arrays: npt.NDArray[Any]) -> bool:
+    """Whether every value is finite (float32 inputs: their float64 sum overflows never)."""
+    if sum(a.size for a in arrays) <= 256:
+        # A sum is inf/nan iff a term is; on a few values plain floats beat numpy's ufunc
+        # overhead (~1 µs against ~14 µs per frame on a busy core).
+        return math.isfinite(sum(sum(a.ravel().tolist()) for a in arrays))
+    return all(bool(np.isfinite(a).all()) for a in arrays)
 
 
 def check_time(t: float, name: str) -> None:

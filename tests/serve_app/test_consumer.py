@@ -321,10 +321,11 @@ def test_poison_entries_of_every_kind_are_dead_lettered_and_alerting_goes_on(
         # Alerting goes on after the poison: processed keeps growing.
         publish(r, [frame("c0", 50 + i, False, t0) for i in range(5)])
         assert _wait_for(lambda: c.stats["processed"] == total + 5)
-        assert _wait_for(lambda: _status(r)["state"] == "running"), _status(r)
+        # Published once a second: wait for a status written after all of that.
+        assert _wait_for(lambda: _status(r)["detail"]["processed"] == total + 5), _status(r)
         st = _status(r)
+        assert st["state"] == "running", st
         assert st["detail"]["dead"] == len(POISON) and st["detail"]["pending"] == 0
-        assert st["detail"]["processed"] == total + 5
     finally:
         c.stop()
 
