@@ -20,6 +20,7 @@ import enum
 import hashlib
 import logging
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -172,7 +173,7 @@ class FrameResult:
             raise ContractError("extra['plate_text'] must hold strings (or null)")
         pscores = self.extra.get("plate_score")
         if pscores is not None and not all(
-            s is None or (isinstance(s, int | float) and math.isfinite(s)) for s in pscores
+            s is None or (isinstance(s, numbers.Real) and math.isfinite(s)) for s in pscores
         ):
             raise ContractError("extra['plate_score'] must hold finite numbers (or null)")
 
