@@ -18,7 +18,7 @@ from citysight.config import CitysightConfig, parse_config
 
 logger = logging.getLogger(__name__)
 
-DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE")
+DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY")
 
 # (camera id, scene, name, lat, lon, jurisdiction, detectors)
 _CAMERAS: list[tuple[str, str, str, float, float, str, list[str]]] = [
@@ -218,6 +218,15 @@ def demo_config_dict(
                 "department": "fire",
                 "scopes": ["alerts:read", "alerts:dispatch"],
                 "token_env": "CITYSIGHT_DEMO_TOKEN_FIRE",
+            },
+            {
+                # Duty supervisors: camera_offline alerts, and every alert escalated to them
+                # (the owning department keeps those too).
+                "name": "duty",
+                "role": "duty",
+                "department": "duty",
+                "scopes": ["alerts:read", "alerts:dispatch"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_DUTY",
             },
         ],
         "services": {

@@ -6,7 +6,8 @@ so a busy API does not hit Redis on every request, while a revoked token stops w
 within :data:`CACHE_TTL_S`.
 
 Department scoping is enforced here, on the server: a principal sees an alert only when its
-department is ``*`` or equals the alert's department. Client filters can only narrow that.
+department is ``*`` or one of the alert's departments (the owner, plus any department the
+alert was escalated to). Client filters can only narrow that.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
@@ -79,6 +81,10 @@ class Principal:
     def sees(self, department: str) -> bool:
         """Whether alerts of ``department`` are within this principal's scope."""
         return self.department == ALL_DEPARTMENTS or department == self.department
+
+    def sees_any(self, departments: Iterable[str]) -> bool:
+        """Whether an alert belonging to ``departments`` (``Alert.departments()``) is in scope."""
+        return self.department == ALL_DEPARTMENTS or self.department in departments
 
     def departments(self, requested: str | None = None) -> set[str] | None:
         """Departments a query may cover: ``None`` means all.

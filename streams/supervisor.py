@@ -183,8 +183,10 @@ class StreamSupervisor:
             if current is not None:
                 node = self.owner.pop(cid)
                 self.cameras.pop(cid)
-                self._call(node, "remove_camera", cid)
-                logger.info("camera %s removed from %s", cid, node)
+                # Disabled: stopped, health kept. Deleted: the worker drops its health too.
+                deleted = not self.redis.hexists(CAMERA_REGISTRY_KEY, cid)
+                self._call(node, "forget_camera" if deleted else "remove_camera", cid)
+                logger.info("camera %s %s from %s", cid, "deleted" if deleted else "removed", node)
             return
         node = self.ring.node_for(cid)
         old = self.owner.get(cid)

@@ -108,6 +108,10 @@ class StreamWorker:
         self._last_snap: dict[str, float] = {}
         self._analysed: Counter[str] = Counter()  # camera → frames analysed and published
         self._analysis: dict[str, _Analysis] = {}
+        # Deleted cameras: their health entry is dropped and never written again (a stopping
+        # reader's last status would otherwise bring it back after the API removed it).
+        self._forgotten: set[str] = set()
+        self._health_lock = threading.Lock()  # one health write at a time (see forget_camera)
         self.published = 0
         self.batches = 0
         self.infer_errors = 0
@@ -166,6 +170,7 @@ class StreamWorker:
             return
         with self._lock:
             old = self._readers.pop(camera.id, None)
+            self._forgotten.discard(camera.id)
         if old is not None:
             old.stop()
         self.mux.add_camera(camera.id, frozenset(d.value for d in camera.detectors))
@@ -196,8 +201,23 @@ class StreamWorker:
         reader.stop()
         self.mux.remove_camera(camera_id)
         self._drain_status()
-        self.redis.hset(CAMERA_HEALTH_KEY, camera_id, reader.status().model_dump_json())
+        with self._health_lock:
+            if camera_id not in self._forgotten:
+                self.redis.hset(CAMERA_HEALTH_KEY, camera_id, reader.status().model_dump_json())
         return True
+
+    def forget_camera(self, camera_id: str) -> bool:
+        """Stop reading a deleted camera and drop its health entry for good.
+
+        Returns:
+            Whether it was read here.
+        """
+        with self._lock:
+            self._forgotten.add(camera_id)
+        found = self.remove_camera(camera_id)
+        with self._health_lock:  # after any health write already under way
+            self.redis.hdel(CAMERA_HEALTH_KEY, camera_id)
+        return found
 
     def camera_ids(self) -> list[str]:
         """Ids of the cameras read by this worker."""
@@ -345,30 +365,34 @@ class StreamWorker:
         self.published += len(results)
 
     def _drain_status(self) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        n = 0
-        while True:
-            try:
-                st = self._status_q.get_nowait()
-            except queue.Empty:
-                break
-            pipe.xadd(CAMERA_STATUS_STREAM, {"d": st.to_msgpack()})
-            pipe.hset(CAMERA_HEALTH_KEY, st.camera_id, st.model_dump_json())
-            n += 1
-        if n:
-            try:
-                pipe.execute()
-            except redis.RedisError as exc:
-                logger.warning("publishing %d camera status changes failed: %s", n, exc)
+        with self._health_lock:
+            pipe = self.redis.pipeline(transaction=False)
+            n = 0
+            while True:
+                try:
+                    st = self._status_q.get_nowait()
+                except queue.Empty:
+                    break
+                pipe.xadd(CAMERA_STATUS_STREAM, {"d": st.to_msgpack()})
+                if st.camera_id not in self._forgotten:
+                    pipe.hset(CAMERA_HEALTH_KEY, st.camera_id, st.model_dump_json())
+                n += 1
+            if n:
+                try:
+                    pipe.execute()
+                except redis.RedisError as exc:
+                    logger.warning("publishing %d camera status changes failed: %s", n, exc)
 
     def _write_health(self, readers: list[CameraReader]) -> None:
-        if not readers:
-            return
-        mapping = {r.camera_id: self._status_with_drops(r).model_dump_json() for r in readers}
-        try:
-            self.redis.hset(CAMERA_HEALTH_KEY, mapping=mapping)  # type: ignore[arg-type]
-        except redis.RedisError as exc:
-            logger.warning("camera health refresh failed: %s", exc)
+        with self._health_lock:
+            live = [r for r in readers if r.camera_id not in self._forgotten]
+            if not live:
+                return
+            mapping = {r.camera_id: self._status_with_drops(r).model_dump_json() for r in live}
+            try:
+                self.redis.hset(CAMERA_HEALTH_KEY, mapping=mapping)  # type: ignore[arg-type]
+            except redis.RedisError as exc:
+                logger.warning("camera health refresh failed: %s", exc)
 
     def _health_loop(self) -> None:
         next_refresh = 0.0

@@ -51,7 +51,9 @@ def list_alerts(
     kind: str | None = Query(None, description="Kind(s), comma-separated"),
     state: str | None = Query(None, description="State(s), comma-separated"),
     camera_id: str | None = Query(None, description="Camera id(s), comma-separated"),
-    department: str | None = Query(None, description="Narrow to one department"),
+    department: str | None = Query(
+        None, description="Narrow to one department (alerts it owns or gained by escalation)"
+    ),
     since: str | None = Query(None, description="started_at >= (Unix s or ISO 8601)"),
     until: str | None = Query(None, description="started_at <= (Unix s or ISO 8601)"),
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
@@ -73,7 +75,7 @@ def list_alerts(
         before=before,
     )
     # Defence in depth: never return an alert outside the caller's scope.
-    return [a.to_api() for a in alerts if principal.sees(a.department)]
+    return [a.to_api() for a in alerts if principal.sees_any(a.departments())]
 
 
 @router.get("/{alert_id}", summary="One alert")

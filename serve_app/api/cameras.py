@@ -16,6 +16,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from citysight.config import CameraConfig
 from serve_app.api.deps import ctx
 from serve_app.auth import CameraWriter, Reader
+from serve_app.store.alerts import CAMERA_REMOVED
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +130,23 @@ def delete_camera(
     camera_id: str,
     request: Request,
 ) -> Response:
-    """Delete a camera (404 when unknown)."""
+    """Delete a camera (404 when unknown).
+
+    Its health entry goes with it, subscribers get a ``camera_removed`` message (the map
+    drops the marker), and its open system alerts (``camera_offline``) are closed with an
+    event by ``system``.
+    """
     c = ctx(request)
     if not c.cameras.delete(camera_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
     c.audit.append(actor=principal.name, action="camera.delete", target=camera_id)
+    closed = c.alerts.resolve_camera_alerts(
+        camera_id,
+        note=f"camera {camera_id} deleted by {principal.name}",
+        outcome=CAMERA_REMOVED,
+        close=True,
+    )
+    logger.info(
+        "camera %s deleted by %s (%d open alert(s) closed)", camera_id, principal.name, len(closed)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -49,6 +49,8 @@ def parse_time(value: str | None, name: str) -> float | None:
 def scoped_alert(c: ApiContext, alert_id: str, principal: Principal) -> Alert:
     """The alert if it exists AND is within the principal's department scope.
 
+    In scope means the principal's department owns the alert or gained it by escalation.
+
     A foreign alert answers exactly like a missing one (404, same body) so ids of other
     departments' alerts cannot be probed.
 
@@ -56,7 +58,7 @@ def scoped_alert(c: ApiContext, alert_id: str, principal: Principal) -> Alert:
         HTTPException: 404.
     """
     alert = c.alerts.get(alert_id) if len(alert_id) <= 128 else None
-    if alert is None or not principal.sees(alert.department):
+    if alert is None or not principal.sees_any(alert.departments()):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return alert
 

@@ -8,12 +8,13 @@ an empty frame) and only frames with detections take the full contract path.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
 import numpy as np
 
-from citysight.contracts import ContractError, FrameResult
+from citysight.contracts import ContractError, FrameResult, check_time
 
 _EMPTY_BOXES = np.zeros((0, 4), np.float32)
 _EMPTY_F32 = np.zeros(0, np.float32)
@@ -27,7 +28,8 @@ def decode_frame(data: bytes) -> FrameResult:
     """Decode one ``FrameResult.to_msgpack()`` payload.
 
     Raises:
-        ContractError: Malformed payload (same as :meth:`FrameResult.from_msgpack`).
+        ContractError: Malformed payload (same as :meth:`FrameResult.from_msgpack`), whatever
+            the field that is wrong: a bad entry must never raise anything else.
     """
     try:
         d: Any = msgpack.unpackb(data, raw=False)
@@ -37,11 +39,13 @@ def decode_frame(data: bytes) -> FrameResult:
         return FrameResult.from_msgpack(data)
     version = d.get("v", 1)
     cam = d.get("cam")
-    if not isinstance(version, int) or version < 1 or not cam or d.get("extra"):
+    if not isinstance(version, int) or version < 1 or not cam or not isinstance(cam, str):
+        return FrameResult.from_msgpack(data)
+    if d.get("extra"):
         return FrameResult.from_msgpack(data)
     try:
         f = object.__new__(FrameResult)
-        f.camera_id = str(cam)
+        f.camera_id = cam
         f.frame_time = float(d["t"])
         f.frame_no = int(d["n"])
         f.width = int(d.get("w", 0))
@@ -49,8 +53,13 @@ def decode_frame(data: bytes) -> FrameResult:
         f.published_at = float(d.get("pub", 0.0))
         f.snapshot_key = str(d.get("snap", ""))
         f.schema_version = version
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ContractError(f"malformed frame result: {exc}") from exc
+        check_time(f.frame_time, "frame_time")
+        if not math.isfinite(f.published_at):
+            raise ContractError(f"published_at must be finite, got {f.published_at!r}")
+    except ContractError:
+        raise
+    except Exception as exc:  # OverflowError (n: inf), ValueError, TypeError, ...
+        raise ContractError(f"malformed frame result: {type(exc).__name__}: {exc}") from exc
     f.boxes, f.scores, f.class_ids, f.track_ids = _EMPTY_BOXES, _EMPTY_F32, _EMPTY_I32, _EMPTY_I64
     f.extra = {}
     return f

@@ -13,6 +13,8 @@ CAMERAS: Final = "citysight:cameras"
 CAMERAS_CHANGED: Final = "citysight:cameras:changed"
 CAMERA_HEALTH: Final = "citysight:camera-health"
 COMPONENTS: Final = "citysight:components"
+RULES_CONSUMERS: Final = "citysight:components:rules"
+"""Hash: rules consumer name → its own status (``rules`` in COMPONENTS is their summary)."""
 DEAD_LETTER_STREAM: Final = "citysight:detections:dead"
 RULES_COOLDOWN: Final = "citysight:rules:cooldown"
 
@@ -30,6 +32,11 @@ def events_key(alert_id: str) -> str:
 def dept_index(department: str) -> str:
     """Sorted set of one department's alert ids (score = started_at)."""
     return f"citysight:alerts:dept:{department}"
+
+
+def camera_system_alerts_key(camera_id: str) -> str:
+    """Set of the ids of a camera's open system alerts (``camera_offline``...), to resolve them."""
+    return f"citysight:camera:{camera_id}:system-alerts"
 
 
 def incident_key(incident_id: str) -> str:

@@ -2,8 +2,9 @@
 
 The principal's department scope is always applied first; the client's subscription
 (kinds, cameras, minimum severity, bounding box) can only narrow it. Matching works on the
-feed entry's index fields (``department``, ``kind``, ``camera_id``, ``severity``, ``lat``,
-``lon``) so the JSON payload is never parsed per client.
+feed entry's index fields (``department`` or, for escalated alerts, ``departments``,
+``kind``, ``camera_id``, ``severity``, ``lat``, ``lon``) so the JSON payload is never parsed
+per client.
 """
 
 from __future__ import annotations
@@ -93,12 +94,16 @@ def visible(principal: Principal, sub: Subscription, fields: dict[str, str]) -> 
         True when the entry is in scope and passes every filter.
     """
     mtype = fields.get("type", "")
-    dept = fields.get("department", "")
-    if mtype == "camera_status":
+    if mtype in ("camera_status", "camera_removed"):
         # Camera health is not department data: every authenticated subscriber sees it
         # (the camera list is readable by all roles), subject to the camera filter.
         return sub.cameras is None or fields.get("camera_id", "") in sub.cameras
-    if not principal.sees(dept):
+    # An escalated alert's messages name every department that has it (owner first).
+    depts = fields.get("departments")
+    if depts:
+        if not principal.sees_any(depts.split(",")):
+            return False
+    elif not principal.sees(fields.get("department", "")):
         return False
     if sub.kinds is not None and fields.get("kind", "") not in sub.kinds:
         return False

@@ -52,7 +52,8 @@ def render(entry_id: str, fields: dict[str, str]) -> str:
 
     ``alert`` entries carry the Alert JSON in ``d`` and become
     ``{"type": "alert", "id": ..., "alert": {...}}``; ``alert_event`` entries carry
-    ``{"event": {...}, "alert": {...}}``; ``camera_status`` entries carry a CameraStatus.
+    ``{"event": {...}, "alert": {...}}``; ``camera_status`` entries carry a CameraStatus;
+    ``camera_removed`` entries become ``{"type": "camera_removed", "id", "camera_id"}``.
     """
     mtype = fields.get("type", "alert")
     d = fields.get("d", "{}")
@@ -72,6 +73,8 @@ def render(entry_id: str, fields: dict[str, str]) -> str:
             msg["event"] = payload
     elif mtype == "camera_status":
         msg["camera_status"] = payload
+    elif mtype == "camera_removed":  # a deleted camera: clients drop its marker
+        msg["camera_id"] = fields.get("camera_id", "")
     else:
         msg["data"] = payload
     return json.dumps(msg, separators=(",", ":"))

@@ -77,6 +77,11 @@ def test_registry_changes_and_worker_failover(redis_url: str, clips: dict[str, P
         t_ms = int(time.time() * 1000) + 500
         time.sleep(1.0)
         assert "c0" not in _cams_seen_since(r, t_ms)
+        # Deleted (not disabled): its worker drops the health entry and never rewrites it.
+        _eventually(lambda: r.hget("citysight:camera-health", "c0") is None, 5.0)
+        time.sleep(2.5)
+        assert r.hget("citysight:camera-health", "c0") is None
+        assert r.hget("citysight:camera-health", "c1") is not None
 
         # Kill the worker owning most cameras: its cameras move to the survivor.
         assign = ray.get(sup.assignments.remote())

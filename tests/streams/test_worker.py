@@ -126,6 +126,27 @@ def test_add_update_remove_camera_at_run_time(redis_url: str, clips: dict[str, P
     assert json.loads(health[b"a"])["state"] == "stopped"
 
 
+def test_forgotten_camera_health_never_comes_back(redis_url: str, clips: dict[str, Path]) -> None:
+    """A deleted camera (``forget_camera``): its stopping reader's last status and the
+    periodic refresh must not re-add the health entry the API removed (issue 11)."""
+    cfg = StreamsService(shards=1, max_batch=8, push_timeout_ms=20)
+    r = redis.Redis.from_url(redis_url)
+    w = StreamWorker([], cfg, redis_url, empty_infer_factory)
+    try:
+        w.add_camera(_cam("gone", clips["short"], analytics_fps=10))
+        w.add_camera(_cam("kept", clips["short"], analytics_fps=10))
+        assert _wait(lambda: r.hlen(CAMERA_HEALTH_KEY) == 2, 10)
+        r.hdel(CAMERA_HEALTH_KEY, "gone")  # what DELETE /api/cameras/gone does
+        assert w.forget_camera("gone") and w.camera_ids() == ["kept"]
+        time.sleep(2.5)  # past the worker's health refresh period (2 s)
+        assert r.hget(CAMERA_HEALTH_KEY, "gone") is None
+        assert r.hget(CAMERA_HEALTH_KEY, "kept") is not None
+        w.add_camera(_cam("gone", clips["short"], analytics_fps=10))  # created again
+        assert _wait(lambda: r.hget(CAMERA_HEALTH_KEY, "gone") is not None, 10)
+    finally:
+        w.stop()
+
+
 def test_failing_infer_is_counted_and_loop_survives(redis_url: str, clips: dict[str, Path]) -> None:
     calls = {"n": 0}
 

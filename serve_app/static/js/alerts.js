@@ -33,10 +33,15 @@ export function orderIndex(alert) {
 export function matchesFilters(a) {
   const f = state.filters;
   if (f.kind && a.kind !== f.kind) return false;
-  if (f.department && a.department !== f.department) return false;
+  if (f.department && !alertDepartments(a).includes(f.department)) return false;
   if (f.state === "open") return OPEN_STATES.has(a.state);
   if (f.state && a.state !== f.state) return false;
   return true;
+}
+
+/** The owning department, then those the alert was escalated to (escalation only adds). */
+export function alertDepartments(a) {
+  return [a.department, ...(a.escalated_to || []).filter((d) => d !== a.department)];
 }
 
 export const ITEM_TEMPLATE = document.createElement("template");
@@ -66,9 +71,9 @@ export function renderItem(li, a, prev) {
   if (!prev || prev.summary !== a.summary || prev.camera_id !== a.camera_id) {
     p.t.textContent = a.summary || `${a.kind} at ${a.camera_id}`;
   }
-  if (!prev || prev.severity !== a.severity || prev.department !== a.department ||
+  if (!prev || prev.severity !== a.severity || prev.department !== a.department || prev.escalated !== a.escalated ||
       prev.started_at !== a.started_at || prev.plate_text !== a.plate_text || prev.camera_id !== a.camera_id) {
-    p.s.textContent = `${a.severity} · ${a.department} · ${a.camera_id}${a.plate_text ? " · " + a.plate_text : ""} · ${fmtTime(a.started_at)}`;
+    p.s.textContent = `${a.severity} · ${alertDepartments(a).join(" + ")} · ${a.camera_id}${a.plate_text ? " · " + a.plate_text : ""} · ${fmtTime(a.started_at)}`;
   }
   p.badge.textContent = a.state.replace("_", " ");
   li.hidden = !matchesFilters(a);
@@ -133,7 +138,7 @@ export function upsertAlert(a, { live = false } = {}) {
       setMarkerShown(entry, matchesFilters(a));
     }
   }
-  if (a.department && !state.departments.has(a.department)) addDepartment(a.department);
+  for (const d of alertDepartments(a)) if (d && !state.departments.has(d)) addDepartment(d);
   if (isNew && live && a.severity === "critical" && OPEN_STATES.has(a.state)) {
     state.criticalCount += 1;
     tid("critical-count").textContent = String(state.criticalCount);

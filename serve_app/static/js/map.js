@@ -181,11 +181,23 @@ export function setCameraHealth(id, health) {
   }
 }
 
+/** Drop a deleted camera's marker (WebSocket ``camera_removed``). */
+export function removeCamera(id) {
+  const entry = state.cameras.get(id);
+  if (!entry) return;
+  state.clusterRefresh.delete(entry.marker);
+  state.cluster.removeLayer(entry.marker);
+  state.cameras.delete(id);
+  document.body.dataset.cameras = String(state.cameras.size);
+}
+
 export async function refreshCameras() {
   try {
     const list = await api("/api/cameras");
     const cams = Array.isArray(list) ? list : list.cameras || [];
     addCameras(cams.filter((c) => !state.cameras.has(c.id)));
+    const listed = new Set(cams.map((c) => c.id));
+    for (const id of [...state.cameras.keys()]) if (!listed.has(id)) removeCamera(id);  // deleted meanwhile
     for (const c of cams) {
       const entry = state.cameras.get(c.id);
       if (entry) entry.cam = Object.assign({}, entry.cam, c);

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -465,3 +466,59 @@ def test_camera_not_analysed_has_its_own_marker_colour(browser: Any, world: Worl
         assert page._test_errors == []
     finally:
         page.context.close()
+
+
+def test_escalated_alert_stays_with_its_owner_and_deleted_camera_leaves_the_map(
+    browser: Any, world: World
+) -> None:
+    """Issue 11: an escalated fire alert is on the fire map *and* the duty map; a camera
+    deleted through the API leaves every open map (WebSocket ``camera_removed``)."""
+    import httpx
+
+    from serve_app.store.alerts import AlertStore
+
+    seed_principals(world.r, {"duty": {"department": "duty", "scopes": ["alerts:read"]}})
+    extra = _camera(N_CAMERAS).model_copy(update={"id": "cam-temp", "name": "Temporary"})
+    from serve_app.store.cameras import CameraRegistry
+
+    CameraRegistry(world.r).put(extra)
+    fire = _open(browser, world, "fire")
+    duty = _open(browser, world, "duty")
+    try:
+        for page in (fire, duty):
+            expect(page.locator("body")).to_have_attribute("data-cameras", str(N_CAMERAS + 1))
+        alert = _alert(40, AlertKind.FIRE, "fire", Severity.CRITICAL)
+        sla = CitysightConfig.model_validate(
+            {"departments": [{"id": "fire", "supervisor": "duty", "ack_sla_s": 60}, {"id": "duty"}]}
+        )
+        ago = datetime.fromtimestamp(time.time() - 600, UTC)  # raised 10 min ago, not acked
+        world.inject(alert.model_copy(update={"raised_at": ago.timestamp(), "started_at": ago}))
+        expect(_item(fire, alert.id)).to_be_visible(timeout=2000)
+        assert [a.id for a in AlertStore(world.r, sla).escalate_overdue()] == [alert.id]
+        # Owner keeps it (with the escalation shown), duty gains it live.
+        expect(_item(duty, alert.id)).to_be_visible(timeout=2000)
+        expect(_item(fire, alert.id)).to_contain_text("fire + duty", timeout=2000)
+        expect(_item(fire, alert.id)).to_have_class(re.compile(r"\bescalated\b"))
+        duty.get_by_test_id("filter-department").select_option("duty")
+        expect(_item(duty, alert.id)).to_be_visible()
+        duty.get_by_test_id("filter-department").select_option("")
+        fire.reload()  # the REST listing agrees
+        fire.wait_for_selector("body[data-ready=true]")
+        expect(_item(fire, alert.id)).to_be_visible()
+        # Delete the camera: its marker leaves both maps without a reload.
+        r = httpx.delete(
+            f"{world.base_url}/api/cameras/cam-temp",
+            headers={"Authorization": f"Bearer {token_of('admin')}"},
+        )
+        assert r.status_code == 204
+        for page in (fire, duty):
+            expect(page.locator("body")).to_have_attribute(
+                "data-cameras", str(N_CAMERAS), timeout=3000
+            )
+            assert page.evaluate("window.citysight.state.cameras.has('cam-temp')") is False
+            assert page.locator(".cam[data-camera-id='cam-temp']").count() == 0
+        assert fire._test_errors == [] and duty._test_errors == []
+    finally:
+        fire.context.close()
+        duty.context.close()
+        CameraRegistry(world.r).delete("cam-temp")
