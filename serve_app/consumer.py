@@ -59,6 +59,7 @@ from citysight.contracts import (
     FrameResult,
     detections_stream,
 )
+from citysight.metrics import publish_snapshot
 from serve_app.rules.codec import decode_frame
 from serve_app.rules.engine import EngineOutput, RulesEngine
 from serve_app.rules.incidents import IncidentIndex
@@ -574,12 +575,16 @@ class DetectionsConsumer:
             "error": self.last_error,
         }
         try:
-            self.r.hset(
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hset(
                 keys.COMPONENTS,
                 "rules",
                 json.dumps(
                     {"state": state or self.state, "detail": detail, "updated_at": time.time()}
                 ),
             )
+            # Per consumer (the component entry is shared by all consumers): GET /metrics.
+            publish_snapshot(pipe, "rules", self.name, {"state": state or self.state, **detail})
+            pipe.execute()
         except redis.RedisError:
             logger.warning("could not publish rules status")

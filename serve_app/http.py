@@ -6,6 +6,9 @@ wraps it in a Ray Serve ingress, tests and the fan-out benchmark run it under uv
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +25,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citysight.config import CitysightConfig
+from citysight.metrics import PUBLISH_PERIOD_S, metrics_key
 from serve_app.api import (
     alerts,
     audit,
@@ -143,6 +147,20 @@ class _CountResponses:
         await self.app(scope, receive, counting_send)
 
 
+async def _publish_metrics(ctx: ApiContext, period_s: float) -> None:
+    """Publish this replica's counters for the other replicas' ``/metrics`` (forever)."""
+    while True:
+        try:
+            await ctx.hub.redis.hset(
+                metrics_key("ingress"),
+                ctx.metrics.replica,
+                json.dumps(ctx.metrics.snapshot(), separators=(",", ":")),
+            )
+        except (RedisError, OSError) as exc:
+            logger.debug("ingress metrics not published: %s", exc)
+        await asyncio.sleep(period_s)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
@@ -176,6 +194,7 @@ def create_api(
     *,
     ws_queue_size: int = 1000,
     ws_heartbeat_s: float = 15.0,
+    metrics_publish_s: float = PUBLISH_PERIOD_S,
 ) -> FastAPI:
     """Build the citysight HTTP/WebSocket API.
 
@@ -184,6 +203,8 @@ def create_api(
         redis_url: Redis URL.
         ws_queue_size: Messages buffered per WebSocket subscriber before it is closed.
         ws_heartbeat_s: Interval of ``{"type": "heartbeat"}`` messages.
+        metrics_publish_s: Interval at which this replica publishes its counters to Redis
+            for the other replicas' ``GET /metrics``.
 
     Returns:
         A FastAPI app (OpenAPI at ``/openapi.json``, docs at ``/docs``).
@@ -193,9 +214,17 @@ def create_api(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ctx.hub.start()
+        publisher = asyncio.create_task(
+            _publish_metrics(ctx, metrics_publish_s), name="citysight-metrics-publish"
+        )
         try:
             yield
         finally:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            with contextlib.suppress(RedisError, OSError):
+                await ctx.hub.redis.hdel(metrics_key("ingress"), ctx.metrics.replica)
             await ctx.hub.stop()
             ctx.close()
 
