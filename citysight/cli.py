@@ -34,7 +34,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "inference": "benchmarks.inference.cli:main",
         "rules": "benchmarks.rules.cli:main",
         "fanout": "benchmarks.fanout.cli:main",
-        "map": "benchmarks.map.cli:main",
+        "map": "benchmarks.map.run:main",
         "city": "benchmarks.city.cli:main",
         "locust": "benchmarks.locust.run:main",
         "pipeline": "benchmarks.pipeline.cli:main",
