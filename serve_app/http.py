@@ -234,6 +234,10 @@ def create_api(
         description="City video analytics: alerts, dispatch, cameras, evidence and a "
         "scoped WebSocket feed (WS /ws).",
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: served below from
+        # serve_app/static/vendor instead, so they work offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ctx = ctx
     _install_error_handlers(app)
@@ -263,4 +267,62 @@ def create_api(
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _install_docs(app)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the vendored assets (no CDN)."""
+    from fastapi.openapi.docs import (
+        get_redoc_html,
+        get_swagger_ui_html,
+        get_swagger_ui_oauth2_redirect_html,
+    )
+    from fastapi.responses import HTMLResponse
+
+    vendor = "/static/vendor"
+    oauth2_redirect = "/docs/oauth2-redirect"
+    # Nothing but this server: ReDoc's sidebar logo would otherwise be fetched from its CDN
+    # (and any third-party request from an operations network is a leak). Both UIs use an
+    # inline bootstrap script and inline styles; ReDoc runs its search in a blob: worker.
+    csp = {
+        "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
+        "connect-src 'self'; frame-ancestors 'self'"
+    }
+
+    def base(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = base(request)
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} — API",
+            swagger_js_url=f"{root}{vendor}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{vendor}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}{vendor}/swagger-ui/favicon-32x32.png",
+            oauth2_redirect_url=f"{root}{oauth2_redirect}",
+            # The default validator badge calls validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers.update(csp)
+        return page
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = base(request)
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} — API",
+            redoc_js_url=f"{root}{vendor}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{vendor}/swagger-ui/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+        page.headers.update(csp)
+        return page
