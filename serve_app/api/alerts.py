@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from citysight.contracts import AlertKind, AlertState
-from serve_app.api.deps import NOT_FOUND, csv_set, ctx, parse_time, scoped_alert
+from serve_app.api.deps import NOT_FOUND, csv_set, ctx, parse_time_range, scoped_alert
 from serve_app.auth import Dispatcher, Reader
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def list_alerts(
 ) -> list[dict[str, Any]]:
     """Alerts visible to the caller (department scope applied on the server)."""
     c = ctx(request)
+    lo, hi = parse_time_range(since, until)
     departments = principal.departments(department)
     if departments is not None and not departments:
         return []
@@ -67,8 +68,8 @@ def list_alerts(
         kinds=_enum_set(kind, AlertKind, "kind"),
         states=_enum_set(state, AlertState, "state"),
         camera_ids=csv_set(camera_id),
-        since=parse_time(since, "since"),
-        until=parse_time(until, "until"),
+        since=lo,
+        until=hi,
         limit=limit,
         before=before,
     )
