@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from citysight.contracts import AlertKind, AlertState
+from citysight.contracts import AlertKind, AlertState, Severity
 from serve_app.api.deps import NOT_FOUND, csv_set, ctx, parse_time_range, scoped_alert
 from serve_app.auth import Dispatcher, Reader
 
@@ -54,6 +54,7 @@ def list_alerts(
     department: str | None = Query(None, description="Narrow to one department"),
     since: str | None = Query(None, description="started_at >= (Unix s or ISO 8601)"),
     until: str | None = Query(None, description="started_at <= (Unix s or ISO 8601)"),
+    severity: str | None = Query(None, description="Severity(ies), comma-separated"),
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     before: str | None = Query(None, max_length=128, description="Cursor: last id seen"),
 ) -> list[dict[str, Any]]:
@@ -72,6 +73,7 @@ def list_alerts(
         until=hi,
         limit=limit,
         before=before,
+        severities=_enum_set(severity, Severity, "severity"),
     )
     # Defence in depth: never return an alert outside the caller's scope.
     return [a.to_api() for a in alerts if principal.sees(a.department)]
