@@ -10,11 +10,15 @@ Labels = Mapping[str, str]
 
 def escape_label(value: str) -> str:
     """A label value as the text format wants it (backslash, quote, newline escaped)."""
+    if "\\" not in value and '"' not in value and "\n" not in value:
+        return value  # the common case, and a scrape renders ~15 label values per camera
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def format_value(value: float) -> str:
     """A sample value: integers without a fraction, ``NaN``/``+Inf``/``-Inf`` spelled out."""
+    if type(value) is int:
+        return str(value)
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -64,6 +68,11 @@ class Exposition:
         if self._current is None:
             raise ValueError("sample() before family()")
         self._lines.append(f"{self._current}{suffix}{_labels(labels)} {format_value(value)}")
+
+    def raw(self, labels_text: str, value: float) -> None:
+        """One sample of the current family with labels rendered already (``{k="v",...}``,
+        values escaped with :func:`escape_label`): the per-camera fast path."""
+        self._lines.append(f"{self._current}{labels_text} {format_value(value)}")
 
     def gauge(self, name: str, help_text: str, samples: Iterable[tuple[Labels, float]]) -> None:
         """A gauge family with its samples."""

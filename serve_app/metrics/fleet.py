@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from citysight.contracts import CameraState, detections_stream
 from citysight.metrics import PRUNE_AFTER_S, ROLES, STALE_AFTER_S, metrics_key
-from serve_app.metrics.exposition import Exposition
+from serve_app.metrics.exposition import Exposition, escape_label
 from serve_app.store import keys
 
 logger = logging.getLogger(__name__)
@@ -281,6 +281,8 @@ def render_fleet(exp: Exposition, st: FleetState) -> None:
 
 def _render_cameras(exp: Exposition, st: FleetState) -> None:
     cams = sorted(st.cameras.items())
+    # Labels rendered once per camera: a city scrape writes ~15 series per camera.
+    label = {cid: f'{{camera="{escape_label(cid)}"' for cid, _ in cams}
     states = {cid: str(doc.get("state", "")) for cid, doc in cams}
     exp.family(
         "citysight_camera_state",
@@ -288,8 +290,9 @@ def _render_cameras(exp: Exposition, st: FleetState) -> None:
         "Camera reader state: 1 for the current state, 0 for the others.",
     )
     for cid, _ in cams:
+        cur, lab = states[cid], label[cid]
         for s in CAMERA_STATES:
-            exp.sample(1 if states[cid] == s else 0, {"camera": cid, "state": s})
+            exp.raw(f'{lab},state="{s}"}}', 1 if cur == s else 0)
     counts = dict.fromkeys(CAMERA_STATES, 0)
     for s in states.values():
         counts[s] = counts.get(s, 0) + 1
@@ -303,7 +306,7 @@ def _render_cameras(exp: Exposition, st: FleetState) -> None:
         for cid, doc in cams:
             v = _num((doc.get("metrics") or {}).get(key))
             if v is not None:
-                exp.sample(v, {"camera": cid})
+                exp.raw(label[cid] + "}", v)
     exp.family(
         "citysight_camera_last_frame_age_seconds",
         "gauge",
@@ -312,7 +315,7 @@ def _render_cameras(exp: Exposition, st: FleetState) -> None:
     for cid, doc in cams:
         v = _num((doc.get("metrics") or {}).get("last_frame_age_s"))
         if v is not None and v >= 0:
-            exp.sample(round(v, 3), {"camera": cid})
+            exp.raw(label[cid] + "}", round(v, 3))
     exp.family(
         "citysight_camera_status_age_seconds",
         "gauge",
@@ -322,7 +325,7 @@ def _render_cameras(exp: Exposition, st: FleetState) -> None:
     for cid, doc in cams:
         at = _num(doc.get("at"))
         if at is not None:
-            exp.sample(round(max(0.0, st.now - at), 3), {"camera": cid})
+            exp.raw(label[cid] + "}", round(max(0.0, st.now - at), 3))
 
 
 def _render_components(exp: Exposition, st: FleetState) -> None:
