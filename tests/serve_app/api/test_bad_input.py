@@ -136,3 +136,15 @@ def test_non_finite_camera_numbers_are_refused(client: TestClient, field: str, v
     )
     assert res.status_code == 422, res.text
     assert field in res.json()["detail"]
+
+
+def test_severity_filter(client: TestClient) -> None:
+    """``severity`` narrows the listing (the map counts open critical alerts with it)."""
+    store = AlertStore(client.r, client.cfg)  # type: ignore[attr-defined]
+    store.save_new([make_alert(2, "fire", t=1_700_000_100.0)])  # even: low; odd: high
+    got = client.get("/api/alerts?severity=high", headers=ADMIN).json()
+    assert [a["severity"] for a in got] == ["high"]
+    got = client.get("/api/alerts?severity=high,low&state=raised", headers=ADMIN).json()
+    assert sorted(a["severity"] for a in got) == ["high", "low"]
+    res = client.get("/api/alerts?severity=extreme", headers=ADMIN)
+    assert res.status_code == 422 and "severity: unknown value(s) extreme" in res.json()["detail"]
