@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import os
 import secrets
 import socket
@@ -18,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
+
+logger = logging.getLogger(__name__)
 
 METRICS_KEY_PREFIX: Final = "citysight:metrics:"
 ROLES: Final = ("inference", "rules", "ingress")
@@ -154,3 +157,72 @@ class InferenceMeter:
             if isinstance(h.get(key), int | float):
                 snap[key] = h[key]
         return snap
+
+
+class MeteredInference:
+    """A stream worker's inference callable, measured and published for ``GET /metrics``.
+
+    Calls pass through an :class:`InferenceMeter`; a daemon thread publishes the counters
+    with the inner callable's ``health()`` (when it has one) every ``period_s``, so a worker
+    whose cameras send nothing still reports its detectors' state. Other attributes are the
+    inner callable's.
+    """
+
+    def __init__(
+        self, inner: Callable[[Any], list[Any]], redis_url: str, period_s: float = PUBLISH_PERIOD_S
+    ) -> None:
+        """Wrap ``inner`` and start publishing to the Redis at ``redis_url``."""
+        import redis
+
+        self._inner = inner
+        self.meter = InferenceMeter()
+        self._measured = self.meter.wrap(inner)
+        self.instance = instance_id()
+        self.period_s = period_s
+        self._r = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self._stop = threading.Event()
+        self.publish()
+        self._thread = threading.Thread(
+            target=self._loop, name="citysight-inference-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def __call__(self, batch: Any) -> list[Any]:
+        """Run the inner inference, measured."""
+        return self._measured(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def publish(self) -> None:
+        """Write this worker's snapshot now (never raises: metrics must not break inference)."""
+        try:
+            health_fn = getattr(self._inner, "health", None)
+            health = health_fn() if callable(health_fn) else None
+            data = self.meter.snapshot(health if isinstance(health, dict) else None)
+            publish_snapshot(self._r, "inference", self.instance, data)
+        except Exception as exc:
+            logger.warning("inference metrics not published: %s", exc)
+
+    def close(self) -> None:
+        """Stop publishing and remove this worker's snapshot."""
+        self._stop.set()
+        self._thread.join(timeout=self.period_s + 5)
+        try:
+            self._r.hdel(metrics_key("inference"), self.instance)
+        except Exception as exc:
+            logger.debug("inference metrics not removed: %s", exc)
+        self._r.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.publish()
+
+
+def metered_inference(
+    factory: Callable[[], Callable[[Any], list[Any]]], redis_url: str
+) -> MeteredInference:
+    """``factory()`` metered: the stream workers' infer factory (``functools.partial`` of it)."""
+    return MeteredInference(factory(), redis_url)

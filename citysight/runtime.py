@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from citysight.config import CitysightConfig
-from citysight.metrics import InferenceMeter, instance_id, publish_snapshot
+from citysight.metrics import metered_inference
 from citysight.services.redis_server import EmbeddedRedis, ServiceError, port_in_use
 
 logger = logging.getLogger(__name__)
@@ -91,17 +91,12 @@ def make_infer(inference_json: str, models_dir: str, redis_url: str) -> Callable
     client = create_client(InferenceService.model_validate_json(inference_json), Path(models_dir))
     r = redis.Redis.from_url(redis_url)
     last = [0.0]
-    # Counters for GET /metrics, one snapshot per worker process (see citysight.metrics).
-    meter = InferenceMeter()
-    measured = meter.wrap(client.infer)
-    instance = instance_id()
 
     def report() -> None:
         try:
             health = client.health()
             failed = isinstance(health, dict) and health.get("state") == "failed"
             write_component(r, "inference", "failed" if failed else "running", health)
-            publish_snapshot(r, "inference", instance, meter.snapshot(health))
         except Exception as exc:  # health must never break inference
             logger.warning("inference health report failed: %s", exc)
 
@@ -110,9 +105,10 @@ def make_infer(inference_json: str, models_dir: str, redis_url: str) -> Callable
         if now - last[0] >= HEALTH_PERIOD_S:
             last[0] = now
             report()
-        return measured(batch)
+        return client.infer(batch)
 
     report()
+    infer.health = client.health  # type: ignore[attr-defined]  # read by MeteredInference
     return infer
 
 
@@ -277,15 +273,17 @@ class Runtime:
         from streams.supervisor import StreamSupervisor
 
         inf = self.cfg.services.inference
+        factory = functools.partial(
+            make_infer,
+            inf.model_dump_json(),
+            str(Path(inf.models_dir).resolve()),
+            self.redis_url,
+        )
         self.supervisor = StreamSupervisor(
             self.cfg.services.streams,
             self.redis_url,
-            functools.partial(
-                make_infer,
-                inf.model_dump_json(),
-                str(Path(inf.models_dir).resolve()),
-                self.redis_url,
-            ),
+            # Each worker's inference, measured for GET /metrics (citysight.metrics).
+            functools.partial(metered_inference, factory, self.redis_url),
         )
         self._health_thread = threading.Thread(
             target=self._report_streams, name="streams-health", daemon=True

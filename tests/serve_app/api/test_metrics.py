@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from benchmarks.fanout.world import make_alert, seed_principals, token_of
 from citysight.config import CitysightConfig, InferenceService
 from citysight.contracts import CameraStatus, detections_stream, shard_of
-from citysight.metrics import metrics_key
+from citysight.metrics import metered_inference, metrics_key
 from citysight.runtime import make_infer
 from citysight.testing import ROOT, Series, dashboard_queries, exposition_series, query_problems
 from serve_app.consumer import DetectionsConsumer
@@ -114,15 +114,20 @@ def world(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     app_a = create_api(cfg, url, metrics_publish_s=0.2)
     app_b = create_api(cfg, url, metrics_publish_s=0.2)
     models = tmp / "no-models"  # detectors run on their fallback tiers
+    # What Runtime._start_streams gives the stream workers.
     infer_factory = functools.partial(
-        make_infer, InferenceService(models_dir=str(models)).model_dump_json(), str(models), url
+        metered_inference,
+        functools.partial(
+            make_infer, InferenceService(models_dir=str(models)).model_dump_json(), str(models), url
+        ),
+        url,
     )
     worker = StreamWorker(cfg.cameras, cfg.services.streams, url, infer_factory)
     consumer = DetectionsConsumer(url, cfg, "rules-0", range(SHARDS), block_ms=5, max_deliveries=1)
     try:
         with TestClient(app_a) as a, TestClient(app_b) as b:
             consumer.setup()
-            # The inference snapshot is refreshed every 5 s by make_infer: wait for batches.
+            # The inference snapshot is refreshed every 5 s: wait for one with batches.
             assert _wait(lambda: _inference_batches(r) > 0), "no inference snapshot"
             assert _wait(lambda: _camera_state(r, "cam-gone") == "failed")
             assert _camera_state(r, "cam-run") == "running"
