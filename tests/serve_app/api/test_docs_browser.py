@@ -106,9 +106,7 @@ def test_redoc_renders_operations_offline(browser: Any, base_url: str) -> None:
         assert res is not None and res.ok
         heading = page.locator("h2", has_text="List alerts in the caller's scope, newest first")
         expect(heading).to_be_visible(timeout=15000)
-        assert page.locator("[data-section-id^='operation/']").count() >= len(
-            _operations(base_url)
-        )
+        assert page.locator("[data-section-id^='operation/']").count() >= len(_operations(base_url))
         assert outside == [] and errors == []
     finally:
         page.context.close()
