@@ -34,11 +34,12 @@ GROUPS: dict[str, dict[str, str]] = {
         "inference": "benchmarks.inference.cli:main",
         "rules": "benchmarks.rules.cli:main",
         "fanout": "benchmarks.fanout.cli:main",
-        "map": "benchmarks.map.cli:main",
+        "map": "benchmarks.map.run:main",
         "city": "benchmarks.city.cli:main",
         "locust": "benchmarks.locust.run:main",
         "pipeline": "benchmarks.pipeline.cli:main",
         "nvdec": "benchmarks.nvdec.cli:main",
+        "metrics": "benchmarks.metrics.cli:main",
     },
 }
 

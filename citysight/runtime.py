@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from citysight.config import CitysightConfig
+from citysight.metrics import metered_inference
 from citysight.services.redis_server import EmbeddedRedis, ServiceError, port_in_use
 
 logger = logging.getLogger(__name__)
@@ -352,12 +353,14 @@ class Runtime:
         from streams.supervisor import StreamSupervisor
 
         inf = self.cfg.services.inference
+        factory = functools.partial(
+            make_infer, inf.model_dump_json(), str(Path(inf.models_dir).resolve())
+        )
         self.supervisor = StreamSupervisor(
             self.cfg.services.streams,
             self.redis_url,
-            functools.partial(
-                make_infer, inf.model_dump_json(), str(Path(inf.models_dir).resolve())
-            ),
+            # Each worker's inference, measured for GET /metrics (citysight.metrics).
+            functools.partial(metered_inference, factory, self.redis_url),
         )
         self._health_thread = threading.Thread(
             target=self._report_streams, name="streams-health", daemon=True

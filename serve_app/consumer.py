@@ -72,6 +72,7 @@ from citysight.contracts import (
     detections_stream,
     make_alert_id,
 )
+from citysight.metrics import publish_snapshot
 from serve_app.rules.analytics import AnalyticsWatch
 from serve_app.rules.codec import decode_frame
 from serve_app.rules.engine import OFFLINE_RULE_ID, EngineOutput, RulesEngine, cooldown_key
@@ -887,7 +888,9 @@ class DetectionsConsumer:
             pipe = self.r.pipeline(transaction=False)
             pipe.hset(keys.RULES_CONSUMERS, self.name, json.dumps(mine))
             pipe.hmget(keys.RULES_CONSUMERS, self.peers)
-            _, raw = pipe.execute()
+            # Per consumer: GET /metrics renders every live consumer's counters.
+            publish_snapshot(pipe, "rules", self.name, {"state": state, **detail})
+            _, raw, _ = pipe.execute()
             peers = {n: json.loads(v) if v else None for n, v in zip(self.peers, raw, strict=True)}
             summary = summarise_consumers({**peers, self.name: mine}, now)
             self.r.hset(keys.COMPONENTS, "rules", json.dumps(summary))

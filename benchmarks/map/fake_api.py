@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class FakeApi:
         elif path == "/api/cameras":
             body = self.health
         elif path == "/api/alerts":
-            body = self.alerts
+            body = self.list_alerts(_query)
         elif path == "/api/ws-tickets":
             body = {"ticket": "t"}
         elif path.endswith("/evidence") and self.snapshot_jpeg:
@@ -229,6 +230,19 @@ class FakeApi:
         route.fulfill(
             status=200, body=json.dumps(body), headers={"content-type": "application/json"}
         )
+
+    def list_alerts(self, query: str) -> list[dict[str, Any]]:
+        """``GET /api/alerts`` with its filters (``severity``, ``state``, ``limit``, ``before``)."""
+        q = {k: v[-1] for k, v in parse_qs(query).items()}
+        out = self.alerts
+        for field_, key in (("severity", "severity"), ("state", "state")):
+            if q.get(key):
+                wanted = set(q[key].split(","))
+                out = [a for a in out if a[field_] in wanted]
+        if q.get("before"):
+            ids = [a["id"] for a in out]
+            out = out[ids.index(q["before"]) + 1 :] if q["before"] in ids else []
+        return out[: int(q.get("limit", 50))]
 
     def _ws(self, ws: Any) -> None:
         self.sockets.append(ws)

@@ -500,6 +500,7 @@ class AlertStore:
         until: float | None = None,
         limit: int = 50,
         before: str | None = None,
+        severities: set[str] | None = None,
     ) -> list[Alert]:
         """Alerts newest first (by ``started_at``, then id), filtered.
 
@@ -512,6 +513,7 @@ class AlertStore:
             until: Latest ``started_at``.
             limit: Maximum number of alerts.
             before: Cursor: only alerts strictly after this alert id in the order.
+            severities: Severities to include.
         """
         if limit <= 0:
             return []
@@ -547,6 +549,8 @@ class AlertStore:
                 if states and a.state.value not in states:
                     continue
                 if camera_ids and not ({a.camera_id, *a.camera_ids} & camera_ids):
+                    continue
+                if severities and a.severity.value not in severities:
                     continue
                 out.append(a)
                 if len(out) >= limit:

@@ -10,6 +10,7 @@ per client.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,14 @@ class Subscription:
                 raise FilterError("bbox must be 4 numbers") from None
             if len(vals) != 4 or vals[0] > vals[2] or vals[1] > vals[3]:
                 raise FilterError("bbox must be [min_lon, min_lat, max_lon, max_lat]")
+            # NaN compares false with everything: it would pass the order check above and
+            # then silently match nothing.
+            if not all(math.isfinite(v) for v in vals):
+                raise FilterError("bbox must be 4 finite numbers")
+            lon_ok = -180 <= vals[0] <= vals[2] <= 180
+            lat_ok = -90 <= vals[1] <= vals[3] <= 90
+            if not (lon_ok and lat_ok):
+                raise FilterError("bbox: longitudes in -180..180, latitudes in -90..90")
             bbox = (vals[0], vals[1], vals[2], vals[3])
         return cls(kinds=kinds, cameras=cameras, min_severity=rank, bbox=bbox)
 

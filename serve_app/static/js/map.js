@@ -1,6 +1,6 @@
 /* citysight operations map — The Leaflet map: graticule base layer, overlays, camera markers (clustered) and popups. */
 
-import { $, HEALTH_COLOURS, api, fmtTime, setTimeZone, state } from "./core.js";
+import { $, HEALTH_COLOURS, PANES, PANE_Z, api, fmtTime, setTimeZone, state } from "./core.js";
 import { openAlert } from "./detail.js";
 
 // -- map ---------------------------------------------------------------------------------
@@ -94,7 +94,9 @@ export async function setupMap() {
   } else {
     map.setView(cfg.center ? [cfg.center.lat, cfg.center.lon] : [0, 0], cfg.center ? 12 : 2);
   }
+  for (const [k, name] of Object.entries(PANES)) map.createPane(name).style.zIndex = String(PANE_Z[k]);
   state.cluster = L.markerClusterGroup({
+    clusterPane: PANES.clusters,
     // Cluster split/merge animations force a synchronous layout per zoom; with thousands of
     // cameras that is most of a zoom's cost, so clusters switch without animating.
     animate: false,
@@ -143,6 +145,7 @@ export function addCameras(cams) {
     const health = healthState(cam.health || (cam.state ? { state: cam.state } : null));
     const marker = L.marker([cam.latitude, cam.longitude], {
       icon: cameraIcon(health, cam.heading_deg), health, title: cam.name || cam.id, keyboard: false,
+      pane: PANES.cameras,
     });
     marker.bindPopup(() => cameraPopup(cam.id), { maxWidth: 280 });
     marker.on("add", (e) => { if (e.target._icon) e.target._icon.dataset.cameraId = cam.id; });

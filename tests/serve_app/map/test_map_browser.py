@@ -522,3 +522,158 @@ def test_escalated_alert_stays_with_its_owner_and_deleted_camera_leaves_the_map(
         fire.context.close()
         duty.context.close()
         CameraRegistry(world.r).delete("cam-temp")
+
+
+# ---- the critical counter and the marker layering (own server on Redis db 1, so the
+# alerts of the tests above do not count here)
+
+
+@pytest.fixture(scope="module")
+def fresh(redis_server: Any) -> Iterator[World]:
+    """A second API over an empty Redis database: principals, a few cameras, their health."""
+    from serve_app.http import create_api
+    from serve_app.store.cameras import CameraRegistry
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/1"
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    seed_principals(r)
+    reg = CameraRegistry(r)
+    for i in range(8):
+        reg.put(_camera(i))
+        st = CameraStatus(camera_id=f"cam-{i:02d}", state=CameraState.RUNNING)
+        r.hset("citysight:camera-health", st.camera_id, st.model_dump_json())
+    cfg = CitysightConfig.model_validate(
+        {"departments": [{"id": d} for d in ("fire", "enforcement", "police")]}
+    )
+    port = free_port()
+    server = ServerThread(create_api(cfg, url), port).start()
+    try:
+        yield World(r, cfg, f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+        r.flushdb()
+        r.close()
+
+
+def _open_critical(world: World, department: str | None) -> int:
+    """What the counter must show: open critical alerts in the department's scope."""
+    depts = None if department is None else {department}
+    return len(
+        world.store.query(
+            departments=depts,
+            states={"raised", "assigned", "acknowledged"},
+            severities={"critical"},
+            limit=100_000,
+        )
+    )
+
+
+def test_critical_counter_counts_open_critical_alerts_in_scope(browser: Any, fresh: World) -> None:
+    """Loaded at sign-in (however old), kept current by the feed; never arrivals."""
+    from datetime import timedelta
+
+    old = _alert(1, AlertKind.FIRE, "fire", Severity.CRITICAL).model_copy(
+        update={"started_at": datetime.now(UTC) - timedelta(days=2)}
+    )
+    fresh.inject(old)
+    fresh.inject(_alert(2, AlertKind.SMOKE, "fire", Severity.CRITICAL))
+    done = _alert(3, AlertKind.FIRE, "fire", Severity.CRITICAL)
+    fresh.inject(done)
+    fresh.store.transition(done.id, "false_alarm", actor="fire")  # not open any more
+    fresh.inject(_alert(4, AlertKind.VENDING, "enforcement", Severity.CRITICAL))
+    fresh.inject(_alert(5, AlertKind.FIRE, "fire", Severity.HIGH))  # open, not critical
+    # 500 newer fire alerts push the old critical one out of the map's first listing page.
+    newer = [
+        _alert(100 + i, AlertKind.SMOKE, "fire", Severity.LOW).model_copy(
+            update={"started_at": datetime.now(UTC) - timedelta(minutes=5)}
+        )
+        for i in range(500)
+    ]
+    assert len(fresh.store.save_new(newer)) == 500
+    assert _open_critical(fresh, "fire") == 2 and _open_critical(fresh, None) == 3
+
+    admin = _open(browser, fresh, "admin")
+    fire = _open(browser, fresh, "fire")
+    police = _open(browser, fresh, "police")
+    try:
+        expect(admin.get_by_test_id("critical-count")).to_have_text("3")
+        expect(fire.get_by_test_id("critical-count")).to_have_text("2")
+        expect(police.get_by_test_id("critical-count")).to_have_text("0")
+        expect(_item(fire, old.id)).to_be_attached()  # loaded although not among the newest
+        assert int(fire.locator("body").get_attribute("data-beeps") or 0) == 0  # none new
+
+        # A new critical alert: counted, and it beeps.
+        new = _alert(6, AlertKind.FIRE, "fire", Severity.CRITICAL)
+        fresh.inject(new)
+        expect(fire.get_by_test_id("critical-count")).to_have_text("3", timeout=3000)
+        expect(admin.get_by_test_id("critical-count")).to_have_text("4", timeout=3000)
+        assert int(fire.locator("body").get_attribute("data-beeps") or 0) == 1
+        # Acknowledged is still open; resolved is not (events from another session).
+        fresh.store.transition(new.id, "acknowledged", actor="fire")
+        fire.wait_for_timeout(500)
+        expect(fire.get_by_test_id("critical-count")).to_have_text("3")
+        fresh.store.transition(new.id, "resolved", actor="fire", outcome="handled")
+        fresh.store.transition(old.id, "false_alarm", actor="fire")
+        expect(fire.get_by_test_id("critical-count")).to_have_text("1", timeout=3000)
+        expect(admin.get_by_test_id("critical-count")).to_have_text("2", timeout=3000)
+        expect(police.get_by_test_id("critical-count")).to_have_text("0")
+        assert _open_critical(fresh, "fire") == 1
+        # Clicking the counter does not zero it: it lists the open alerts.
+        fire.get_by_test_id("critical-counter").click()
+        expect(fire.get_by_test_id("critical-count")).to_have_text("1")
+        expect(fire.get_by_test_id("filter-state")).to_have_value("open")
+        _shot(fire, "06-critical-counter")
+        for p in (admin, fire, police):
+            assert p._test_errors == []
+    finally:
+        for p in (admin, fire, police):
+            p.context.close()
+
+
+def test_alert_icon_leaves_its_camera_visible_and_clickable(browser: Any, fresh: World) -> None:
+    """An alert on a camera: the camera's health dot is on top, uncovered, and opens its popup."""
+    cam = _camera(2)
+    st = CameraStatus(camera_id=cam.id, state=CameraState.STALLED)
+    fresh.r.hset("citysight:camera-health", cam.id, st.model_dump_json())
+    alert = _alert(7, AlertKind.FIRE, "fire", Severity.CRITICAL, camera=2)
+    fresh.inject(alert)
+    page = _open(browser, fresh, "admin")
+    try:
+        page.evaluate(
+            f"window.citysight.state.map.setView([{cam.latitude}, {cam.longitude}], 18,"
+            " {animate: false})"
+        )
+        dot = page.locator(f".cam[data-camera-id='{cam.id}']")
+        icon = page.locator(f"[data-testid=alert-marker][data-alert-id='{alert.id}']")
+        expect(dot).to_be_visible()
+        expect(icon).to_be_visible()
+        expect(dot).to_have_class(re.compile(r"\bcam-stalled\b"))
+        d, i = dot.bounding_box(), icon.bounding_box()
+        assert d is not None and i is not None
+        # No overlap: the icon sits above the dot, centred on it.
+        assert i["y"] + i["height"] <= d["y"], (d, i)
+        assert abs((i["x"] + i["width"] / 2) - (d["x"] + d["width"] / 2)) <= 1, (d, i)
+        # The topmost element at every point of the dot is the dot (or inside it).
+        for fx, fy in ((0.5, 0.5), (0.2, 0.2), (0.8, 0.2), (0.5, 0.1)):
+            x, y = d["x"] + fx * d["width"], d["y"] + fy * d["height"]
+            top = page.evaluate(
+                "([x, y, id]) => { const e = document.elementFromPoint(x, y);"
+                " return !!e && !!e.closest(`.cam[data-camera-id='${id}']`); }",
+                [x, y, cam.id],
+            )
+            assert top, (fx, fy)
+        colour = dot.evaluate("e => getComputedStyle(e).backgroundColor")
+        assert colour == "rgb(224, 162, 27)"  # HEALTH_COLOURS.stalled
+        # Clicking the dot opens the camera, clicking the icon opens the alert.
+        dot.click()
+        expect(page.get_by_test_id("camera-popup")).to_contain_text(cam.name)
+        expect(page.get_by_test_id("alert-detail")).to_be_hidden()
+        page.keyboard.press("Escape")
+        icon.click()
+        expect(page.get_by_test_id("alert-detail")).to_be_visible()
+        expect(page.get_by_test_id("detail-camera")).to_contain_text(cam.id)
+        _shot(page, "07-alert-over-camera")
+        assert page._test_errors == []
+    finally:
+        page.context.close()

@@ -82,6 +82,11 @@ async def _collect(ws: Any, n: int, timeout_s: float) -> list[dict[str, Any]]:
         (_auth("noscope"), "", 403),
         (_auth("fire"), "?last_id=../../x", 400),
         (_auth("fire"), "?kinds=dragon", 400),
+        # Non-finite or impossible numbers never pass as a filter that matches nothing.
+        (_auth("fire"), "?bbox=nan,0,1,1", 400),
+        (_auth("fire"), "?bbox=0,0,inf,1", 400),
+        (_auth("fire"), "?bbox=-200,0,1,1", 400),
+        (_auth("fire"), "?bbox=0,-95,1,1", 400),
     ],
 )
 def test_refused_handshakes_get_no_frames(
