@@ -39,6 +39,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "locust": "benchmarks.locust.run:main",
         "pipeline": "benchmarks.pipeline.cli:main",
         "nvdec": "benchmarks.nvdec.cli:main",
+        "soak": "benchmarks.soak.run:main",
     },
 }
 
