@@ -53,7 +53,8 @@ class _Sub:
     connected_at: float = 0.0
     last_id: str = "0-0"
     received: dict[str, float] = field(default_factory=dict)
-    arrivals: list[tuple[float, str, str]] = field(default_factory=list)  # (t, kind, id)
+    # (time, kind, alert id, camera id) of each alert's first receipt
+    arrivals: list[tuple[float, str, str, str]] = field(default_factory=list)
     foreign: int = 0
     connects: int = 0
     closes: dict[str, int] = field(default_factory=dict)
@@ -154,7 +155,7 @@ class Subscribers:
             return
         now = time.time()
         sub.received[aid] = now
-        sub.arrivals.append((now, kind, aid))
+        sub.arrivals.append((now, kind, aid, str(a.get("camera_id"))))
         if sub.department != "*" and sub.owner_of(kind) != sub.department:
             sub.foreign += 1
 
@@ -172,15 +173,15 @@ class Subscribers:
             for s in self.subs
         ]
 
-    def admin_arrivals(self) -> list[tuple[float, str, str]]:
-        """First receipts (time, kind, id) over all admin subscribers."""
-        first: dict[str, tuple[float, str, str]] = {}
+    def admin_arrivals(self) -> list[tuple[float, str, str, str]]:
+        """First receipts (time, kind, id, camera) over all admin subscribers."""
+        first: dict[str, tuple[float, str, str, str]] = {}
         for s in self.subs:
             if s.department != "*":
                 continue
-            for t, kind, aid in list(s.arrivals):
+            for t, kind, aid, cam in list(s.arrivals):
                 if aid not in first or t < first[aid][0]:
-                    first[aid] = (t, kind, aid)
+                    first[aid] = (t, kind, aid, cam)
         return sorted(first.values())
 
     def summary(self) -> dict[str, Any]:

@@ -326,7 +326,7 @@ class Soak:
         # None: /health does not report frames_ok at all (a monitor cannot read it).
         frames_ok_grew = (oks[-1] > oks[0]) if len(oks) >= 2 else None
         arrivals: dict[str, list[float]] = {}
-        for t, kind, _aid in self.subs.admin_arrivals():
+        for t, kind, _aid, _cam in self.subs.admin_arrivals():
             arrivals.setdefault(kind, []).append(t)
         gaps = acct.kind_gaps(
             {k: arrivals.get(k, []) for k in ALERT_KINDS},
@@ -556,8 +556,8 @@ class Soak:
                 out["camera_state"] = state
             time.sleep(1.0)
         assert self.subs is not None
-        for t, kind, aid in self.subs.admin_arrivals():
-            if kind == "camera_offline" and t >= since and cam in aid:
+        for t, kind, _aid, camera in self.subs.admin_arrivals():
+            if kind == "camera_offline" and t >= since and camera == cam:
                 out["offline_alert_s"] = round(t - since, 1)
                 break
         return out
@@ -683,7 +683,15 @@ class Soak:
         for rec in self.results.get("faults", []):
             if not rec.get("recovered"):
                 problems.append(f"{rec['fault']}: not recovered within the limit")
-            if rec.get("health_shows_s") is None and rec["fault"] != "poison_entry":
+            if rec["fault"] == "rtsp_camera_stop":
+                # A camera outage is the camera's health (GET /api/cameras) and an offline
+                # alert, not necessarily the deployment's /health.
+                detail = rec.get("detail") or {}
+                if detail.get("camera_state_s") is None:
+                    problems.append("rtsp_camera_stop: the camera never left 'running'")
+                if detail.get("offline_alert_s") is None:
+                    problems.append("rtsp_camera_stop: no camera_offline alert")
+            elif rec.get("health_shows_s") is None and rec["fault"] != "poison_entry":
                 problems.append(f"{rec['fault']}: /health never showed it")
             lost = rec.get("alerts_lost") or {}
             if lost.get("stored_lost") or lost.get("undelivered"):

@@ -72,12 +72,16 @@ def test_interruption_and_recovery(
     [
         (_ticks(0, 100, 0.5), 3.0),  # regular 2 fps: the floor
         (_ticks(0, 100, 4.0), 8.0),  # a loaded host analyses every 4 s: twice that
-        (_ticks(0, 100, 30.0), 15.0),  # capped
+        (_ticks(0, 100, 30.0), 12.0),  # capped
         ([], 3.0),
+        # One long pause among regular 2.5 s intervals does not set the threshold.
+        ([*_ticks(40, 60, 2.5), 70.0, *_ticks(72.5, 100, 2.5)], 5.0),
+        # Results of one batch share a millisecond: those zero steps are not intervals.
+        (sorted(_ticks(40, 100, 3.0) * 4), 6.0),
     ],
 )
 def test_gap_threshold_follows_the_cameras_own_rate(times: list[float], expected: float) -> None:
-    assert acct.gap_threshold(times, 100.0, floor_s=3.0, cap_s=15.0) == expected
+    assert acct.gap_threshold(times, 100.0, floor_s=3.0, cap_s=12.0) == expected
 
 
 def test_recovery_is_the_slowest_camera() -> None:
