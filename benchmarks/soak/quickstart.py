@@ -55,6 +55,7 @@ TIER_ONLY_ENV = ("ORT_DISABLE_TELEMETRY", "RAY_USAGE_STATS_ENABLED", "VIRTUAL_EN
 TIER_ONLY_PREFIXES = ("PYTEST_", "CITYSIGHT_", "_PYTEST")
 TOKEN_LINE = re.compile(r"^\s+token (\w+)\s+(\S+)\s*$")
 BANNER = "citysight is running:"
+RAY_SESSION = re.compile(r"/session_\d{4}-\d\d-\d\d_[\d_-]+")
 
 
 class QuickStartError(RuntimeError):
@@ -387,6 +388,17 @@ class QuickStartRun:
         self._halt.set()
         if self._reader is not None:
             self._reader.join(5)
+
+    def ray_sessions(self) -> list[str]:
+        """Ray session dirs of this run's Ray (from its processes' command lines).
+
+        The demo's Ray temp dir is shared by every demo of this user on the machine; its
+        session dir is this run's own.
+        """
+        found = set()
+        for cmd in self.seen_pids.values():
+            found.update(RAY_SESSION.findall(cmd))
+        return sorted(found)
 
     def leftovers(self, extra_markers: tuple[str, ...] = ()) -> list[str]:
         """Processes still alive that the command started, or that carry its markers.

@@ -603,7 +603,7 @@ class Soak:
             self.observer.stop()
         time.sleep(1.0)
         left = (
-            self.run_.leftovers(extra_markers=(f"/tmp/citysight-ray-{os.getuid()}",))
+            self.run_.leftovers(extra_markers=tuple(self.run_.ray_sessions()))
             if (self.run_)
             else []
         )

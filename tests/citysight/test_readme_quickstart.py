@@ -102,7 +102,10 @@ def test_quick_start_first_command_verbatim_in_a_clean_clone(tmp_path: Path) -> 
             run.kill()  # a no-op after a clean stop; the cleanup when anything failed
         assert rc == 0, run.output(40)
         time.sleep(1.0)
-        left = run.leftovers(extra_markers=(RAY_TEMP,))
+        # This run's Ray session (other demos of this user share the Ray temp dir).
+        sessions = run.ray_sessions()
+        assert sessions, f"no Ray session seen under {RAY_TEMP}: {run.seen_pids}"
+        left = run.leftovers(extra_markers=tuple(sessions))
         assert not left, "processes left after Ctrl-C:\n" + "\n".join(left)
         assert not listening(8000) and not listening(6390), "a demo port still listens"
     # The demo ran from the clone's own files (a file missing from the repository fails).
