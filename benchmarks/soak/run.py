@@ -177,7 +177,8 @@ class Soak:
         self.clone: Path | None = None
         self.banner_at = 0.0
         self._workdir: Path | None = None
-        self._write_lock = threading.Lock()
+        # The checker thread and the fault schedule both record: one lock for the document.
+        self._write_lock = threading.RLock()
         self._halt = threading.Event()
         self._checker: threading.Thread | None = None
 
@@ -191,6 +192,11 @@ class Soak:
             tmp = out.with_suffix(out.suffix + ".tmp")
             tmp.write_text(json.dumps(self.results, indent=2, default=str) + "\n")
             tmp.replace(out)
+
+    def _record(self, section: str, rec: dict[str, Any]) -> None:
+        with self._write_lock:
+            self.results[section].append(rec)
+            self.write()
 
     # -- the run ------------------------------------------------------------------------
 
@@ -393,8 +399,7 @@ class Soak:
             rec["since_banner_s"], phase, sum(frames.values()), rec["frames_ok"],
             health.get("status"), "; ".join(violations) or "none",
         )  # fmt: skip
-        self.results["checks"].append(rec)
-        self.write()
+        self._record("checks", rec)
         return rec
 
     # -- faults -------------------------------------------------------------------------
@@ -531,8 +536,7 @@ class Soak:
             "fault %s: health shows it after %s s, detections again after %s s, recovered %s",
             name, rec.get("health_shows_s"), rec.get("detections_again_s"), rec["recovered"],
         )  # fmt: skip
-        self.results["faults"].append(rec)
-        self.write()
+        self._record("faults", rec)
         if not self.run_.alive():
             raise RuntimeError(f"the demo exited during {name}:\n{self.run_.output(30)}")
 
@@ -611,7 +615,10 @@ class Soak:
             "exit_code": rc,
             "error": stop_error,
             "leftovers": left,
-            "ports_listening": [p for p in (8000, REDIS_PORT) if listening(p)],
+            # With the owner: another run that ignores the ports lock shows up here too.
+            "ports_listening": [
+                f"{p} ({_listener(p)})" for p in (8000, REDIS_PORT) if listening(p)
+            ],
         }
         self._account(stored)
         if self._workdir is not None and not self.opts.keep and self.opts.workdir is None:
@@ -760,6 +767,16 @@ def _past_poison(obs: Observer, poison_id: str, shards: int) -> bool:
 def _id_gt(a: str, b: str) -> bool:
     pa, pb = (tuple(int(x) for x in i.split("-")) for i in (a, b))
     return pa > pb
+
+
+def _listener(port: int) -> str:
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        for c in psutil.net_connections("tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                return " ".join(psutil.Process(c.pid).cmdline())[:160]
+    return "owner unknown"
 
 
 def _loadavg() -> list[float]:

@@ -295,9 +295,10 @@ def test_five_minute_soak_of_the_default_path(tmp_path: Path) -> None:
     res = Soak(opts).run()
     written = json.loads(opts.out.read_text())
     assert written["complete"] and written["passed"] == res["passed"]
-    assert [f["fault"] for f in res["faults"]] == list(FAULTS)
+    faults = [{k: v for k, v in f.items() if k != "timeline"} for f in res["faults"]]
     assert res["passed"], json.dumps(
-        {k: res.get(k) for k in ("problems", "faults", "alerts", "shutdown")},
+        {"problems": res.get("problems"), "faults": faults, "shutdown": res.get("shutdown")},
         indent=1,
         default=str,
-    )[:6000]
+    )[:8000]
+    assert [f["fault"] for f in res["faults"]] == list(FAULTS)
