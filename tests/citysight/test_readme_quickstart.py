@@ -64,6 +64,18 @@ def _admin_kinds(token: str, banner_at: float, run: QuickStartRun) -> dict[str, 
     return seen
 
 
+def _inference_detail() -> dict[str, object]:
+    """What /health says about inference (frames analysed and dropped), for failure messages."""
+    import httpx
+
+    try:
+        detail = httpx.get(f"{BASE}/health", timeout=10).json()["components"]["inference"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        return {"error": type(exc).__name__}
+    keys = ("state", "frames_ok", "frames_dropped", "dropped_by_reason", "last_error")
+    return {"component_state": detail.get("state"), **{k: detail["detail"].get(k) for k in keys}}
+
+
 def test_quick_start_first_command_verbatim_in_a_clean_clone(tmp_path: Path) -> None:
     line = quick_start_commands()[0]
     try:
@@ -86,8 +98,8 @@ def test_quick_start_first_command_verbatim_in_a_clean_clone(tmp_path: Path) -> 
                 assert comp in health["components"], health
             seen = _admin_kinds(run.tokens["admin"], banner_at, run)
             assert set(seen) >= KINDS, (
-                f"kinds an admin subscriber got within 120 s of the banner: {sorted(seen)}\n"
-                f"{run.output(40)}"
+                f"kinds an admin subscriber got within 120 s of the banner: {sorted(seen)}; "
+                f"inference then: {_inference_detail()}\n{run.output(40)}"
             )
             depts = {k: seen[k]["department"] for k in KINDS}
             assert depts == {
