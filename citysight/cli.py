@@ -40,6 +40,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "pipeline": "benchmarks.pipeline.cli:main",
         "nvdec": "benchmarks.nvdec.cli:main",
         "metrics": "benchmarks.metrics.cli:main",
+        "soak": "benchmarks.soak.run:main",
     },
 }
 
@@ -87,6 +88,15 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 2
 
 
+def _absolute(path: str) -> Path:
+    """A command-line path made absolute against the current directory (``~`` expanded).
+
+    Subprocesses (tritonserver, Ray workers) run with other working directories, so a
+    relative path must never travel past the command line.
+    """
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from citysight.demo import demo_config
     from citysight.runtime import run_forever
@@ -101,10 +111,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
-    cfg = demo_config(Path(args.workdir), port=args.port, redis_port=args.redis_port)
+    workdir = _absolute(args.workdir)
+    cfg = demo_config(workdir, port=args.port, redis_port=args.redis_port)
     if args.inference:
         cfg.services.inference.type = args.inference
-    return run_forever(cfg, workdir=Path(args.workdir), duration_s=args.duration, demo=True)
+    return run_forever(cfg, workdir=workdir, duration_s=args.duration, demo=True)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -117,8 +128,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"citysight: {err.source}: {p}", file=sys.stderr)
         return 1
     return run_forever(
-        cfg,
-        workdir=Path(args.workdir),
+        cfg.with_absolute_paths(),
+        workdir=_absolute(args.workdir),
         duration_s=args.duration,
         demo=False,
         serve=not args.no_serve,

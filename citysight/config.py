@@ -729,6 +729,33 @@ class CitysightConfig(Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    def with_absolute_paths(self, base: str | os.PathLike[str] | None = None) -> CitysightConfig:
+        """A copy whose file-system paths are absolute (relative ones taken from ``base``).
+
+        Relative paths mean "relative to where the command was started" (``base``, the
+        current directory by default), but the processes that use them may run elsewhere:
+        tritonserver runs with its work dir as cwd, Ray actors and Serve replicas in Ray's
+        own directories. Paths are therefore made absolute once, where a config enters a
+        running deployment: Redis data dir, Ray temp dir, models dir, map overlays and
+        file-camera URLs (``~`` is expanded).
+        """
+        root = Path(base) if base is not None else Path.cwd()
+
+        def absolute(p: str) -> str:
+            return os.path.normpath(root / Path(p).expanduser())
+
+        out = self.model_copy(deep=True)
+        svc = out.services
+        svc.redis.data_dir = absolute(svc.redis.data_dir)
+        svc.ray.temp_dir = absolute(svc.ray.temp_dir)
+        svc.inference.models_dir = absolute(svc.inference.models_dir)
+        for overlay in out.map.overlays:
+            overlay.path = absolute(overlay.path)
+        for cam in out.cameras:
+            if "://" not in cam.url:
+                cam.url = absolute(cam.url)
+        return out
+
     def camera(self, camera_id: str) -> CameraConfig | None:
         """The camera with this id, if any."""
         return next((c for c in self.cameras if c.id == camera_id), None)

@@ -195,8 +195,10 @@ class Runtime:
     def __init__(
         self, cfg: CitysightConfig, workdir: Path, *, demo: bool = False, serve: bool = True
     ) -> None:
-        self.cfg = cfg
-        self.workdir = workdir
+        # Absolute at the edge: tritonserver, Ray actors and Serve replicas do not run in
+        # the directory this command was started from.
+        self.cfg = cfg.with_absolute_paths()
+        self.workdir = Path(os.path.abspath(workdir))
         self.demo = demo
         self.serve = serve  # False: the Serve app is deployed elsewhere (a RayService)
         self.redis: EmbeddedRedis | None = None
@@ -496,6 +498,7 @@ def run_forever(
     ``serve=False`` is the cluster's control process: Redis seeding and the stream
     supervisor, with the Serve app deployed by the RayService.
     """
+    workdir = Path(os.path.abspath(workdir))
     workdir.mkdir(parents=True, exist_ok=True)
     if demo:
         from citysight.demo import demo_tokens

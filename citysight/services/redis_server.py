@@ -98,7 +98,12 @@ class EmbeddedRedis:
             "--logfile",
             str(log.resolve()),
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own session: a terminal's Ctrl-C (SIGINT to the whole foreground group) must not
+        # stop Redis before the stream workers and the Serve app have stopped writing to it;
+        # the runtime stops it last.
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -194,7 +194,11 @@ class LocalTriton:
         self.startup_timeout_s = startup_timeout_s
         self.log_verbose = log_verbose
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="citysight-triton-"))
+        # Absolute: the server runs with cwd=workdir, so a relative binary path inside it
+        # would be resolved against the work dir a second time (FileNotFoundError).
+        self.workdir = Path(
+            os.path.abspath(workdir or tempfile.mkdtemp(prefix="citysight-triton-"))
+        )
         self.http_port, self.grpc_port, self.metrics_port = ports or (0, 0, 0)
         self._fixed_ports = ports is not None
         self.shm_prefix = f"citysight{os.getpid()}x{id(self) & 0xFFFFFF:x}_"

@@ -194,3 +194,53 @@ def test_ray_temp_dir_too_long_for_unix_sockets() -> None:
     with pytest.raises(ConfigError, match=r"services\.ray\.temp_dir.*too long"):
         parse_config({"services": {"ray": {"temp_dir": "/tmp/" + "x" * 60}}}, "t")
     assert parse_config({"services": {"ray": {"temp_dir": "/tmp/cs"}}}, "t")
+
+
+@pytest.mark.parametrize(
+    ("section", "given", "expected"),
+    [
+        ("redis", ".citysight/redis", "{cwd}/.citysight/redis"),
+        ("redis", "/var/lib/cs", "/var/lib/cs"),
+        ("ray", "cs-ray", "/tmp/cs-ray"),  # Ray's 40-character limit: from /tmp
+        ("models", "model_repo/files", "{cwd}/model_repo/files"),
+        ("models", "../models/./x", "{parent}/models/x"),
+        ("models", "~/models", "{home}/models"),
+        ("overlay", "geo/wards.geojson", "{cwd}/geo/wards.geojson"),
+        ("camera", "clips/a.mp4", "{cwd}/clips/a.mp4"),
+        ("camera", "rtsp://10.0.0.1/main", "rtsp://10.0.0.1/main"),
+    ],
+)
+def test_paths_are_made_absolute_at_the_edge(
+    section: str, given: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir("/tmp" if section == "ray" else tmp_path)
+    doc: dict[str, Any] = {"cameras": [_cam(1)], "services": {}}
+    if section == "redis":
+        doc["services"]["redis"] = {"data_dir": given}
+    elif section == "ray":
+        doc["services"]["ray"] = {"temp_dir": given}
+    elif section == "models":
+        doc["services"]["inference"] = {"models_dir": given}
+    elif section == "overlay":
+        doc["map"] = {"overlays": [{"name": "wards", "path": given}]}
+    else:
+        doc["cameras"] = [_cam(1, url=given)]
+    cfg = parse_config(doc, "t")
+    out = cfg.with_absolute_paths()
+    got = {
+        "redis": out.services.redis.data_dir,
+        "ray": out.services.ray.temp_dir,
+        "models": out.services.inference.models_dir,
+        "overlay": out.map.overlays[0].path if out.map.overlays else "",
+        "camera": out.cameras[0].url,
+    }[section]
+    home = str(Path("~").expanduser())
+    assert got == expected.format(cwd=tmp_path, parent=tmp_path.parent, home=home)
+    # Defaults too, and the original is left alone (a copy is returned).
+    assert Path(out.services.redis.data_dir).is_absolute()
+    assert Path(out.services.inference.models_dir).is_absolute()
+    assert cfg.services.inference.models_dir == (
+        given if section == "models" else "model_repo/files"
+    )
+    # A base other than the current directory.
+    assert cfg.with_absolute_paths("/srv/cs").services.inference.models_dir.startswith("/")

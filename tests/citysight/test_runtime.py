@@ -190,3 +190,21 @@ def test_inference_component_is_the_truth_over_every_worker(
     assert detail["frames_ok"] == sum(w["inference"]["frames_ok"] for w in workers.values()
                                       if "inference" in w)  # fmt: skip
     assert "state" not in detail  # the component's state is the truth, not one worker's
+
+
+def test_relative_paths_never_reach_the_services(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's defaults are relative (``.citysight``, ``model_repo/files``); the runtime
+    hands only absolute paths to Redis, Triton and Ray, whose processes run elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    cfg = parse_config({"services": {"inference": {"type": "triton"}}}, "test")
+    rt = Runtime(cfg, Path(".citysight"))
+    assert rt.workdir == tmp_path / ".citysight"
+    assert rt.cfg.services.redis.data_dir == str(tmp_path / ".citysight/redis")
+    assert rt.cfg.services.inference.models_dir == str(tmp_path / "model_repo/files")
+    from inference.triton.server import LocalTriton
+
+    server = LocalTriton.for_config(rt.cfg.services.inference, workdir=rt.workdir / "triton")
+    assert server.workdir.is_absolute() and server.models_dir.is_absolute()
+    assert server.command(server.workdir / "tritonserver/bin/tritonserver")[0].startswith("/")

@@ -145,3 +145,22 @@ def test_broken_model_is_unavailable_and_corrupt_file_falls_back(
     finally:
         server.close()
     assert server.proc is None
+
+
+def test_relative_workdir_starts_from_any_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative work dir (the demo's default ``.citysight``) must not reach Popen as is.
+
+    Popen resolves a relative executable against ``cwd=``, which is the work dir itself, so
+    the old code died with ``FileNotFoundError: '.citysight/triton/tritonserver/bin/...'``.
+    """
+    monkeypatch.chdir(tmp_path)
+    server = LocalTriton(models=["canary"], models_dir=tmp_path, workdir=Path("rel/triton"))
+    assert server.workdir == tmp_path / "rel" / "triton"
+    try:
+        server.start()
+        assert server.ready() and server.canary()
+    finally:
+        server.close()
+    assert (tmp_path / "rel/triton/tritonserver/bin/tritonserver").is_file()
