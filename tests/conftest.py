@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from citysight.services.redis_server import EmbeddedRedis, free_port
+from citysight.app.services.redis_server import EmbeddedRedis, free_port
 from citysight.testing import IN_CI, ROOT, SHARED, need_shared
 
 __all__ = ["IN_CI", "ROOT", "SHARED", "need_shared"]

@@ -46,7 +46,7 @@ from benchmarks.city.system import CitySystem
 from benchmarks.common.plot import plot_panels
 from benchmarks.common.procmon import ProcessSampler
 from benchmarks.common.stats import latency_summary
-from citysight.services.redis_server import free_port
+from citysight.app.services.redis_server import free_port
 
 logger = logging.getLogger(__name__)
 

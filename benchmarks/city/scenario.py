@@ -14,8 +14,8 @@ import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from citysight.app.demo import DEMO_DEPARTMENTS, DEMO_ROUTING
 from citysight.config import CitysightConfig, parse_config
-from citysight.demo import DEMO_DEPARTMENTS, DEMO_ROUTING
 
 logger = logging.getLogger(__name__)
 

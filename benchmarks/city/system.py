@@ -15,8 +15,8 @@ from redis.typing import EncodableT, FieldT
 
 from benchmarks.city.scenario import CAMERAS_KEY, PRINCIPALS_KEY
 from benchmarks.common.procmon import children_of
+from citysight.app.services.redis_server import EmbeddedRedis, free_port
 from citysight.contracts import detections_stream
-from citysight.services.redis_server import EmbeddedRedis, free_port
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ import redis
 
 from benchmarks.fanout.servers import BASELINE_FEED_KEY, FEED_KEY
 from benchmarks.fanout.world import make_alert, seed_principals, token_of
-from citysight.services.redis_server import EmbeddedRedis, free_port
+from citysight.app.services.redis_server import EmbeddedRedis, free_port
 
 logger = logging.getLogger(__name__)
 

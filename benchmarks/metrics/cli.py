@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.redis_url:
         res = measure(args.redis_url, args)
     else:
-        from citysight.services.redis_server import EmbeddedRedis, free_port
+        from citysight.app.services.redis_server import EmbeddedRedis, free_port
 
         with tempfile.TemporaryDirectory(prefix="cs-bench-metrics-") as d:
             srv = EmbeddedRedis(free_port(), Path(d), appendonly=False)

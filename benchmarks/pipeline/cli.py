@@ -240,8 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import cv2
     import redis
 
+    from citysight.app.services.redis_server import EmbeddedRedis, free_port
     from citysight.config import InferenceService
-    from citysight.services.redis_server import EmbeddedRedis, free_port
     from inference.client import create_client
 
     cv2.setNumThreads(1)

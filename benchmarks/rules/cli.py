@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     embedded = None
     url = args.redis_url
     if url is None:
-        from citysight.services.redis_server import EmbeddedRedis, free_port
+        from citysight.app.services.redis_server import EmbeddedRedis, free_port
 
         embedded = EmbeddedRedis(
             free_port(), Path(tempfile.mkdtemp(prefix="bench-rules-")), appendonly=False

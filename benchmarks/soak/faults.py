@@ -18,8 +18,8 @@ import msgpack
 import psutil
 import redis
 
+from citysight.app.services.redis_server import EmbeddedRedis
 from citysight.contracts import detections_stream, shard_of
-from citysight.services.redis_server import EmbeddedRedis
 
 logger = logging.getLogger(__name__)
 

@@ -111,7 +111,7 @@ class SoakOptions:
 
 @dataclass
 class _DemoFacts:
-    """What the soak knows about the demo's configuration (read from citysight.demo)."""
+    """What the soak knows about the demo's configuration (read from citysight.app.demo)."""
 
     cameras: list[str]
     cooldown_s: dict[str, float]
@@ -125,7 +125,7 @@ class _DemoFacts:
 
 def demo_facts() -> _DemoFacts:
     """Cameras, cooldowns per kind, routing and role departments of ``citysight demo``."""
-    from citysight.demo import DEMO_ROUTING, demo_config_dict
+    from citysight.app.demo import DEMO_ROUTING, demo_config_dict
 
     doc = demo_config_dict(Path("/nonexistent-demo-clips"))
     cooldown: dict[str, float] = {}

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from benchmarks.fanout.world import make_alert, publish_alerts, seed_principals, token_of
-from citysight.services.redis_server import free_port
+from citysight.app.services.redis_server import free_port
 
 N_SOCKETS = 8
 
@@ -94,8 +94,8 @@ def test_cluster_app_from_a_config_file(
     import yaml
     from ray import serve
 
+    from citysight.app.services.redis_server import EmbeddedRedis
     from citysight.contracts import FrameResult, ObjectClass, detections_stream
-    from citysight.services.redis_server import EmbeddedRedis
     from serve_app.app import build_app
     from serve_app.consumer import GROUP
 

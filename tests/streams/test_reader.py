@@ -191,7 +191,7 @@ def test_on_frame_exception_is_counted_not_fatal(clips: dict[str, Path]) -> None
 
 
 def test_unreachable_rtsp_backs_off_then_fails_after_restart_budget() -> None:
-    from citysight.services.redis_server import free_port
+    from citysight.app.services.redis_server import free_port
 
     cam = CameraConfig(
         id="cam-x",

@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.fanout.world import ServerThread, world_config
 from benchmarks.map import run as bench
-from citysight.services.redis_server import free_port
+from citysight.app.services.redis_server import free_port
 from citysight.testing import IN_CI
 
 playwright_api = pytest.importorskip("playwright.sync_api")

@@ -98,9 +98,9 @@ def _absolute(path: str) -> Path:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from citysight.demo import demo_config
-    from citysight.runtime import run_forever
-    from citysight.services.redis_server import port_in_use
+    from citysight.app.demo import demo_config
+    from citysight.app.runtime import run_forever
+    from citysight.app.services.redis_server import port_in_use
 
     # Fail fast, before rendering the demo clips.
     for port, what in ((args.port, "--port"), (args.redis_port, "--redis-port")):
@@ -119,7 +119,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from citysight.runtime import run_forever
+    from citysight.app.runtime import run_forever
 
     try:
         cfg = load_config(args.config)

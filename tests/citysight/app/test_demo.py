@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from citysight.app.demo import DEMO_DEPARTMENTS, DEMO_ROLES, demo_config_dict, demo_tokens
+from citysight.app.runtime import _print_banner
 from citysight.config import parse_config
-from citysight.demo import DEMO_DEPARTMENTS, DEMO_ROLES, demo_config_dict, demo_tokens
-from citysight.runtime import _print_banner
 
 
 def test_every_department_has_a_demo_token_duty_included(

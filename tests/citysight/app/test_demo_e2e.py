@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from citysight.services.redis_server import free_port, port_in_use
+from citysight.app.services.redis_server import free_port, port_in_use
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 KINDS = {"fire", "smoke", "face", "plate", "vending"}
 
 
@@ -38,7 +38,7 @@ def _demo(tmp_path: Path, port: int, redis_port: int, *extra: str) -> subprocess
         [
             sys.executable,
             "-m",
-            "citysight.cli",
+            "citysight",
             "demo",
             "--port",
             str(port),
@@ -165,7 +165,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def _run_config(cfg: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "citysight.cli", "run", "--config", str(cfg), "--workdir",
+        [sys.executable, "-m", "citysight", "run", "--config", str(cfg), "--workdir",
          str(workdir)],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip

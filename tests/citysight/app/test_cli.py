@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from citysight.cli import main
+from citysight.app.cli import main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "citysight.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "citysight", *args], capture_output=True, text=True, timeout=120
     )
 
 
@@ -101,7 +101,7 @@ def test_config_check_rejects_an_unknown_time_zone_with_its_path(tmp_path: Path)
 
 
 def test_example_config_is_valid() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     res = _run("config", "check", str(root / "infra/local/citysight.example.yaml"))
     assert res.returncode == 0, res.stderr
 
@@ -111,7 +111,7 @@ def test_example_config_is_valid() -> None:
 
 
 def _targets() -> list[tuple[str, str]]:
-    from citysight.cli import DELEGATED, GROUPS
+    from citysight.app.cli import DELEGATED, GROUPS
 
     out = [(cmd, target) for cmd, target in DELEGATED.items()]
     out += [(f"{g} {name}", t) for g, subs in GROUPS.items() for name, t in subs.items()]
@@ -121,7 +121,7 @@ def _targets() -> list[tuple[str, str]]:
 def _console_scripts() -> dict[str, str]:
     import tomllib
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     return dict(tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"])
 
 

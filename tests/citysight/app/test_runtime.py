@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from citysight.app.runtime import Runtime, token_hash
+from citysight.app.services.redis_server import EmbeddedRedis, ServiceError, free_port
 from citysight.config import parse_config
-from citysight.runtime import Runtime, token_hash
-from citysight.services.redis_server import EmbeddedRedis, ServiceError, free_port
 
 PASSWORD = "pa:ss@word/1"
 TOKEN = "secret-token-0123456789"
@@ -67,9 +67,9 @@ def test_no_serve_is_the_cluster_control_process(
 
     import yaml
 
+    from citysight.app.runtime import COMPONENTS_KEY, PRINCIPALS_KEY
+    from citysight.app.services.redis_server import port_in_use
     from citysight.contracts import detections_stream
-    from citysight.runtime import COMPONENTS_KEY, PRINCIPALS_KEY
-    from citysight.services.redis_server import port_in_use
     from streams.testing.h264 import write_clip
 
     clip = write_clip(tmp_path / "cam.mp4", width=160, height=120, fps=10, seconds=2)
@@ -90,9 +90,9 @@ def test_no_serve_is_the_cluster_control_process(
     }  # fmt: skip
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "citysight.cli", "run", "--config", str(path), "--workdir",
+        [sys.executable, "-m", "citysight", "run", "--config", str(path), "--workdir",
          str(tmp_path / "w"), "--no-serve", "--duration", "12"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root,
         env={**os.environ, "CS_T_OPS": TOKEN},
@@ -128,8 +128,8 @@ def test_the_runtimes_triton_is_restarted_when_its_process_dies(
 
     import numpy as np
 
+    from citysight.app.runtime import make_infer
     from citysight.contracts import FrameBatch
-    from citysight.runtime import make_infer
 
     cfg = parse_config(
         {"services": {"inference": {"type": "triton", "models_dir": str(models_dir)}}}, "test"
@@ -181,7 +181,7 @@ def _w(state: str = "running", ok: int = 10, dropped: int = 0) -> dict:
 def test_inference_component_is_the_truth_over_every_worker(
     workers: dict, previous: dict, server: dict | None, state: str, per: dict[str, str]
 ) -> None:
-    from citysight.runtime import inference_component
+    from citysight.app.runtime import inference_component
 
     got, detail = inference_component(workers, dict(previous), server)
     assert got == state, detail

@@ -24,10 +24,10 @@ import psutil
 import pytest
 import yaml
 
-from citysight.services.redis_server import free_port
+from citysight.app.services.redis_server import free_port
 from streams.testing.h264 import write_clip
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "health-e2e-admin-token-0001"
 RESULTS: dict[str, float] = {}
 
@@ -101,7 +101,7 @@ def test_frozen_triton_degrades_health_alerts_and_recovers(
     base = f"http://127.0.0.1:{port}"
     workdir = tmp_path / "w"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "citysight.cli", "run", "--config",
+        [sys.executable, "-m", "citysight", "run", "--config",
          str(_config(tmp_path, redis_url, models_dir, port)), "--workdir", str(workdir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         env={**os.environ, "CS_HEALTH_E2E_TOKEN": TOKEN}, start_new_session=True,

@@ -1,6 +1,6 @@
 """Keeps generated documentation in step with the code.
 
-``python -m citysight.docs`` rewrites the README's configuration reference (between the
+``python -m citysight.app.docs`` rewrites the README's configuration reference (between the
 ``config-reference`` markers) and ``docs/config.schema.json``; a test fails when they drift.
 """
 
@@ -37,7 +37,7 @@ def schema_text() -> str:
 
 def main(root: Path | None = None) -> int:
     """Regenerate the README reference and the schema file under ``root``."""
-    root = root or Path(__file__).resolve().parents[1]
+    root = root or Path(__file__).resolve().parents[2]
     readme = root / "README.md"
     readme.write_text(render_readme(readme.read_text(encoding="utf-8")), encoding="utf-8")
     (root / "docs").mkdir(exist_ok=True)

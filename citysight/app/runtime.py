@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from citysight.app.services.redis_server import EmbeddedRedis, ServiceError, port_in_use
 from citysight.config import CitysightConfig
 from citysight.metrics import metered_inference
-from citysight.services.redis_server import EmbeddedRedis, ServiceError, port_in_use
 
 logger = logging.getLogger(__name__)
 
@@ -501,7 +501,7 @@ def run_forever(
     workdir = Path(os.path.abspath(workdir))
     workdir.mkdir(parents=True, exist_ok=True)
     if demo:
-        from citysight.demo import demo_tokens
+        from citysight.app.demo import demo_tokens
 
         demo_tokens()
     rt = Runtime(cfg, workdir, demo=demo, serve=serve)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from citysight.docs import render_readme, schema_text
+from citysight.app.docs import render_readme, schema_text
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_readme_config_reference_is_current() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert render_readme(text) == text, "run `python -m citysight.docs` and commit the README"
+    assert render_readme(text) == text, "run `python -m citysight.app.docs` and commit the README"
 
 
 def test_schema_file_is_current() -> None:
     path = ROOT / "docs" / "config.schema.json"
-    assert path.read_text(encoding="utf-8") == schema_text(), "run `python -m citysight.docs`"
+    assert path.read_text(encoding="utf-8") == schema_text(), "run `python -m citysight.app.docs`"
 
 
 def test_readme_quick_start_has_exactly_the_two_commands() -> None:

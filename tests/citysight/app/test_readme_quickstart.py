@@ -40,7 +40,7 @@ from citysight.testing import IN_CI
 
 KINDS = {"fire", "smoke", "vending", "plate", "face"}
 BASE = "http://127.0.0.1:8000"
-# The demo's private Ray (citysight.demo): its raylet and GCS carry this path.
+# The demo's private Ray (citysight.app.demo): its raylet and GCS carry this path.
 RAY_TEMP = f"/tmp/citysight-ray-{os.getuid()}"
 
 
