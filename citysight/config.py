@@ -469,7 +469,7 @@ class RedisService(Strict):
         """
         if not self.url:
             return None
-        from streams.urls import with_password
+        from citysight.urls import with_password
 
         return with_password(self.url, self.password_env, what="Redis password")
 

@@ -24,20 +24,20 @@ import numpy.typing as npt
 
 from citysight.config import CameraConfig
 from citysight.contracts import CameraState, CameraStatus
-from streams.decoders import (
-    BACKENDS,
-    DecoderUnavailable,
-    DecodeSession,
-    SourceRefused,
-    get_backend,
-)
-from streams.urls import (
+from citysight.urls import (
     FORBIDDEN_SCHEMES,
     check_url,
     ffmpeg_options,
     redact_url,
     scheme_of,
     with_password,
+)
+from streams.decoders import (
+    BACKENDS,
+    DecoderUnavailable,
+    DecodeSession,
+    SourceRefused,
+    get_backend,
 )
 
 logger = logging.getLogger(__name__)

@@ -254,7 +254,7 @@ class Runtime:
 
         rcfg = self.cfg.services.redis
         if rcfg.url:
-            from streams.urls import redact_url
+            from citysight.urls import redact_url
 
             try:
                 # Every client (Serve replicas, stream workers) gets the password this way.

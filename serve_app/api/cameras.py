@@ -2,7 +2,7 @@
 
 Camera URLs are returned without any user information (user name or password), and
 ``url_password_env`` is never returned. Submitted URLs go through the stream layer's URL
-policy (``streams.urls.check_url``: allowed schemes, SSRF guards).
+policy (``citysight.urls.check_url``: allowed schemes, SSRF guards).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def public_camera(cam: CameraConfig, health: dict[str, Any] | None) -> dict[str,
 def check_camera_url(url: str, allowed: list[str]) -> None:
     """Apply the URL policy; 422 with the reason when refused."""
     try:
-        from streams.urls import check_url
+        from citysight.urls import check_url
     except ImportError:  # stream layer absent: fall back to the scheme allow-list
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         if scheme not in allowed:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citysight.config import CameraConfig, StreamsService
-from streams.urls import scheme_of
+from citysight.urls import scheme_of
 
 logger = logging.getLogger(__name__)
 

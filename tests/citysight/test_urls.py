@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.urls import check_url, ffmpeg_options, redact_url, with_password
+from citysight.urls import check_url, ffmpeg_options, redact_url, with_password
 
 
 @pytest.mark.parametrize(
