@@ -61,6 +61,7 @@ from typing import Any, cast
 import redis
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
+from citysight import keys
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
     CAMERA_STATUS_STREAM,
@@ -77,7 +78,6 @@ from serve_app.rules.analytics import AnalyticsWatch
 from serve_app.rules.codec import decode_frame
 from serve_app.rules.engine import OFFLINE_RULE_ID, EngineOutput, RulesEngine, cooldown_key
 from serve_app.rules.incidents import IncidentIndex
-from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
 from serve_app.store.audit import AuditLog
 from serve_app.store.cameras import CameraRegistry

@@ -58,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def populate(r: redis.Redis, args: argparse.Namespace, seed: int = 7) -> None:
     """Write the state of a city (see the module docstring) into ``r``."""
+    from citysight import keys
     from citysight.contracts import CameraState, CameraStatus, detections_stream
     from citysight.metrics import InferenceMeter, publish_snapshot
     from serve_app.api.metrics import Metrics
-    from serve_app.store import keys
 
     rng = random.Random(seed)
     r.flushdb()
@@ -125,10 +125,10 @@ def _time(fn: Callable[[], Any], n: int) -> tuple[list[float], Any]:
 
 def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Populate, then time scrapes and the baseline (interleaved, same Redis, same run)."""
+    from citysight import keys
     from citysight.config import CitysightConfig
     from serve_app.api.metrics import render_metrics
     from serve_app.http import ApiContext
-    from serve_app.store import keys
 
     pool = redis.ConnectionPool.from_url(url, connection_class=_CountingConnection)
     r = redis.Redis(connection_pool=pool)

@@ -28,8 +28,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from citysight import keys
 from serve_app.api.deps import ctx
-from serve_app.store import keys
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
+from citysight import keys
 from citysight.contracts import CameraState, detections_stream
 from citysight.metrics import PRUNE_AFTER_S, ROLES, STALE_AFTER_S, metrics_key
 from serve_app.metrics.exposition import Exposition, escape_label
-from serve_app.store import keys
 
 logger = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from citysight import keys
 from citysight.config import CameraConfig, CitysightConfig, Detector
 from citysight.contracts import (
     Alert,
@@ -43,7 +44,6 @@ from citysight.contracts import (
     Severity,
     make_alert_id,
 )
-from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
 from serve_app.store.lifecycle import OPEN_STATES
 

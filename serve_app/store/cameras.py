@@ -8,8 +8,8 @@ from typing import Any
 
 import redis
 
+from citysight import keys
 from citysight.config import CameraConfig
-from serve_app.store import keys
 from serve_app.store.feed import publish_feed
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import redis
 
-from serve_app.store.keys import FEED_STREAM, text
+from citysight.keys import FEED_STREAM, text
 
 logger = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import redis
 
+from citysight import keys
 from citysight.config import CitysightConfig
-from serve_app.store import keys
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from benchmarks.fanout.world import make_alert, seed_principals, token_of
+from citysight import keys
 from citysight.app.runtime import inference_component, make_infer, write_component
 from citysight.config import CitysightConfig, InferenceService
 from citysight.contracts import CameraStatus, detections_stream, shard_of
@@ -31,7 +32,6 @@ from citysight.testing import ROOT, Series, dashboard_queries, exposition_series
 from serve_app.consumer import DetectionsConsumer
 from serve_app.http import create_api
 from serve_app.metrics.fleet import read_fleet
-from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
 from streams.testing.h264 import write_clip
 from streams.worker import StreamWorker
