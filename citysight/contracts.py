@@ -40,14 +40,6 @@ ALERT_SCHEMA_VERSION: Final = 2
 MAX_TIME_S: Final = 253_402_300_799.0
 """Latest representable time (9999-12-31T23:59:59Z): later or non-finite times are malformed."""
 
-DETECTIONS_STREAM_PREFIX: Final = "citysight:detections:"
-CAMERA_STATUS_STREAM: Final = "citysight:camera-status"
-
-
-def detections_stream(shard: int) -> str:
-    """Name of the Redis Stream that carries frame results of one shard."""
-    return f"{DETECTIONS_STREAM_PREFIX}{shard}"
-
 
 def shard_of(camera_id: str, shards: int) -> int:
     """Stable shard of a camera (independent of Python's hash seed)."""
@@ -523,7 +515,7 @@ class CameraState(enum.StrEnum):
 
 
 class CameraStatus(_Message):
-    """A camera reader's state change, published on :data:`CAMERA_STATUS_STREAM`."""
+    """A camera reader's state change, published on ``citysight.keys.CAMERA_STATUS_STREAM``."""
 
     camera_id: str = Field(min_length=1)
     state: CameraState

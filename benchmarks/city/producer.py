@@ -20,13 +20,8 @@ import numpy as np
 import redis
 
 from benchmarks.city.scenario import HOTLIST, Mix, camera_id, camera_kind
-from citysight.contracts import (
-    SCHEMA_VERSION,
-    FrameResult,
-    ObjectClass,
-    detections_stream,
-    shard_of,
-)
+from citysight.contracts import SCHEMA_VERSION, FrameResult, ObjectClass, shard_of
+from citysight.keys import detections_stream
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,6 @@ from citysight.config import CitysightConfig, parse_config
 
 logger = logging.getLogger(__name__)
 
-PRINCIPALS_KEY = "citysight:principals"
-CAMERAS_KEY = "citysight:cameras"
 DEPARTMENTS = ("police", "enforcement", "fire", "duty")
 HOTLIST = ("琼A12345", "琼B67890", "粤C24680")
 _DISTRICTS = ("longhua", "meilan", "xiuying", "qiongshan")

@@ -23,7 +23,6 @@ import uvicorn
 
 logger = logging.getLogger(__name__)
 
-FEED_KEY = "citysight:feed"
 BASELINE_FEED_KEY = "citysight:bench:baseline-feed"
 """The baseline reads its own stream so the two servers can be loaded in turn."""
 # XRANGE replies of the ``decode_responses=True`` (RESP2) client: (id, fields) pairs.

@@ -215,7 +215,8 @@ class IngestPublisher(User):
         """One pipelined batch of frame results."""
         import numpy as np
 
-        from citysight.contracts import FrameResult, ObjectClass, detections_stream, shard_of
+        from citysight.contracts import FrameResult, ObjectClass, shard_of
+        from citysight.keys import detections_stream
 
         t0 = time.perf_counter()
         pipe = self.r.pipeline(transaction=False)

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 def populate(r: redis.Redis, args: argparse.Namespace, seed: int = 7) -> None:
     """Write the state of a city (see the module docstring) into ``r``."""
     from citysight import keys
-    from citysight.contracts import CameraState, CameraStatus, detections_stream
+    from citysight.contracts import CameraState, CameraStatus
+    from citysight.keys import detections_stream
     from citysight.metrics import InferenceMeter, publish_snapshot
     from serve_app.api.metrics import Metrics
 
@@ -109,7 +110,7 @@ def populate(r: redis.Redis, args: argparse.Namespace, seed: int = 7) -> None:
     for s in range(args.shards):
         stream = detections_stream(s)
         r.xadd(stream, {"d": b"x"})
-        r.xgroup_create(stream, "rules", id="0")
+        r.xgroup_create(stream, keys.RULES_GROUP, id="0")
         r.xadd(stream, {"d": b"y"})
 
 

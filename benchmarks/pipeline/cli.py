@@ -119,7 +119,8 @@ def run_profile(
     import av
     import cv2
 
-    from citysight.contracts import FrameBatch, FrameResult, detections_stream
+    from citysight.contracts import FrameBatch, FrameResult
+    from citysight.keys import detections_stream
     from serve_app.rules.engine import RulesEngine
 
     fps = PROFILES[profile]

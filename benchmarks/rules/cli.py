@@ -30,7 +30,8 @@ import redis
 
 from benchmarks.rules.load import camera_ids, produce
 from citysight.config import CitysightConfig
-from citysight.contracts import Alert, FrameResult, detections_stream
+from citysight.contracts import Alert, FrameResult
+from citysight.keys import detections_stream
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ import msgpack
 import numpy as np
 import redis
 
-from citysight.contracts import FrameResult, ObjectClass, detections_stream, shard_of
+from citysight.contracts import FrameResult, ObjectClass, shard_of
+from citysight.keys import detections_stream
 
 logger = logging.getLogger(__name__)
 

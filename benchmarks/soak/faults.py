@@ -19,7 +19,8 @@ import psutil
 import redis
 
 from citysight.app.services.redis_server import EmbeddedRedis
-from citysight.contracts import detections_stream, shard_of
+from citysight.contracts import shard_of
+from citysight.keys import detections_stream
 
 logger = logging.getLogger(__name__)
 

@@ -22,15 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from citysight import keys
 from citysight.app.services.redis_server import EmbeddedRedis, ServiceError, port_in_use
 from citysight.config import CitysightConfig
 from citysight.metrics import metered_inference
 
 logger = logging.getLogger(__name__)
-
-PRINCIPALS_KEY = "citysight:principals"
-CAMERAS_KEY = "citysight:cameras"
-CAMERAS_CHANNEL = "citysight:cameras:changed"
 
 
 def token_hash(token: str) -> str:
@@ -63,14 +60,13 @@ def resolve_principals(cfg: CitysightConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-COMPONENTS_KEY = "citysight:components"
 HEALTH_PERIOD_S = 5.0
 
 
 def write_component(r: Any, name: str, state: str, detail: dict[str, Any]) -> None:
     """Record a component's state in ``citysight:components`` (read by ``GET /health``)."""
     r.hset(
-        COMPONENTS_KEY,
+        keys.COMPONENTS,
         name,
         json.dumps({"state": state, "detail": detail, "updated_at": time.time()}, default=str),
     )
@@ -284,13 +280,15 @@ class Runtime:
         r = redis.Redis.from_url(self.redis_url)
         try:
             pipe = r.pipeline()
-            pipe.delete(PRINCIPALS_KEY)
+            pipe.delete(keys.PRINCIPALS)
             if principals:
-                pipe.hset(PRINCIPALS_KEY, mapping={k: json.dumps(v) for k, v in principals.items()})
+                pipe.hset(
+                    keys.PRINCIPALS, mapping={k: json.dumps(v) for k, v in principals.items()}
+                )
             for cam in self.cfg.cameras:
-                pipe.hset(CAMERAS_KEY, cam.id, cam.model_dump_json())
+                pipe.hset(keys.CAMERAS, cam.id, cam.model_dump_json())
             pipe.hset(
-                COMPONENTS_KEY,
+                keys.COMPONENTS,
                 "streams",
                 json.dumps({"state": "starting", "detail": {}, "updated_at": time.time()}),
             )

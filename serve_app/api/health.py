@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
-COMPONENTS_KEY = keys.COMPONENTS
 COMPONENTS = ("redis", "ray", "rules", "inference", "streams", "ingress", "cameras")
 STALE_AFTER_S = 60.0
 PART_EXPIRE_S = 300.0
@@ -110,7 +109,7 @@ def read_components(r: Any, now: float | None = None) -> dict[str, dict[str, Any
     whole: dict[str, dict[str, Any]] = {}
     parts: dict[str, dict[str, dict[str, Any]]] = {}
     expired: list[str] = []
-    for name, value in r.hgetall(COMPONENTS_KEY).items():
+    for name, value in r.hgetall(keys.COMPONENTS).items():
         field = keys.text(name) or ""
         entry, age = _entry(value, now)
         base, sep, part = field.partition(":")
@@ -121,7 +120,7 @@ def read_components(r: Any, now: float | None = None) -> dict[str, dict[str, Any
         else:
             parts.setdefault(base, {})[part] = entry
     if expired:
-        r.hdel(COMPONENTS_KEY, *expired)
+        r.hdel(keys.COMPONENTS, *expired)
     for base, ps in parts.items():
         if base in whole:
             ps = {"": whole[base], **ps}

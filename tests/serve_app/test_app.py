@@ -95,9 +95,10 @@ def test_cluster_app_from_a_config_file(
     from ray import serve
 
     from citysight.app.services.redis_server import EmbeddedRedis
-    from citysight.contracts import FrameResult, ObjectClass, detections_stream
+    from citysight.contracts import FrameResult, ObjectClass
+    from citysight.keys import RULES_GROUP as GROUP
+    from citysight.keys import detections_stream
     from serve_app.app import build_app
-    from serve_app.consumer import GROUP
 
     srv = EmbeddedRedis(free_port(), tmp_path / "redis", appendonly=False).start()
     try:

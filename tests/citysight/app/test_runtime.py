@@ -67,9 +67,10 @@ def test_no_serve_is_the_cluster_control_process(
 
     import yaml
 
-    from citysight.app.runtime import COMPONENTS_KEY, PRINCIPALS_KEY
     from citysight.app.services.redis_server import port_in_use
-    from citysight.contracts import detections_stream
+    from citysight.keys import COMPONENTS as COMPONENTS_KEY
+    from citysight.keys import PRINCIPALS as PRINCIPALS_KEY
+    from citysight.keys import detections_stream
     from streams.testing.h264 import write_clip
 
     clip = write_clip(tmp_path / "cam.mp4", width=160, height=120, fps=10, seconds=2)

@@ -26,8 +26,9 @@ from benchmarks.fanout.world import make_alert, seed_principals, token_of
 from citysight import keys
 from citysight.app.runtime import inference_component, make_infer, write_component
 from citysight.config import CitysightConfig, InferenceService
-from citysight.contracts import CameraStatus, detections_stream, shard_of
-from citysight.metrics import metered_inference, metrics_key
+from citysight.contracts import CameraStatus, shard_of
+from citysight.keys import detections_stream, metrics_key
+from citysight.metrics import metered_inference
 from citysight.testing import ROOT, Series, dashboard_queries, exposition_series, query_problems
 from serve_app.consumer import DetectionsConsumer
 from serve_app.http import create_api
