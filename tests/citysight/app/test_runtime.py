@@ -139,7 +139,9 @@ def test_the_runtimes_triton_is_restarted_when_its_process_dies(
     infer = None
     try:
         rt._start_triton()
-        inf = cfg.services.inference
+        # The runtime works on its own (absolute-path) copy of the config: that copy
+        # carries the started server's URL, as the stream workers' factory does.
+        inf = rt.cfg.services.inference
         infer = make_infer(inf.model_dump_json(), str(models_dir))  # what a worker builds
         frame = np.full((120, 160, 3), 90, np.uint8)
         batch = FrameBatch([frame], ["rt-cam"], [0], [1.0], [frozenset({"fire_smoke"})])
