@@ -73,29 +73,36 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 DEFAULT_TIMEOUT_S = 5.0
 
 
-def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to log or return).
+# ``scheme://userinfo@`` anywhere in a text. Userinfo stops at what ends an authority (``/ ? #``)
+# or a quoted URL inside a message (whitespace, quotes, ``<>``); it runs to the authority's last
+# ``@``, as urlsplit reads it. Passwords in URLs built here are percent-encoded
+# (:func:`with_password`), so they never hold those characters.
+_USERINFO_RE = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/?#'\"<>]*)@")
+
+
+def redact(text: str, *, keep_user: bool = True) -> str:
+    """``text`` with the password of every URL in it replaced by ``***`` (safe to log or return).
+
+    The one credential scrubber: for URLs (``rtsp://admin:pw@host/x`` →
+    ``rtsp://admin:***@host/x``) and for texts that quote them (FFmpeg's and PyAV's error
+    messages carry the URL they opened, password included).
 
     Args:
-        url: Any URL or file path.
+        text: A URL, a file path or any message.
+        keep_user: Keep user names (``user:***@``, what logs show); ``False`` removes the whole
+            ``user:password@`` (what the API returns: no user information at all).
 
     Returns:
-        The URL without its password; non-URLs are returned unchanged.
+        The text without passwords; text without URL credentials is returned unchanged.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def scrub(m: re.Match[str]) -> str:
+        user, colon, _ = m.group("userinfo").partition(":")
+        if not keep_user:
+            return m.group("scheme")
+        return f"{m.group('scheme')}{user}:***@" if colon else m.group(0)
+
+    return _USERINFO_RE.sub(scrub, text)
 
 
 def scheme_of(url: str) -> str:

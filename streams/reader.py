@@ -28,7 +28,7 @@ from citysight.urls import (
     FORBIDDEN_SCHEMES,
     check_url,
     ffmpeg_options,
-    redact_url,
+    redact,
     scheme_of,
     with_password,
 )
@@ -315,7 +315,7 @@ class CameraReader:
                 return
             except (av.FFmpegError, OSError, EOFError, RuntimeError) as exc:
                 self._m.errors += 1
-                reason = f"{type(exc).__name__}: {redact_url(str(exc))}"[:300]
+                reason = f"{type(exc).__name__}: {redact(str(exc))}"[:300]
                 logger.warning("camera %s: source error: %s", self.camera.id, reason)
                 if not live and not got_frames:
                     # A file that cannot be opened or decoded will not heal by retrying.

@@ -250,7 +250,7 @@ class Runtime:
 
         rcfg = self.cfg.services.redis
         if rcfg.url:
-            from citysight.urls import redact_url
+            from citysight.urls import redact
 
             try:
                 # Every client (Serve replicas, stream workers) gets the password this way.
@@ -262,7 +262,7 @@ class Runtime:
                 client.ping()
             except redis.RedisError as exc:
                 raise ServiceError(
-                    f"Redis at {redact_url(rcfg.url)} is unreachable ({exc}): start it or "
+                    f"Redis at {redact(rcfg.url)} is unreachable ({exc}): start it or "
                     "fix services.redis.url / password_env"
                 ) from None
             finally:

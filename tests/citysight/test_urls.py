@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from citysight.urls import check_url, ffmpeg_options, redact_url, with_password
+from citysight.urls import check_url, ffmpeg_options, redact, with_password
 
 
 @pytest.mark.parametrize(
@@ -63,14 +63,41 @@ def test_error_message_never_contains_password() -> None:
     ],
 )
 def test_redact_url(url: str, expected: str) -> None:
-    assert redact_url(url) == expected
+    assert redact(url) == expected
+
+
+# The one scrubber, for URLs and for messages that quote them (PyAV's exception texts carry
+# the URL it opened, password included: "[Errno 111] Connection refused: 'rtsp://...'").
+@pytest.mark.parametrize(
+    ("text", "logged", "api"),
+    [
+        ("rtsp://admin:s3cret@10.0.0.5:554/s", "rtsp://admin:***@10.0.0.5:554/s",
+         "rtsp://10.0.0.5:554/s"),
+        ("rtsp://admin@10.0.0.5/s", "rtsp://admin@10.0.0.5/s", "rtsp://10.0.0.5/s"),
+        ("rtsp://10.0.0.5/s@x", "rtsp://10.0.0.5/s@x", "rtsp://10.0.0.5/s@x"),
+        ("rtsp://u:p@ss@h/x", "rtsp://u:***@h/x", "rtsp://h/x"),
+        ("rtsp://u:p%40ss@h/x", "rtsp://u:***@h/x", "rtsp://h/x"),
+        ("redis://:pw@redis:6379/0", "redis://:***@redis:6379/0", "redis://redis:6379/0"),
+        ("[Errno 111] Connection refused: 'rtsp://admin:s3cret@127.0.0.1:1/none'",
+         "[Errno 111] Connection refused: 'rtsp://admin:***@127.0.0.1:1/none'",
+         "[Errno 111] Connection refused: 'rtsp://127.0.0.1:1/none'"),
+        ("a rtsp://a:1@h/x and http://b:2@g/y", "a rtsp://a:***@h/x and http://b:***@g/y",
+         "a rtsp://h/x and http://g/y"),
+        ("/videos/a@b.mp4", "/videos/a@b.mp4", "/videos/a@b.mp4"),
+        ("file:///videos/a@b.mp4", "file:///videos/a@b.mp4", "file:///videos/a@b.mp4"),
+        ("no url here", "no url here", "no url here"),
+    ],
+)  # fmt: skip
+def test_redact_scrubs_urls_and_messages(text: str, logged: str, api: str) -> None:
+    assert redact(text) == logged
+    assert redact(text, keep_user=False) == api
 
 
 def test_with_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CAM_PW", "p@ss:w/rd")
     url = with_password("rtsp://admin@10.0.0.5:554/s", "CAM_PW")
     assert url == "rtsp://admin:p%40ss%3Aw%2Frd@10.0.0.5:554/s"
-    assert "p%40ss" not in redact_url(url)
+    assert "p%40ss" not in redact(url)
     monkeypatch.delenv("CAM_PW")
     with pytest.raises(ValueError, match="CAM_PW"):
         with_password("rtsp://admin@10.0.0.5/s", "CAM_PW")
