@@ -36,12 +36,12 @@ from citysight.contracts import (
     make_alert_id,
 )
 from citysight.keys import evidence_key
+from citysight.plates import normalise_plate
 from serve_app.rules.defaults import default_rules
 from serve_app.rules.geometry import anchors, crossing, points_in_polygon
 from serve_app.rules.hotlist import Hotlist
 from serve_app.rules.persistence import Persistence
 from serve_app.rules.schedule import in_schedule
-from serve_app.store.plates import normalise_plate
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from citysight.config import HotlistEntry
-from serve_app.store.plates import normalise_plate
+from citysight.plates import normalise_plate
 
 logger = logging.getLogger(__name__)
 
