@@ -74,7 +74,6 @@ from citysight.contracts import (
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from citysight.metrics import publish_snapshot
 from serve_app.rules.analytics import AnalyticsWatch
-from serve_app.rules.codec import decode_frame
 from serve_app.rules.engine import OFFLINE_RULE_ID, EngineOutput, RulesEngine, cooldown_key
 from serve_app.rules.incidents import IncidentIndex
 from serve_app.store.alerts import AlertStore
@@ -419,7 +418,7 @@ class DetectionsConsumer:
                 self._replayed.discard((s, eid))
                 continue
             try:
-                frames.append(decode_frame(fields[b"d"]))
+                frames.append(FrameResult.from_msgpack(fields[b"d"]))
                 refs.append(e)
             except Exception as exc:  # whatever it raises, a malformed entry is its own fault
                 bad.append((e, f"decode: {_describe(exc)}"))
@@ -733,7 +732,7 @@ class DetectionsConsumer:
                 frames, ids = [], []
                 for i, f in rows:
                     try:
-                        frames.append(decode_frame(f[b"d"]))
+                        frames.append(FrameResult.from_msgpack(f[b"d"]))
                         ids.append(_sid(i))
                     except Exception:  # the pending path dead-letters it
                         continue
