@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from testkit import IN_CI
 
 from benchmarks.soak.quickstart import (
     ROOT,
@@ -36,7 +37,6 @@ from benchmarks.soak.quickstart import (
     user_env,
     wait_health,
 )
-from citysight.testing import IN_CI
 
 KINDS = {"fire", "smoke", "vending", "plate", "face"}
 BASE = "http://127.0.0.1:8000"

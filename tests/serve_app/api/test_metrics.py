@@ -21,6 +21,7 @@ import pytest
 import redis
 import yaml
 from fastapi.testclient import TestClient
+from testkit import ROOT, Series, dashboard_queries, exposition_series, query_problems
 
 from benchmarks.fanout.world import make_alert, seed_principals, token_of
 from citysight import keys
@@ -29,7 +30,6 @@ from citysight.config import CitysightConfig, InferenceService
 from citysight.contracts import CameraStatus, shard_of
 from citysight.keys import detections_stream, metrics_key
 from citysight.metrics import metered_inference
-from citysight.testing import ROOT, Series, dashboard_queries, exposition_series, query_problems
 from serve_app.consumer import DetectionsConsumer
 from serve_app.http import create_api
 from serve_app.metrics.fleet import read_fleet

@@ -1,4 +1,4 @@
-"""Helpers for the project's tests (importable from any test module)."""
+"""Helpers for the project's tests (on the pytest pythonpath: ``from testkit import ...``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
