@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from citysight.config import CitysightConfig, parse_config
+from citysight.rulesets import demo_rules
 
 logger = logging.getLogger(__name__)
 
@@ -120,71 +121,7 @@ def demo_config_dict(
         "version": 1,
         "site": {"timezone": "Asia/Shanghai"},  # Haikou: schedules run in China Standard Time
         "cameras": cameras,
-        "rules": [
-            {
-                "id": "fire",
-                "type": "presence",
-                "kind": "fire",
-                "classes": ["fire"],
-                "min_score": 0.3,
-                "persistence": {"on_frames": 3, "window_frames": 5, "off_frames": 10},
-                "cooldown_s": 120,
-                "severity": "critical",
-            },
-            {
-                "id": "smoke",
-                "type": "presence",
-                "kind": "smoke",
-                "classes": ["smoke"],
-                "min_score": 0.3,
-                "persistence": {"on_frames": 3, "window_frames": 5, "off_frames": 10},
-                "cooldown_s": 120,
-                "severity": "high",
-            },
-            {
-                "id": "vending",
-                "type": "dwell",
-                "kind": "vending",
-                "classes": [
-                    "person",
-                    "umbrella",
-                    "table",
-                    "chair",
-                    "cart",
-                    "stall",
-                    "bicycle",
-                    "motorcycle",
-                ],
-                "zone_types": ["no_vending"],
-                # The demo stall is tracked ~14 s of each 20 s clip loop: a short dwell
-                # keeps the demo quick (the production default is 300 s).
-                "dwell_s": 8,
-                "min_score": 0.3,
-                "cooldown_s": 300,
-                "severity": "low",
-            },
-            {
-                "id": "face-restricted",
-                "type": "presence",
-                "kind": "face",
-                "classes": ["face"],
-                "zone_types": ["restricted"],
-                "anchor": "center",
-                "min_score": 0.5,
-                "persistence": {"on_frames": 2, "window_frames": 3, "off_frames": 6},
-                "cooldown_s": 120,
-                "severity": "medium",
-            },
-            {
-                "id": "plate-hotlist",
-                "type": "plate_hotlist",
-                "kind": "plate",
-                "classes": ["plate"],
-                "min_score": 0.3,
-                "cooldown_s": 120,
-                "severity": "high",
-            },
-        ],
+        "rules": demo_rules(),
         "plate_hotlist": [
             {"plate": "琼A12345", "reason": "reported stolen (demo)", "severity": "high"}
         ],

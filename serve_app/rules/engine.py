@@ -37,7 +37,7 @@ from citysight.contracts import (
 )
 from citysight.keys import evidence_key
 from citysight.plates import normalise_plate
-from serve_app.rules.defaults import default_rules
+from citysight.rulesets import default_rules
 from serve_app.rules.geometry import anchors, crossing, points_in_polygon
 from serve_app.rules.hotlist import Hotlist
 from serve_app.rules.persistence import Persistence
@@ -125,7 +125,7 @@ class RulesEngine:
 
     Args:
         cfg: Configuration (cameras, rules, hotlist, routing). No rules means
-            :func:`serve_app.rules.defaults.default_rules`.
+            :func:`citysight.rulesets.default_rules`.
         tz: Time zone of schedules, overriding ``cfg.site.timezone`` (which, when unset,
             means the machine's local zone).
         track_gap_s: A track unseen for longer starts a new dwell / crossing history.
