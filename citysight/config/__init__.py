@@ -36,7 +36,12 @@ from citysight.config.rules import (
     ScheduleWindow,
 )
 from citysight.config.services import (
+    DECODERS,
+    DETECTOR_TIERS,
+    INFERENCE_BACKENDS,
+    DecoderName,
     HttpService,
+    InferenceBackend,
     InferenceService,
     RayService,
     RedisService,
@@ -47,17 +52,22 @@ from citysight.config.services import (
 from citysight.config.site import IncidentsConfig, SiteConfig, time_zone
 
 __all__ = [
+    "DECODERS",
+    "DETECTOR_TIERS",
     "ID_PATTERN",
+    "INFERENCE_BACKENDS",
     "CameraConfig",
     "CameraProfile",
     "CitysightConfig",
     "ConfigError",
+    "DecoderName",
     "DepartmentConfig",
     "Detector",
     "GeoOverlay",
     "HotlistEntry",
     "HttpService",
     "IncidentsConfig",
+    "InferenceBackend",
     "InferenceService",
     "LineConfig",
     "MapConfig",

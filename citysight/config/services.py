@@ -3,12 +3,31 @@
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Final, Literal, get_args
 
 from pydantic import field_validator, model_validator
 
 from citysight.config.base import Strict, _f
 from citysight.config.cameras import Detector
+
+# -- the names of every backend choice (each layer's registry maps exactly these) ----------
+
+InferenceBackend = Literal["onnxruntime", "triton"]
+INFERENCE_BACKENDS: Final[tuple[str, ...]] = get_args(InferenceBackend)
+"""``services.inference.type``: ``inference.client.BACKENDS``."""
+
+DecoderName = Literal["pyav", "nvdec", "nvdec-cuda"]
+DECODERS: Final[tuple[str, ...]] = get_args(DecoderName)
+"""``services.streams.decoder``: ``streams.decoders.BACKENDS``."""
+
+DETECTOR_TIERS: Final[dict[Detector, tuple[str, ...]]] = {
+    Detector.FACE: ("yunet", "yunet_n", "haar"),
+    Detector.PLATE: ("y5fu", "y5fu_640", "ocr_det"),
+    Detector.FIRE_SMOKE: ("yolo", "cnn", "classical"),
+    Detector.VENDING: ("yolox", "hog"),
+}
+"""Tiers of each detector, strongest first (``services.inference.tiers``):
+``inference.detectors.base.TIERS``."""
 
 
 class RedisService(Strict):
@@ -74,7 +93,7 @@ class RayService(Strict):
 class InferenceService(Strict):
     """Where detectors run."""
 
-    type: Literal["onnxruntime", "triton"] = _f(
+    type: InferenceBackend = _f(
         "Backend",
         "onnxruntime: in-process; triton: a Triton server (embedded if no URL).",
         default="onnxruntime",
@@ -132,6 +151,11 @@ class InferenceService(Strict):
         bad = sorted(set(v) - known)
         if bad:
             raise ValueError(f"unknown detectors {bad}; known: {sorted(known)}")
+        for det, names in v.items():
+            tiers = DETECTOR_TIERS[Detector(det)]
+            wrong = [n for n in names if n not in tiers]
+            if wrong:
+                raise ValueError(f"unknown {det} tiers {wrong}; known: {list(tiers)}")
         return v
 
 
@@ -180,7 +204,7 @@ class StreamsService(Strict):
         gt=0,
         le=60000,
     )
-    decoder: Literal["pyav", "nvdec", "nvdec-cuda"] = _f(
+    decoder: DecoderName = _f(
         "Decoder",
         "pyav: CPU (FFmpeg); nvdec: NVIDIA PyNvVideoCodec to host frames; "
         "nvdec-cuda: to CUDA tensors (GPU nodes without DeepStream).",
