@@ -17,8 +17,6 @@ from pathlib import Path
 
 from citysight.config import ConfigError, json_schema, load_config, schema_reference_markdown
 
-logger = logging.getLogger(__name__)
-
 # command -> "module:function(argv) -> int"
 DELEGATED: dict[str, str] = {
     "plan": "benchmarks.planner.cli:main",
@@ -45,15 +43,37 @@ GROUPS: dict[str, dict[str, str]] = {
 }
 
 
-def _delegate(target: str, argv: list[str]) -> int:
+# top-level module -> the extra of pyproject.toml that installs it (the README's first
+# command installs no extra: a command that needs one says so in one line)
+EXTRAS: dict[str, str] = {
+    "locust": "bench",
+    "websocket": "bench",
+    "matplotlib": "bench",
+    "torch": "train",
+    "playwright": "test",
+    "pytest": "test",
+}
+
+
+def _delegate(target: str, argv: list[str], command: str = "") -> int:
     module, func = target.split(":")
     try:
         mod = importlib.import_module(module)
+        fn: Callable[[list[str]], int] = getattr(mod, func)
+        return int(fn(argv) or 0)
     except ModuleNotFoundError as exc:
-        print(f"citysight: this command is not available in this install ({exc})", file=sys.stderr)
+        top = (exc.name or "").split(".")[0]
+        extra = EXTRAS.get(top)
+        what = f"citysight {command}".rstrip()
+        if extra is not None:
+            print(
+                f"{what}: needs the '{extra}' extra (no module named {top!r}); install it "
+                f"with: .venv/bin/pip install -e '.[{extra}]'",
+                file=sys.stderr,
+            )
+        else:
+            print(f"{what}: not available in this install ({exc})", file=sys.stderr)
         return 2
-    fn: Callable[[list[str]], int] = getattr(mod, func)
-    return int(fn(argv) or 0)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -202,10 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Delegated commands parse their own flags (including --help).
     if argv and argv[0] in DELEGATED:
         _setup_logging(False)
-        return _delegate(DELEGATED[argv[0]], argv[1:])
+        return _delegate(DELEGATED[argv[0]], argv[1:], argv[0])
     if len(argv) >= 2 and argv[0] in GROUPS and argv[1] in GROUPS[argv[0]]:
         _setup_logging(False)
-        return _delegate(GROUPS[argv[0]][argv[1]], argv[2:])
+        return _delegate(GROUPS[argv[0]][argv[1]], argv[2:], " ".join(argv[:2]))
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -153,3 +153,36 @@ def test_console_script_is_installed_and_runs() -> None:
     res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "bench" in res.stdout and "demo" in res.stdout
+
+
+_EXTRA_ONLY = ("locust", "websocket", "matplotlib", "torch", "playwright")
+
+
+@pytest.mark.parametrize("command", [c for c, _ in _targets()])
+def test_every_command_runs_without_the_extras_or_names_the_one_to_install(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After the README's first command (no extra installed) `citysight <command> --help`
+    works, or says in one line which extra to install (`bench city` ended with
+    `No module named 'websocket'`)."""
+    from citysight.app.cli import main
+
+    for name in list(sys.modules):
+        if name.split(".")[0] in _EXTRA_ONLY:
+            monkeypatch.delitem(sys.modules, name)
+    for name in _EXTRA_ONLY:
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ModuleNotFoundError
+    # targets already imported with an extra present must import again without it
+    for name in list(sys.modules):
+        if name.startswith("benchmarks.") or name == "benchmarks":
+            monkeypatch.delitem(sys.modules, name)
+    try:
+        rc = main([*command.split(), "--help"])
+    except SystemExit as exc:  # argparse's --help
+        rc = int(exc.code or 0)
+    err = capsys.readouterr().err
+    if rc == 0:
+        return
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1, err
+    assert "needs the '" in lines[0] and "pip install -e '.[" in lines[0], lines[0]
