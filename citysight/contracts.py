@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import logging
 import math
 import numbers
 import time
@@ -31,8 +30,6 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
-
-logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
 ALERT_SCHEMA_VERSION: Final = 2

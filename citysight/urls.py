@@ -8,13 +8,10 @@ whitelist so a URL cannot smuggle in ``file:``, ``concat:`` or similar FFmpeg tr
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 import re
 from collections.abc import Iterable
 from urllib.parse import quote, urlsplit, urlunsplit
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_SCHEMES: tuple[str, ...] = ("rtsp", "rtsps")
 

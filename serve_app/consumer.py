@@ -1,6 +1,6 @@
 """The rules consumer: detections streams → rules engine → alerts in Redis → ``XACK``.
 
-Durability (ARCHITECTURE.md, "Hard rules"):
+Durability (docs/architecture.md, "Hard rules"):
 
 * Group ``rules`` on every owned ``citysight:detections:{shard}`` (and on
   ``citysight:camera-status``). Entries are acknowledged only after the alerts, plate reads

@@ -8,7 +8,6 @@ pipeline is built, so an alert's ``detected_at`` is the publish time of its trig
 
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import random
 import time
@@ -22,8 +21,6 @@ import redis
 from benchmarks.city.scenario import HOTLIST, Mix, camera_id, camera_kind
 from citysight.contracts import SCHEMA_VERSION, FrameResult, ObjectClass, shard_of
 from citysight.keys import detections_stream
-
-logger = logging.getLogger(__name__)
 
 WIDTH, HEIGHT = 1280, 720
 TICK_S = 0.05

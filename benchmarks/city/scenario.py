@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,8 +16,6 @@ from typing import Any
 from citysight.app.demo import DEMO_DEPARTMENTS, DEMO_ROUTING
 from citysight.config import CitysightConfig, parse_config
 from citysight.rulesets import demo_rules
-
-logger = logging.getLogger(__name__)
 
 DEPARTMENTS = ("police", "enforcement", "fire", "duty")
 HOTLIST = ("琼A12345", "琼B67890", "粤C24680")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import subprocess
@@ -31,8 +30,6 @@ from benchmarks.fanout.servers import BASELINE_FEED_KEY
 from benchmarks.fanout.world import make_alert, seed_principals, token_of
 from citysight import keys
 from citysight.app.services.redis_server import EmbeddedRedis, free_port
-
-logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "fanout.json"

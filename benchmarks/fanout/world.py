@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -20,8 +19,6 @@ import uvicorn
 from citysight import keys
 from citysight.config import CitysightConfig, Scope
 from citysight.contracts import Alert, AlertKind, Location, Severity
-
-logger = logging.getLogger(__name__)
 
 ALL_SCOPES = [s.value for s in Scope]
 

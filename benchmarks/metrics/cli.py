@@ -26,8 +26,6 @@ import redis
 
 from benchmarks.common.stats import latency_summary
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "metrics.json"
 
 

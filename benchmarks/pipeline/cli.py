@@ -36,8 +36,6 @@ import numpy.typing as npt
 
 from benchmarks.common.stats import latency_summary
 
-logger = logging.getLogger(__name__)
-
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "videos" / "street-720p.mp4"

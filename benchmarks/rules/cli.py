@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import multiprocessing as mp
 import os
 import sys
@@ -32,8 +31,6 @@ from benchmarks.rules.load import camera_ids, produce
 from citysight.config import CitysightConfig
 from citysight.contracts import Alert, FrameResult
 from citysight.keys import detections_stream
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "rules.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]

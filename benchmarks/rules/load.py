@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -12,8 +11,6 @@ import redis
 
 from citysight.contracts import FrameResult, ObjectClass, shard_of
 from citysight.keys import detections_stream
-
-logger = logging.getLogger(__name__)
 
 BURST_PERIOD = 200  # frames between fire bursts of a "burning" camera
 BURST_LEN = 6

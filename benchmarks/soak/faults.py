@@ -7,7 +7,6 @@ runs on the machine are never touched.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import time
@@ -21,8 +20,6 @@ import redis
 from citysight.app.services.redis_server import EmbeddedRedis
 from citysight.contracts import shard_of
 from citysight.keys import detections_stream
-
-logger = logging.getLogger(__name__)
 
 FAULTS = ("triton_kill", "stream_worker_kill", "redis_restart", "rtsp_camera_stop", "poison_entry")
 

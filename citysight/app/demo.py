@@ -8,7 +8,6 @@ The clips are synthetic; evaluation on real footage is ``citysight eval``.
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from pathlib import Path
@@ -16,8 +15,6 @@ from typing import Any
 
 from citysight.config import CitysightConfig, parse_config
 from citysight.rulesets import demo_rules
-
-logger = logging.getLogger(__name__)
 
 DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY")
 

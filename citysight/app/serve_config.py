@@ -6,14 +6,11 @@ cluster deployment and ``citysight run`` cannot drift apart.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import yaml
 
 from citysight.config import CitysightConfig
-
-logger = logging.getLogger(__name__)
 
 APP_NAME = "citysight"
 IMPORT_PATH = "serve_app.app:build_app"

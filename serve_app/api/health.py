@@ -1,6 +1,6 @@
 """``GET /health``: each component's real state and an overall status (no auth: probes).
 
-Semantics (README, "Health"):
+Semantics (docs/architecture.md, "Health"):
 
 * A component is ok only when its state is ``running``; any other state (``starting``,
   ``degraded``, ``stuck``, ``down``, ``failed``, ``stale``, ``unknown``...) is not.
@@ -19,7 +19,6 @@ Semantics (README, "Health"):
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from typing import Any
@@ -30,8 +29,6 @@ from redis.exceptions import RedisError
 
 from citysight import keys
 from serve_app.api.deps import ctx
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import redis
@@ -11,8 +10,6 @@ import redis
 from citysight import keys
 from citysight.config import CameraConfig
 from serve_app.store.feed import publish_feed
-
-logger = logging.getLogger(__name__)
 
 
 class CameraRegistry:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any, cast
 
 import redis
@@ -11,8 +10,6 @@ import redis
 from citysight import keys
 from citysight.config import CitysightConfig
 from citysight.plates import normalise_plate
-
-logger = logging.getLogger(__name__)
 
 
 class PlateReads:
