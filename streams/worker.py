@@ -11,9 +11,9 @@ oldest decoded frame has waited ``analysis_timeout_s`` with no frame of that cam
 since (inference down, or dropping every frame) becomes ``analysed=False`` with the time
 analysis stopped. It becomes ``True`` again only once its frames have been analysed steadily
 for ``analysis_timeout_s`` (no wait that long in between): an overloaded node that analyses a
-frame now and then stays one outage, one ``analytics_down`` alert, instead of flapping. Each change is published
-on the status stream (the rules layer raises and resolves ``analytics_down`` from it) and
-every status carries ``frames_analysed``.
+frame now and then stays one outage, one ``analytics_down`` alert, instead of flapping. Each
+change is published on the status stream (the rules layer raises and resolves
+``analytics_down`` from it) and every status carries ``frames_analysed``.
 """
 
 from __future__ import annotations
