@@ -9,9 +9,11 @@ health thread applies the no-frame timeouts, publishes state changes to
 The health thread also tells whether each camera is *analysed*: a running camera whose
 oldest decoded frame has waited ``analysis_timeout_s`` with no frame of that camera analysed
 since (inference down, or dropping every frame) becomes ``analysed=False`` with the time
-analysis stopped; the first analysed frame makes it ``True`` again. Each change is published
-on the status stream (the rules layer raises and resolves ``analytics_down`` from it) and
-every status carries ``frames_analysed``.
+analysis stopped. It becomes ``True`` again only once its frames have been analysed steadily
+for ``analysis_timeout_s`` (no wait that long in between): an overloaded node that analyses a
+frame now and then stays one outage, one ``analytics_down`` alert, instead of flapping. Each
+change is published on the status stream (the rules layer raises and resolves
+``analytics_down`` from it) and every status carries ``frames_analysed``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class _Analysis:
     pending_since: float | None = None  # monotonic: first frame decoded after that
     stopped_at: float | None = None  # wall time of pending_since
     analysed: bool | None = None
+    resume_since: float | None = None  # monotonic: analysis steady again since (while False)
 
 
 class StreamWorker:
@@ -284,16 +287,24 @@ class StreamWorker:
         n = self._analysed[reader.camera_id]
         out = reader.metrics()["frames_out"]
         state = a.analysed
+        timeout = self.cfg.analysis_timeout_s
         if n != a.seen:
             a.seen, a.out_mark, a.pending_since = n, out, None
-            state = True
+            if a.analysed is False:
+                # Resumed only after analysis held for as long as it took to call it down.
+                a.resume_since = a.resume_since if a.resume_since is not None else now
+                state = now - a.resume_since >= timeout
+            else:
+                state = True
         elif out > a.out_mark:
             if a.pending_since is None:
                 a.pending_since = now
-                a.stopped_at = time.time()
+                if a.analysed is not False:  # an outage keeps the time it started
+                    a.stopped_at = time.time()
             waited = now - a.pending_since
-            if waited > self.cfg.analysis_timeout_s and reader.state == CameraState.RUNNING:
+            if waited > timeout and reader.state == CameraState.RUNNING:
                 state = False
+                a.resume_since = None
         if state == a.analysed:
             return
         if state is False:
@@ -306,7 +317,7 @@ class StreamWorker:
             logger.info("camera %s: frames are analysed again", reader.camera_id)
         a.analysed = state
         if state:
-            a.stopped_at = None
+            a.stopped_at = a.resume_since = None
         self._put_status(reader.status())
 
     def _infer_loop(self) -> None:

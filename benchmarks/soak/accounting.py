@@ -176,25 +176,39 @@ def alert_losses(
     }
 
 
+DEMO_RECURRING_KINDS: frozenset[str] = frozenset({"plate"})
+"""Kinds whose demo scene raises again after every cooldown.
+
+The plate clip brings the hotlisted car past the camera on every 8 s loop, and the hotlist
+rule's cooldown is per plate, so a healthy demo alerts once per cooldown. The other scenes are
+conditions that persist across the loop (a flame that keeps burning, a face that keeps walking
+the corridor with the presence rule's hysteresis holding, a stall that stays in its zone as one
+tracked object): each is one case, raised again only if the condition ends (the tracker loses
+the stall for longer than the rules' track gap) — so their recurrence cannot be expected, and
+inferring it from two close alerts (e.g. the stall re-tracked after an analysis outage) gave
+false "alerts stopped" reports in the 30-minute soak.
+"""
+
+
 def kind_gaps(
     arrivals: Mapping[str, Sequence[float]],
     now: float,
     cooldown_s: Mapping[str, float],
     grace_s: float,
     since: float,
+    recurring_kinds: frozenset[str] = DEMO_RECURRING_KINDS,
 ) -> dict[str, dict[str, Any]]:
     """Cooldown-aware liveness of each alert kind.
 
-    A kind is *recurring* once two of its alerts arrived at most ``cooldown + grace`` apart
-    (its condition comes and goes, as the demo's plate, face and vending scenes do); a
-    persistent condition (a fire that never goes out) raises once and is not expected to
-    repeat. A recurring kind is *late* when its last alert is older than ``cooldown + grace``.
+    A kind in ``recurring_kinds`` must raise again within ``cooldown + grace`` of its last
+    alert (else it is *late*); every kind must have raised at least once within
+    ``cooldown + grace`` of ``since`` (else it is *never*).
     """
     out: dict[str, dict[str, Any]] = {}
     for kind, cd in cooldown_s.items():
         ts = sorted(arrivals.get(kind, ()))
         limit = cd + grace_s
-        recurring = any(b - a <= limit for a, b in itertools.pairwise(ts))
+        recurring = kind in recurring_kinds
         last = ts[-1] if ts else None
         age = now - (last if last is not None else since)
         out[kind] = {
@@ -202,7 +216,7 @@ def kind_gaps(
             "recurring": recurring,
             "last_age_s": round(age, 1),
             "limit_s": limit,
-            "late": bool(recurring and age > limit),
+            "late": bool(recurring and last is not None and age > limit),
             "never": last is None and now - since > limit,
         }
     return out

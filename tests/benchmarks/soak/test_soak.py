@@ -175,6 +175,10 @@ def test_kind_gaps_are_cooldown_aware() -> None:
     assert g["plate"]["recurring"] and not g["plate"]["late"]
     # A fire that keeps burning raises once: not late, however long ago.
     assert not g["fire"]["recurring"] and not g["fire"]["late"]
+    # Two close vending alerts (a stall re-tracked after an outage) do not make a stall that
+    # stays a recurring condition.
+    g2 = acct.kind_gaps({"vending": [10.0, 70.0]}, 2000.0, cd, 60.0, since=0.0)
+    assert not g2["vending"]["recurring"] and not g2["vending"]["late"]
     assert not g["vending"]["never"]  # 350 s is within its 300 s cooldown + 60 s grace
     g = acct.kind_gaps(arrivals, 600.0, cd, 60.0, since=0.0)
     assert g["plate"]["late"] and g["plate"]["last_age_s"] == 300.0
