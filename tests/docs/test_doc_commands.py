@@ -690,6 +690,69 @@ def test_reference_checks_catch_stale_references(tmp_path: Path) -> None:
     ]
 
 
+CITATION_RE = re.compile(
+    r"\b(?P<file>docs/[\w.-]+\.md|README(?:\.md)?|ARCHITECTURE\.md)\b"
+    r"(?:,\s*\"(?P<section>[^\"\n]+)\")?"
+)
+CITING_DIRS = (
+    "citysight",
+    "streams",
+    "inference",
+    "serve_app",
+    "benchmarks",
+    "infra",
+    "model_repo",
+)
+CITING_SUFFIXES = frozenset({".py", ".yaml", ".yml", ".sh", ".pbtxt"})
+
+
+def citation_problems(root: Path = ROOT) -> list[str]:
+    """Code and config comments citing a doc (``docs/x.md, "Section"``) that is not there.
+
+    A bare ``README`` may mean any README (``../shared/data/README.md``...), so it is checked
+    only when it names a section, against the repository's README.
+    """
+    bad = []
+    for top in CITING_DIRS:
+        for path in sorted((root / top).rglob("*")):
+            if path.suffix not in CITING_SUFFIXES or not path.is_file():
+                continue
+            rel = path.relative_to(root).as_posix()
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                for m in CITATION_RE.finditer(line):
+                    name, section = m.group("file"), m.group("section")
+                    if name.startswith("README") and not section:
+                        continue
+                    target = root / ("README.md" if name.startswith("README") else name)
+                    if not target.is_file():
+                        bad.append(f"{rel}:{n}: cites {name}, which is not in the repository")
+                    elif section and slug(section) not in anchors(target):
+                        bad.append(f"{rel}:{n}: {name} has no section {section!r}")
+    return bad
+
+
+def test_code_citations_of_docs_exist() -> None:
+    """The code cites the docs that exist, down to the section (no phantom ARCHITECTURE.md)."""
+    assert not citation_problems()
+
+
+def test_citation_check_catches_stale_citations(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "architecture.md").write_text("# A\n\n## Hard rules\n")
+    (tmp_path / "README.md").write_text("# R\n\n## Quick start\n")
+    (tmp_path / "serve_app").mkdir()
+    (tmp_path / "serve_app" / "m.py").write_text(
+        '"""Durability (docs/architecture.md, "Hard rules"); see README, "Quick start".\n'
+        'Semantics (README, "Health"); (ARCHITECTURE.md, "Contracts"); docs/gone.md;\n'
+        'the ../shared/data/README.md format."""\n'
+    )
+    assert citation_problems(tmp_path) == [
+        "serve_app/m.py:2: README has no section 'Health'",
+        "serve_app/m.py:2: cites ARCHITECTURE.md, which is not in the repository",
+        "serve_app/m.py:2: cites docs/gone.md, which is not in the repository",
+    ]
+
+
 @pytest.mark.parametrize("path", DOCS, ids=[p.relative_to(ROOT).as_posix() for p in DOCS])
 def test_python_blocks_compile(path: Path) -> None:
     """Python examples in the docs are at least valid Python."""
