@@ -1,17 +1,24 @@
-"""The README's configuration reference and the JSON schema file match the code."""
+"""docs/configuration.md's generated reference and the JSON schema file match the code."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from citysight.app.docs import render_readme, schema_text
+from citysight.app.docs import REFERENCE, render_reference, schema_text
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_readme_config_reference_is_current() -> None:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert render_readme(text) == text, "run `python -m citysight.app.docs` and commit the README"
+def test_config_reference_is_current() -> None:
+    text = (ROOT / REFERENCE).read_text(encoding="utf-8")
+    assert render_reference(text) == text, f"run `python -m citysight.app.docs`, commit {REFERENCE}"
+
+
+def test_a_reference_without_its_markers_is_an_error() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="start marker"):
+        render_reference("# Configuration\n")
 
 
 def test_schema_file_is_current() -> None:
