@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
+from citysight.keys import metrics_key
+
 logger = logging.getLogger(__name__)
 
-METRICS_KEY_PREFIX: Final = "citysight:metrics:"
-ROLES: Final = ("inference", "rules", "ingress")
 PUBLISH_PERIOD_S: Final = 5.0
 STALE_AFTER_S: Final = 60.0
 PRUNE_AFTER_S: Final = 3600.0
@@ -43,13 +43,6 @@ INFERENCE_BUCKETS_MS: Final[tuple[float, ...]] = (
     5000,
     10000,
 )
-
-
-def metrics_key(role: str) -> str:
-    """Hash holding the snapshots of one role's instances."""
-    if role not in ROLES:
-        raise ValueError(f"unknown metrics role {role!r}; known: {', '.join(ROLES)}")
-    return METRICS_KEY_PREFIX + role
 
 
 def instance_id() -> str:

@@ -26,12 +26,11 @@ import redis
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from citysight import keys
 from citysight.config import Scope
 
 logger = logging.getLogger(__name__)
 
-PRINCIPALS_KEY: Final = "citysight:principals"
-TICKET_PREFIX: Final = "citysight:ws-ticket:"
 TICKET_TTL_S: Final = 30
 CACHE_TTL_S: Final = 5.0
 ALL_DEPARTMENTS: Final = "*"
@@ -133,7 +132,7 @@ class PrincipalResolver:
             hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        raw = self._r.hget(PRINCIPALS_KEY, key)
+        raw = self._r.hget(keys.PRINCIPALS, key)
         principal: Principal | None = None
         if raw:
             try:
@@ -149,14 +148,14 @@ class PrincipalResolver:
     def issue_ticket(self, principal: Principal) -> str:
         """Store a one-time WebSocket ticket for ``principal`` (valid :data:`TICKET_TTL_S`)."""
         ticket = secrets.token_urlsafe(24)
-        self._r.set(TICKET_PREFIX + ticket, json.dumps(principal.to_dict()), ex=TICKET_TTL_S)
+        self._r.set(keys.ws_ticket_key(ticket), json.dumps(principal.to_dict()), ex=TICKET_TTL_S)
         return ticket
 
     def consume_ticket(self, ticket: str) -> Principal | None:
         """Redeem a ticket (GETDEL: a second use fails)."""
         if not ticket or len(ticket) > 128:
             return None
-        raw = self._r.getdel(TICKET_PREFIX + ticket)
+        raw = self._r.getdel(keys.ws_ticket_key(ticket))
         if not raw:
             return None
         try:

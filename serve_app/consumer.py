@@ -1,6 +1,6 @@
 """The rules consumer: detections streams → rules engine → alerts in Redis → ``XACK``.
 
-Durability (ARCHITECTURE.md, "Hard rules"):
+Durability (docs/architecture.md, "Hard rules"):
 
 * Group ``rules`` on every owned ``citysight:detections:{shard}`` (and on
   ``citysight:camera-status``). Entries are acknowledged only after the alerts, plate reads
@@ -61,23 +61,21 @@ from typing import Any, cast
 import redis
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
+from citysight import keys
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
     Alert,
     AlertKind,
     CameraState,
     CameraStatus,
     FrameResult,
-    detections_stream,
     make_alert_id,
 )
+from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from citysight.metrics import publish_snapshot
 from serve_app.rules.analytics import AnalyticsWatch
-from serve_app.rules.codec import decode_frame
 from serve_app.rules.engine import OFFLINE_RULE_ID, EngineOutput, RulesEngine, cooldown_key
 from serve_app.rules.incidents import IncidentIndex
-from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
 from serve_app.store.audit import AuditLog
 from serve_app.store.cameras import CameraRegistry
@@ -87,7 +85,6 @@ from serve_app.store.plates import PlateReads
 
 logger = logging.getLogger(__name__)
 
-GROUP = "rules"
 Entry = tuple[str, str, dict[bytes, bytes] | None]  # (stream, id, fields)
 # Replies of the binary (no ``decode_responses``) RESP2 client used here.
 _Rows = list[tuple[bytes, dict[bytes, bytes] | None]]  # XREADGROUP: None for deleted entries
@@ -97,11 +94,6 @@ _RangeRows = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE
 
 def _sid(x: bytes | str) -> str:
     return x.decode() if isinstance(x, bytes) else x
-
-
-def _id_tuple(i: str) -> tuple[int, int]:
-    ms, _, seq = i.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class DetectionsConsumer:
@@ -263,7 +255,7 @@ class DetectionsConsumer:
         """Create groups, load cameras and cooldowns, replay recent history."""
         for s in [*self.streams, CAMERA_STATUS_STREAM]:
             try:
-                self.r.xgroup_create(s, GROUP, id="0", mkstream=True)
+                self.r.xgroup_create(s, keys.RULES_GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -346,7 +338,8 @@ class DetectionsConsumer:
             last = "0"
             while not self._stop.is_set():
                 reply = cast(
-                    _ReadReply, self.r.xreadgroup(GROUP, self.name, {s: last}, count=self.count)
+                    _ReadReply,
+                    self.r.xreadgroup(keys.RULES_GROUP, self.name, {s: last}, count=self.count),
                 )
                 entries = [(s, _sid(i), f) for _, rows in reply for i, f in rows]
                 if not entries:
@@ -364,7 +357,9 @@ class DetectionsConsumer:
         streams[CAMERA_STATUS_STREAM] = ">"
         reply = cast(
             "_ReadReply | None",
-            self.r.xreadgroup(GROUP, self.name, streams, count=self.count, block=self.block_ms),
+            self.r.xreadgroup(
+                keys.RULES_GROUP, self.name, streams, count=self.count, block=self.block_ms
+            ),
         )
         n = 0
         for stream, rows in reply or []:
@@ -383,7 +378,12 @@ class DetectionsConsumer:
             cursor = "0-0"
             for _ in range(100):  # bounded: a huge backlog is taken over across iterations
                 res = self.r.xautoclaim(
-                    s, GROUP, self.name, self.claim_min_idle_ms, start_id=cursor, count=self.count
+                    s,
+                    keys.RULES_GROUP,
+                    self.name,
+                    self.claim_min_idle_ms,
+                    start_id=cursor,
+                    count=self.count,
                 )
                 cursor = _sid(res[0])
                 entries = [(s, _sid(i), f) for i, f in res[1]]
@@ -418,7 +418,7 @@ class DetectionsConsumer:
                 self._replayed.discard((s, eid))
                 continue
             try:
-                frames.append(decode_frame(fields[b"d"]))
+                frames.append(FrameResult.from_msgpack(fields[b"d"]))
                 refs.append(e)
             except Exception as exc:  # whatever it raises, a malformed entry is its own fault
                 bad.append((e, f"decode: {_describe(exc)}"))
@@ -435,7 +435,7 @@ class DetectionsConsumer:
         self.stats["processed"] += len(ack)
         if frames:
             last = frames[-1]
-            pub = last.published_at or _id_tuple(refs[-1][1])[0] / 1000
+            pub = last.published_at or keys.stream_id(refs[-1][1])[0] / 1000
             self.stats["batch_lag_ms"] = round(max(0.0, now - pub) * 1000, 1)
         if self.on_batch is not None:
             self.on_batch(frames, out.alerts, now)
@@ -547,7 +547,7 @@ class DetectionsConsumer:
         done: list[tuple[str, str]] = []
         self.stats["failures"] += len(bad)
         for (s, eid, fields), why in bad:
-            info = self.r.xpending_range(s, GROUP, min=eid, max=eid, count=1)
+            info = self.r.xpending_range(s, keys.RULES_GROUP, min=eid, max=eid, count=1)
             deliveries = int(info[0]["times_delivered"]) if info else self.max_deliveries
             if deliveries < self.max_deliveries:
                 self._failing[(s, eid)] = (deliveries, why)
@@ -586,7 +586,7 @@ class DetectionsConsumer:
             self._failing.pop((s, eid), None)
         pipe = self.r.pipeline(transaction=False)
         for s, ids in by.items():
-            pipe.xack(s, GROUP, *ids)
+            pipe.xack(s, keys.RULES_GROUP, *ids)
         pipe.execute()
         if any(s != CAMERA_STATUS_STREAM for s in by):  # progress is on the detections
             self._last_progress = time.monotonic()
@@ -715,12 +715,14 @@ class DetectionsConsumer:
         start_ms = int((time.time() - self.replay_s) * 1000)
         for s in self.streams:
             groups = {_sid(g["name"]): g for g in self.r.xinfo_groups(s)}
-            last = _sid(groups[GROUP]["last-delivered-id"])
+            last = _sid(groups[keys.RULES_GROUP]["last-delivered-id"])
             if last == "0-0" or self.replay_s <= 0:
                 continue
             pel = {
                 _sid(cast("bytes | str", p["message_id"]))
-                for p in self.r.xpending_range(s, GROUP, min="-", max="+", count=1_000_000)
+                for p in self.r.xpending_range(
+                    s, keys.RULES_GROUP, min="-", max="+", count=1_000_000
+                )
             }
             cursor = f"{start_ms}-0"
             while True:
@@ -730,7 +732,7 @@ class DetectionsConsumer:
                 frames, ids = [], []
                 for i, f in rows:
                     try:
-                        frames.append(decode_frame(f[b"d"]))
+                        frames.append(FrameResult.from_msgpack(f[b"d"]))
                         ids.append(_sid(i))
                     except Exception:  # the pending path dead-letters it
                         continue
@@ -772,11 +774,11 @@ class DetectionsConsumer:
         cutoff = (int((now - self.cfg.retention.detections_max_age_s) * 1000), 0)
         bound = cutoff
         for g in self.r.xinfo_groups(stream):
-            ms, seq = _id_tuple(_sid(g["last-delivered-id"]))
+            ms, seq = keys.stream_id(_sid(g["last-delivered-id"]))
             bound = min(bound, (ms, seq + 1))  # the last delivered entry itself may go
             if int(g["pending"]):
                 summary = self.r.xpending(stream, _sid(g["name"]))
-                bound = min(bound, _id_tuple(_sid(summary["min"])))
+                bound = min(bound, keys.stream_id(_sid(summary["min"])))
         if bound <= (0, 0):
             return 0
         return int(self.r.xtrim(stream, minid=f"{bound[0]}-{bound[1]}", approximate=False))
@@ -791,7 +793,7 @@ class DetectionsConsumer:
         pipe = self.r.pipeline(transaction=False)
         for s in self.streams:
             pipe.xinfo_groups(s)
-            pipe.xpending(s, GROUP)
+            pipe.xpending(s, keys.RULES_GROUP)
         replies = pipe.execute()
         oldest: list[int] = []
         pending = waiting = 0
@@ -799,12 +801,12 @@ class DetectionsConsumer:
         for k, s in enumerate(self.streams):
             groups = {_sid(g["name"]): g for g in replies[2 * k]}
             summary = replies[2 * k + 1]
-            g = groups.get(GROUP)
+            g = groups.get(keys.RULES_GROUP)
             if g is None:
                 continue
             if int(summary["pending"]):
                 pending += int(summary["pending"])
-                oldest.append(_id_tuple(_sid(summary["min"]))[0])
+                oldest.append(keys.stream_id(_sid(summary["min"]))[0])
             lag = g.get("lag")  # Redis >= 7: entries not delivered yet (None: unknown)
             heads.append((s, _sid(g["last-delivered-id"]), None if lag is None else int(lag)))
         todo = [(s, last, lag) for s, last, lag in heads if lag is None or lag > 0]
@@ -814,7 +816,7 @@ class DetectionsConsumer:
                 pipe.xrange(s, min="-" if last == "0-0" else "(" + last, max="+", count=1)
             for (_, _, lag), rows in zip(todo, pipe.execute(), strict=True):
                 if rows:
-                    oldest.append(_id_tuple(_sid(rows[0][0]))[0])
+                    oldest.append(keys.stream_id(_sid(rows[0][0]))[0])
                     waiting += lag if lag is not None else 1  # unknown lag: at least one
         lag_ms = max(0.0, time.time() * 1000 - min(oldest)) if oldest else 0.0
         return {"pending": pending, "backlog": waiting, "lag_ms": round(lag_ms, 1)}

@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citysight.config import CitysightConfig
-from citysight.metrics import PUBLISH_PERIOD_S, metrics_key
+from citysight.keys import metrics_key
+from citysight.metrics import PUBLISH_PERIOD_S
 from serve_app.api import (
     alerts,
     audit,

@@ -33,23 +33,15 @@ import numpy.typing as npt
 import ray
 import redis
 
+from citysight import keys
 from citysight.config import CameraConfig, StreamsService
-from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
-    CameraState,
-    CameraStatus,
-    FrameBatch,
-    FrameResult,
-    detections_stream,
-    shard_of,
-)
+from citysight.contracts import CameraState, CameraStatus, FrameBatch, FrameResult, shard_of
+from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from streams.mux import FrameMux
 from streams.reader import CameraReader, ReaderOptions
 
 logger = logging.getLogger(__name__)
 
-CAMERA_HEALTH_KEY = "citysight:camera-health"
-SNAPSHOT_KEY = "citysight:snap:{camera_id}:{frame_no}"
 SNAPSHOT_TTL_S = 600
 SNAPSHOT_MIN_INTERVAL_S = 1.0
 HEALTH_REFRESH_S = 2.0
@@ -206,7 +198,7 @@ class StreamWorker:
         self._drain_status()
         with self._health_lock:
             if camera_id not in self._forgotten:
-                self.redis.hset(CAMERA_HEALTH_KEY, camera_id, reader.status().model_dump_json())
+                self.redis.hset(keys.CAMERA_HEALTH, camera_id, reader.status().model_dump_json())
         return True
 
     def forget_camera(self, camera_id: str) -> bool:
@@ -219,7 +211,7 @@ class StreamWorker:
             self._forgotten.add(camera_id)
         found = self.remove_camera(camera_id)
         with self._health_lock:  # after any health write already under way
-            self.redis.hdel(CAMERA_HEALTH_KEY, camera_id)
+            self.redis.hdel(keys.CAMERA_HEALTH, camera_id)
         return found
 
     def camera_ids(self) -> list[str]:
@@ -352,8 +344,8 @@ class StreamWorker:
                 logger.warning("publishing %d results failed: %s", len(results), exc)
 
     def _publish(self, batch: FrameBatch, results: list[FrameResult]) -> None:
-        keys = zip(batch.camera_ids, batch.frame_nos, strict=True)
-        frames = dict(zip(keys, batch.frames, strict=True))
+        ids = zip(batch.camera_ids, batch.frame_nos, strict=True)
+        frames = dict(zip(ids, batch.frames, strict=True))
         pipe = self.redis.pipeline(transaction=False)
         now = time.time()
         for res in results:
@@ -363,7 +355,7 @@ class StreamWorker:
                 if frame is not None and now - last >= SNAPSHOT_MIN_INTERVAL_S:
                     jpeg = _encode_jpeg(frame)
                     if jpeg is not None:
-                        key = SNAPSHOT_KEY.format(camera_id=res.camera_id, frame_no=res.frame_no)
+                        key = keys.snapshot_key(res.camera_id, res.frame_no)
                         pipe.set(key, jpeg, ex=SNAPSHOT_TTL_S)
                         res.snapshot_key = key
                         self._last_snap[res.camera_id] = now
@@ -386,7 +378,7 @@ class StreamWorker:
                     break
                 pipe.xadd(CAMERA_STATUS_STREAM, {"d": st.to_msgpack()})
                 if st.camera_id not in self._forgotten:
-                    pipe.hset(CAMERA_HEALTH_KEY, st.camera_id, st.model_dump_json())
+                    pipe.hset(keys.CAMERA_HEALTH, st.camera_id, st.model_dump_json())
                 n += 1
             if n:
                 try:
@@ -401,7 +393,7 @@ class StreamWorker:
                 return
             mapping = {r.camera_id: self._status_with_drops(r).model_dump_json() for r in live}
             try:
-                self.redis.hset(CAMERA_HEALTH_KEY, mapping=mapping)  # type: ignore[arg-type]
+                self.redis.hset(keys.CAMERA_HEALTH, mapping=mapping)  # type: ignore[arg-type]
             except redis.RedisError as exc:
                 logger.warning("camera health refresh failed: %s", exc)
 

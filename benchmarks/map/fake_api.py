@@ -10,7 +10,6 @@ Playwright's WebSocket routing). The real-API path is covered by
 from __future__ import annotations
 
 import json
-import logging
 import math
 import mimetypes
 import random
@@ -19,8 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
-
-logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parents[2] / "serve_app" / "static"
 CENTER = (20.02, 110.33)  # Haikou: the demo's plates are 琼A (Hainan)

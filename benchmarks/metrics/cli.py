@@ -26,8 +26,6 @@ import redis
 
 from benchmarks.common.stats import latency_summary
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "metrics.json"
 
 
@@ -58,10 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def populate(r: redis.Redis, args: argparse.Namespace, seed: int = 7) -> None:
     """Write the state of a city (see the module docstring) into ``r``."""
-    from citysight.contracts import CameraState, CameraStatus, detections_stream
+    from citysight import keys
+    from citysight.contracts import CameraState, CameraStatus
+    from citysight.keys import detections_stream
     from citysight.metrics import InferenceMeter, publish_snapshot
     from serve_app.api.metrics import Metrics
-    from serve_app.store import keys
 
     rng = random.Random(seed)
     r.flushdb()
@@ -109,7 +108,7 @@ def populate(r: redis.Redis, args: argparse.Namespace, seed: int = 7) -> None:
     for s in range(args.shards):
         stream = detections_stream(s)
         r.xadd(stream, {"d": b"x"})
-        r.xgroup_create(stream, "rules", id="0")
+        r.xgroup_create(stream, keys.RULES_GROUP, id="0")
         r.xadd(stream, {"d": b"y"})
 
 
@@ -125,10 +124,10 @@ def _time(fn: Callable[[], Any], n: int) -> tuple[list[float], Any]:
 
 def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Populate, then time scrapes and the baseline (interleaved, same Redis, same run)."""
+    from citysight import keys
     from citysight.config import CitysightConfig
     from serve_app.api.metrics import render_metrics
     from serve_app.http import ApiContext
-    from serve_app.store import keys
 
     pool = redis.ConnectionPool.from_url(url, connection_class=_CountingConnection)
     r = redis.Redis(connection_pool=pool)
@@ -209,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.redis_url:
         res = measure(args.redis_url, args)
     else:
-        from citysight.services.redis_server import EmbeddedRedis, free_port
+        from citysight.app.services.redis_server import EmbeddedRedis, free_port
 
         with tempfile.TemporaryDirectory(prefix="cs-bench-metrics-") as d:
             srv = EmbeddedRedis(free_port(), Path(d), appendonly=False)

@@ -26,11 +26,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from citysight import keys
+
 
 def entry_ms(entry_id: str | bytes) -> int:
     """The millisecond part of a Redis stream entry id (``"1700000000000-3"``)."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return int(text.split("-", 1)[0])
+    return keys.stream_id(entry_id)[0]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ runs on the machine are never touched.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import time
@@ -18,10 +17,9 @@ import msgpack
 import psutil
 import redis
 
-from citysight.contracts import detections_stream, shard_of
-from citysight.services.redis_server import EmbeddedRedis
-
-logger = logging.getLogger(__name__)
+from citysight.app.services.redis_server import EmbeddedRedis
+from citysight.contracts import shard_of
+from citysight.keys import detections_stream
 
 FAULTS = ("triton_kill", "stream_worker_kill", "redis_restart", "rtsp_camera_stop", "poison_entry")
 

@@ -19,12 +19,9 @@ import msgpack
 import redis
 
 from benchmarks.soak.accounting import entry_ms
+from citysight import keys
 
 logger = logging.getLogger(__name__)
-
-DETECTIONS_PREFIX = "citysight:detections:"
-DEAD_LETTERS = "citysight:detections:dead"
-RULES_GROUP = "rules"
 
 
 class Observer:
@@ -112,7 +109,7 @@ class Observer:
             r = self._redis()
             new: dict[str, list[float]] = defaultdict(list)
             for s in range(self.shards):
-                key = f"{DETECTIONS_PREFIX}{s}"
+                key = f"{keys.DETECTIONS_STREAM_PREFIX}{s}"
                 while True:
                     rows: list[Any] = r.xrange(key, min=f"({self._last_ids[s]}", count=2000) or []
                     for eid, fields in rows:
@@ -128,14 +125,14 @@ class Observer:
             groups: dict[str, Any] = {"t": t}
             for s in range(self.shards):
                 with contextlib.suppress(redis.ResponseError):
-                    for g in r.xinfo_groups(f"{DETECTIONS_PREFIX}{s}"):
-                        if _text(g.get("name")) == RULES_GROUP:
+                    for g in r.xinfo_groups(f"{keys.DETECTIONS_STREAM_PREFIX}{s}"):
+                        if _text(g.get("name")) == keys.RULES_GROUP:
                             groups[str(s)] = {
                                 "pending": int(g.get("pending") or 0),
                                 "lag": g.get("lag"),
                                 "last_delivered": _text(g.get("last-delivered-id")),
                             }
-            groups["dead"] = int(r.xlen(DEAD_LETTERS))
+            groups["dead"] = int(r.xlen(keys.DEAD_LETTER_STREAM))
         except (redis.RedisError, OSError) as exc:
             self.redis_errors += 1
             logger.debug("redis sample failed: %s", exc)

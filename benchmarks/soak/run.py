@@ -55,6 +55,7 @@ from benchmarks.soak.quickstart import (
     require_free_ports,
     wait_health,
 )
+from citysight import keys
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class SoakOptions:
 
 @dataclass
 class _DemoFacts:
-    """What the soak knows about the demo's configuration (read from citysight.demo)."""
+    """What the soak knows about the demo's configuration (read from citysight.app.demo)."""
 
     cameras: list[str]
     cooldown_s: dict[str, float]
@@ -125,7 +126,7 @@ class _DemoFacts:
 
 def demo_facts() -> _DemoFacts:
     """Cameras, cooldowns per kind, routing and role departments of ``citysight demo``."""
-    from citysight.demo import DEMO_ROUTING, demo_config_dict
+    from citysight.app.demo import DEMO_ROUTING, demo_config_dict
 
     doc = demo_config_dict(Path("/nonexistent-demo-clips"))
     cooldown: dict[str, float] = {}
@@ -748,7 +749,7 @@ def _past_poison(obs: Observer, poison_id: str, shards: int) -> bool:
     r = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
     try:
         for s in range(shards):
-            key = f"citysight:detections:{s}"
+            key = keys.detections_stream(s)
             if not r.xrange(key, min=poison_id, max=poison_id):
                 continue  # not this shard
             pend = r.xpending_range(key, "rules", min=poison_id, max=poison_id, count=1)
@@ -765,8 +766,7 @@ def _past_poison(obs: Observer, poison_id: str, shards: int) -> bool:
 
 
 def _id_gt(a: str, b: str) -> bool:
-    pa, pb = (tuple(int(x) for x in i.split("-")) for i in (a, b))
-    return pa > pb
+    return keys.stream_id(a) > keys.stream_id(b)
 
 
 def _listener(port: int) -> str:

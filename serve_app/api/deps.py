@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -15,7 +14,6 @@ if TYPE_CHECKING:
     from citysight.contracts import Alert
     from serve_app.http import ApiContext
 
-logger = logging.getLogger(__name__)
 
 NOT_FOUND = "alert not found"
 

@@ -1,6 +1,6 @@
 """``GET /health``: each component's real state and an overall status (no auth: probes).
 
-Semantics (README, "Health"):
+Semantics (docs/architecture.md, "Health"):
 
 * A component is ok only when its state is ``running``; any other state (``starting``,
   ``degraded``, ``stuck``, ``down``, ``failed``, ``stale``, ``unknown``...) is not.
@@ -19,7 +19,6 @@ Semantics (README, "Health"):
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from typing import Any
@@ -28,14 +27,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from citysight import keys
 from serve_app.api.deps import ctx
-from serve_app.store import keys
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
-COMPONENTS_KEY = keys.COMPONENTS
 COMPONENTS = ("redis", "ray", "rules", "inference", "streams", "ingress", "cameras")
 STALE_AFTER_S = 60.0
 PART_EXPIRE_S = 300.0
@@ -110,7 +106,7 @@ def read_components(r: Any, now: float | None = None) -> dict[str, dict[str, Any
     whole: dict[str, dict[str, Any]] = {}
     parts: dict[str, dict[str, dict[str, Any]]] = {}
     expired: list[str] = []
-    for name, value in r.hgetall(COMPONENTS_KEY).items():
+    for name, value in r.hgetall(keys.COMPONENTS).items():
         field = keys.text(name) or ""
         entry, age = _entry(value, now)
         base, sep, part = field.partition(":")
@@ -121,7 +117,7 @@ def read_components(r: Any, now: float | None = None) -> dict[str, dict[str, Any
         else:
             parts.setdefault(base, {})[part] = entry
     if expired:
-        r.hdel(COMPONENTS_KEY, *expired)
+        r.hdel(keys.COMPONENTS, *expired)
     for base, ps in parts.items():
         if base in whole:
             ps = {"": whole[base], **ps}

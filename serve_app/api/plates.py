@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
@@ -10,8 +9,6 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from serve_app.api.deps import ctx, parse_time_range
 from serve_app.auth import PlateQuerier
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/plates", tags=["plates"])
 

@@ -20,14 +20,14 @@ from typing import Any, Final
 
 from redis.exceptions import RedisError
 
-from citysight.contracts import CameraState, detections_stream
-from citysight.metrics import PRUNE_AFTER_S, ROLES, STALE_AFTER_S, metrics_key
+from citysight import keys
+from citysight.contracts import CameraState
+from citysight.keys import detections_stream, metrics_key
+from citysight.metrics import PRUNE_AFTER_S, STALE_AFTER_S
 from serve_app.metrics.exposition import Exposition, escape_label
-from serve_app.store import keys
 
 logger = logging.getLogger(__name__)
 
-RULES_GROUP: Final = "rules"  # the rules consumers' group (serve_app.consumer.GROUP)
 COMPONENT_STATES: Final = (
     "starting", "running", "degraded", "stuck", "down", "failed", "stale", "unknown"
 )  # fmt: skip
@@ -162,10 +162,6 @@ def _json_hash(raw: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _id_ms(entry_id: Any) -> int:
-    return int(_s(entry_id).partition("-")[0])
-
-
 def read_fleet(r: Any, shards: int) -> FleetState:
     """Read the city-wide state (two pipelined round trips; never raises on Redis errors).
 
@@ -179,14 +175,14 @@ def read_fleet(r: Any, shards: int) -> FleetState:
         pipe.time()
         pipe.hgetall(keys.CAMERA_HEALTH)
         pipe.hgetall(keys.COMPONENTS)
-        for role in ROLES:
+        for role in keys.METRICS_ROLES:
             pipe.hgetall(metrics_key(role))
         pipe.xlen(keys.DEAD_LETTER_STREAM)
         for s in range(shards):
             stream = detections_stream(s)
             pipe.xlen(stream)
             pipe.xinfo_groups(stream)
-            pipe.xpending(stream, RULES_GROUP)
+            pipe.xpending(stream, keys.RULES_GROUP)
         st.commands += len(pipe)
         res = pipe.execute(raise_on_error=False)
     except (RedisError, OSError) as exc:
@@ -200,11 +196,11 @@ def read_fleet(r: Any, shards: int) -> FleetState:
     st.now = float(sec) + float(usec) / 1e6  # Redis' clock: stream ids use it too
     st.cameras = _json_hash(res[1])
     st.components = _json_hash(res[2])
-    for i, role in enumerate(ROLES):
+    for i, role in enumerate(keys.METRICS_ROLES):
         st.snapshots[role] = _json_hash(res[3 + i])
-    dead = res[3 + len(ROLES)]
+    dead = res[3 + len(keys.METRICS_ROLES)]
     st.dead_letters = int(dead) if isinstance(dead, int) else 0
-    base = 4 + len(ROLES)
+    base = 4 + len(keys.METRICS_ROLES)
     after: list[tuple[ShardBacklog, str]] = []
     for s in range(shards):
         length, groups, pending = res[base + 3 * s : base + 3 * s + 3]
@@ -212,13 +208,13 @@ def read_fleet(r: Any, shards: int) -> FleetState:
         st.shards.append(b)
         group = None
         if isinstance(groups, list):
-            group = next((g for g in groups if _s(g.get("name")) == RULES_GROUP), None)
+            group = next((g for g in groups if _s(g.get("name")) == keys.RULES_GROUP), None)
         if group is None:
             continue
         b.group = True
         b.pending = int(group.get("pending") or 0)
         if isinstance(pending, dict) and pending.get("min"):
-            b.oldest_ms = _id_ms(pending["min"])
+            b.oldest_ms = keys.stream_id(pending["min"])[0]
         lag = group.get("lag")
         b.undelivered = int(lag) if lag is not None else 0
         if lag is None or int(lag) > 0:  # lag is unknown after deletions: look
@@ -242,7 +238,7 @@ def _first_undelivered(r: Any, after: list[tuple[ShardBacklog, str]], st: FleetS
         return
     for (b, _), rows in zip(after, res, strict=True):
         if isinstance(rows, list) and rows:
-            ms = _id_ms(rows[0][0])
+            ms = keys.stream_id(rows[0][0])[0]
             b.oldest_ms = ms if b.oldest_ms is None else min(b.oldest_ms, ms)
             b.undelivered = max(b.undelivered, 1)
 

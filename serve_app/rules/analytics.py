@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from citysight import keys
 from citysight.config import CameraConfig, CitysightConfig, Detector
 from citysight.contracts import (
     Alert,
@@ -43,15 +44,12 @@ from citysight.contracts import (
     Severity,
     make_alert_id,
 )
-from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
 from serve_app.store.lifecycle import OPEN_STATES
 
 logger = logging.getLogger(__name__)
 
 RULE_ID = "analytics_down"
-OPEN_KEY = "citysight:analytics-down"
-"""Hash: camera id → ``{"ids": [open analytics_down alert ids], "since": unix}``."""
 CAMERA_FRESH_S = 30.0
 """Camera health older than this (its worker died) cannot prove that analysis resumed."""
 DETECTOR_KINDS: dict[Detector, tuple[AlertKind, ...]] = {
@@ -126,7 +124,7 @@ class AnalyticsWatch:
         if not down:
             return []
         ids = sorted(down)
-        open_now = dict(zip(ids, self.r.hmget(OPEN_KEY, ids), strict=True))
+        open_now = dict(zip(ids, self.r.hmget(keys.ANALYTICS_DOWN, ids), strict=True))
         out: list[Alert] = []
         for cid in ids:
             if open_now[cid] is not None and self._still_open(cid, open_now[cid]):
@@ -166,7 +164,7 @@ class AnalyticsWatch:
         if not by:
             return
         self.r.hset(
-            OPEN_KEY,
+            keys.ANALYTICS_DOWN,
             mapping={
                 cid: json.dumps({"ids": sorted(a.id for a in al), "since": _ts(al[0])})
                 for cid, al in by.items()
@@ -194,7 +192,7 @@ class AnalyticsWatch:
     def reconcile(self, now: float | None = None) -> list[Alert]:
         """Resolve alerts whose camera is analysed again, deleted or disabled (see the doc)."""
         now = time.time() if now is None else now
-        rows = {keys.text(k) or "": v for k, v in self.r.hgetall(OPEN_KEY).items()}
+        rows = {keys.text(k) or "": v for k, v in self.r.hgetall(keys.ANALYTICS_DOWN).items()}
         if not rows:
             return []
         cams = sorted(rows)
@@ -222,11 +220,13 @@ class AnalyticsWatch:
         alerts = [self.alerts.get(i) for i in ids]
         if any(a is not None and a.state in OPEN_STATES for a in alerts):
             return True
-        self.r.hdel(OPEN_KEY, cid)  # ended by a person meanwhile: a new outage alerts again
+        self.r.hdel(
+            keys.ANALYTICS_DOWN, cid
+        )  # ended by a person meanwhile: a new outage alerts again
         return False
 
     def _resolve(self, cams: list[str], note: str) -> list[Alert]:
-        rows = self.r.hmget(OPEN_KEY, cams)
+        rows = self.r.hmget(keys.ANALYTICS_DOWN, cams)
         done: list[Alert] = []
         ended: list[str] = []
         for cid, raw in zip(cams, rows, strict=True):
@@ -238,7 +238,7 @@ class AnalyticsWatch:
                     done.append(a)
             ended.append(cid)
         if ended:
-            self.r.hdel(OPEN_KEY, *ended)
+            self.r.hdel(keys.ANALYTICS_DOWN, *ended)
         if done:
             self.resolved += len(done)
             logger.info("analytics_down resolved for %s: %s", ", ".join(ended), note)

@@ -27,9 +27,9 @@ from typing import Any
 
 import redis
 
+from citysight import keys
 from citysight.config import IncidentsConfig
 from citysight.contracts import Alert, AlertKind
-from serve_app.store import keys
 from serve_app.store.scripts import evalsha_pipelined
 
 logger = logging.getLogger(__name__)

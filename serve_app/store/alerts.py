@@ -23,9 +23,9 @@ from typing import Any, cast
 
 import redis
 
+from citysight import keys
 from citysight.config import CitysightConfig
 from citysight.contracts import Alert, AlertEvent, AlertKind, AlertState
-from serve_app.store import keys
 from serve_app.store.feed import publish_feed
 from serve_app.store.lifecycle import (
     FALSE_OUTCOMES,

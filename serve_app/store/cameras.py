@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import redis
 
+from citysight import keys
 from citysight.config import CameraConfig
-from serve_app.store import keys
 from serve_app.store.feed import publish_feed
-
-logger = logging.getLogger(__name__)
 
 
 class CameraRegistry:

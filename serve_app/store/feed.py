@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any, cast
 
 import redis
 
-from serve_app.store.keys import FEED_STREAM, text
-
-logger = logging.getLogger(__name__)
+from citysight.keys import FEED_STREAM, text
 
 
 def publish_feed(

@@ -9,15 +9,12 @@ per client.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from citysight.contracts import AlertKind, Severity
 from serve_app.auth import Principal
-
-logger = logging.getLogger(__name__)
 
 _SEVERITY_RANK = {s.value: s.rank for s in Severity}
 MAX_LIST = 1000

@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 import redis
 
-from citysight.metrics import (
-    Histogram,
-    InferenceMeter,
-    MeteredInference,
-    metrics_key,
-    publish_snapshot,
-)
+from citysight.keys import metrics_key
+from citysight.metrics import Histogram, InferenceMeter, MeteredInference, publish_snapshot
 
 
 class _Detectors:

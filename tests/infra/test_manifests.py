@@ -354,7 +354,7 @@ def test_control_process_runs_the_supervisor_without_serve() -> None:
 
 
 def test_serve_config_v2_is_generated_from_the_cluster_config() -> None:
-    from citysight.serve_config import build_serve_config
+    from citysight.app.serve_config import build_serve_config
 
     embedded = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
     assert embedded == build_serve_config(_cluster_config())

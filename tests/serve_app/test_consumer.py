@@ -13,15 +13,10 @@ import pytest
 import redis
 
 from citysight.config import CitysightConfig
-from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
-    CameraState,
-    CameraStatus,
-    FrameResult,
-    ObjectClass,
-    detections_stream,
-)
-from serve_app.consumer import GROUP, DetectionsConsumer
+from citysight.contracts import CameraState, CameraStatus, FrameResult, ObjectClass
+from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
+from citysight.keys import RULES_GROUP as GROUP
+from serve_app.consumer import DetectionsConsumer
 from serve_app.store import AlertStore
 
 S0 = detections_stream(0)

@@ -7,7 +7,8 @@ import time
 import redis
 
 from citysight.config import CitysightConfig
-from citysight.contracts import FrameResult, ObjectClass, detections_stream
+from citysight.contracts import FrameResult, ObjectClass
+from citysight.keys import detections_stream
 
 BASE = {
     "cameras": [{"id": "c1", "url": "rtsp://h/1", "latitude": 1, "longitude": 2}],

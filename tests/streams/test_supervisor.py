@@ -11,12 +11,11 @@ import ray
 import redis
 
 from citysight.config import CameraConfig, CameraProfile, StreamsService
-from citysight.contracts import FrameResult, detections_stream
-from streams.supervisor import (
-    CAMERA_CHANGED_CHANNEL,
-    CAMERA_REGISTRY_KEY,
-    StreamSupervisorActor,
-)
+from citysight.contracts import FrameResult
+from citysight.keys import CAMERAS as CAMERA_REGISTRY_KEY
+from citysight.keys import CAMERAS_CHANGED as CAMERA_CHANGED_CHANNEL
+from citysight.keys import detections_stream
+from streams.supervisor import StreamSupervisorActor
 from streams.testing.infer import empty_infer_factory
 
 

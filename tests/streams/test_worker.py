@@ -13,16 +13,11 @@ import pytest
 import redis
 
 from citysight.config import CameraConfig, CameraProfile, StreamsService
-from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
-    CameraState,
-    CameraStatus,
-    FrameResult,
-    detections_stream,
-    shard_of,
-)
+from citysight.contracts import CameraState, CameraStatus, FrameResult, shard_of
+from citysight.keys import CAMERA_HEALTH as CAMERA_HEALTH_KEY
+from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from streams.testing.infer import empty_infer_factory, red_blob_infer_factory
-from streams.worker import CAMERA_HEALTH_KEY, StreamWorker
+from streams.worker import StreamWorker
 
 
 def _cam(cid: str, url: Path, **profile: object) -> CameraConfig:

@@ -18,9 +18,9 @@ import redis
 
 from benchmarks.city.scenario import city_config_dict, make_tokens, principals
 from benchmarks.locust.run import check_target, main, summarise
+from citysight.app.services.redis_server import free_port
 from citysight.config import parse_config
 from citysight.contracts import Alert, AlertKind, Location, Severity
-from citysight.services.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -253,7 +253,7 @@ def test_cli_options_and_time_bound() -> None:
 
 def test_bench_soak_is_wired_into_the_cli() -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "citysight.cli", "bench", "soak", "--help"],
+        [sys.executable, "-m", "citysight", "bench", "soak", "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,

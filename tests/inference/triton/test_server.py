@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from testkit import dashboard_queries, exposition_series, query_problems
 from tritonclient.utils import InferenceServerException
 
-from citysight.testing import dashboard_queries, exposition_series, query_problems
 from inference.triton.pymodel import canary_frame, find_canary_boxes
 from inference.triton.server import LocalTriton, TritonStartError, prepare_server_tree, server_env
 

@@ -19,9 +19,10 @@ import redis
 from websockets.asyncio.client import connect
 
 from benchmarks.fanout.world import ServerThread, seed_principals, token_of
+from citysight.app.services.redis_server import free_port
 from citysight.config import CameraConfig, CitysightConfig
-from citysight.contracts import CAMERA_STATUS_STREAM, CameraState, CameraStatus
-from citysight.services.redis_server import free_port
+from citysight.contracts import CameraState, CameraStatus
+from citysight.keys import CAMERA_STATUS_STREAM
 from serve_app.consumer import DetectionsConsumer
 from serve_app.http import create_api
 from serve_app.store.alerts import AlertStore

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from testkit import IN_CI
 
 from benchmarks.fanout.world import ServerThread, world_config
 from benchmarks.map import run as bench
-from citysight.services.redis_server import free_port
-from citysight.testing import IN_CI
+from citysight.app.services.redis_server import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

@@ -15,10 +15,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from citysight import keys
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import CameraState, CameraStatus
 from serve_app.http import create_api
-from serve_app.store import keys
 
 CAMS = ("c1", "c2")
 

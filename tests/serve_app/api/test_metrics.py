@@ -21,17 +21,18 @@ import pytest
 import redis
 import yaml
 from fastapi.testclient import TestClient
+from testkit import ROOT, Series, dashboard_queries, exposition_series, query_problems
 
 from benchmarks.fanout.world import make_alert, seed_principals, token_of
+from citysight import keys
+from citysight.app.runtime import inference_component, make_infer, write_component
 from citysight.config import CitysightConfig, InferenceService
-from citysight.contracts import CameraStatus, detections_stream, shard_of
-from citysight.metrics import metered_inference, metrics_key
-from citysight.runtime import inference_component, make_infer, write_component
-from citysight.testing import ROOT, Series, dashboard_queries, exposition_series, query_problems
+from citysight.contracts import CameraStatus, shard_of
+from citysight.keys import detections_stream, metrics_key
+from citysight.metrics import metered_inference
 from serve_app.consumer import DetectionsConsumer
 from serve_app.http import create_api
 from serve_app.metrics.fleet import read_fleet
-from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
 from streams.testing.h264 import write_clip
 from streams.worker import StreamWorker
@@ -340,7 +341,7 @@ def test_scrape_cost_does_not_grow_with_cameras(world: World) -> None:
 
 def test_metrics_without_redis_still_answers(world: World) -> None:
     """Redis unreachable: 200 with citysight_redis_up 0 and the replica's own families."""
-    from citysight.services.redis_server import free_port
+    from citysight.app.services.redis_server import free_port
 
     app = create_api(world.cfg, f"redis://127.0.0.1:{free_port()}/0")
     with TestClient(app) as c:

@@ -25,6 +25,7 @@ import redis
 
 from benchmarks.fanout.world import ROLES, ServerThread, seed_principals, token_of
 from benchmarks.map import run as bench
+from citysight.app.services.redis_server import free_port
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
     Alert,
@@ -35,7 +36,6 @@ from citysight.contracts import (
     Location,
     Severity,
 )
-from citysight.services.redis_server import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect

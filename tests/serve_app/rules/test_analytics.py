@@ -11,18 +11,14 @@ import time
 import pytest
 import redis
 
+from citysight import keys
 from citysight.config import CitysightConfig
-from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
-    AlertKind,
-    AlertState,
-    CameraState,
-    CameraStatus,
-    Severity,
-)
+from citysight.contracts import AlertKind, AlertState, CameraState, CameraStatus, Severity
+from citysight.keys import ANALYTICS_DOWN as OPEN_KEY
+from citysight.keys import CAMERA_STATUS_STREAM
 from serve_app.consumer import DetectionsConsumer
-from serve_app.rules.analytics import OPEN_KEY, departments_for
-from serve_app.store import AlertStore, keys
+from serve_app.rules.analytics import departments_for
+from serve_app.store import AlertStore
 
 CFG = CitysightConfig.model_validate({
     "cameras": [
