@@ -526,11 +526,14 @@ class Cluster:
         if h.kind == RAY_WORKER:
             self._start_ray(h)
         elif h.kind == RAY_HEAD:
+            # workers first: their raylets still name the old GCS address on their command
+            # lines, and `ray start --head` scans the machine's processes for that address
+            # and refuses to start ("already running")
+            workers = [w for w in self.spec.hosts if w.kind == RAY_WORKER]
+            for w in workers:
+                netns.kill_namespace(self.spec.ns(w.name))
             self._start_ray(h)
-            for w in self.spec.hosts:
-                if w.kind == RAY_WORKER:
-                    netns.kill_namespace(self.spec.ns(w.name))
-                    self._start_ray(w)
+            self._parallel(workers, self._start_ray)
             self.wait_ray_nodes()
         elif h.kind == REDIS:
             primary = self.redis_primary()
