@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.cluster.cli", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    def cmd(name: str, help_: str) -> argparse.ArgumentParser:
+    def add(name: str, help_: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, parents=[common])
 
-    up = cmd("up", "build the cluster and leave it running")
+    up = add("up", "build the cluster and leave it running")
     up.add_argument("--subnet", default=DEFAULT_SUBNET)
     up.add_argument("--stream-nodes", type=int, default=2)
     up.add_argument(
@@ -71,16 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--sentinels", type=int, default=3)
     up.add_argument("--num-cpus", type=int, default=2, help="logical CPUs per Ray node")
-    down = cmd("down", "remove the cluster (and a crashed run's leftovers)")
+    down = add("down", "remove the cluster (and a crashed run's leftovers)")
     down.add_argument("--force", action="store_true", help="even if a live process owns it")
-    st = cmd("status", "nodes, Ray's view of them, Redis as Sentinel sees it")
+    st = add("status", "nodes, Ray's view of them, Redis as Sentinel sees it")
     st.add_argument("--no-ray", action="store_true", help="skip asking the GCS (faster)")
-    k = cmd("kill", "SIGKILL every process of a host")
+    k = add("kill", "SIGKILL every process of a host")
     k.add_argument("host")
-    r = cmd("restore", "start a killed host again")
+    r = add("restore", "start a killed host again")
     r.add_argument("host")
-    cmd("failover", "kill the Redis primary and time the Sentinel failover")
-    ex = cmd("exec", "run a command inside a host (env: RAY_ADDRESS...)")
+    add("failover", "kill the Redis primary and time the Sentinel failover")
+    ex = add("exec", "run a command inside a host (env: RAY_ADDRESS...)")
     ex.add_argument("host")
     ex.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)

@@ -23,6 +23,7 @@ def _ips(c: Cluster, kind: str) -> set[str]:
 
 
 def test_every_host_is_up_with_its_role(cluster: Cluster) -> None:
+    print(f"bring-up: { {k: round(v, 2) for k, v in cluster.timings.items()} }")
     st = cluster.status()
     assert st["up"], st
     by_name = {n["name"]: n for n in st["nodes"]}

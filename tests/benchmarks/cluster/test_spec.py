@@ -122,3 +122,20 @@ def test_redis_and_sentinel_configs(tmp_path: Path) -> None:
     assert f"sentinel monitor {MASTER_NAME} 10.213.0.21 6379 2" in sconf
     assert f"sentinel down-after-milliseconds {MASTER_NAME} 1500" in sconf
     assert "bind 10.213.0.32 127.0.0.1" in sconf
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["status", "--prefix", "zq9"], "no cluster with prefix 'zq9' is up"),
+        (["kill", "stream1", "--prefix", "zq9"], "no cluster with prefix 'zq9' is up"),
+        (["up", "--prefix", "Bad!"], "prefix 'Bad!'"),
+    ],
+)
+def test_cli_reports_bad_requests(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.cluster.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
