@@ -26,6 +26,7 @@ def prefix() -> Iterator[str]:
     p = f"cz{os.getpid() % 10000}"
     yield p
     netns.purge(p, ClusterSpec(prefix=p).root)
+    lock_path(p).unlink(missing_ok=True)  # a per-run prefix: do not leave its lock behind
     for extra in (f"{p}x-decoy", f"{p}x-dummy"):
         netns.run_ip("netns", "del", extra, check=False)
         netns.run_ip("link", "del", extra, check=False)
