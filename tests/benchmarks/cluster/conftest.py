@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from clusterkit import TEST_SLOTS, need_netns
 
 from benchmarks.cluster.harness import Cluster, up_first_free
 from benchmarks.cluster.spec import ClusterSpec
-from benchmarks.cluster.testing import TEST_SLOTS, need_netns
 
 
 @pytest.fixture(scope="module")

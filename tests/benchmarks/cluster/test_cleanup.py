@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clusterkit import need_netns
 
 from benchmarks.cluster import netns
 from benchmarks.cluster.harness import Cluster, ClusterBusy, lock_path
 from benchmarks.cluster.spec import ClusterSpec
-from benchmarks.cluster.testing import need_netns
 
 pytestmark = pytest.mark.cluster
 
