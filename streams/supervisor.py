@@ -22,7 +22,7 @@ import ray
 import redis
 from pydantic import ValidationError
 
-from citysight import keys
+from citysight import keys, redisconn
 from citysight.config import CameraConfig, StreamsService
 from streams.reader import ReaderOptions
 from streams.ring import HashRing
@@ -60,7 +60,7 @@ class StreamSupervisor:
     ) -> None:
         self.cfg = streams_cfg
         self.redis_url = redis_url
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = redisconn.connect(redis_url)
         self.infer_factory = infer_factory
         self.reader_options = reader_options
         self.resync_s = resync_s
