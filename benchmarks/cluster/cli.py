@@ -1,4 +1,6 @@
-"""``python -m benchmarks.cluster.cli up|down|status|kill|restore|failover|exec`` (as root).
+"""``citysight cluster up|down|status|kill|restore|failover|exec`` (as root).
+
+Also ``python -m benchmarks.cluster.cli ...``.
 
 ``up`` builds the cluster and leaves it running (a keeper process holds its lock);
 ``down`` removes it, and whatever a crashed earlier run left with the same prefix.
@@ -51,13 +53,13 @@ def _cluster(args: argparse.Namespace) -> Cluster:
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "citysight cluster") -> int:
     """Entry point; returns the process exit code."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--prefix", default=DEFAULT_PREFIX, help="names every namespace and link")
     common.add_argument("--json", action="store_true", help="print JSON")
     common.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.cluster.cli", description=__doc__)
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     def add(name: str, help_: str) -> argparse.ArgumentParser:
@@ -136,5 +138,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# `citysight cluster <name>` targets (citysight/app/cli.py GROUPS): each takes what follows
+def up_main(argv: list[str]) -> int:
+    """``citysight cluster up``: build the cluster and leave it running."""
+    return main(["up", *argv])
+
+
+def down_main(argv: list[str]) -> int:
+    """``citysight cluster down``: remove the cluster and a crashed run's leftovers."""
+    return main(["down", *argv])
+
+
+def status_main(argv: list[str]) -> int:
+    """``citysight cluster status``: nodes, Ray's view, Redis as Sentinel sees it."""
+    return main(["status", *argv])
+
+
+def kill_main(argv: list[str]) -> int:
+    """``citysight cluster kill HOST``: SIGKILL every process of a host."""
+    return main(["kill", *argv])
+
+
+def restore_main(argv: list[str]) -> int:
+    """``citysight cluster restore HOST``: start a killed host again."""
+    return main(["restore", *argv])
+
+
+def failover_main(argv: list[str]) -> int:
+    """``citysight cluster failover``: kill the Redis primary and time the failover."""
+    return main(["failover", *argv])
+
+
+def exec_main(argv: list[str]) -> int:
+    """``citysight cluster exec HOST -- CMD``: run a command inside a host."""
+    return main(["exec", *argv])
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog="python -m benchmarks.cluster.cli"))

@@ -387,7 +387,20 @@ class Cluster:
 
     # -- Ray -------------------------------------------------------------------------------
 
-    def _start_ray(self, h: Host) -> None:
+    def _start_ray(self, h: Host, attempts: int = 3) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_ray_once(h)
+                return
+            except ClusterError as exc:
+                # `ray start` gives a raylet a fixed 30 s to register with the GCS; a machine
+                # loaded by other work misses that now and then: start the node afresh
+                if attempt == attempts or "timed out during startup" not in str(exc):
+                    raise
+                logger.warning("ray start on %s timed out (attempt %d); again", h.name, attempt)
+                netns.kill_namespace(self.spec.ns(h.name))
+
+    def _start_ray_once(self, h: Host) -> None:
         folder = self.spec.root / h.name
         folder.mkdir(exist_ok=True)
         with open(folder / "ray-start.log", "ab") as log:
