@@ -111,8 +111,15 @@ class StreamSupervisor:
             ray.kill(w)
         self.redis.close()
 
+    def _actor_options(self) -> dict[str, Any]:
+        """Placement of every worker: on a node with ``node_resource``, spread over them."""
+        if not self.cfg.node_resource:
+            return {}
+        # a share, not a unit: several workers fit on one node of the role
+        return {"resources": {self.cfg.node_resource: 0.01}, "scheduling_strategy": "SPREAD"}
+
     def _spawn(self) -> Any:
-        return StreamWorkerActor.remote(
+        return StreamWorkerActor.options(**self._actor_options()).remote(
             [], self.cfg, self.redis_url, self.infer_factory, self.reader_options
         )
 

@@ -283,6 +283,53 @@ def _audit(
     }
 
 
+def wait_cost(spec: ClusterSpec, n: int = 200) -> dict[str, Any]:
+    """Milliseconds of an alert-sized write alone and followed by ``WAIT 1`` (the guarantee's
+    price), measured across the bridge on the primary."""
+    r = _master(spec)
+    body = "x" * 1500  # about one alert's JSON
+    out: dict[str, Any] = {}
+    for name, wait in (("write_ms", False), ("write_wait1_ms", True)):
+        ms: list[float] = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            r.set(f"bench:cluster:wait:{i}", body)
+            if wait:
+                r.wait(1, 1000)
+            ms.append((time.perf_counter() - t0) * 1000)
+        out[name] = latency_summary(ms)
+    r.delete(*[f"bench:cluster:wait:{i}" for i in range(n)])
+    return out
+
+
+def planner_view(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, Any]:
+    """What ``citysight plan`` predicts for this layout, next to what was measured.
+
+    The planner sizes capacity (Redis shards, rules CPU, GPU nodes); it has no model of
+    failover, so recovery times have nothing to compare with (said so in the output).
+    """
+    res = subprocess.run(
+        [sys.executable, "-m", "citysight", "plan", "--cameras", str(args.cameras),
+         "--analytics-fps", str(args.fps), "--gpu", "L4", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if res.returncode != 0:
+        return {"error": res.stderr.strip()[-300:]}
+    plan = json.loads(res.stdout)
+    rules = measured.get("rules_at_end") or {}
+    rate = args.cameras * args.fps
+    return {
+        "results_per_s": rate,
+        "redis_shards": {"planned": plan["redis_shards"]["value"], "ran_with": 1,
+                         "basis": plan["redis_shards"]["basis"]},
+        "rules_cpu_cores": {"planned": plan["rules_cpu_cores"]["value"],
+                            "ran_with": "1 consumer (one Ray node of 2 logical CPUs)"},
+        "rules_kept_up": rules.get("state") == "running",
+        "recovery": "the planner has no failover model: it predicts no detection or recovery "
+                    "times, and no cost of WAIT",
+    }  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Bring the cluster up, run the city with the faults, tear it down; the results."""
     faults = [f for f in args.faults.split(",") if f]
@@ -377,6 +424,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["subscriber"] = {k: v for k, v in s.items() if k != "latency_ms"}
         out["duration_s"] = round(t_end - t_ready, 1)
         out["load_avg_end"] = os.getloadavg()[0]
+        out["wait_cost"] = wait_cost(spec)
+        out["planner"] = planner_view(args, out)
     finally:
         for p in (driver, sub):
             if p is not None and p.poll() is None:
@@ -384,6 +433,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 p.wait(10)
         out["teardown"] = c.down(force=True)
     return out
+
+
+def plot(res: dict[str, Any], path: Path) -> bool:
+    """Bar chart of detection and recovery per fault (``False``: no matplotlib installed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    faults = [f for f in res["faults"] if "error" not in f]
+    names = [f["fault"] for f in faults]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [f["detected_s"] or 0 for f in faults], 0.4, label="detected")
+    ax.bar([i + 0.2 for i in x], [f["recovery_s"] for f in faults], 0.4, label="recovered")
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("seconds after the kill")
+    ax.set_title(
+        f"{res['nodes']} Ray nodes, {res['cameras']} cameras: lost {res['alerts']['lost']}, "
+        f"duplicates {res['alerts']['duplicates']} of {res['alerts']['acked']} acked alerts"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -401,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+        plot(res, Path(args.out).with_suffix(".png"))
     if args.json:
         print(json.dumps(res, indent=1, sort_keys=True))
     else:

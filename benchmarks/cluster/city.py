@@ -79,6 +79,7 @@ def bench_config(spec: dict[str, Any]) -> CitysightConfig:
         "alert_wait_ms": int(spec["alert_wait_ms"]),
     }
     doc["services"]["streams"]["workers"] = int(spec["workers"])
+    doc["services"]["streams"]["node_resource"] = STREAM_NODE
     return CitysightConfig.model_validate(doc)
 
 
@@ -256,9 +257,10 @@ def _driver(spec: dict[str, Any]) -> int:
     ray.get(rules.info.remote(), timeout=120)
 
     class Supervisor(StreamSupervisor):
+        # the product's placement (services.streams.node_resource), simulated workers
         def _spawn(self) -> Any:
             return CameraWorker.options(  # type: ignore[attr-defined]
-                resources={STREAM_NODE: 0.01}, scheduling_strategy="SPREAD"
+                **self._actor_options()
             ).remote(url, index, spec)
 
     sup = Supervisor(

@@ -103,6 +103,7 @@ class Cluster:
         self.spec = spec
         self._lock_fd: int | None = None
         self.timings: dict[str, float] = {}
+        self._retry_lock = threading.Lock()
 
     # -- ownership -------------------------------------------------------------------------
 
@@ -387,10 +388,16 @@ class Cluster:
 
     # -- Ray -------------------------------------------------------------------------------
 
-    def _start_ray(self, h: Host, attempts: int = 3) -> None:
+    def _start_ray(self, h: Host, attempts: int = 4) -> None:
         for attempt in range(1, attempts + 1):
             try:
-                self._start_ray_once(h)
+                if attempt == 1:
+                    self._start_ray_once(h)
+                else:
+                    # one node at a time: nodes registering side by side are what a loaded
+                    # machine could not fit in the window
+                    with self._retry_lock:
+                        self._start_ray_once(h)
                 return
             except ClusterError as exc:
                 # `ray start` gives a raylet a fixed 30 s to register with the GCS; a machine

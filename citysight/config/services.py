@@ -232,6 +232,14 @@ class StreamsService(Strict):
     """Stream ingest."""
 
     workers: int = _f("Workers", "Stream-worker actors.", default=1, ge=1, le=4096)
+    node_resource: str | None = _f(
+        "Node resource",
+        "Ray custom resource every stream worker asks for (a share of it), so workers run only "
+        "on nodes that advertise it: stream_node, as the KubeRay stream-workers group and the "
+        "namespace cluster's stream nodes do (docs/cluster.md); empty: any node.",
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+    )
     shards: int = _f(
         "Shards", "Detections streams (citysight:detections:{0..n-1}).", default=4, ge=1, le=1024
     )
