@@ -149,6 +149,16 @@ def _wait(pred: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> fl
     return time.time()
 
 
+def _restore(c: Cluster, name: str) -> bool | str:
+    """Restart a killed host for the next fault; the measurement stands either way."""
+    try:
+        c.restore_node(name)
+        return True
+    except (ClusterError, subprocess.TimeoutExpired) as exc:
+        logger.warning("restoring %s failed: %s", name, str(exc)[-300:])
+        return str(exc).strip().splitlines()[-1][:200]
+
+
 def _fault_stream_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[str, Any]:
     st = w.latest()
     stream_ips = {h.ip: h.name for h in c.spec.hosts if "stream_node" in h.resources}
@@ -169,9 +179,10 @@ def _fault_stream_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[s
         args.timeout,
         "every camera publishing again",
     )
-    c.restore_node(victim)
+    restored = _restore(c, victim)
     return {
         "fault": "stream_node",
+        "restored": restored,
         "host": victim,
         "cameras_moved": per_ip[victim_ip],
         "detected_s": round(seen["t"] - t_kill, 2),
@@ -197,9 +208,10 @@ def _fault_serve_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[st
         args.timeout,
         "the rules consumer acknowledging alerts on another node",
     )
-    c.restore_node(victim)
+    restored = _restore(c, victim)
     return {
         "fault": "serve_node",
+        "restored": restored,
         "host": victim,
         "rescheduled_to": back["rules"]["ip"],
         "detected_s": round(dead["t"] - t_kill, 2),
@@ -425,7 +437,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["duration_s"] = round(t_end - t_ready, 1)
         out["load_avg_end"] = os.getloadavg()[0]
         out["wait_cost"] = wait_cost(spec)
-        out["planner"] = planner_view(args, out)
+        out["vs_planner"] = planner_view(args, out)
     finally:
         for p in (driver, sub):
             if p is not None and p.poll() is None:

@@ -401,11 +401,32 @@ class Cluster:
                 return
             except ClusterError as exc:
                 # `ray start` gives a raylet a fixed 30 s to register with the GCS; a machine
-                # loaded by other work misses that now and then: start the node afresh
-                if attempt == attempts or "timed out during startup" not in str(exc):
+                # loaded by other work misses that now and then. The raylet it started keeps
+                # trying: when it registers late the node is up; else start it afresh.
+                if "timed out during startup" not in str(exc):
+                    raise
+                if h.kind == RAY_WORKER and self._registers_late(h, 60.0):
+                    logger.warning("ray start on %s timed out, its raylet registered late", h.name)
+                    return
+                if attempt == attempts:
                     raise
                 logger.warning("ray start on %s timed out (attempt %d); again", h.name, attempt)
                 netns.kill_namespace(self.spec.ns(h.name))
+
+    def _registers_late(self, h: Host, timeout_s: float) -> bool:
+        """Whether ``h``'s raylet, still running, becomes a live node within ``timeout_s``."""
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            if not any(_comm(p) == "raylet" for p in netns.ns_pids(self.spec.ns(h.name))):
+                return False
+            try:
+                nodes = self.ray_nodes(timeout_s=max(5.0, t_end - time.monotonic()))
+            except (ClusterError, subprocess.TimeoutExpired):
+                continue
+            if any(n["alive"] and n["ip"] == h.ip for n in nodes):
+                return True
+            time.sleep(1.0)
+        return False
 
     def _start_ray_once(self, h: Host) -> None:
         folder = self.spec.root / h.name
