@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from testkit import IN_CI
 
 from citysight.app.services.redis_server import free_port
 
@@ -35,7 +36,10 @@ class Proc:
         folder.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-sentinel" if sentinel else "redis-server")
         if binary is None:
-            pytest.skip("redis-sentinel is not installed (infra/local/setup.sh installs it)")
+            msg = "redis-sentinel is not installed (infra/local/setup.sh --test installs it)"
+            if IN_CI:
+                pytest.fail(msg)
+            pytest.skip(msg)
         if sentinel:
             conf = folder / "sentinel.conf"  # Sentinel rewrites its config: one file per process
             conf.write_text("\n".join(args) + "\n")

@@ -17,7 +17,8 @@ from benchmarks.cluster import bench
 from benchmarks.cluster.harness import Cluster
 from benchmarks.cluster.spec import ClusterSpec
 
-pytestmark = pytest.mark.cluster
+# bring-up, the run, two restores: ~5 min at a load average of 18 on 2 cores
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
 
 # outside the fixtures' slots (clusterkit.TEST_SLOTS): this test builds its own cluster
 PREFIX, SUBNET = "cstc", "10.213.110.0/24"
