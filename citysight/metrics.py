@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
+from citysight import redisconn
 from citysight.keys import metrics_key
 
 logger = logging.getLogger(__name__)
@@ -165,14 +166,13 @@ class MeteredInference:
         self, inner: Callable[[Any], list[Any]], redis_url: str, period_s: float = PUBLISH_PERIOD_S
     ) -> None:
         """Wrap ``inner`` and start publishing to the Redis at ``redis_url``."""
-        import redis
 
         self._inner = inner
         self.meter = InferenceMeter()
         self._measured = self.meter.wrap(inner)
         self.instance = instance_id()
         self.period_s = period_s
-        self._r = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self._r = redisconn.connect(redis_url, socket_timeout=5)
         self._stop = threading.Event()
         self.publish()
         self._thread = threading.Thread(

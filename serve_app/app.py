@@ -66,8 +66,8 @@ def app_config(args: dict[str, Any]) -> tuple[CitysightConfig, str]:
     redis_url = args.get("redis_url") or cfg.services.redis.connection_url()
     if not redis_url:
         raise ValueError(
-            "the Serve app needs Redis: set services.redis.url (an embedded Redis is started "
-            "only by `citysight run`/`demo`) or pass redis_url"
+            "the Serve app needs Redis: set services.redis.url or sentinels (an embedded Redis "
+            "is started only by `citysight run`/`demo`) or pass redis_url"
         )
     return cfg, str(redis_url)
 

@@ -61,7 +61,7 @@ from typing import Any, cast
 import redis
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
-from citysight import keys
+from citysight import keys, redisconn
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
     Alert,
@@ -144,7 +144,7 @@ class DetectionsConsumer:
         engine_kwargs: dict[str, Any] | None = None,
         on_batch: Callable[[list[FrameResult], list[Alert], float], None] | None = None,
     ) -> None:
-        self.r = redis.Redis.from_url(redis_url, health_check_interval=30, protocol=2)
+        self.r = redisconn.connect(redis_url, health_check_interval=30, protocol=2)
         self.cfg = cfg
         self.name = consumer_name
         self.shards = sorted(set(shards))
@@ -469,7 +469,13 @@ class DetectionsConsumer:
                 return out
 
     def _write(self, out: EngineOutput) -> None:
-        """Write ``out`` after any backlog; on failure it stays queued and this raises."""
+        """Write ``out`` after any backlog; on failure it stays queued and this raises.
+
+        With ``services.redis.alert_replicas`` set, an output with alerts counts as written
+        only once ``WAIT`` says that many replicas hold it; fewer raises
+        :class:`NotReplicated` (the detections stay pending and the output is written again:
+        alert writes are idempotent per alert id).
+        """
         self._unwritten.append(out)
         while self._unwritten:
             first = self._unwritten[0]
@@ -482,7 +488,24 @@ class DetectionsConsumer:
                 # item by item and dead-letter what cannot be written (never drop it).
                 logger.exception("writing a batch output failed; writing it item by item")
                 self._write_isolated(first)
+            if first.alerts:
+                self._wait_replicas(len(first.alerts))
             self._unwritten.popleft()
+
+    def _wait_replicas(self, alerts: int) -> None:
+        """``WAIT`` for ``alert_replicas`` replicas; raises :class:`NotReplicated` on fewer."""
+        want = self.cfg.services.redis.alert_replicas
+        if want <= 0:
+            return
+        timeout_ms = self.cfg.services.redis.alert_wait_ms
+        t0 = time.monotonic()
+        got = int(self.r.wait(want, timeout_ms))
+        self.stats["wait_ms"] = round((time.monotonic() - t0) * 1000, 2)
+        if got < want:
+            self.stats["not_replicated"] = self.stats.get("not_replicated", 0) + 1
+            raise NotReplicated(
+                f"{alerts} alert(s) reached {got} of {want} replica(s) within {timeout_ms} ms"
+            )
 
     def _write_one(self, out: EngineOutput, *, retry: bool) -> None:
         # Incidents first: the saved alert carries its incident id. A retry keeps the ids
@@ -940,6 +963,10 @@ def summarise_consumers(entries: dict[str, dict[str, Any] | None], now: float) -
         for n, e in states.items()
     }
     return {"state": worst.get("state"), "detail": detail, "updated_at": now}
+
+
+class NotReplicated(redis.RedisError):
+    """Alerts written to the primary but not to ``services.redis.alert_replicas`` replicas."""
 
 
 def _is_redis_side(exc: BaseException) -> bool:

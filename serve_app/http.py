@@ -16,7 +16,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import redis
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -24,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from citysight import redisconn
 from citysight.config import CitysightConfig
 from citysight.keys import metrics_key
 from citysight.metrics import PUBLISH_PERIOD_S
@@ -78,7 +78,7 @@ class ApiContext:
         """
         self.cfg = cfg
         self.redis_url = redis_url
-        self.redis = redis.Redis.from_url(
+        self.redis = redisconn.connect(
             redis_url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=30
         )
         self.resolver = PrincipalResolver(self.redis)

@@ -22,7 +22,7 @@ import ray
 import redis
 from pydantic import ValidationError
 
-from citysight import keys
+from citysight import keys, redisconn
 from citysight.config import CameraConfig, StreamsService
 from streams.reader import ReaderOptions
 from streams.ring import HashRing
@@ -60,7 +60,7 @@ class StreamSupervisor:
     ) -> None:
         self.cfg = streams_cfg
         self.redis_url = redis_url
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = redisconn.connect(redis_url)
         self.infer_factory = infer_factory
         self.reader_options = reader_options
         self.resync_s = resync_s
@@ -111,8 +111,15 @@ class StreamSupervisor:
             ray.kill(w)
         self.redis.close()
 
+    def _actor_options(self) -> dict[str, Any]:
+        """Placement of every worker: on a node with ``node_resource``, spread over them."""
+        if not self.cfg.node_resource:
+            return {}
+        # a share, not a unit: several workers fit on one node of the role
+        return {"resources": {self.cfg.node_resource: 0.01}, "scheduling_strategy": "SPREAD"}
+
     def _spawn(self) -> Any:
-        return StreamWorkerActor.remote(
+        return StreamWorkerActor.options(**self._actor_options()).remote(
             [], self.cfg, self.redis_url, self.infer_factory, self.reader_options
         )
 

@@ -33,7 +33,7 @@ import numpy.typing as npt
 import ray
 import redis
 
-from citysight import keys
+from citysight import keys, redisconn
 from citysight.config import CameraConfig, StreamsService
 from citysight.contracts import CameraState, CameraStatus, FrameBatch, FrameResult, shard_of
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
@@ -85,7 +85,7 @@ class StreamWorker:
         autostart: bool = True,
     ) -> None:
         self.cfg = streams_cfg
-        self.redis = redis.Redis.from_url(redis_url)
+        self.redis = redisconn.connect(redis_url)
         self.reader_options = reader_options or ReaderOptions(
             max_restarts=streams_cfg.max_restarts,
             restart_window_s=streams_cfg.restart_window_s,

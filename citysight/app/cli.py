@@ -39,6 +39,12 @@ GROUPS: dict[str, dict[str, str]] = {
         "nvdec": "benchmarks.nvdec.cli:main",
         "metrics": "benchmarks.metrics.cli:main",
         "soak": "benchmarks.soak.run:main",
+        "cluster": "benchmarks.cluster.bench:main",
+    },
+    # a multi-host cluster on this machine, one network namespace per host (as root)
+    "cluster": {
+        name: f"benchmarks.cluster.cli:{name}_main"
+        for name in ("up", "down", "status", "kill", "restore", "failover", "exec")
     },
 }
 
@@ -200,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="write the schema here")
     c.set_defaults(func=_cmd_config)
 
-    for group, help_ in (("bench", "benchmarks"), ("models", "model files")):
+    for group, help_ in (
+        ("bench", "benchmarks"),
+        ("models", "model files"),
+        ("cluster", "a multi-host cluster in network namespaces, as root (docs/cluster.md)"),
+    ):
         g = sub.add_parser(group, help=f"{help_}: " + ", ".join(GROUPS[group]))
         g.add_argument("name", choices=sorted(GROUPS[group]))
         g.add_argument("rest", nargs=argparse.REMAINDER)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from citysight import keys
+from citysight import keys, redisconn
 from citysight.app.services.redis_server import EmbeddedRedis, ServiceError, port_in_use
 from citysight.config import CitysightConfig
 from citysight.metrics import metered_inference
@@ -276,21 +276,21 @@ class Runtime:
         import redis
 
         rcfg = self.cfg.services.redis
-        if rcfg.url:
+        if rcfg.url or rcfg.sentinels:
             from citysight.urls import redact
 
             try:
                 # Every client (Serve replicas, stream workers) gets the password this way.
-                url = rcfg.connection_url() or rcfg.url
+                url = rcfg.connection_url() or rcfg.url or ""
             except ValueError as exc:
                 raise ServiceError(f"services.redis.password_env: {exc}") from None
-            client = redis.Redis.from_url(url, socket_timeout=3)
+            client = redisconn.connect(url, socket_timeout=3)
             try:
                 client.ping()
             except redis.RedisError as exc:
                 raise ServiceError(
-                    f"Redis at {redact(rcfg.url)} is unreachable ({exc}): start it or "
-                    "fix services.redis.url / password_env"
+                    f"Redis at {redact(url)} is unreachable ({exc}): start it or "
+                    "fix services.redis.url / sentinels / password_env"
                 ) from None
             finally:
                 client.close()
@@ -301,10 +301,8 @@ class Runtime:
         self.redis_url = self.redis.url
 
     def _seed_redis(self) -> None:
-        import redis
-
         principals = resolve_principals(self.cfg)
-        r = redis.Redis.from_url(self.redis_url)
+        r = redisconn.connect(self.redis_url)
         try:
             pipe = r.pipeline()
             pipe.delete(keys.PRINCIPALS)
@@ -412,9 +410,7 @@ class Runtime:
         self._health_thread.start()
 
     def _report_streams(self) -> None:
-        import redis
-
-        r = redis.Redis.from_url(self.redis_url)
+        r = redisconn.connect(self.redis_url)
         previous: dict[str, tuple[int, int]] = {}
         try:
             while True:

@@ -30,19 +30,73 @@ class RedisService(Strict):
     data_dir: str = _f(
         "Data dir", "Embedded Redis data (AOF) directory.", default=".citysight/redis"
     )
+    sentinels: list[str] = _f(
+        "Sentinels",
+        "host:port of Redis Sentinels; every client finds the primary through them and "
+        "follows a failover (instead of url).",
+        default_factory=list,
+    )
+    master_name: str = _f(
+        "Master name", "Name of the primary the Sentinels monitor.", default="citysight"
+    )
+    db: int = _f("Database", "Database number, with sentinels.", default=0, ge=0, le=15)
+    alert_replicas: int = _f(
+        "Alert replicas",
+        "Replicas that must hold a batch's alerts (Redis WAIT) before the rules consumer "
+        "acknowledges its detections; 0 acknowledges after the primary's reply. With 1, an "
+        "acknowledged alert survives the loss of the primary (docs/cluster.md).",
+        default=0,
+        ge=0,
+        le=8,
+    )
+    alert_wait_ms: int = _f(
+        "Alert wait",
+        "How long WAIT waits for alert_replicas; fewer in time and the batch is retried.",
+        default=1000,
+        ge=1,
+        le=60_000,
+    )
+
+    @field_validator("sentinels")
+    @classmethod
+    def _check_sentinels(cls, v: list[str]) -> list[str]:
+        from citysight.redisconn import parse_address
+
+        for s in v:
+            parse_address(s)  # ValueError -> a validation error at services.redis.sentinels
+        return v
+
+    @model_validator(mode="after")
+    def _url_or_sentinels(self) -> RedisService:
+        if self.url and self.sentinels:
+            raise ValueError("give url or sentinels, not both")
+        return self
 
     def connection_url(self) -> str | None:
-        """``url`` with the password from ``password_env`` in it (``None``: embedded Redis).
+        """The URL clients use, with the password from ``password_env`` in it.
 
-        The result carries a secret: pass it to clients, never log it.
+        ``redis+sentinel://...`` when ``sentinels`` are set (:mod:`citysight.redisconn`),
+        else ``url``; ``None``: embedded Redis. The result carries a secret: pass it to
+        clients, never log it.
 
         Raises:
             ValueError: ``password_env`` names a variable that is not set.
         """
-        if not self.url:
-            return None
         from citysight.urls import with_password
 
+        if self.sentinels:
+            from citysight.redisconn import sentinel_url
+
+            password = None
+            if self.password_env:
+                password = os.environ.get(self.password_env)
+                if password is None:
+                    raise ValueError(
+                        f"environment variable {self.password_env} (Redis password) is not set"
+                    )
+            return sentinel_url(self.sentinels, self.master_name, self.db, password=password)
+        if not self.url:
+            return None
         return with_password(self.url, self.password_env, what="Redis password")
 
 
@@ -161,6 +215,14 @@ class StreamsService(Strict):
     """Stream ingest."""
 
     workers: int = _f("Workers", "Stream-worker actors.", default=1, ge=1, le=4096)
+    node_resource: str | None = _f(
+        "Node resource",
+        "Ray custom resource every stream worker asks for (a share of it), so workers run only "
+        "on nodes that advertise it: stream_node, as the KubeRay stream-workers group and the "
+        "namespace cluster's stream nodes do (docs/cluster.md); empty: any node.",
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+    )
     shards: int = _f(
         "Shards", "Detections streams (citysight:detections:{0..n-1}).", default=4, ge=1, le=1024
     )

@@ -14,7 +14,7 @@ pkgs=(redis-server python3-venv python3-dev fonts-noto-cjk)
 if [ "$want_test" = 1 ]; then
   pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-tools gstreamer1.0-plugins-base
          gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
-         chromium chromium-driver)
+         chromium chromium-driver iproute2 redis-sentinel)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

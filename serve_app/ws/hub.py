@@ -25,7 +25,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
-from citysight import keys
+from citysight import keys, redisconn
 from serve_app.api.metrics import Metrics
 from serve_app.auth import Principal
 from serve_app.ws.filters import Subscription, visible
@@ -124,7 +124,7 @@ class Hub:
     def redis(self) -> aredis.Redis:
         """The hub's asyncio Redis client (created on the running loop)."""
         if self._r is None:
-            self._r = aredis.Redis.from_url(self.redis_url, decode_responses=True)
+            self._r = redisconn.connect_async(self.redis_url, decode_responses=True)
         return self._r
 
     async def start(self) -> None:

@@ -157,9 +157,9 @@ COVERED: tuple[Covered, ...] = (
         r"mypy citysight inference streams serve_app benchmarks",
         "tests/test_lint.py::test_tool_is_clean",
     ),
-    # docs/cluster.md (branch i17-harness): root and network namespaces, the `cluster` tier.
+    # docs/cluster.md: root and network namespaces, the `cluster` tier.
     Covered(
-        r"python -m benchmarks\.cluster\.cli (up|status|down)",
+        r"citysight cluster (up|status|down)",
         "tests/benchmarks/cluster/test_cluster.py::test_every_host_is_up_with_its_role",
         doc="docs/cluster.md",
     ),

@@ -556,3 +556,25 @@ def test_dockerfile_validator_rejects_pip_pyds() -> None:
     assert dockerfile_errors(text, "nvcr.io/nvidia/deepstream:7.1-triton-multiarch") == [
         "pyds must come from the DeepStream SDK bindings, not pip"
     ]
+
+
+def _ray_resources(params: dict[str, Any]) -> dict[str, float]:
+    # KubeRay passes the value to `ray start --resources=...`: a JSON object in a string
+    return dict(json.loads(json.loads(params["resources"])))
+
+
+def test_node_roles_are_the_ones_the_namespace_cluster_ran() -> None:
+    """The RayService's groups advertise the same role resources as the hosts of the
+    namespace cluster (benchmarks/cluster/spec.py, where placement is tested), and the
+    config places stream workers by that resource."""
+    from benchmarks.cluster.spec import SERVE_NODE, STREAM_NODE, ClusterSpec
+
+    rs = _rayservice()["spec"]["rayClusterConfig"]
+    head = _ray_resources(rs["headGroupSpec"]["rayStartParams"])
+    (workers,) = [g for g in rs["workerGroupSpecs"] if g["groupName"] == "stream-workers"]
+    stream = _ray_resources(workers["rayStartParams"])
+    spec = ClusterSpec(serve_nodes=1)
+    roles = {h.name: h.resources for h in spec.hosts if h.is_ray}
+    assert head == roles["head"] == {SERVE_NODE: 1.0}
+    assert stream == roles["stream1"] == {STREAM_NODE: 1.0}
+    assert _cluster_config().services.streams.node_resource == STREAM_NODE

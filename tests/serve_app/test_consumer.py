@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import random
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 import redis
+from redisha import Proc, add_replica
 
 from citysight.config import CitysightConfig
 from citysight.contracts import CameraState, CameraStatus, FrameResult, ObjectClass
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from citysight.keys import RULES_GROUP as GROUP
-from serve_app.consumer import DetectionsConsumer
+from serve_app.consumer import DetectionsConsumer, NotReplicated
 from serve_app.store import AlertStore
 
 S0 = detections_stream(0)
@@ -530,3 +532,50 @@ def test_one_stuck_consumer_of_several_is_not_masked_by_the_others(
     b._publish_status()
     assert _status(r)["state"] == "running"
     assert _status(r)["detail"]["processed"] == 5
+
+
+# -- the replicated-alert guarantee (services.redis.alert_replicas, issue 17) ---------------
+
+
+def test_alert_replicas_acknowledge_only_what_a_replica_holds(tmp_path: Path) -> None:
+    """With ``alert_replicas: 1`` detections that raised alerts stay pending until WAIT says a
+    replica holds the alerts; once one is attached every alert is there exactly once."""
+    primary = Proc(tmp_path / "primary")
+    replica = None
+    cfg = CFG.model_copy(deep=True)
+    cfg.services.redis.alert_replicas = 1
+    cfg.services.redis.alert_wait_ms = 50
+    url = f"redis://127.0.0.1:{primary.port}/0"
+    r = primary.client()
+    c = DetectionsConsumer(url, cfg, "w", [0], block_ms=5, retry_interval_s=0.0)
+    try:
+        c.setup()
+        publish(r, fire_frames(3, 6, time.time()))
+        with pytest.raises(NotReplicated, match="reached 0 of 1 replica"):
+            for _ in range(5):
+                c.step()
+        assert n_pending(r) == 18 and c.stats["not_replicated"] == 1
+        c._pending_due = True  # what run() sets after a failed step
+        c.start()  # retries on its own (run() backs off and rereads its pending entries)
+        assert _wait_for(lambda: c.stats["not_replicated"] >= 2)
+        assert n_pending(r) == 18, "acknowledged without a replica"
+        assert c.state == "degraded" and "NotReplicated" in c.last_error
+        replica = add_replica(tmp_path / "replica", primary)
+        assert _wait_for(lambda: n_pending(r) == 0), (c.stats, c.last_error)
+        c.stop()
+        on_replica = AlertStore(replica.client(), cfg).query(limit=100)
+        assert sorted(a.camera_id for a in on_replica) == ["c0", "c1", "c2"]
+        assert c.stats["alerts"] == 3 and c.stats["wait_ms"] >= 0
+    finally:
+        c.stop()
+        for p in (primary, replica):
+            if p is not None:
+                p.kill()
+
+
+def test_no_alert_replicas_needs_no_replica(r: redis.Redis, redis_url: str) -> None:
+    """The default (``alert_replicas: 0``) never calls WAIT: a lone Redis acknowledges."""
+    c = consumer(redis_url)
+    publish(r, fire_frames(2, 6, time.time()))
+    drain(c, 5)
+    assert n_pending(r) == 0 and "wait_ms" not in c.stats

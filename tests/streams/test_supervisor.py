@@ -144,3 +144,25 @@ def test_dead_worker_respawned_under_its_name_with_bounded_respawns(
         ray.get(sup.stop.remote(), timeout=60)
         ray.kill(sup)
         r.delete(CAMERA_REGISTRY_KEY)
+
+
+@pytest.mark.parametrize(
+    ("resource", "options"),
+    [
+        (None, {}),
+        ("stream_node", {"resources": {"stream_node": 0.01}, "scheduling_strategy": "SPREAD"}),
+    ],
+)
+def test_workers_are_placed_by_the_node_resource(resource: str | None, options: dict) -> None:
+    """``services.streams.node_resource`` puts every worker on a node that advertises it
+    (the KubeRay stream-workers group, the namespace cluster's stream nodes)."""
+    from streams.supervisor import StreamSupervisor
+
+    cfg = StreamsService(node_resource=resource)
+    sup = StreamSupervisor(cfg, "redis://127.0.0.1:1/0", empty_infer_factory, autostart=False)
+    assert sup._actor_options() == options
+
+
+def test_a_bad_node_resource_is_a_config_error() -> None:
+    with pytest.raises(ValueError, match="node_resource"):
+        StreamsService(node_resource="stream node")

@@ -1,0 +1,504 @@
+"""``citysight bench cluster``: the simulated city on a namespace cluster, one fault at a time.
+
+As root. Brings up a cluster (:mod:`benchmarks.cluster.harness`), runs the city on it
+(:mod:`benchmarks.cluster.city`: camera workers on stream nodes, the real stream supervisor
+and rules consumer, a feed subscriber in the ``client`` namespace, every client through
+Sentinel, alerts acknowledged only once a replica holds them), then injects, one after the
+other with a settle in between:
+
+* ``stream_node``: SIGKILL a stream node. ``detected_s``: the supervisor moved its cameras
+  (its workers are gone from the assignment); ``recovery_s``: every camera published again.
+* ``serve_node``: SIGKILL the node running the rules consumer (``--nodes`` >= 4).
+  ``detected_s``: Ray reports the node dead; ``recovery_s``: the consumer, restarted by Ray
+  on a living serve node, acknowledged an alert again.
+* ``redis_primary``: SIGKILL the Redis primary. ``detected_s``: Sentinel's
+  ``+switch-master``; ``recovery_s``: every camera published again (writes resumed);
+  ``alerts_recovery_s``: an alert acknowledged again (needs a replica: the old primary is
+  restored as one, as an operator or a StatefulSet would).
+
+Every fault reports ``lost`` (acknowledged alerts missing from Redis at the end) and
+``duplicates`` (alerts stored twice for one camera, rule and subject); both must be 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from benchmarks.cluster import netns, redis_ha
+from benchmarks.cluster.city import LASTPUB, bench_config
+from benchmarks.cluster.harness import Cluster, ClusterError
+from benchmarks.cluster.spec import MASTER_NAME, ClusterSpec
+from benchmarks.common.stats import latency_summary
+from citysight import keys
+
+logger = logging.getLogger(__name__)
+
+FAULTS = ("stream_node", "serve_node", "redis_primary")
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "cluster.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(prog="citysight bench cluster", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument(
+        "--nodes", type=int, default=4,
+        help="Ray nodes: the head, a serve node from 4 on, the rest stream nodes",
+    )  # fmt: skip
+    ap.add_argument("--cameras", type=int, default=24)
+    ap.add_argument("--fps", type=float, default=2.0, help="frame results per camera per second")
+    ap.add_argument("--shards", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=0, help="camera workers (0: 2 per stream node)")
+    ap.add_argument("--episodes", type=float, default=120.0,
+                    help="alerting episodes per camera per hour, each kind")  # fmt: skip
+    ap.add_argument("--alert-replicas", type=int, default=1)
+    ap.add_argument("--warmup", type=float, default=15.0, help="seconds before the first fault")
+    ap.add_argument("--settle", type=float, default=15.0, help="seconds between faults")
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of {FAULTS}")
+    ap.add_argument("--timeout", type=float, default=60.0, help="per-fault recovery limit")
+    ap.add_argument("--prefix", default="cscb")
+    ap.add_argument("--subnet", default="10.213.60.0/24")
+    ap.add_argument("--out", default=str(RESULTS), help="results JSON ('' to skip)")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    return ap
+
+
+class Watch:
+    """Reads the city driver's status lines in the background."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+        self.final: dict[str, Any] | None = None
+        self.ready = threading.Event()
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if not line.startswith("{"):
+                continue
+            doc = json.loads(line)
+            with self.cond:
+                if doc.get("ready"):
+                    self.ready.set()
+                elif doc.get("final"):
+                    self.final = doc
+                else:
+                    self.lines.append(doc)
+                self.cond.notify_all()
+
+    def latest(self) -> dict[str, Any]:
+        """The last status line (``{}`` before the first)."""
+        with self.cond:
+            return self.lines[-1] if self.lines else {}
+
+    def wait_for(self, pred: Any, timeout_s: float, what: str) -> dict[str, Any]:
+        """First status line after now for which ``pred`` holds."""
+        t_end = time.monotonic() + timeout_s
+        with self.cond:
+            start = len(self.lines)
+            while True:
+                for doc in self.lines[start:]:
+                    if pred(doc):
+                        return doc
+                start = len(self.lines)
+                left = t_end - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    raise TimeoutError(f"{what} not seen within {timeout_s:.0f} s")
+                self.cond.wait(min(left, 1.0))
+
+
+def _master(spec: ClusterSpec) -> redis.Redis:
+    s = redis_ha.sentinel_client(spec)
+    return s.master_for(  # type: ignore[no-any-return, no-untyped-call]
+        MASTER_NAME, socket_timeout=1, socket_connect_timeout=0.5
+    )
+
+
+def _all_published_after(spec: ClusterSpec, t: float, cameras: int) -> bool:
+    try:
+        pub = _master(spec).hgetall(LASTPUB)
+    except redis.RedisError:
+        return False
+    return len(pub) >= cameras and all(float(v) > t for v in pub.values())
+
+
+def _wait(pred: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> float:
+    t_end = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > t_end:
+            raise TimeoutError(f"{what} not within {timeout_s:.0f} s")
+        time.sleep(interval_s)
+    return time.time()
+
+
+def _restore(c: Cluster, name: str) -> bool | str:
+    """Restart a killed host for the next fault; the measurement stands either way."""
+    try:
+        c.restore_node(name)
+        return True
+    except (ClusterError, subprocess.TimeoutExpired) as exc:
+        logger.warning("restoring %s failed: %s", name, str(exc)[-300:])
+        return str(exc).strip().splitlines()[-1][:200]
+
+
+def _fault_stream_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[str, Any]:
+    st = w.latest()
+    stream_ips = {h.ip: h.name for h in c.spec.hosts if "stream_node" in h.resources}
+    per_ip: dict[str, int] = {}
+    for name, ip in st["workers"].items():
+        if ip in stream_ips:
+            per_ip[ip] = per_ip.get(ip, 0) + st["assignments"].get(name, 0)
+    victim_ip = max(per_ip, key=lambda ip: per_ip[ip])
+    victim = stream_ips[victim_ip]
+    moves = st["moves"]
+    t_kill = c.kill_node(victim)
+    # the supervisor found the node's workers dead and moved their cameras to survivors
+    seen = w.wait_for(
+        lambda d: d["moves"] > moves, args.timeout, "the supervisor moving the cameras"
+    )
+    t_ok = _wait(
+        lambda: _all_published_after(c.spec, t_kill, args.cameras),
+        args.timeout,
+        "every camera publishing again",
+    )
+    restored = _restore(c, victim)
+    return {
+        "fault": "stream_node",
+        "restored": restored,
+        "host": victim,
+        "cameras_moved": per_ip[victim_ip],
+        "detected_s": round(seen["t"] - t_kill, 2),
+        "recovery_s": round(t_ok - t_kill, 2),
+    }
+
+
+def _fault_serve_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[str, Any]:
+    st = w.latest()
+    rules_ip = st["rules"]["ip"]
+    victim = next(h.name for h in c.spec.hosts if h.ip == rules_ip)
+    if victim == "head":
+        raise ClusterError("the rules consumer runs on the head: no serve node to kill")
+    acked_before = st["ledger"]["acked"]
+    t_kill = c.kill_node(victim)
+    dead = w.wait_for(lambda d: rules_ip not in d["alive_nodes"], args.timeout, "node dead")
+    back = w.wait_for(
+        lambda d: (
+            d["rules"].get("ip") not in (None, rules_ip)
+            and d["ledger"]["last_at"] > t_kill
+            and d["ledger"]["acked"] > acked_before
+        ),
+        args.timeout,
+        "the rules consumer acknowledging alerts on another node",
+    )
+    restored = _restore(c, victim)
+    return {
+        "fault": "serve_node",
+        "restored": restored,
+        "host": victim,
+        "rescheduled_to": back["rules"]["ip"],
+        "detected_s": round(dead["t"] - t_kill, 2),
+        "recovery_s": round(back["ledger"]["last_at"] - t_kill, 2),
+    }
+
+
+def _fault_redis_primary(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[str, Any]:
+    with redis_ha.SentinelEvents(c.spec) as events:
+        old, t_kill = c.kill_redis_primary()
+        t_pub = _wait(
+            lambda: _all_published_after(c.spec, t_kill, args.cameras),
+            args.timeout,
+            "every camera publishing after the failover",
+        )
+        t_wait = time.monotonic() + 5.0
+        while "+switch-master" not in events.seen and time.monotonic() < t_wait:
+            time.sleep(0.02)
+    switched = events.seen.get("+switch-master")
+    # WAIT needs a replica: the old primary comes back as one
+    c.restore_node(old.name)
+    t_restored = time.time()
+    acked = w.latest()["ledger"]["acked"]
+    back = w.wait_for(
+        lambda d: d["ledger"]["last_at"] > t_kill and d["ledger"]["acked"] > acked,
+        args.timeout,
+        "an alert acknowledged after the failover",
+    )
+    return {
+        "fault": "redis_primary",
+        "host": old.name,
+        "promoted": c.redis_primary().name,
+        "detected_s": round(switched - t_kill, 2) if switched else None,
+        "recovery_s": round(t_pub - t_kill, 2),
+        "replica_restored_s": round(t_restored - t_kill, 2),
+        "alerts_recovery_s": round(back["ledger"]["last_at"] - t_kill, 2),
+    }
+
+
+FAULT_FUNCS = {
+    "stream_node": _fault_stream_node,
+    "serve_node": _fault_serve_node,
+    "redis_primary": _fault_redis_primary,
+}
+
+
+def _audit(
+    spec: ClusterSpec, acked: dict[str, list[str]], cooldown_s: dict[str, float]
+) -> dict[str, Any]:
+    """Acknowledged alerts missing from Redis, and duplicates.
+
+    A duplicate is a second alert for one camera, rule and subject within the rule's
+    cooldown (what the engine never raises; a redelivery or a lost cooldown could). Alerts
+    are stored by a deterministic id, so a redelivered detection cannot store one twice
+    under the same id.
+    """
+    r = _master(spec)
+    ids = [keys.text(x) or "" for x in cast("list[bytes]", r.zrange(keys.ALERTS_ALL, 0, -1))]
+    bodies = r.mget([keys.alert_key(i) for i in ids]) if ids else []
+    stored: dict[str, dict[str, Any]] = {}
+    for i, body in zip(ids, bodies, strict=True):
+        if body is not None:
+            stored[i] = json.loads(body)
+    lost = sorted(set(acked) - set(stored))
+    by: dict[tuple[str, str, str], list[float]] = {}
+    for d in stored.values():
+        t = datetime.fromisoformat(d["started_at"]).timestamp()
+        by.setdefault((d["camera_id"], d.get("rule_id", ""), d.get("subject", "")), []).append(t)
+    gaps: list[float] = []
+    for (_, rule, _), times in by.items():
+        times.sort()
+        gaps += [
+            round(b - a, 1) for a, b in itertools.pairwise(times) if b - a < cooldown_s.get(rule, 0)
+        ]
+    return {
+        "stored": len(stored),
+        "acked": len(acked),
+        "lost": lost,
+        "duplicates": len(gaps),
+        "duplicate_gaps_s": gaps,
+    }
+
+
+def wait_cost(spec: ClusterSpec, n: int = 200) -> dict[str, Any]:
+    """Milliseconds of an alert-sized write alone and followed by ``WAIT 1`` (the guarantee's
+    price), measured across the bridge on the primary."""
+    r = _master(spec)
+    body = "x" * 1500  # about one alert's JSON
+    out: dict[str, Any] = {}
+    for name, wait in (("write_ms", False), ("write_wait1_ms", True)):
+        ms: list[float] = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            r.set(f"bench:cluster:wait:{i}", body)
+            if wait:
+                r.wait(1, 1000)
+            ms.append((time.perf_counter() - t0) * 1000)
+        out[name] = latency_summary(ms)
+    r.delete(*[f"bench:cluster:wait:{i}" for i in range(n)])
+    return out
+
+
+def planner_view(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str, Any]:
+    """What ``citysight plan`` predicts for this layout, next to what was measured.
+
+    The planner sizes capacity (Redis shards, rules CPU, GPU nodes); it has no model of
+    failover, so recovery times have nothing to compare with (said so in the output).
+    """
+    res = subprocess.run(
+        [sys.executable, "-m", "citysight", "plan", "--cameras", str(args.cameras),
+         "--analytics-fps", str(args.fps), "--gpu", "L4", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if res.returncode != 0:
+        return {"error": res.stderr.strip()[-300:]}
+    plan = json.loads(res.stdout)
+    rules = measured.get("rules_at_end") or {}
+    rate = args.cameras * args.fps
+    return {
+        "results_per_s": rate,
+        "redis_shards": {"planned": plan["redis_shards"]["value"], "ran_with": 1,
+                         "basis": plan["redis_shards"]["basis"]},
+        "rules_cpu_cores": {"planned": plan["rules_cpu_cores"]["value"],
+                            "ran_with": "1 consumer (one Ray node of 2 logical CPUs)"},
+        "rules_kept_up": rules.get("state") == "running",
+        "recovery": "the planner has no failover model: it predicts no detection or recovery "
+                    "times, and no cost of WAIT",
+    }  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Bring the cluster up, run the city with the faults, tear it down; the results."""
+    faults = [f for f in args.faults.split(",") if f]
+    for f in faults:
+        if f not in FAULT_FUNCS:
+            raise ValueError(f"unknown fault {f!r}: choose from {', '.join(FAULTS)}")
+    if args.nodes < 3:
+        raise ValueError("--nodes must be at least 3 (the head and two stream nodes)")
+    serve_nodes = 1 if args.nodes >= 4 else 0
+    if "serve_node" in faults and not serve_nodes:
+        raise ValueError("the serve_node fault needs --nodes 4 or more")
+    stream_nodes = args.nodes - 1 - serve_nodes
+    spec = ClusterSpec(
+        prefix=args.prefix, subnet=args.subnet, stream_nodes=stream_nodes,
+        serve_nodes=serve_nodes,
+    )  # fmt: skip
+    workers = args.workers or 2 * stream_nodes
+    city = {
+        "cameras": args.cameras, "fps": args.fps, "shards": args.shards, "workers": workers,
+        "episodes_per_cam_h": args.episodes, "alert_replicas": args.alert_replicas,
+        "alert_wait_ms": 1000, "master": MASTER_NAME,
+        "sentinels": [f"{ip}:{port}" for ip, port in spec.sentinel_addresses],
+        "rules_ip": next((h.ip for h in spec.hosts if h.name == "serve1"), None),
+    }  # fmt: skip
+    out: dict[str, Any] = {
+        "nodes": args.nodes, "stream_nodes": stream_nodes, "serve_nodes": serve_nodes + 1,
+        "cameras": args.cameras, "fps": args.fps, "workers": workers,
+        "alert_replicas": args.alert_replicas, "cpus": os.cpu_count(),
+        "load_avg_start": os.getloadavg()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                          time.gmtime()),
+    }  # fmt: skip
+    c = Cluster(spec)
+    driver: subprocess.Popen[str] | None = None
+    sub: subprocess.Popen[str] | None = None
+    sub_out = spec.root / "subscriber.json"
+    try:
+        out["bring_up_s"] = round(c.up()["total_s"], 1)
+        url = f"redis+sentinel://{','.join(city['sentinels'])}/{MASTER_NAME}/0"
+        sub = c.popen("client", [sys.executable, "-m", "benchmarks.cluster.city", "subscribe",
+                                 url, str(sub_out)], text=True)  # fmt: skip
+        driver = c.popen(
+            "head", [sys.executable, "-m", "benchmarks.cluster.city", "driver", json.dumps(city)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        w = Watch(driver)
+        if not w.ready.wait(180):
+            raise ClusterError("the city driver did not start (see /tmp/<prefix>/head)")
+        t_ready = time.time()
+        t_all = _wait(
+            lambda: _all_published_after(spec, t_ready, args.cameras),
+            120,
+            "every camera publishing",
+        )
+        out["cameras_publishing_s"] = round(t_all - t_ready, 1)
+        time.sleep(args.warmup)
+        t_faults = time.time()
+        out["faults"] = []
+        for f in faults:
+            logger.warning("fault %s", f)
+            try:
+                res = FAULT_FUNCS[f](c, w, args)
+            except (TimeoutError, ClusterError) as exc:
+                res = {"fault": f, "error": str(exc)}
+            out["faults"].append(res)
+            logger.warning("%s", res)
+            time.sleep(args.settle)
+        t_end = time.time()
+        st = w.latest()
+        out["rules_at_end"] = st.get("rules")
+        assert driver.stdin is not None
+        driver.stdin.write("stop\n")
+        driver.stdin.flush()
+        driver.wait(120)
+        if w.final is None:
+            raise ClusterError("the city driver ended without its final report")
+        cooldowns = {r.id: r.cooldown_s for r in bench_config(city).rules}
+        audit = _audit(spec, w.final["acked"], cooldowns)
+        out["alerts"] = {k: (len(v) if k == "lost" else v) for k, v in audit.items()}
+        for res in out["faults"]:
+            # one audit for the whole run: an alert lost to any fault counts against each
+            res["lost"] = len(audit["lost"])
+            res["duplicates"] = audit["duplicates"]
+        sub.send_signal(signal.SIGTERM)
+        sub.wait(30)
+        s = json.loads(sub_out.read_text())
+        first_fault = t_faults
+        out["latency_ms"] = latency_summary(ms for _, ms in s["latency_ms"])
+        # before the first fault: the steady state (during a fault alerts wait for recovery)
+        out["latency_ms_steady"] = latency_summary(
+            ms for at, ms in s["latency_ms"] if at < first_fault
+        )
+        out["subscriber"] = {k: v for k, v in s.items() if k != "latency_ms"}
+        out["duration_s"] = round(t_end - t_ready, 1)
+        out["load_avg_end"] = os.getloadavg()[0]
+        out["wait_cost"] = wait_cost(spec)
+        out["vs_planner"] = planner_view(args, out)
+    finally:
+        for p in (driver, sub):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(10)
+        out["teardown"] = c.down(force=True)
+    return out
+
+
+def plot(res: dict[str, Any], path: Path) -> bool:
+    """Bar chart of detection and recovery per fault (``False``: no matplotlib installed)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    faults = [f for f in res["faults"] if "error" not in f]
+    names = [f["fault"] for f in faults]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], [f["detected_s"] or 0 for f in faults], 0.4, label="detected")
+    ax.bar([i + 0.2 for i in x], [f["recovery_s"] for f in faults], 0.4, label="recovered")
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("seconds after the kill")
+    ax.set_title(
+        f"{res['nodes']} Ray nodes, {res['cameras']} cameras: lost {res['alerts']['lost']}, "
+        f"duplicates {res['alerts']['duplicates']} of {res['alerts']['acked']} acked alerts"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (1 when a fault lost or duplicated an alert)."""
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    reason = netns.unavailable_reason()
+    if reason:
+        print(f"citysight bench cluster: {reason}", file=sys.stderr)
+        return 2
+    try:
+        res = run(args)
+    except (ClusterError, ValueError, TimeoutError) as exc:
+        print(f"citysight bench cluster: {exc}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+        plot(res, Path(args.out).with_suffix(".png"))
+    if args.json:
+        print(json.dumps(res, indent=1, sort_keys=True))
+    else:
+        for f in res["faults"]:
+            print(json.dumps(f, sort_keys=True))
+    bad = [f for f in res["faults"] if f.get("error") or f.get("lost") or f.get("duplicates")]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
