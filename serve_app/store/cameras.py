@@ -10,7 +10,7 @@ import redis
 from pydantic import ValidationError
 
 from citysight import keys
-from citysight.config import CameraConfig
+from citysight.config import CameraConfig, format_validation_error
 from serve_app.store.feed import publish_feed
 
 logger = logging.getLogger(__name__)
@@ -33,9 +33,9 @@ class CameraRegistry:
                 # An entry written by an older version (e.g. a URL past today's length cap)
                 # stays in Redis for the operator, but never breaks the listing.
                 logger.warning(
-                    "camera %s in the registry is invalid (%d errors): skipped",
+                    "camera %s in the registry is invalid: %s (skipped)",
                     (keys.text(k) or "?")[:64],
-                    exc.error_count(),
+                    "; ".join(format_validation_error(exc)),
                 )
         return sorted(cams, key=lambda c: c.id)
 
@@ -48,7 +48,9 @@ class CameraRegistry:
             return CameraConfig.model_validate_json(raw)
         except ValidationError as exc:
             logger.warning(
-                "camera %s in the registry is invalid (%d errors)", cid[:64], exc.error_count()
+                "camera %s in the registry is invalid: %s",
+                cid[:64],
+                "; ".join(format_validation_error(exc)),
             )
             return None
 

@@ -389,6 +389,29 @@ def test_reasons_do_not_tell_a_closed_port_from_an_open_one(listener: str) -> No
         assert "refused" not in r.lower() and "Errno" not in r and "127.0.0.1" not in r
 
 
+def test_invalid_registry_entries_are_logged_without_their_password(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pydantic's error text quotes the input: a registry URL refused *because* it holds a
+    password went into the supervisor's log whole (old code)."""
+    from citysight.config import StreamsService
+    from serve_app.store.cameras import CameraRegistry
+    from streams.supervisor import StreamSupervisor
+    from streams.testing.infer import empty_infer_factory
+
+    r = redis.Redis.from_url(redis_url)
+    bad = _cam_body(id="cam-pw", url="rtsp://admin:s3cret-in-registry@10.0.0.5/x")
+    r.hset(keys.CAMERAS, "cam-pw", json.dumps(bad))
+    sup = StreamSupervisor(StreamsService(), redis_url, empty_infer_factory, autostart=False)
+    with caplog.at_level("WARNING"):
+        assert sup._load() == {}
+        assert CameraRegistry(r).list() == []
+    sup.redis.close()
+    r.close()
+    assert "cam-pw" in caplog.text and "holds a password" in caplog.text
+    assert "s3cret-in-registry" not in caplog.text
+
+
 # == Finding 4: hostile URLs are refused by a length cap before any parsing ================
 
 HOSTILE = "rtsp://cam?" + ":" * 30_000
