@@ -390,7 +390,7 @@ def test_reasons_do_not_tell_a_closed_port_from_an_open_one(listener: str) -> No
 
 
 def test_invalid_registry_entries_are_logged_without_their_password(
-    redis_url: str, caplog: pytest.LogCaptureFixture
+    client: TestClient, redis_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Pydantic's error text quotes the input: a registry URL refused *because* it holds a
     password went into the supervisor's log whole (old code)."""
@@ -399,15 +399,18 @@ def test_invalid_registry_entries_are_logged_without_their_password(
     from streams.supervisor import StreamSupervisor
     from streams.testing.infer import empty_infer_factory
 
-    r = redis.Redis.from_url(redis_url)
+    # The module's Redis (not redis_url, which would empty it under the other tests).
+    r = client.r
     bad = _cam_body(id="cam-pw", url="rtsp://admin:s3cret-in-registry@10.0.0.5/x")
     r.hset(keys.CAMERAS, "cam-pw", json.dumps(bad))
-    sup = StreamSupervisor(StreamsService(), redis_url, empty_infer_factory, autostart=False)
-    with caplog.at_level("WARNING"):
-        assert sup._load() == {}
-        assert CameraRegistry(r).list() == []
-    sup.redis.close()
-    r.close()
+    sup = StreamSupervisor(StreamsService(), redis_server.url, empty_infer_factory, autostart=False)
+    try:
+        with caplog.at_level("WARNING"):
+            assert "cam-pw" not in sup._load()
+            assert "cam-pw" not in [c.id for c in CameraRegistry(r).list()]
+    finally:
+        sup.redis.close()
+        r.hdel(keys.CAMERAS, "cam-pw")
     assert "cam-pw" in caplog.text and "holds a password" in caplog.text
     assert "s3cret-in-registry" not in caplog.text
 
