@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citysight import redisconn
@@ -148,6 +149,104 @@ class _CountResponses:
         await self.app(scope, receive, counting_send)
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class _GuardBodies:
+    """Pure ASGI middleware: authenticate before any body is read, and cap bodies (413).
+
+    A request that carries a body (POST/PUT/PATCH, or any request declaring a length or a
+    transfer encoding) must present a valid bearer token before a byte of it is read: every
+    route that takes a body needs one anyway, and an anonymous caller must not make the
+    server buffer and parse megabytes (issue 13 #6). A declared ``Content-Length`` over the
+    limit is refused at once; a chunked body is counted as it streams and refused when it
+    passes the limit, so at most ``max_body_bytes`` (plus one chunk) is ever held.
+    """
+
+    def __init__(self, app: ASGIApp, ctx: ApiContext, max_body_bytes: int) -> None:
+        self.app = app
+        self.ctx = ctx
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        length_raw = headers.get(b"content-length")
+        chunked = b"transfer-encoding" in headers
+        if (
+            scope.get("method", "") not in _BODY_METHODS
+            and length_raw in (None, b"0")
+            and (not chunked)
+        ):
+            await self.app(scope, receive, send)
+            return
+        refusal = await self._authenticate(headers.get(b"authorization", b""))
+        if refusal is not None:
+            await _send_json(send, *refusal)
+            return
+        try:
+            length = int(length_raw) if length_raw is not None else None
+        except ValueError:
+            await _send_json(send, 400, "invalid Content-Length")
+            return
+        if length is not None and length > self.limit:
+            await _send_json(send, 413, f"request body is larger than {self.limit} bytes")
+            return
+        received = 0
+        responded = False
+
+        async def capped_receive() -> Message:
+            nonlocal received, responded
+            if responded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    responded = True
+                    await _send_json(send, 413, f"request body is larger than {self.limit} bytes")
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not responded:
+                await send(message)
+
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except ClientDisconnect:
+            if not responded:
+                raise
+
+    async def _authenticate(self, authorization: bytes) -> tuple[int, str, dict[str, str]] | None:
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        www = {"WWW-Authenticate": "Bearer"}
+        if scheme.lower() != "bearer" or not token.strip():
+            return 401, "missing bearer token (Authorization: Bearer <token>)", www
+        try:
+            principal = await asyncio.to_thread(self.ctx.resolver.resolve, token.strip())
+        except (RedisError, OSError) as exc:
+            logger.warning("redis error while authenticating: %s", exc)
+            return 503, "storage unavailable, retry later", {}
+        if principal is None:
+            return 401, "invalid or revoked token", www
+        return None
+
+
+async def _send_json(
+    send: Send, status_code: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    if status_code == 413:
+        raw.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status_code, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _publish_metrics(ctx: ApiContext, period_s: float) -> None:
     """Publish this replica's counters for the other replicas' ``/metrics`` (forever)."""
     while True:
@@ -242,6 +341,8 @@ def create_api(
     )
     app.state.ctx = ctx
     _install_error_handlers(app)
+    # Added first, so it runs inside the counter: its 401/413 answers are counted too.
+    app.add_middleware(_GuardBodies, ctx=ctx, max_body_bytes=cfg.services.http.max_body_bytes)
     app.add_middleware(_CountResponses, metrics=ctx.metrics)
     for module in (
         health,

@@ -12,9 +12,12 @@ visible GPU, creation raises :class:`~streams.decoders.DecoderUnavailable` with 
 and the reader marks the camera ``failed`` with that message.
 
 Limits: PyNvVideoCodec's own FFmpeg demuxer opens the source, so the reader's FFmpeg
-options (protocol whitelist, socket timeouts) are not passed to it. URLs are still checked
-by :func:`citysight.urls.check_url` before opening, and the worker's no-frame timeout covers
-a stuck read. Frame times come from the frame counter (``frame_time`` returns ``None``).
+options (protocol whitelist, socket timeouts, no HTTP redirects) are not passed to it. The
+reader still applies the whole camera URL policy before opening, as for PyAV: the URL is
+checked (:func:`citysight.urls.check_url`), its host resolved and every address checked
+against ``services.streams.allowed_networks``, and the URL handed over is pinned to the
+checked address (:func:`citysight.urls.resolve_source`); the worker's no-frame timeout
+covers a stuck read. Frame times come from the frame counter (``frame_time`` returns ``None``).
 """
 
 from __future__ import annotations

@@ -14,23 +14,27 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import av
 import numpy as np
 import numpy.typing as npt
 
-from citysight.config import CameraConfig
+from citysight.config import CameraConfig, CameraSecret
 from citysight.contracts import CameraState, CameraStatus
 from citysight.urls import (
     FORBIDDEN_SCHEMES,
+    AddressRefused,
+    NetworkPolicy,
     check_url,
     ffmpeg_options,
     redact,
+    resolve_source,
     scheme_of,
-    with_password,
+    with_secret,
 )
 from streams.decoders import (
     BACKENDS,
@@ -50,7 +54,31 @@ LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https")
 
 
 class PermanentSourceError(Exception):
-    """The source cannot work without operator action (missing file, refused size...)."""
+    """The source cannot work without operator action (missing file, refused size...).
+
+    Its message is a camera's public ``reason`` (any reader sees it): never an address, a
+    resolution result, a variable name or an FFmpeg message.
+    """
+
+
+# Public reasons for source errors, by phase: every way a connect can fail (refused, timed
+# out, reset, 401, 404, not a stream) reads the same, so camera health is no port scanner.
+# The error class and its (redacted) text go to the worker log for the operator.
+OPEN_FAILED = "cannot open source (details in the stream worker log)"
+STREAM_LOST = "stream interrupted (details in the stream worker log)"
+UNRESOLVED = "camera host does not resolve (details in the stream worker log)"
+SECRET_UNAVAILABLE = (
+    "camera password unavailable: services.streams.camera_secrets entry cannot be read "
+    "(details in the stream worker log)"
+)
+SECRET_OTHER_HOST = (
+    "camera password withheld: the URL's host is not one of the hosts its "
+    "services.streams.camera_secrets entry is bound to"
+)
+
+
+class _Unresolved(OSError):
+    """The camera host did not resolve (transient: retried with backoff)."""
 
 
 @dataclass(slots=True)
@@ -70,6 +98,11 @@ class ReaderOptions:
         decode_deadline_ms: A frame whose decode took longer than this is counted as
             ``late`` and not handed to inference (it would only add latency).
         decoder: Decoder backend (``pyav`` on CPU, ``nvdec`` for NVIDIA's PyNvVideoCodec).
+        network_policy: Camera network allow-list, checked on the resolved address before
+            every connect, whatever the decoder; ``None``: the default allow-list (private
+            networks, camera ports).
+        camera_secrets: Camera id → its operator-bound password
+            (``services.streams.camera_secrets``).
     """
 
     max_restarts: int = 5
@@ -83,6 +116,8 @@ class ReaderOptions:
     max_consecutive_errors: int = 200
     decode_deadline_ms: float = 500.0
     decoder: str = "pyav"
+    network_policy: NetworkPolicy | None = None
+    camera_secrets: Mapping[str, CameraSecret] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.decoder not in BACKENDS:
@@ -271,9 +306,28 @@ class CameraReader:
                     logger.exception("status callback failed for camera %s", self.camera.id)
 
     def _source(self) -> tuple[str, bool]:
-        """URL to open and whether it is a live source."""
-        url = self.camera.url
+        """URL to open (pinned to the checked address, with its secret) and whether it is live.
+
+        Runs before every connect: a name is resolved and checked against the network
+        allow-list each time, so a record changed after the camera was added (DNS
+        rebinding) is caught at the next reconnect.
+
+        Raises:
+            PermanentSourceError: Needs operator action (public reason).
+            _Unresolved: The host does not resolve now.
+        """
+        cam = self.camera
+        url = cam.url
         scheme = scheme_of(url)
+        if cam.url_password_env is not None:
+            # Only registry entries written before camera secrets existed carry one (the API
+            # refuses it, the config loader moves it): never read a variable an API caller
+            # may have named.
+            logger.warning(
+                "camera %s: url_password_env from the registry is ignored (camera passwords "
+                "come from services.streams.camera_secrets)",
+                cam.id,
+            )
         if not scheme:
             path = Path(url)
             if not path.is_file():
@@ -281,11 +335,37 @@ class CameraReader:
             return str(path), False
         if scheme in FORBIDDEN_SCHEMES or any(p in FORBIDDEN_SCHEMES for p in scheme.split("+")):
             raise PermanentSourceError(f"URL scheme {scheme!r} is not allowed")
+        policy = self.opts.network_policy or NetworkPolicy.default()
         try:
-            check_url(url, LIVE_SCHEMES)
+            check_url(url, LIVE_SCHEMES, policy)
+            pinned = resolve_source(url, policy)
+        except AddressRefused as exc:
+            logger.warning("camera %s: %s", cam.id, exc)
+            raise PermanentSourceError(AddressRefused.public) from None
+        except OSError as exc:
+            logger.warning("camera %s: host does not resolve: %s", cam.id, exc)
+            raise _Unresolved(UNRESOLVED) from None
         except ValueError as exc:
+            # Messages about the URL as written (scheme, length, host spelling): the caller
+            # who wrote it may see them.
             raise PermanentSourceError(str(exc)) from None
-        return with_password(url, self.camera.url_password_env), True
+        secret = self.opts.camera_secrets.get(cam.id)
+        if secret is None:
+            return pinned, True
+        parts = urlsplit(url)
+        if not secret.allows(scheme, parts.hostname or "", parts.port):
+            logger.warning(
+                "camera %s: its secret is bound to %s, the URL names another host: not opened",
+                cam.id,
+                ", ".join(secret.hosts),
+            )
+            raise PermanentSourceError(SECRET_OTHER_HOST)
+        try:
+            password = secret.reveal()
+        except ValueError as exc:
+            logger.warning("camera %s: camera secret: %s", cam.id, exc)
+            raise PermanentSourceError(SECRET_UNAVAILABLE) from None
+        return with_secret(pinned, password, secret.username), True
 
     def _budget_left(self) -> bool:
         now = time.monotonic()
@@ -296,14 +376,11 @@ class CameraReader:
     def _run(self) -> None:
         attempt = 0
         while not self._stop.is_set():
+            got_frames = False
+            self._connected = False
+            live = scheme_of(self.camera.url) != ""
             try:
                 url, live = self._source()
-            except (PermanentSourceError, ValueError) as exc:
-                self._m.errors += 1
-                self._set_state(CameraState.FAILED, str(exc))
-                return
-            got_frames = False
-            try:
                 got_frames = self._session(url, live)
                 if not live and not self.camera.profile.loop and not self._stop.is_set():
                     self._set_state(CameraState.STOPPED, "end of file")
@@ -313,17 +390,27 @@ class CameraReader:
                 self._m.errors += 1
                 self._set_state(CameraState.FAILED, str(exc))
                 return
+            except _Unresolved as exc:
+                self._m.errors += 1
+                reason = str(exc)
             except (av.FFmpegError, OSError, EOFError, RuntimeError) as exc:
                 self._m.errors += 1
-                reason = f"{type(exc).__name__}: {redact(str(exc))}"[:300]
-                logger.warning("camera %s: source error: %s", self.camera.id, reason)
+                # The class and the scrubbed text for the operator; readers get a reason
+                # built from the phase only (see OPEN_FAILED).
+                logger.warning(
+                    "camera %s: source error: %s: %s",
+                    self.camera.id,
+                    type(exc).__name__,
+                    redact(str(exc))[:500],
+                )
                 if not live and not got_frames:
                     # A file that cannot be opened or decoded will not heal by retrying.
-                    self._set_state(CameraState.FAILED, f"cannot read file: {reason}")
+                    self._set_state(CameraState.FAILED, f"cannot read file: {type(exc).__name__}")
                     return
                 if not live and not self.camera.profile.loop:
-                    self._set_state(CameraState.STOPPED, f"file ended early: {reason}")
+                    self._set_state(CameraState.STOPPED, f"file ended early: {type(exc).__name__}")
                     return
+                reason = STREAM_LOST if got_frames or self._connected else OPEN_FAILED
             if self._stop.is_set():
                 return
             attempt = 0 if got_frames else attempt + 1
@@ -368,6 +455,7 @@ class CameraReader:
             )
         except (DecoderUnavailable, SourceRefused) as exc:
             raise PermanentSourceError(str(exc)) from None
+        self._connected = True
         got = False
         try:
             while not self._stop.is_set():

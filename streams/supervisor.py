@@ -23,7 +23,7 @@ import redis
 from pydantic import ValidationError
 
 from citysight import keys, redisconn
-from citysight.config import CameraConfig, StreamsService
+from citysight.config import CameraConfig, StreamsService, format_validation_error
 from streams.reader import ReaderOptions
 from streams.ring import HashRing
 from streams.worker import InferFactory, StreamWorkerActor
@@ -165,7 +165,13 @@ class StreamSupervisor:
             try:
                 cam = CameraConfig.model_validate_json(v)
             except ValidationError as exc:
-                logger.warning("camera %s in the registry is invalid: %s", cid, exc)
+                # Paths and messages only: pydantic's own text quotes the input, which can be
+                # a URL with a password in it (the reason it was refused).
+                logger.warning(
+                    "camera %s in the registry is invalid: %s",
+                    cid[:64],
+                    "; ".join(format_validation_error(exc)),
+                )
                 continue
             out[cid] = cam if cam.enabled else None
         if camera_id is not None and camera_id not in out:

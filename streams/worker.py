@@ -18,6 +18,7 @@ change is published on the status stream (the rules layer raises and resolves
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -86,11 +87,18 @@ class StreamWorker:
     ) -> None:
         self.cfg = streams_cfg
         self.redis = redisconn.connect(redis_url)
-        self.reader_options = reader_options or ReaderOptions(
+        opts = reader_options or ReaderOptions(
             max_restarts=streams_cfg.max_restarts,
             restart_window_s=streams_cfg.restart_window_s,
             decode_deadline_ms=streams_cfg.decode_deadline_ms,
             decoder=streams_cfg.decoder,
+        )
+        # The network allow-list and the camera secrets are the operator's, always from the
+        # streams config (explicit reader options tune timing, never widen the policy).
+        self.reader_options = dataclasses.replace(
+            opts,
+            network_policy=opts.network_policy or streams_cfg.network_policy(),
+            camera_secrets=opts.camera_secrets or streams_cfg.camera_secrets,
         )
         self.mux = FrameMux(streams_cfg.queue_frames)
         self._infer_factory = infer_factory

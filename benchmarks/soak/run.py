@@ -141,6 +141,23 @@ def demo_facts() -> _DemoFacts:
     )
 
 
+def _free_demo_rtsp_port() -> int:
+    """A free 127.0.0.1 port in the demo's RTSP range (``DEMO_RTSP_PORTS``)."""
+    import socket
+
+    from citysight.app.demo import DEMO_RTSP_PORTS
+
+    lo, hi = DEMO_RTSP_PORTS
+    for port in range(lo, hi + 1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {lo}-{hi} for the soak's RTSP server")
+
+
 @dataclass
 class _State:
     phase: str = "starting"
@@ -271,7 +288,8 @@ class Soak:
             )
         clip = self.clone / ".citysight" / "demo-clips" / "plate.mp4"
         looped = flt.looped_clip(clip, self._workdir / "rtsp-plate.mp4", self.opts.bound_s() + 300)
-        self.rtsp = RtspTestServer({"plate": looped}).start()
+        # The demo's camera allow-list opens 127.0.0.1 on DEMO_RTSP_PORTS only.
+        self.rtsp = RtspTestServer({"plate": looped}, port=_free_demo_rtsp_port()).start()
         cam = {
             "id": RTSP_CAMERA,
             "name": "Harbour gate (RTSP, soak)",

@@ -38,6 +38,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "pipeline": "benchmarks.pipeline.cli:main",
         "nvdec": "benchmarks.nvdec.cli:main",
         "metrics": "benchmarks.metrics.cli:main",
+        "urls": "benchmarks.urls.cli:main",
         "soak": "benchmarks.soak.run:main",
         "cluster": "benchmarks.cluster.bench:main",
     },

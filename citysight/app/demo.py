@@ -15,8 +15,12 @@ from typing import Any
 
 from citysight.config import CitysightConfig, parse_config
 from citysight.rulesets import demo_rules
+from citysight.urls import DEFAULT_ALLOWED_NETWORKS, DEFAULT_CAMERA_PORTS
 
 DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY")
+
+DEMO_RTSP_PORTS = (8554, 8599)
+"""Ports of 127.0.0.1 the demo's camera allow-list opens (a local RTSP test server)."""
 
 # (camera id, scene, name, lat, lon, jurisdiction, detectors)
 _CAMERAS: list[tuple[str, str, str, float, float, str, list[str]]] = [
@@ -168,7 +172,23 @@ def demo_config_dict(
             "ray": {"temp_dir": f"/tmp/citysight-ray-{os.getuid()}"},
             "inference": {"type": "triton", "models_dir": "model_repo/files"},
             "http": {"host": "127.0.0.1", "port": port},
-            "streams": {"workers": 1, "shards": 2},
+            "streams": {
+                "workers": 1,
+                "shards": 2,
+                # Explicit, so the demo shows what an operator writes: the private camera
+                # networks of the default, plus a local RTSP server (the soak test's) on
+                # 127.0.0.1 ports 8554-8599 only: never the demo's Redis, API or Ray ports.
+                "allowed_networks": [
+                    *(
+                        {"cidr": n, "ports": list(DEFAULT_CAMERA_PORTS)}
+                        for n in DEFAULT_ALLOWED_NETWORKS
+                    ),
+                    {
+                        "cidr": "127.0.0.1/32",
+                        "ports": [f"{DEMO_RTSP_PORTS[0]}-{DEMO_RTSP_PORTS[1]}"],
+                    },
+                ],
+            },
         },
     }
 

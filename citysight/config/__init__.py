@@ -43,6 +43,8 @@ from citysight.config.rules import (
     ScheduleWindow,
 )
 from citysight.config.services import (
+    AllowedNetwork,
+    CameraSecret,
     HttpService,
     InferenceService,
     RayService,
@@ -58,8 +60,10 @@ __all__ = [
     "DETECTOR_TIERS",
     "ID_PATTERN",
     "INFERENCE_BACKENDS",
+    "AllowedNetwork",
     "CameraConfig",
     "CameraProfile",
+    "CameraSecret",
     "CitysightConfig",
     "ConfigError",
     "DecoderName",

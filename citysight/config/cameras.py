@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
-import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from citysight.config.base import ID_PATTERN, Strict, _f
+from citysight.urls import MAX_URL_LENGTH, has_password
+
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 class ZoneType(enum.StrEnum):
@@ -32,7 +34,9 @@ class ZoneConfig(Strict):
 
     id: str = _f("Zone id", "Unique within the camera.", pattern=ID_PATTERN)
     type: ZoneType = _f("Zone type", "What the zone means to the rules.")
-    polygon: list[Point] = _f("Polygon", "Vertices as relative (x, y) in 0..1; at least 3 points.")
+    polygon: list[Point] = _f(
+        "Polygon", "Vertices as relative (x, y) in 0..1; 3 to 1000 points.", max_length=1000
+    )
 
     @field_validator("polygon")
     @classmethod
@@ -108,14 +112,17 @@ class CameraConfig(Strict):
     name: str = _f("Name", "Human-readable name.", default="", max_length=200)
     url: str = _f(
         "URL",
-        "rtsp://, rtsps://, http(s):// or a file path. Put credentials in url_password_env, "
-        "not here.",
+        "rtsp://, rtsps://, http(s):// or a file path, at most 2048 characters. No password "
+        "here: the operator binds it to the camera id in services.streams.camera_secrets.",
         min_length=1,
+        max_length=MAX_URL_LENGTH,
     )
     url_password_env: str | None = _f(
-        "Password variable",
-        "Environment variable holding the camera password (inserted into the URL at open).",
+        "Password variable (deprecated)",
+        "Deprecated, config file only: moved at load into services.streams.camera_secrets "
+        "(bound to this camera's URL host). Refused from the camera API.",
         default=None,
+        pattern=ENV_NAME_PATTERN,
     )
     latitude: float = _f("Latitude", "WGS84 degrees.", ge=-90, le=90)
     longitude: float = _f("Longitude", "WGS84 degrees.", ge=-180, le=180)
@@ -123,7 +130,10 @@ class CameraConfig(Strict):
         "Heading", "Direction the camera looks, degrees from north.", default=None, ge=0, lt=360
     )
     jurisdiction: str = _f(
-        "Jurisdiction", "Administrative area (e.g. township) used for routing.", default="default"
+        "Jurisdiction",
+        "Administrative area (e.g. township) used for routing.",
+        default="default",
+        max_length=200,
     )
     enabled: bool = _f("Enabled", "Disabled cameras are not read.", default=True)
     detectors: list[Detector] = _f(
@@ -132,16 +142,20 @@ class CameraConfig(Strict):
         default_factory=lambda: list(Detector),
     )
     profile: CameraProfile = _f("Profile", "Analytics profile.", default_factory=CameraProfile)
-    zones: list[ZoneConfig] = _f("Zones", "Polygons used by the rules.", default_factory=list)
-    lines: list[LineConfig] = _f("Lines", "Counting lines.", default_factory=list)
+    zones: list[ZoneConfig] = _f(
+        "Zones", "Polygons used by the rules.", default_factory=list, max_length=256
+    )
+    lines: list[LineConfig] = _f("Lines", "Counting lines.", default_factory=list, max_length=256)
 
     @field_validator("url")
     @classmethod
     def _no_inline_password(cls, v: str) -> str:
-        if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]+@", v, re.I):
+        # The length cap (max_length) has refused anything longer than MAX_URL_LENGTH before
+        # this runs, and has_password is linear: no URL can make parsing the registry slow.
+        if has_password(v):
             raise ValueError(
-                "the URL holds a password: put it in an environment variable named by "
-                "url_password_env"
+                "the URL holds a password: bind it to the camera id in "
+                "services.streams.camera_secrets instead"
             )
         return v
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -15,9 +16,11 @@ from citysight.config.cameras import CameraConfig
 from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.map import MapConfig
 from citysight.config.rules import HotlistEntry, RuleConfig
-from citysight.config.services import ServicesConfig
+from citysight.config.services import CameraSecret, ServicesConfig
 from citysight.config.site import IncidentsConfig, SiteConfig
 from citysight.contracts import AlertKind
+
+logger = logging.getLogger(__name__)
 
 
 class CitysightConfig(Strict):
@@ -39,6 +42,43 @@ class CitysightConfig(Strict):
     retention: RetentionConfig = _f("Retention", "TTLs.", default_factory=RetentionConfig)
     services: ServicesConfig = _f("Services", "Services.", default_factory=ServicesConfig)
     map: MapConfig = _f("Map", "Map page.", default_factory=MapConfig)
+
+    @model_validator(mode="after")
+    def _camera_secrets(self) -> CitysightConfig:
+        """Move the deprecated ``cameras[].url_password_env`` into ``camera_secrets``.
+
+        A config file is the operator's, so its names stay trusted; they are bound to the
+        camera id *and* its URL's host, so whoever later edits the camera through the API
+        cannot send that password elsewhere. The camera registry never carries the name.
+        """
+        from urllib.parse import urlsplit
+
+        secrets = self.services.streams.camera_secrets
+        for cam in self.cameras:
+            env = cam.url_password_env
+            if env is None:
+                continue
+            existing = secrets.get(cam.id)
+            if existing is not None and existing.password_env != env:
+                raise ValueError(
+                    f"camera {cam.id}: url_password_env ({env}) and "
+                    "services.streams.camera_secrets disagree: keep only camera_secrets"
+                )
+            if existing is None:
+                parts = urlsplit(cam.url)
+                host = parts.hostname or ""
+                port = parts.port
+                bound = f"[{host}]" if ":" in host else host
+                hosts = [f"{bound}:{port}" if port else bound] if host else []
+                secrets[cam.id] = CameraSecret(password_env=env, hosts=hosts)
+                logger.warning(
+                    "cameras[%s].url_password_env is deprecated: moved to "
+                    "services.streams.camera_secrets (bound to host %s)",
+                    cam.id,
+                    hosts[0] if hosts else "-",
+                )
+            cam.url_password_env = None
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> CitysightConfig:

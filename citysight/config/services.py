@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
 from pydantic import field_validator, model_validator
 
 # The names of every backend choice live in citysight.choices (no pydantic there).
 from citysight.choices import DETECTOR_TIERS, DecoderName, InferenceBackend
-from citysight.config.base import Strict, _f
-from citysight.config.cameras import Detector
+from citysight.config.base import ID_PATTERN, Strict, _f
+from citysight.config.cameras import ENV_NAME_PATTERN, Detector
+from citysight.urls import (
+    DEFAULT_ALLOWED_NETWORKS,
+    DEFAULT_CAMERA_PORTS,
+    DEFAULT_PORTS,
+    NetworkPolicy,
+    parse_ports,
+)
 
 
 class RedisService(Strict):
@@ -209,6 +217,140 @@ class HttpService(Strict):
         ge=5,
         le=100000,
     )
+    max_body_bytes: int = _f(
+        "Max body",
+        "Largest request body accepted (bytes); a larger one is answered 413 without being "
+        "read. Requests with a body are authenticated before it is read.",
+        default=1_048_576,
+        ge=1024,
+        le=1_073_741_824,
+    )
+
+
+class AllowedNetwork(Strict):
+    """One entry of the camera network allow-list."""
+
+    cidr: str = _f(
+        "Network",
+        "IPv4 or IPv6 network in CIDR form (10.20.0.0/16, 127.0.0.1/32, fd12::/48).",
+        max_length=64,
+    )
+    ports: list[int | str] = _f(
+        "Ports",
+        'Ports allowed in the network: numbers or ranges like "8554-8560"; empty allows '
+        "every port.",
+        default_factory=list,
+        max_length=64,
+    )
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{v!r} is not a network in CIDR form: {exc}") from None
+        return v
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int | str]) -> list[int | str]:
+        parse_ports(v)
+        return v
+
+
+def _host_port(entry: str) -> tuple[str, int | None]:
+    """``("cam.example.org", 554)`` from ``cam.example.org:554``; ``[fd12::5]:554`` and bare
+    IPv6 addresses too; the port is ``None`` when not given."""
+    e = entry.strip().lower()
+    if e.startswith("["):
+        host, _, rest = e[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif e.count(":") == 1:
+        host, _, port = e.partition(":")
+    else:
+        host, port = e, ""
+    return host.rstrip("."), int(port) if port.isdigit() else None
+
+
+def _default_networks() -> list[AllowedNetwork]:
+    return [
+        AllowedNetwork(cidr=n, ports=list(DEFAULT_CAMERA_PORTS)) for n in DEFAULT_ALLOWED_NETWORKS
+    ]
+
+
+class CameraSecret(Strict):
+    """A camera's password, bound by the operator to the camera id (never by an API caller)."""
+
+    password_env: str | None = _f(
+        "Password variable",
+        "Environment variable of the stream workers holding the password.",
+        default=None,
+        pattern=ENV_NAME_PATTERN,
+    )
+    password_file: str | None = _f(
+        "Password file",
+        "File holding the password (a mounted secret, e.g. /run/secrets/cam-17); one trailing "
+        "newline is dropped. Read at every connect, so a rotated secret applies at the next "
+        "reconnect.",
+        default=None,
+        max_length=4096,
+    )
+    username: str | None = _f(
+        "User name",
+        "User name sent with the password; empty keeps the user name of the camera URL.",
+        default=None,
+        max_length=256,
+    )
+    hosts: list[str] = _f(
+        "Hosts",
+        "Hosts (host or host:port, as written in the camera URL) the password "
+        "may be sent to. A camera whose URL names another host is not opened (so an API "
+        "caller who edits the URL cannot collect the password). Empty: any host the network "
+        "allow-list accepts. Filled in from the URL for cameras that still use "
+        "cameras[].url_password_env.",
+        default_factory=list,
+        max_length=64,
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CameraSecret:
+        if (self.password_env is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password_env and password_file")
+        return self
+
+    def allows(self, scheme: str, host: str, port: int | None) -> bool:
+        """Whether the password may be sent to ``host:port`` (as written in the URL)."""
+        if not self.hosts:
+            return True
+        h = host.lower().strip("[]").rstrip(".")
+        p = port or DEFAULT_PORTS.get(scheme.lower(), 0)
+        for entry in self.hosts:
+            eh, ep = _host_port(entry)
+            if eh == h and (ep is None or ep == p):
+                return True
+        return False
+
+    def reveal(self) -> str:
+        """The password (read now: rotated secrets apply at the next connect).
+
+        Raises:
+            ValueError: The variable is not set or the file cannot be read (the message
+                names it: for the operator's log, never for an API reader).
+        """
+        if self.password_env is not None:
+            pw = os.environ.get(self.password_env)
+            if pw is None:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            return pw
+        assert self.password_file is not None
+        try:
+            text = Path(self.password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"password file {self.password_file}: {exc}") from None
+        return text[:-1] if text.endswith("\n") else text
 
 
 class StreamsService(Strict):
@@ -238,6 +380,23 @@ class StreamsService(Strict):
         "URL schemes accepted from the camera API.",
         default_factory=lambda: ["rtsp", "rtsps"],
     )
+    allowed_networks: list[AllowedNetwork] = _f(
+        "Allowed networks",
+        "Networks and ports stream workers may connect to, checked on the resolved address "
+        "at every connect (and on literal addresses when the API adds a camera). Loopback, "
+        "link-local and anything not listed are refused; cloud metadata addresses always "
+        "are. Default: the private ranges 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and "
+        "fc00::/7 on ports 554, 322, 8554, 80 and 443.",
+        default_factory=_default_networks,
+        max_length=1024,
+    )
+    camera_secrets: dict[str, CameraSecret] = _f(
+        "Camera secrets",
+        "Camera id -> its password (from an environment variable or a file), bound by the "
+        "operator. The API cannot name a secret; stream workers insert it into the URL at "
+        "connect, never into the registry.",
+        default_factory=dict,
+    )
     max_restarts: int = _f(
         "Restarts", "Reader restarts allowed per restart window.", default=5, ge=1
     )
@@ -264,6 +423,20 @@ class StreamsService(Strict):
         ge=1,
         le=300,
     )
+
+    @field_validator("camera_secrets")
+    @classmethod
+    def _secret_ids(cls, v: dict[str, CameraSecret]) -> dict[str, CameraSecret]:
+        import re
+
+        bad = sorted(k for k in v if not re.match(ID_PATTERN, k))
+        if bad:
+            raise ValueError(f"camera ids {bad} are not valid camera ids")
+        return v
+
+    def network_policy(self) -> NetworkPolicy:
+        """The allow-list as a :class:`~citysight.urls.NetworkPolicy`."""
+        return NetworkPolicy.from_entries((n.cidr, n.ports) for n in self.allowed_networks)
 
 
 class RulesService(Strict):

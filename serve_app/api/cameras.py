@@ -1,9 +1,12 @@
 """Cameras: the registry with health (read by all), create/replace/delete (cameras:write).
 
-Camera URLs are returned without any user information (user name or password), and
-``url_password_env`` is never returned. Submitted URLs go through the camera URL
-policy (``citysight.urls.check_url``: allowed schemes, SSRF guards), imported unconditionally:
-it lives on the ground floor, so the check cannot silently vanish.
+Camera URLs are returned without any user information (user name or password). A caller
+can never name a secret: ``url_password_env`` is refused (422) — camera passwords are bound
+to camera ids by the operator (``services.streams.camera_secrets``). Submitted URLs go through
+the camera URL policy (``citysight.urls.check_url``: allowed schemes, length, literal
+addresses against ``services.streams.allowed_networks``), imported unconditionally: it lives on
+the ground floor, so the check cannot silently vanish. Stream workers check the resolved
+address again at every connect.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from citysight.config import CameraConfig
+from citysight.config import CameraConfig, StreamsService
 from citysight.urls import check_url, redact
 from serve_app.api.deps import ctx
 from serve_app.auth import CameraWriter, Reader
@@ -32,10 +35,20 @@ def public_camera(cam: CameraConfig, health: dict[str, Any] | None) -> dict[str,
     return d
 
 
-def check_camera_url(url: str, allowed: list[str]) -> None:
-    """Apply the URL policy; 422 with the reason when refused."""
+def check_camera(cam: CameraConfig, streams: StreamsService) -> None:
+    """Apply the camera policy to a submitted camera; 422 with the reason when refused.
+
+    ``url_password_env`` is refused whatever it names (set or not, the answer is the same:
+    the caller learns nothing about the workers' environment).
+    """
+    if cam.url_password_env is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "url_password_env: not accepted from the API; camera passwords are bound to "
+            "camera ids by the operator (services.streams.camera_secrets)",
+        )
     try:
-        check_url(url, allowed)
+        check_url(cam.url, streams.allowed_url_schemes, streams.network_policy())
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"url: {exc}") from None
 
@@ -73,7 +86,7 @@ def create_camera(
 ) -> dict[str, Any]:
     """Add a camera (409 when the id exists)."""
     c = ctx(request)
-    check_camera_url(cam.url, c.cfg.services.streams.allowed_url_schemes)
+    check_camera(cam, c.cfg.services.streams)
     if c.cameras.get(cam.id) is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"camera {cam.id!r} already exists")
     c.cameras.put(cam)
@@ -95,7 +108,7 @@ def replace_camera(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "id: must match the camera id in the path"
         )
-    check_camera_url(cam.url, c.cfg.services.streams.allowed_url_schemes)
+    check_camera(cam, c.cfg.services.streams)
     if c.cameras.get(camera_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
     c.cameras.put(cam)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 
 from citysight import keys
-from citysight.config import CameraConfig
+from citysight.config import CameraConfig, format_validation_error
 from serve_app.store.feed import publish_feed
+
+logger = logging.getLogger(__name__)
 
 
 class CameraRegistry:
@@ -21,13 +25,34 @@ class CameraRegistry:
     def list(self) -> list[CameraConfig]:
         """All cameras, by id."""
         rows = self.r.hgetall(keys.CAMERAS)
-        cams = [CameraConfig.model_validate_json(v) for v in rows.values()]
+        cams = []
+        for k, v in rows.items():
+            try:
+                cams.append(CameraConfig.model_validate_json(v))
+            except ValidationError as exc:
+                # An entry written by an older version (e.g. a URL past today's length cap)
+                # stays in Redis for the operator, but never breaks the listing.
+                logger.warning(
+                    "camera %s in the registry is invalid: %s (skipped)",
+                    (keys.text(k) or "?")[:64],
+                    "; ".join(format_validation_error(exc)),
+                )
         return sorted(cams, key=lambda c: c.id)
 
     def get(self, cid: str) -> CameraConfig | None:
         """One camera or ``None``."""
         raw = self.r.hget(keys.CAMERAS, cid)
-        return CameraConfig.model_validate_json(raw) if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            return CameraConfig.model_validate_json(raw)
+        except ValidationError as exc:
+            logger.warning(
+                "camera %s in the registry is invalid: %s",
+                cid[:64],
+                "; ".join(format_validation_error(exc)),
+            )
+            return None
 
     def put(self, cam: CameraConfig) -> None:
         """Create or replace a camera and notify ``citysight:cameras:changed``."""

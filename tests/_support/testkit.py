@@ -132,3 +132,18 @@ def dashboard_queries(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
     panels(doc.get("panels") or [])
     return out
+
+
+def loopback_policy() -> Any:
+    """A camera network allow-list that adds 127.0.0.1 (any port) to nothing else.
+
+    The default allow-list refuses loopback (issue 13 #5); tests that read a local RTSP test
+    server or probe a closed local port pass this, as an operator would list it.
+    """
+    from citysight.urls import NetworkPolicy
+
+    return NetworkPolicy.from_entries([("127.0.0.1/32", [])])
+
+
+LOOPBACK_NETWORKS: list[dict[str, Any]] = [{"cidr": "127.0.0.1/32"}]
+"""``services.streams.allowed_networks`` of tests that read a local RTSP server."""

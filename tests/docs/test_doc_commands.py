@@ -144,6 +144,10 @@ COVERED: tuple[Covered, ...] = (
         "tests/benchmarks/metrics/test_metrics_bench.py::test_bench_metrics_small",
     ),
     Covered(
+        r"citysight bench urls --json",
+        "tests/benchmarks/urls/test_urls_bench.py::test_bench_urls_small",
+    ),
+    Covered(
         r"citysight bench locust( --[a-z-]+ \w+)*",
         "tests/benchmarks/locust/test_locust_run.py::test_tiny_locust_run",
     ),

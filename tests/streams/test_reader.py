@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from testkit import loopback_policy
 
-from citysight.config import CameraConfig, CameraProfile
+from citysight.config import CameraConfig, CameraProfile, CameraSecret
 from citysight.contracts import CameraState, CameraStatus
-from streams.reader import CameraReader, ReaderOptions
+from streams.reader import OPEN_FAILED, CameraReader, ReaderOptions
 
 
 def _cam(url: str | Path, **profile: object) -> CameraConfig:
@@ -206,6 +207,7 @@ def test_unreachable_rtsp_backs_off_then_fails_after_restart_budget() -> None:
         backoff_base_s=0.2,
         backoff_max_s=1.0,
         io_timeout_s=1.0,
+        network_policy=loopback_policy(),
     )
     r, sink = _run(cam, opts, lambda r, _s: r.state == CameraState.FAILED, timeout_s=15)
     states = sink.states()
@@ -240,25 +242,28 @@ def test_source_errors_never_carry_the_camera_password(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """PyAV's error texts quote the URL it opened, password included: the reader's status
-    reasons (shown by GET /api/cameras) and its log lines carry it scrubbed."""
+    reasons (shown by GET /api/cameras) are built from the failure's phase, and its log lines
+    carry the text scrubbed."""
     from citysight.app.services.redis_server import free_port
 
     monkeypatch.setenv("CAM_X_PASSWORD", "s3cret-pw")
     cam = CameraConfig(
         id="cam-x",
         url=f"rtsp://admin@127.0.0.1:{free_port()}/none",
-        url_password_env="CAM_X_PASSWORD",
         latitude=0,
         longitude=0,
         profile=CameraProfile(no_frame_timeout_s=0.3),
     )
     opts = ReaderOptions(
         max_restarts=1, restart_window_s=60, backoff_base_s=0.1, backoff_max_s=0.2,
-        io_timeout_s=1.0,
+        io_timeout_s=1.0, network_policy=loopback_policy(),
+        camera_secrets={"cam-x": CameraSecret(password_env="CAM_X_PASSWORD")},
     )  # fmt: skip
     with caplog.at_level("DEBUG"):
         _, sink = _run(cam, opts, lambda r, _s: r.state == CameraState.FAILED, timeout_s=15)
     reasons = [s.reason for s in sink.statuses]
-    assert any("Connection refused" in r or "rtsp://" in r for r in reasons), reasons
+    assert any(OPEN_FAILED in r for r in reasons), reasons
+    assert "Connection refused" in caplog.text  # the detail is in the operator's log
+    assert "admin:***@127.0.0.1" in caplog.text
     assert not [r for r in reasons if "s3cret-pw" in r], reasons
     assert "s3cret-pw" not in caplog.text

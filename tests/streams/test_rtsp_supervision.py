@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from testkit import LOOPBACK_NETWORKS, loopback_policy
 
 from citysight.config import CameraConfig, CameraProfile, StreamsService
 from citysight.contracts import CameraState
@@ -90,7 +91,10 @@ def _camera_cut(
         backoff_base_s=0.25, backoff_max_s=BACKOFF_MAX_S, io_timeout_s=2.0, max_restarts=100
     )
     before = set(threading.enumerate())
-    cfg = StreamsService(shards=1, max_batch=8, push_timeout_ms=20, queue_frames=2)
+    cfg = StreamsService.model_validate(
+        {"shards": 1, "max_batch": 8, "push_timeout_ms": 20, "queue_frames": 2,
+         "allowed_networks": LOOPBACK_NETWORKS}
+    )  # fmt: skip
     w = StreamWorker(cams, cfg, redis_url, empty_infer_factory, reader_options=opts)
     try:
         for c in cams:
@@ -222,7 +226,11 @@ def test_flapping_camera_reconnects_each_time_without_memory_growth(
         lambda c, no, t, f: frames.append(no),
         None,
         ReaderOptions(
-            backoff_base_s=0.25, backoff_max_s=BACKOFF_MAX_S, io_timeout_s=2.0, max_restarts=100
+            backoff_base_s=0.25,
+            backoff_max_s=BACKOFF_MAX_S,
+            io_timeout_s=2.0,
+            max_restarts=100,
+            network_policy=loopback_policy(),
         ),
     )
     reader.start()

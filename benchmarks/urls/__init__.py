@@ -1,0 +1,1 @@
+"""``citysight bench urls``: the camera URL policy on hostile input."""
