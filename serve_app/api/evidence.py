@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from citysight.config import Scope
 from serve_app.api.deps import ctx, scoped_alert
 from serve_app.auth import Reader
+from serve_app.store.evidence import RedactionUnavailable
 
 router = APIRouter(prefix="/api/alerts", tags=["evidence"])
 
@@ -44,7 +45,16 @@ def evidence(
             target=alert_id,
             reason=reason.strip(),
         )
-    jpeg = c.evidence.get(alert, unredacted=unredacted)
+    try:
+        jpeg = c.evidence.get(alert, unredacted=unredacted)
+    except RedactionUnavailable:
+        # Fail closed: without a face detector no image is served as redacted.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "evidence redaction unavailable: faces cannot be detected right now, so no "
+            "redacted image is served (see the redaction component of /health)",
+            headers={"Retry-After": "30"},
+        ) from None
     if jpeg is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no evidence stored for this alert")
     return Response(

@@ -10,6 +10,8 @@ Semantics (docs/architecture.md, "Health"):
   removed (its process was replaced); a component silent for ``STALE_AFTER_S`` is ``stale``.
 * ``cameras`` is derived from ``citysight:camera-health`` for the enabled cameras of the
   registry: ``running`` when every camera's reader runs and its frames are analysed.
+* ``redaction`` is the face redaction of evidence shown without ``evidence:unredacted``:
+  ``failed`` when no face detector tier loads (redacted views answer 503).
 * ``status`` is ``ok`` when every component is ``running``; ``down`` (HTTP 503) when Redis
   is unreachable or no detections flow at all while cameras should be running (no enabled
   camera is analysed, and at least one is known not analysed, offline, failed or silent, or
@@ -32,7 +34,9 @@ from serve_app.api.deps import ctx
 
 router = APIRouter(tags=["health"])
 
-COMPONENTS = ("redis", "ray", "rules", "inference", "streams", "ingress", "cameras")
+COMPONENTS = (
+    "redis", "ray", "rules", "inference", "streams", "ingress", "cameras", "redaction",
+)  # fmt: skip
 STALE_AFTER_S = 60.0
 PART_EXPIRE_S = 300.0
 CAMERA_STALE_S = 30.0
@@ -225,6 +229,9 @@ def health(request: Request) -> JSONResponse:
         "state": "running",
         "detail": {"ws_clients": c.metrics.ws_clients, "feed_last_id": c.hub.last_id},
     }
+    # Face redaction of evidence (fail closed): ``failed`` when no face detector loads, so
+    # redacted images are refused with 503 rather than served with faces in them.
+    comps["redaction"] = c.evidence.redactor.status()
     for name in COMPONENTS:
         comps.setdefault(name, {"state": "unknown", "detail": {}})
     inference_down = comps["inference"].get("state") == "down"
