@@ -39,6 +39,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "nvdec": "benchmarks.nvdec.cli:main",
         "metrics": "benchmarks.metrics.cli:main",
         "soak": "benchmarks.soak.run:main",
+        "redaction": "benchmarks.redaction.cli:main",
     },
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from functools import cached_property
 from typing import cast
@@ -77,8 +79,10 @@ class EvidenceStore:
         """The alert's JPEG; every face blurred unless ``unredacted``.
 
         A redacted view is re-encoded from the original with every face the detector finds
-        now blurred, plus the faces recorded on the alert; one that cannot be decoded is
-        never returned as the original.
+        in it blurred, plus the faces recorded on the alert; one that cannot be decoded is
+        never returned as the original. The rendering is kept beside the original (same
+        expiry), keyed by a hash of the original bytes, the recorded boxes and the detector
+        tier, so the detection pass runs once per image and tier.
 
         Raises:
             RedactionUnavailable: a redacted view was asked for and faces cannot be looked
@@ -88,18 +92,34 @@ class EvidenceStore:
         raw = cast("bytes | None", self.r.get(keys.evidence_key(alert.id)))
         if raw is None or unredacted:
             return raw
-        if not self.redactor.available:  # refuse before decoding anything
+        if not self.redactor.available:  # fail closed before anything is read or cached
             raise RedactionUnavailable(self.redactor.reason)
-        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            logger.warning("evidence of %s is not a decodable image; withheld", alert.id)
-            return None
         recorded = [
             b
             for ref in alert.evidence
             for b, c in zip(ref.boxes, ref.class_ids, strict=False)
             if c == ObjectClass.FACE
         ]
+        # The rendering depends only on these bytes, the recorded boxes and the detector
+        # tier, so it is kept (expiring with the original) and a second view of the same
+        # evidence costs one GET instead of another detection pass.
+        fp = hashlib.sha256(raw + json.dumps([self.redactor.tier, recorded]).encode()).hexdigest()[
+            :24
+        ]
+        cache_key = keys.redacted_evidence_key(alert.id, fp)
+        cached = cast("bytes | None", self.r.get(cache_key))
+        if cached is not None:
+            return cached
+        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            logger.warning("evidence of %s is not a decodable image; withheld", alert.id)
+            return None
         red = self.redactor.redact(np.asarray(img, np.uint8), recorded)
         ok, enc = cv2.imencode(".jpg", red, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        return enc.tobytes() if ok else None
+        if not ok:
+            return None
+        out = enc.tobytes()
+        ttl_ms = int(self.r.pttl(keys.evidence_key(alert.id)))
+        if ttl_ms > 0:  # the original may have expired meanwhile: cache nothing then
+            self.r.set(cache_key, out, px=ttl_ms)
+        return out

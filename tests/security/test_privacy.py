@@ -255,3 +255,30 @@ def test_redact_api_blurs_found_and_known_faces(models_dir_real: Path) -> None:
     assert _detail(out[y1:y2, x1:x2]) < 0.15 * _detail(img[y1:y2, x1:x2])
     assert _detail(out[405:455, 405:455]) < 0.05 * _detail(img[405:455, 405:455])
     assert np.array_equal(out[0:50, 0:50], img[0:50, 0:50])  # elsewhere untouched
+
+
+def test_a_redacted_rendering_is_kept_per_image_boxes_and_tier(
+    r: redis.Redis, models_dir_real: Path
+) -> None:
+    """The second view is the kept rendering; new boxes or a dead detector are never skipped."""
+    cfg = _cfg(models_dir_real)
+    img = np.full((240, 320, 3), 90, np.uint8)
+    img[40:193, 40:160] = _astronaut_face()[:153, :120]
+    yy, xx = np.mgrid[0:60, 0:60]
+    img[10:70, 250:310] = (((yy // 3 + xx // 3) % 2) * 255).astype(np.uint8)[..., None]
+    alert = _alert("al_kept", AlertKind.FIRE, "fire", [], [])
+    _seed(r, cfg, alert, img)
+    ev = EvidenceStore(r, cfg)
+    first = ev.get(alert, unredacted=False)
+    assert first is not None and ev.redactor.redacted == 1
+    assert ev.get(alert, unredacted=False) == first and ev.redactor.redacted == 1  # kept
+    kept = list(r.scan_iter(match="citysight:evidence-redacted:al_kept:*"))
+    assert len(kept) == 1 and 0 < r.pttl(kept[0]) <= r.pttl("citysight:evidence:al_kept") + 1000
+    boxed = alert.model_copy(
+        update={"evidence": [EvidenceRef(key="k", boxes=[[250, 10, 310, 70]], class_ids=[0])]}
+    )
+    assert ev.get(boxed, unredacted=False) != first and ev.redactor.redacted == 2
+    # A detector that is gone serves nothing, not even a kept rendering.
+    dead = EvidenceStore(r, cfg, redactor=FaceRedactor(None, reason="no tier"))
+    with pytest.raises(RedactionUnavailable):
+        dead.get(alert, unredacted=False)
