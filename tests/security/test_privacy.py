@@ -282,3 +282,174 @@ def test_a_redacted_rendering_is_kept_per_image_boxes_and_tier(
     dead = EvidenceStore(r, cfg, redactor=FaceRedactor(None, reason="no tier"))
     with pytest.raises(RedactionUnavailable):
         dead.get(alert, unredacted=False)
+
+
+# -- finding 7: plate data only with plates:query; retention per read; reasoned queries ----
+
+PLATE = "粤B12345"
+PLATE_ROLES: dict[str, dict[str, Any]] = {
+    "admin": ROLES["admin"],
+    "police": ROLES["police"],  # holds plates:query
+    "police_reader": {"department": "police", "scopes": ["alerts:read", "alerts:dispatch"]},
+}
+
+
+def _plate_free(text: str) -> bool:
+    """No trace of the plate (JSON may escape the province character, never the rest)."""
+    return "B12345" not in text
+
+
+@pytest.fixture
+def plate_client(redis_url: str) -> Iterator[tuple[TestClient, redis.Redis, CitysightConfig]]:
+    r = redis.Redis.from_url(redis_url)
+    seed_principals(r, PLATE_ROLES)
+    cfg = _cfg("/nonexistent")
+    AlertStore(r, cfg).save_new([_alert("al_plate_1", AlertKind.PLATE, "police", [], [])])
+    with TestClient(create_api(cfg, redis_url, ws_heartbeat_s=0.2)) as c:
+        yield c, r, cfg
+    r.close()
+
+
+PLATE_ROUTES = [
+    # (route, role, plate visible)
+    ("GET /api/alerts", "police", True),
+    ("GET /api/alerts", "police_reader", False),
+    ("GET /api/alerts/al_plate_1", "police_reader", False),
+    ("GET /api/alerts/al_plate_1", "admin", True),
+    ("GET /api/alerts/al_plate_1/events", "police_reader", False),
+    ("GET /api/alerts/al_plate_1/events", "police", True),
+    ("POST /api/alerts/al_plate_1/transitions", "police_reader", False),
+]
+
+
+@pytest.mark.parametrize(("route", "role", "visible"), PLATE_ROUTES)
+def test_rest_alerts_carry_plates_only_for_plates_query(
+    plate_client: tuple[TestClient, redis.Redis, CitysightConfig],
+    route: str,
+    role: str,
+    visible: bool,
+) -> None:
+    client = plate_client[0]
+    method, path = route.split(" ")
+    body = {"to": "acknowledged"} if method == "POST" else None
+    res = client.request(method, path, json=body, headers=_h(role))
+    assert res.status_code == 200, res.text
+    assert _plate_free(res.text) is not visible, res.text  # the old code: plate everywhere
+    if not visible and path.endswith("al_plate_1"):
+        a = res.json()
+        assert a["plate_text"] is None and a["kind"] == "plate" and a["camera_id"] == "cam-1"
+
+
+@pytest.mark.parametrize(("role", "visible"), [("police_reader", False), ("police", True)])
+def test_websocket_feed_carries_plates_only_for_plates_query(
+    plate_client: tuple[TestClient, redis.Redis, CitysightConfig], role: str, visible: bool
+) -> None:
+    """Replayed and live alerts, and alert events, on the same socket."""
+    client, r, cfg = plate_client
+    with client.websocket_connect("/ws?last_id=0-0", headers=_h(role)) as ws:
+        got: list[dict[str, Any]] = []
+        replayed = json.loads(ws.receive_text())  # the replay of al_plate_1
+        got.append(replayed)
+        AlertStore(r, cfg).save_new([_alert("al_plate_2", AlertKind.PLATE, "police", [], [])])
+        AlertStore(r, cfg).transition("al_plate_2", "acknowledged", actor="x")  # type: ignore[arg-type]
+        types: list[str] = []
+        while len([m for m in got if m["type"] in ("alert", "alert_event")]) < 3:
+            msg = json.loads(ws.receive_text())
+            types.append(msg["type"])
+            got.append(msg)
+    texts = [json.dumps(m, ensure_ascii=False) for m in got if m["type"] != "heartbeat"]
+    assert {m["type"] for m in got} >= {"alert", "alert_event"}
+    for t in texts:
+        assert _plate_free(t) is not visible, t
+
+
+DAY = 86400.0
+RETENTION = [
+    # (read ages in days, retention days, ages a query returns after one new read)
+    ([5.0, 2.0], 3, [2.0, 0.0]),  # the issue's case: a 5-day-old read with 3-day retention
+    ([10.0, 6.0, 2.9], 3, [2.9, 0.0]),
+    ([0.5], 1, [0.5, 0.0]),
+]
+
+
+@pytest.mark.parametrize(("ages", "days", "kept"), RETENTION)
+def test_plate_reads_expire_per_read(
+    r: redis.Redis, ages: list[float], days: int, kept: list[float]
+) -> None:
+    from serve_app.store.plates import PlateReads
+
+    cfg = CitysightConfig.model_validate({"retention": {"plate_read_ttl_s": days * 86400}})
+    pr = PlateReads(r, cfg)
+    now = 1_800_000_000.0
+    for a in ages:  # a plate seen every few days: each write renewed the old set's TTL
+        pr.add_many([(PLATE, f"cam-{a}", now - a * DAY, 0.9)], now=now - a * DAY)
+    pr.add_many([(PLATE, "cam-now", now, 0.9)], now=now)
+    got = [round((now - x["t"]) / DAY, 1) for x in pr.query(PLATE, None, None, now=now)]
+    assert got == kept
+    raw = r.zrange(f"citysight:plates:{PLATE}", 0, -1, withscores=True)
+    assert all(now - s <= days * DAY for _, s in raw)  # trimmed in Redis, not only filtered
+
+
+def test_plate_sweep_trims_plates_never_seen_again(r: redis.Redis) -> None:
+    from serve_app.store.plates import PlateReads
+
+    cfg = CitysightConfig.model_validate({"retention": {"plate_read_ttl_s": 86400}})
+    pr = PlateReads(r, cfg)
+    now = 1_800_000_000.0
+    for i in range(30):
+        pr.add_many(
+            [(f"ZZ{i:03d}", "c", now - 2 * DAY, 0.9), (f"ZZ{i:03d}", "c", now, 0.9)],
+            now=now - 2 * DAY,
+        )
+    # (written 2 days ago with both reads: the old one was within retention then)
+    removed = 0
+    for _ in range(20):  # a few SCAN pages cover every plate
+        removed += pr.sweep(now=now, count=10)
+    assert removed == 30
+    assert all(r.zcard(f"citysight:plates:ZZ{i:03d}") == 1 for i in range(30))
+    # A query is bounded even before the sweep, and by its limit.
+    for i in range(50):
+        r.zadd(f"citysight:plates:{PLATE}", {json.dumps({"camera_id": "c", "t": now - i}): now - i})
+    r.zadd(
+        f"citysight:plates:{PLATE}",
+        {json.dumps({"camera_id": "old", "t": now - 9 * DAY}): now - 9 * DAY},
+    )
+    assert len(pr.query(PLATE, None, None, limit=7, now=now)) == 7
+    assert all(x["camera_id"] != "old" for x in pr.query(PLATE, None, None, now=now))
+
+
+PLATE_QUERIES = [
+    # (how, body or query, status)
+    ("no reason", {}, 400),
+    ("empty reason", {"reason": ""}, 400),
+    ("blank reason", {"reason": "   "}, 400),
+    ("reason in the query string", "?reason=case+7", 405),
+    ("limit over the cap", {"reason": "case 7", "limit": 100_001}, 422),
+    ("unknown field", {"reason": "case 7", "plate_text": "x"}, 422),
+    ("a reason", {"reason": "case 7", "limit": 5}, 200),
+]
+
+
+@pytest.mark.parametrize(("how", "arg", "status"), PLATE_QUERIES)
+def test_a_plate_query_needs_a_reason_in_the_body_and_is_audited(
+    plate_client: tuple[TestClient, redis.Redis, CitysightConfig],
+    how: str,
+    arg: dict[str, Any] | str,
+    status: int,
+) -> None:
+    client, r, cfg = plate_client
+    from serve_app.store.audit import AuditLog
+
+    before = len(AuditLog(r, cfg).list(limit=1000))
+    url = "/api/plates/AB123/reads"
+    if isinstance(arg, str):
+        res = client.get(url + arg, headers=_h("police"))
+    else:
+        res = client.post(url, json=arg, headers=_h("police"))
+    assert res.status_code == status, (how, res.text)  # the old code: GET, 200, reason ""
+    recs = AuditLog(r, cfg).list(limit=1000)
+    if status == 200:
+        assert recs[0]["action"] == "plates.query" and recs[0]["reason"] == "case 7"
+        assert res.json()["limit"] == 5
+    else:
+        assert len(recs) == before, "a refused query leaves no audit record"

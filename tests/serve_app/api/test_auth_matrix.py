@@ -101,7 +101,7 @@ def client(redis_server: Any) -> Iterator[TestClient]:
         ev.put(f"al_{d}_000000", jpeg)
     for d in ESC_DEPTS:
         ev.put(_esc_id(d, 0), jpeg)
-    PlateReads(r, cfg).add_many([("AB123", "cam-police", 1000.0, 0.9)])
+    PlateReads(r, cfg).add_many([("AB123", "cam-police", time.time() - 60, 0.9)])
     CameraRegistry(r).put(
         CameraConfig(
             id="cam-1",
@@ -289,7 +289,7 @@ def test_unredacted_evidence_property_level(client: TestClient, role: str) -> No
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_plates_and_audit_scopes(client: TestClient, role: str) -> None:
     """Plate reads need plates:query (and are audited); the audit log needs audit:read."""
-    r = client.get("/api/plates/AB123/reads", headers=_h(role))
+    r = client.post("/api/plates/AB123/reads", json={"reason": "case 42"}, headers=_h(role))
     if _has(role, "plates:query"):
         assert r.status_code == 200
         assert r.json()["reads"][0]["camera_id"] == "cam-police"
@@ -306,7 +306,7 @@ def test_audit_records_sensitive_reads(client: TestClient) -> None:
         "/api/alerts/al_police_000000/evidence?unredacted=true&reason=warrant%207",
         headers=_h("police"),
     )
-    client.get("/api/plates/AB123/reads", headers=_h("police"))
+    client.post("/api/plates/AB123/reads", json={"reason": "case 42"}, headers=_h("police"))
     body = client.get("/api/audit", headers=_h("admin")).json()
     assert body["chain_ok"] is True
     actions = {(x["actor"], x["action"]) for x in body["records"]}
@@ -370,7 +370,7 @@ def test_camera_validation(
         ("POST", "/api/cameras"),
         ("PUT", "/api/cameras/cam-1"),
         ("DELETE", "/api/cameras/cam-1"),
-        ("GET", "/api/plates/AB123/reads"),
+        ("POST", "/api/plates/AB123/reads"),
         ("GET", "/api/audit"),
         ("GET", "/api/me"),
         ("GET", "/api/config/map"),
