@@ -1,4 +1,7 @@
-"""``GET /health``: each component's real state and an overall status (no auth: probes).
+"""``GET /health``: each component's real state and an overall status.
+
+Anyone gets the overall status (probes, load balancers); the per-component detail needs a
+local caller or a token with ``monitoring:read`` (see :func:`health`).
 
 Semantics (docs/architecture.md, "Health"):
 
@@ -31,6 +34,7 @@ from redis.exceptions import RedisError
 
 from citysight import keys
 from serve_app.api.deps import ctx
+from serve_app.auth import monitoring_denial
 
 router = APIRouter(tags=["health"])
 
@@ -205,8 +209,15 @@ def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any],
 
 @router.get("/health", summary="Component states and overall status")
 def health(request: Request) -> JSONResponse:
-    """200 with every component's state; 503 when the status is ``down``."""
+    """200 with every component's state; 503 when the status is ``down``.
+
+    The component detail (internal addresses, model files, camera placement) goes only to
+    local callers (``services.http.local_monitoring``) and tokens with ``monitoring:read``;
+    anyone else gets the minimal liveness form ``{"status": ...}`` with the same code, which
+    is all a load balancer or probe needs.
+    """
     c = ctx(request)
+    detail = monitoring_denial(request) is None
     comps: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     flowing = starting = True
@@ -243,4 +254,6 @@ def health(request: Request) -> JSONResponse:
     else:
         overall = "degraded"
     code = 503 if overall == "down" else 200
+    if not detail:
+        return JSONResponse({"status": overall}, status_code=code)
     return JSONResponse({"status": overall, "components": comps}, status_code=code)

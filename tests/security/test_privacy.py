@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from testkit import need_shared
 
 from benchmarks.fanout.world import ROLES, seed_principals, token_of
-from citysight.config import CitysightConfig, InferenceService
+from citysight.config import CameraConfig, CitysightConfig, InferenceService
 from citysight.contracts import Alert, AlertKind, EvidenceRef, Location, ObjectClass, Severity
 from citysight.redaction import FaceRedactor, RedactionUnavailable
 from serve_app.http import create_api
@@ -453,3 +453,209 @@ def test_a_plate_query_needs_a_reason_in_the_body_and_is_audited(
         assert res.json()["limit"] == 5
     else:
         assert len(recs) == before, "a refused query leaves no audit record"
+
+
+# -- finding 11: monitoring exposure, secrets out of URLs, CSP, tooltips as text ----------
+
+HOSTILE_NAME = '<img src=x onerror="window.__xss=1">Longhua'
+
+
+@pytest.fixture
+def api_client(redis_url: str) -> Iterator[tuple[TestClient, redis.Redis]]:
+    r = redis.Redis.from_url(redis_url)
+    seed_principals(r, {**ROLES, "monitor": {"department": "", "scopes": ["monitoring:read"]}})
+    cfg = _cfg("/nonexistent")
+    AlertStore(r, cfg).save_new([_alert("al_f11", AlertKind.FIRE, "fire", [], [])])
+    EvidenceStore(r, cfg).put(
+        "al_f11", cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    )
+    with TestClient(create_api(cfg, redis_url)) as c:  # a remote caller ("testclient")
+        yield c, r
+    r.close()
+
+
+MONITORING = [
+    # (path, caller, token role, status, detail shown)
+    ("/health", "remote", None, 200, False),  # minimal public liveness
+    ("/health", "remote", "fire", 200, False),  # a department token is not monitoring
+    ("/health", "remote", "monitor", 200, True),
+    ("/health", "local", None, 200, True),  # the embedded default's operator and probes
+    ("/metrics", "remote", None, 401, False),
+    ("/metrics", "remote", "fire", 403, False),
+    ("/metrics", "remote", "monitor", 200, True),
+    ("/metrics", "local", None, 200, True),  # Prometheus on the same host
+]
+
+
+@pytest.mark.parametrize(("path", "caller", "role", "status", "detail"), MONITORING)
+def test_health_detail_and_metrics_need_a_local_caller_or_monitoring_read(
+    redis_url: str,
+    r: redis.Redis,
+    path: str,
+    caller: str,
+    role: str | None,
+    status: int,
+    detail: bool,
+) -> None:
+    seed_principals(r, {"monitor": {"department": "", "scopes": ["monitoring:read"]}, **ROLES})
+    client_addr = ("127.0.0.1", 40000) if caller == "local" else ("198.51.100.7", 40000)
+    with TestClient(create_api(_cfg("/nonexistent"), redis_url), client=client_addr) as c:
+        res = c.get(path, headers=_h(role) if role else {})
+    assert res.status_code == status, res.text  # the old code: 200 with everything
+    if path == "/health":
+        body = res.json()
+        assert ("components" in body) is detail and "status" in body
+        if not detail:
+            assert set(body) == {"status"}
+    elif detail:
+        assert "citysight_ws_clients" in res.text
+
+
+def test_local_monitoring_off_makes_loopback_callers_show_a_token(
+    redis_url: str, r: redis.Redis
+) -> None:
+    cfg = CitysightConfig.model_validate({"services": {"http": {"local_monitoring": False}}})
+    with TestClient(create_api(cfg, redis_url), client=("127.0.0.1", 40000)) as c:
+        assert c.get("/metrics").status_code == 401
+        assert set(c.get("/health").json()) == {"status"}
+        assert "components" in c.get("/health", headers=_h("admin")).json()
+
+
+SECRETS_IN_URLS = [
+    # (request, status): reasons and tickets never travel in a query string
+    ("GET /api/alerts/al_f11/evidence?unredacted=true&reason=warrant+7", 400),
+    ("POST /api/alerts/al_f11/evidence/unredacted {}", 422),
+    ('POST /api/alerts/al_f11/evidence/unredacted {"reason": "  "}', 422),
+    ('POST /api/alerts/al_f11/evidence/unredacted {"reason": "warrant 7"}', 200),
+]
+
+
+@pytest.mark.parametrize(("request_line", "status"), SECRETS_IN_URLS)
+def test_unredacted_reason_travels_in_the_body(
+    api_client: tuple[TestClient, redis.Redis], request_line: str, status: int
+) -> None:
+    client, _ = api_client
+    method, rest = request_line.split(" ", 1)
+    url, _, body = rest.partition(" ")
+    res = client.request(method, url, json=json.loads(body) if body else None, headers=_h("admin"))
+    assert res.status_code == status, res.text  # the old code: 200 for the query form
+    audit = client.get("/api/audit", headers=_h("admin")).json()["records"]
+    unredacted = [x for x in audit if x["action"] == "evidence.unredacted"]
+    if status == 200:
+        assert res.headers["x-redacted"] == "false" and unredacted[0]["reason"] == "warrant 7"
+    else:
+        assert unredacted == []
+
+
+@pytest.mark.parametrize(("how", "status"), [("query", 400), ("subprotocol", 101)])
+def test_websocket_tickets_travel_in_a_subprotocol_not_the_url(
+    api_client: tuple[TestClient, redis.Redis], how: str, status: int
+) -> None:
+    from starlette.testclient import WebSocketDenialResponse
+
+    client, _ = api_client
+    ticket = client.post("/api/ws-tickets", headers=_h("fire")).json()["ticket"]
+    if how == "query":
+        # The old code accepted it.
+        with (
+            pytest.raises(WebSocketDenialResponse) as info,
+            client.websocket_connect(f"/ws?ticket={ticket}"),
+        ):
+            pass
+        assert info.value.status_code == status
+        assert "subprotocol" in info.value.json()["detail"]
+    else:
+        with client.websocket_connect(
+            "/ws", subprotocols=["citysight.v1", f"ticket.{ticket}"]
+        ) as ws:
+            assert ws.accepted_subprotocol == "citysight.v1"
+
+
+def test_map_page_runs_under_a_csp_and_renders_names_as_text(
+    redis_url: str, r: redis.Redis, tmp_path: Path
+) -> None:
+    """Real Chromium: the map loads, a login works, the feed goes live, evidence shows (a blob
+    image) and an unredacted reveal works, all with zero CSP violations; an overlay named
+    like an ``<img onerror>`` shows as that text in its tooltip and runs nothing."""
+    import shutil
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from benchmarks.fanout.world import ServerThread
+    from benchmarks.map import run as bench
+    from citysight.app.services.redis_server import free_port
+    from serve_app.store.cameras import CameraRegistry
+
+    if shutil.which(bench.CHROMIUM) is None:
+        pytest.skip(f"no Chromium at {bench.CHROMIUM}")
+    overlay = tmp_path / "d.geojson"
+    ring = [[110.3, 20.0], [110.4, 20.0], [110.4, 20.1], [110.3, 20.1], [110.3, 20.0]]
+    feature = {"type": "Feature", "properties": {"name": HOSTILE_NAME},
+               "geometry": {"type": "Polygon", "coordinates": [ring]}}  # fmt: skip
+    overlay.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    cfg = CitysightConfig.model_validate(
+        {
+            "departments": [{"id": d} for d in ("fire", "enforcement", "police")],
+            "map": {"overlays": [{"name": "districts", "path": str(overlay)}]},
+        }
+    )
+    CameraRegistry(r).put(
+        CameraConfig(
+            id="cam-1", name=HOSTILE_NAME, url="rtsp://10.0.0.1/s", latitude=20.05, longitude=110.35
+        )
+    )
+    alert = _alert("al_csp", AlertKind.FIRE, "fire", [[10, 10, 60, 60]], [int(ObjectClass.FIRE)])
+    alert = alert.model_copy(update={"location": Location(lat=20.05, lon=110.35)})
+    _seed(r, cfg, alert, np.full((120, 160, 3), 100, np.uint8))
+    port = free_port()
+    server = ServerThread(create_api(cfg, redis_url), port).start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with playwright_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=bench.CHROMIUM, args=bench.CHROMIUM_ARGS, headless=True
+            )
+            page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+            page.add_init_script(
+                "window.__csp = []; document.addEventListener('securitypolicyviolation',"
+                " (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));"
+            )
+            console: list[str] = []
+            errors: list[str] = []
+            page.on("console", lambda m: console.append(m.text))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            res = page.goto(base + "/")
+            assert res is not None
+            csp = res.headers.get("content-security-policy", "")
+            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp  # old: none
+            page.get_by_test_id("token-input").fill(token_of("admin"))
+            page.get_by_test_id("login-button").click()
+            page.wait_for_selector("body[data-ready=true]")
+            expect = playwright_api.expect
+            expect(page.get_by_test_id("ws-status")).to_have_attribute("data-state", "live")
+            expect(page.locator(".leaflet-container")).to_be_visible()
+            # The overlay's tooltip: the name as text, no element made from it. The map
+            # draws on a canvas and sits zoomed in on the camera inside the overlay, so a
+            # point of the map away from the markers is inside the polygon.
+            box = page.locator("#map").bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.7)
+            tip = page.locator(".leaflet-tooltip")
+            expect(tip).to_have_count(1, timeout=5000)
+            assert tip.inner_text() == HOSTILE_NAME
+            assert tip.locator("img").count() == 0
+            # Evidence as a blob image, then the unredacted reveal (reason in a POST body).
+            item = page.locator(f"[data-testid=alert-item][data-alert-id='{alert.id}']")
+            item.click()
+            expect(page.get_by_test_id("snapshot-img")).to_be_visible()
+            page.get_by_test_id("reveal-unredacted").click()
+            page.get_by_test_id("reveal-reason").fill("incident review 42")
+            page.get_by_test_id("reveal-submit").click()
+            expect(page.get_by_test_id("snapshot")).to_have_attribute("data-unredacted", "true")
+            page.wait_for_timeout(300)
+            assert page.evaluate("window.__xss") is None
+            assert page.evaluate("window.__csp") == [], page.evaluate("window.__csp")
+            assert not [m for m in console if "Content Security Policy" in m], console
+            assert errors == [], errors
+            browser.close()
+    finally:
+        server.stop()

@@ -268,8 +268,8 @@ def test_forbidden_transition_lists_allowed(client: TestClient) -> None:
 def test_unredacted_evidence_property_level(client: TestClient, role: str) -> None:
     """BOPLA: unredacted evidence needs the scope and a reason, and is audited."""
     for dept in DEPTS:
-        url = f"/api/alerts/al_{dept}_000000/evidence?unredacted=true"
-        r = client.get(url + "&reason=case%2042", headers=_h(role))
+        url = f"/api/alerts/al_{dept}_000000/evidence/unredacted"
+        r = client.post(url, json={"reason": "case 42"}, headers=_h(role))
         if not _has(role, "alerts:read") or (
             _sees(role, dept) and not _has(role, "evidence:unredacted")
         ):
@@ -280,7 +280,7 @@ def test_unredacted_evidence_property_level(client: TestClient, role: str) -> No
             assert r.status_code == 200
             assert r.headers["content-type"] == "image/jpeg"
             assert r.headers["x-redacted"] == "false"
-            assert client.get(url, headers=_h(role)).status_code == 422  # no reason
+            assert client.post(url, json={}, headers=_h(role)).status_code == 422  # no reason
         redacted = client.get(f"/api/alerts/al_{dept}_000000/evidence", headers=_h(role))
         if _has(role, "alerts:read") and _sees(role, dept):
             assert redacted.headers["x-redacted"] == "true"
@@ -302,8 +302,9 @@ def test_plates_and_audit_scopes(client: TestClient, role: str) -> None:
 
 def test_audit_records_sensitive_reads(client: TestClient) -> None:
     """Unredacted views and plate queries leave hash-chained audit records."""
-    client.get(
-        "/api/alerts/al_police_000000/evidence?unredacted=true&reason=warrant%207",
+    client.post(
+        "/api/alerts/al_police_000000/evidence/unredacted",
+        json={"reason": "warrant 7"},
         headers=_h("police"),
     )
     client.post("/api/plates/AB123/reads", json={"reason": "case 42"}, headers=_h("police"))
@@ -395,12 +396,15 @@ def test_me_health_metrics_openapi(client: TestClient) -> None:
         "department": "police",
         "scopes": sorted(ROLES["police"]["scopes"]),
     }
-    h = client.get("/health")
+    public = client.get("/health")  # a remote caller without a token: liveness only
+    assert public.status_code == 200 and set(public.json()) == {"status"}
+    h = client.get("/health", headers=_h("admin"))  # admin holds monitoring:read
     assert h.status_code == 200
     comps = h.json()["components"]
     assert {"redis", "ray", "rules", "inference", "streams", "ingress"} <= set(comps)
     assert comps["redis"]["state"] == "running"
-    m = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 401
+    m = client.get("/metrics", headers=_h("admin")).text
     for name in (
         "citysight_ws_clients",
         "citysight_ws_delivery_ms_bucket",
