@@ -3,8 +3,8 @@
 Protocol:
 
 * Handshake: ``Authorization: Bearer <token>``, or (browsers, which cannot set headers on
-  a WebSocket) the subprotocols ``["citysight.v1", "ticket.<one-time ticket>"]`` (ticket
-  from ``POST /api/ws-tickets``; the server selects ``citysight.v1``). Tickets are never
+  a WebSocket) the subprotocols ``["citysight-v1", "ticket.<one-time ticket>"]`` (ticket
+  from ``POST /api/ws-tickets``; the server selects ``citysight-v1``). Tickets are never
   taken from the URL: ``?ticket=`` is refused (400) as URLs end up in logs. Refused
   handshakes get an HTTP 401/403 response where the server supports it, otherwise a close
   (4401/4403) before the upgrade completes; either way no frame is delivered.
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 MAX_INBOUND_BYTES: Final = 4096
-SUBPROTOCOL: Final = "citysight.v1"
+SUBPROTOCOL: Final = "citysight-v1"
 TICKET_PREFIX: Final = "ticket."
 _ID_RE = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 

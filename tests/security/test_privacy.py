@@ -566,9 +566,9 @@ def test_websocket_tickets_travel_in_a_subprotocol_not_the_url(
         assert "subprotocol" in info.value.json()["detail"]
     else:
         with client.websocket_connect(
-            "/ws", subprotocols=["citysight.v1", f"ticket.{ticket}"]
+            "/ws", subprotocols=["citysight-v1", f"ticket.{ticket}"]
         ) as ws:
-            assert ws.accepted_subprotocol == "citysight.v1"
+            assert ws.accepted_subprotocol == "citysight-v1"
 
 
 def test_map_page_runs_under_a_csp_and_renders_names_as_text(

@@ -54,7 +54,7 @@ def test_build_app_serves_rest_and_websockets(ray_local: None, redis_url: str) -
 
         async def refused() -> int:
             with pytest.raises(InvalidStatus) as info:
-                forged = [Subprotocol("citysight.v1"), Subprotocol("ticket.forged")]
+                forged = [Subprotocol("citysight-v1"), Subprotocol("ticket.forged")]
                 async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=forged):
                     pass
             return info.value.response.status_code
@@ -64,12 +64,12 @@ def test_build_app_serves_rest_and_websockets(ray_local: None, redis_url: str) -
 
         async def by_ticket() -> str | None:
             # The browser's path through the Serve proxy: the ticket as a subprotocol, and
-            # the server must choose citysight.v1 back or a browser drops the socket.
-            protos = [Subprotocol("citysight.v1"), Subprotocol(f"ticket.{ticket}")]
+            # the server must choose citysight-v1 back or a browser drops the socket.
+            protos = [Subprotocol("citysight-v1"), Subprotocol(f"ticket.{ticket}")]
             async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=protos) as ws:
                 return ws.subprotocol
 
-        assert asyncio.run(by_ticket()) == "citysight.v1"
+        assert asyncio.run(by_ticket()) == "citysight-v1"
 
         async def run() -> list[list[dict[str, Any]]]:
             socks = [

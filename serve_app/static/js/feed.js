@@ -28,7 +28,7 @@ export async function connectWs() {
   // up in proxy and access logs.
   let url = `${proto}//${location.host}/ws`;
   if (state.lastId) url += `?last_id=${encodeURIComponent(state.lastId)}`;
-  const ws = new WebSocket(url, ["citysight.v1", `ticket.${ticket}`]);
+  const ws = new WebSocket(url, ["citysight-v1", `ticket.${ticket}`]);
   state.ws = ws;
   let lastSeen = Date.now();
   const watchdog = setInterval(() => {

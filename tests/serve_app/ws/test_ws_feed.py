@@ -114,9 +114,9 @@ def test_ticket_is_one_time(served: dict[str, Any]) -> None:
 
     async def run() -> None:
         # Browsers send the ticket as a subprotocol (they cannot set headers on a WebSocket).
-        protos = [Subprotocol("citysight.v1"), Subprotocol(f"ticket.{t}")]
+        protos = [Subprotocol("citysight-v1"), Subprotocol(f"ticket.{t}")]
         async with connect(served["url"], subprotocols=protos) as ws:
-            assert ws.subprotocol == "citysight.v1"
+            assert ws.subprotocol == "citysight-v1"
             publish_alerts(served["r"], [make_alert(7, "fire"), make_alert(7, "police")])
             got = await _collect(ws, 1, 5)
             assert got[0]["alert"]["department"] == "fire"
