@@ -365,6 +365,7 @@ def test_camera_validation(
         ("GET", "/api/alerts/al_fire_000000"),
         ("GET", "/api/alerts/al_fire_000000/events"),
         ("GET", "/api/alerts/al_fire_000000/evidence"),
+        ("POST", "/api/alerts/al_fire_000000/evidence/unredacted"),
         ("POST", "/api/alerts/al_fire_000000/transitions"),
         ("GET", "/api/incidents"),
         ("GET", "/api/cameras"),
