@@ -90,7 +90,7 @@ def _alert(aid: str) -> Alert:
         location=Location(lat=0.0, lon=0.0),
         department="d",
         started_at=datetime.now(UTC),
-        evidence=[EvidenceRef(key=f"citysight:evidence:{aid}", boxes=[], class_ids=[])],
+        evidence=[EvidenceRef(key=keys.evidence_key(aid), boxes=[], class_ids=[])],
     )
 
 
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             img = _frame(SIZES[size_name])
             jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
             alert = _alert(f"al_bench_{size_name}")
-            r.set(f"citysight:evidence:{alert.id}", jpeg, ex=600)
+            r.set(keys.evidence_key(alert.id), jpeg, ex=600)
             base_mean: float | None = None
             views: list[tuple[str, FaceRedactor | None]] = [*modes.items(), *cached.items()]
             for mode, view in views:
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if row["size"] == size_name and base_mean:
                     row["ratio"] = round(float(row["mean"]) / base_mean, 2)
     finally:
-        r.delete(*[f"citysight:evidence:al_bench_{s}" for s in args.sizes])
+        r.delete(*[keys.evidence_key(f"al_bench_{s}") for s in args.sizes])
         r.close()
         if embedded is not None:
             embedded.stop()
