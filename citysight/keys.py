@@ -111,6 +111,11 @@ def evidence_key(alert_id: str) -> str:
     return f"citysight:evidence:{alert_id}"
 
 
+def redacted_evidence_key(alert_id: str, fingerprint: str) -> str:
+    """The redacted rendering of an alert's evidence (expires with the original)."""
+    return f"citysight:evidence-redacted:{alert_id}:{fingerprint}"
+
+
 def plates_key(plate: str) -> str:
     """Sorted set of reads of one plate (score = read time)."""
     return f"citysight:plates:{plate}"

@@ -13,6 +13,7 @@ alert was escalated to). Client filters can only narrow that.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import logging
 import secrets
@@ -162,6 +163,49 @@ class PrincipalResolver:
             return Principal.from_dict(json.loads(raw))
         except (ValueError, KeyError, TypeError):
             return None
+
+
+def is_loopback(request: Request) -> bool:
+    """Whether the caller connects from this host's loopback address.
+
+    uvicorn (also inside Ray Serve's proxy) replaces the peer by ``X-Forwarded-For`` only
+    when the peer itself is 127.0.0.1, so a remote caller cannot claim to be local.
+    """
+    client = request.client
+    if client is None:
+        return False
+    try:
+        return ipaddress.ip_address(client.host).is_loopback
+    except ValueError:
+        return False
+
+
+def monitoring_denial(request: Request) -> HTTPException | None:
+    """Why the caller may not read ``/health`` detail and ``/metrics`` (``None``: it may).
+
+    Allowed: a loopback caller while ``services.http.local_monitoring`` is on (the embedded
+    default), or a bearer token holding ``monitoring:read``.
+    """
+    ctx = request.app.state.ctx
+    if ctx.cfg.services.http.local_monitoring and is_loopback(request):
+        return None
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "monitoring needs a bearer token with monitoring:read (or a local caller)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = _resolver(request).resolve(token.strip())
+    if principal is None:
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid or revoked token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not principal.has(Scope.MONITORING_READ):
+        return HTTPException(status.HTTP_403_FORBIDDEN, "missing scope: monitoring:read")
+    return None
 
 
 def _resolver(request: Request) -> PrincipalResolver:

@@ -784,6 +784,7 @@ class DetectionsConsumer:
         trim_feed(self.r, self.feed_max_age_s, now)
         self.analytics.reconcile(now)
         self.alerts.prune_indexes(now)
+        self.plates.sweep(now)  # plate reads past retention, also of plates not seen again
         AuditLog(self.r, self.cfg).trim(now)
 
     def trim_stream(self, stream: str, now: float | None = None) -> int:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -362,15 +363,65 @@ def create_api(
 
     index = STATIC_DIR / "index.html"
     if index.is_file():
+        page_headers = map_page_headers(cfg)
 
         @app.get("/", include_in_schema=False)
         def map_page() -> FileResponse:
-            return FileResponse(index)
+            return FileResponse(index, headers=page_headers)
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
     return app
+
+
+def tile_origin(tile_url: str | None) -> str | None:
+    """The CSP source of an XYZ tile template (``{s}`` subdomains become ``*``)."""
+    if not tile_url:
+        return None
+    parts = urlsplit(tile_url.replace("{s}", "tiles-subdomain"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname.replace("tiles-subdomain", "*")
+    if "{" in host or "}" in host:
+        return f"{parts.scheme}:"  # a templated host: allow the scheme only
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def map_page_headers(cfg: CitysightConfig) -> dict[str, str]:
+    """Security headers of the map page: a Content-Security-Policy and friends.
+
+    Only this server's scripts run (no inline script, no eval); images come from this
+    server, ``data:``/``blob:`` (evidence is shown from a blob URL) and the configured tile
+    server; XHR and WebSocket only to this server. Inline style *attributes* are allowed
+    (Leaflet and the camera icons position and rotate elements with them), ``<style>``
+    elements are not.
+    """
+    img = ["'self'", "data:", "blob:"]
+    tiles = tile_origin(cfg.map.tile_url)
+    if tiles:
+        img.append(tiles)
+    csp = "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "style-src-attr 'unsafe-inline'",
+            f"img-src {' '.join(img)}",
+            "connect-src 'self'",
+            "font-src 'self'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ]
+    )
+    return {
+        "Content-Security-Policy": csp,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+    }
 
 
 def _install_docs(app: FastAPI) -> None:

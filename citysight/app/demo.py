@@ -117,6 +117,7 @@ def demo_config_dict(
         "evidence:unredacted",
         "plates:query",
         "audit:read",
+        "monitoring:read",
     ]
     return {
         "version": 1,

@@ -17,6 +17,7 @@ class Scope(enum.StrEnum):
     EVIDENCE_UNREDACTED = "evidence:unredacted"
     PLATES_QUERY = "plates:query"
     AUDIT_READ = "audit:read"
+    MONITORING_READ = "monitoring:read"
 
 
 class TokenConfig(Strict):

@@ -225,6 +225,14 @@ class HttpService(Strict):
         ge=1024,
         le=1_073_741_824,
     )
+    local_monitoring: bool = _f(
+        "Local monitoring",
+        "Callers on the loopback address (127.0.0.1, ::1) read the /health detail and "
+        "/metrics without a token; everyone else needs a token with monitoring:read (the "
+        "public /health answers only the overall status). Turn off behind a reverse proxy on "
+        "the same host that does not set X-Forwarded-For.",
+        default=True,
+    )
 
 
 class AllowedNetwork(Strict):

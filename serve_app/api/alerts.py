@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from citysight.contracts import AlertKind, AlertState, Severity
 from serve_app.api.deps import NOT_FOUND, csv_set, ctx, parse_time_range, scoped_alert
 from serve_app.auth import Dispatcher, Reader
+from serve_app.plate_privacy import events_for_principal, for_principal
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,9 @@ def list_alerts(
         severities=_enum_set(severity, Severity, "severity"),
     )
     # Defence in depth: never return an alert outside the caller's scope.
-    return [a.to_api() for a in alerts if principal.sees_any(a.departments())]
+    return [
+        for_principal(a.to_api(), principal) for a in alerts if principal.sees_any(a.departments())
+    ]
 
 
 @router.get("/{alert_id}", summary="One alert")
@@ -88,7 +91,7 @@ def get_alert(
     request: Request,
 ) -> dict[str, Any]:
     """The alert, or 404 when missing or outside the caller's scope."""
-    return scoped_alert(ctx(request), alert_id, principal).to_api()
+    return for_principal(scoped_alert(ctx(request), alert_id, principal).to_api(), principal)
 
 
 @router.get("/{alert_id}/events", summary="The alert's lifecycle events")
@@ -99,8 +102,9 @@ def alert_events(
 ) -> list[dict[str, Any]]:
     """Append-only event log of an alert, oldest first."""
     c = ctx(request)
-    scoped_alert(c, alert_id, principal)
-    return [e.model_dump(mode="json") for e in c.alerts.events(alert_id)]
+    alert = scoped_alert(c, alert_id, principal)
+    events = [e.model_dump(mode="json") for e in c.alerts.events(alert_id)]
+    return events_for_principal(events, alert.kind.value, principal)
 
 
 @router.post("/{alert_id}/transitions", summary="Move an alert through its lifecycle")
@@ -140,4 +144,4 @@ def transition(
     except AlertNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND) from None
     logger.info("alert %s -> %s by %s", alert_id, body.to.value, principal.name)
-    return alert.to_api()
+    return for_principal(alert.to_api(), principal)

@@ -1,54 +1,109 @@
-"""Alert evidence (JPEG): faces blurred unless the caller may and asks to see them."""
+"""Alert evidence (JPEG): faces blurred unless the caller may and asks to see them.
+
+* ``GET /api/alerts/{id}/evidence``: the redacted view (every face blurred; 503 when faces
+  cannot be detected right now: nothing is served unblurred as "redacted").
+* ``POST /api/alerts/{id}/evidence/unredacted`` with ``{"reason": "..."}``: the original,
+  for ``evidence:unredacted``, audited (who, what, when, why) before the bytes leave. The
+  reason travels in the body, never in the query string (query strings end up in proxy and
+  access logs); the old ``?unredacted=true&reason=`` form answers 400 saying so.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
 
 from citysight.config import Scope
 from serve_app.api.deps import ctx, scoped_alert
 from serve_app.auth import Reader
+from serve_app.store.evidence import RedactionUnavailable
 
 router = APIRouter(prefix="/api/alerts", tags=["evidence"])
+
+_JPEG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/jpeg": {}}}}
+
+
+class UnredactRequest(BaseModel):
+    """Why the unredacted view is needed (recorded in the audit log)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        "", max_length=500, description="Why the unredacted view is needed (audited)"
+    )
+
+
+def _jpeg(jpeg: bytes | None, *, redacted: bool) -> Response:
+    if jpeg is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no evidence stored for this alert")
+    return Response(
+        jpeg,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "no-store", "X-Redacted": "true" if redacted else "false"},
+    )
 
 
 @router.get(
     "/{alert_id}/evidence",
-    summary="Evidence snapshot of an alert",
-    responses={200: {"content": {"image/jpeg": {}}}},
+    summary="Evidence snapshot of an alert (faces blurred)",
+    responses=_JPEG,
     response_class=Response,
 )
 def evidence(
     principal: Reader,
     alert_id: str,
     request: Request,
-    unredacted: bool = Query(False, description="Unblurred faces (needs evidence:unredacted)"),
-    reason: str | None = Query(
-        None, max_length=500, description="Why the unredacted view is needed (audited)"
-    ),
+    unredacted: bool = Query(False, include_in_schema=False),
 ) -> Response:
-    """Redacted JPEG by default; the unredacted one is audited (who, what, when, why)."""
+    """Redacted JPEG: every face in the image blurred (detected now, plus recorded boxes)."""
+    if unredacted:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            "the unredacted view is POST /api/alerts/{id}/evidence/unredacted with a JSON "
+            'body {"reason": "..."} (reasons are not sent in query strings)',
+        )
     c = ctx(request)
     alert = scoped_alert(c, alert_id, principal)
-    if unredacted:
-        if not principal.has(Scope.EVIDENCE_UNREDACTED):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing scope: evidence:unredacted")
-        if not reason or len(reason.strip()) < 3:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "reason is required (at least 3 characters) for unredacted evidence",
-            )
-        # Audit before the bytes leave: a failed audit write means no unredacted view.
-        c.audit.append(
-            actor=principal.name,
-            action="evidence.unredacted",
-            target=alert_id,
-            reason=reason.strip(),
+    try:
+        jpeg = c.evidence.get(alert, unredacted=False)
+    except RedactionUnavailable:
+        # Fail closed: without a face detector no image is served as redacted.
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "evidence redaction unavailable: faces cannot be detected right now, so no "
+            "redacted image is served (see the redaction component of /health)",
+            headers={"Retry-After": "30"},
+        ) from None
+    return _jpeg(jpeg, redacted=True)
+
+
+@router.post(
+    "/{alert_id}/evidence/unredacted",
+    summary="Unredacted evidence snapshot (evidence:unredacted, audited with a reason)",
+    responses=_JPEG,
+    response_class=Response,
+)
+def unredacted_evidence(
+    principal: Reader,
+    alert_id: str,
+    body: UnredactRequest,
+    request: Request,
+) -> Response:
+    """The original JPEG; the audit record is written before the bytes leave."""
+    c = ctx(request)
+    alert = scoped_alert(c, alert_id, principal)
+    if not principal.has(Scope.EVIDENCE_UNREDACTED):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing scope: evidence:unredacted")
+    reason = body.reason.strip()
+    if len(reason) < 3:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "reason is required (at least 3 characters) for unredacted evidence",
         )
-    jpeg = c.evidence.get(alert, unredacted=unredacted)
-    if jpeg is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no evidence stored for this alert")
-    return Response(
-        jpeg,
-        media_type="image/jpeg",
-        headers={"Cache-Control": "no-store", "X-Redacted": "false" if unredacted else "true"},
+    # Audit before the bytes leave: a failed audit write means no unredacted view.
+    c.audit.append(
+        actor=principal.name, action="evidence.unredacted", target=alert_id, reason=reason
     )
+    return _jpeg(c.evidence.get(alert, unredacted=True), redacted=False)

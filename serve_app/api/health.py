@@ -1,4 +1,7 @@
-"""``GET /health``: each component's real state and an overall status (no auth: probes).
+"""``GET /health``: each component's real state and an overall status.
+
+Anyone gets the overall status (probes, load balancers); the per-component detail needs a
+local caller or a token with ``monitoring:read`` (see :func:`health`).
 
 Semantics (docs/architecture.md, "Health"):
 
@@ -10,6 +13,8 @@ Semantics (docs/architecture.md, "Health"):
   removed (its process was replaced); a component silent for ``STALE_AFTER_S`` is ``stale``.
 * ``cameras`` is derived from ``citysight:camera-health`` for the enabled cameras of the
   registry: ``running`` when every camera's reader runs and its frames are analysed.
+* ``redaction`` is the face redaction of evidence shown without ``evidence:unredacted``:
+  ``failed`` when no face detector tier loads (redacted views answer 503).
 * ``status`` is ``ok`` when every component is ``running``; ``down`` (HTTP 503) when Redis
   is unreachable or no detections flow at all while cameras should be running (no enabled
   camera is analysed, and at least one is known not analysed, offline, failed or silent, or
@@ -29,10 +34,13 @@ from redis.exceptions import RedisError
 
 from citysight import keys
 from serve_app.api.deps import ctx
+from serve_app.auth import monitoring_denial
 
 router = APIRouter(tags=["health"])
 
-COMPONENTS = ("redis", "ray", "rules", "inference", "streams", "ingress", "cameras")
+COMPONENTS = (
+    "redis", "ray", "rules", "inference", "streams", "ingress", "cameras", "redaction",
+)  # fmt: skip
 STALE_AFTER_S = 60.0
 PART_EXPIRE_S = 300.0
 CAMERA_STALE_S = 30.0
@@ -201,8 +209,15 @@ def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any],
 
 @router.get("/health", summary="Component states and overall status")
 def health(request: Request) -> JSONResponse:
-    """200 with every component's state; 503 when the status is ``down``."""
+    """200 with every component's state; 503 when the status is ``down``.
+
+    The component detail (internal addresses, model files, camera placement) goes only to
+    local callers (``services.http.local_monitoring``) and tokens with ``monitoring:read``;
+    anyone else gets the minimal liveness form ``{"status": ...}`` with the same code, which
+    is all a load balancer or probe needs.
+    """
     c = ctx(request)
+    detail = monitoring_denial(request) is None
     comps: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     flowing = starting = True
@@ -225,6 +240,9 @@ def health(request: Request) -> JSONResponse:
         "state": "running",
         "detail": {"ws_clients": c.metrics.ws_clients, "feed_last_id": c.hub.last_id},
     }
+    # Face redaction of evidence (fail closed): ``failed`` when no face detector loads, so
+    # redacted images are refused with 503 rather than served with faces in them.
+    comps["redaction"] = c.evidence.redactor.status()
     for name in COMPONENTS:
         comps.setdefault(name, {"state": "unknown", "detail": {}})
     inference_down = comps["inference"].get("state") == "down"
@@ -236,4 +254,6 @@ def health(request: Request) -> JSONResponse:
     else:
         overall = "degraded"
     code = 503 if overall == "down" else 200
+    if not detail:
+        return JSONResponse({"status": overall}, status_code=code)
     return JSONResponse({"status": overall, "components": comps}, status_code=code)

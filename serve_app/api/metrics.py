@@ -21,6 +21,7 @@ from fastapi.responses import PlainTextResponse
 
 from citysight.contracts import AlertKind
 from citysight.metrics import Histogram, instance_id
+from serve_app.auth import monitoring_denial
 from serve_app.metrics.exposition import Exposition
 from serve_app.metrics.fleet import live_snapshots, read_fleet, render_fleet
 
@@ -170,7 +171,13 @@ def render_metrics(c: ApiContext) -> str:
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
 def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus text metrics: every replica's and the city's (unauthenticated, like most
-    exporters)."""
+    """Prometheus text metrics: every replica's and the city's.
+
+    Only for local callers (``services.http.local_monitoring``) or a token with
+    ``monitoring:read``: the series name cameras, workers and their placement.
+    """
+    denial = monitoring_denial(request)
+    if denial is not None:
+        raise denial
     c: ApiContext = request.app.state.ctx
     return PlainTextResponse(render_metrics(c), media_type="text/plain; version=0.0.4")

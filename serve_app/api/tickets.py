@@ -10,7 +10,7 @@ from serve_app.auth import TICKET_TTL_S, Reader
 router = APIRouter(prefix="/api/ws-tickets", tags=["websocket"])
 
 
-@router.post("", summary="A one-time ticket for WS /ws?ticket=")
+@router.post("", summary="A one-time ticket for WS /ws (subprotocol ticket.<ticket>)")
 def issue_ticket(
     principal: Reader,
     request: Request,

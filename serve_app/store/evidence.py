@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from typing import Any, cast
+from functools import cached_property
+from typing import cast
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 import redis
 
 from citysight import keys
 from citysight.config import CitysightConfig
 from citysight.contracts import Alert, ObjectClass
+from citysight.redaction import FaceRedactor, RedactionUnavailable, blur_boxes
+
+__all__ = ["EvidenceStore", "RedactionUnavailable", "blur_boxes"]
 
 logger = logging.getLogger(__name__)
-
-_FACE_PAD = 0.15  # grow face boxes so hair and chin edges are covered too
 
 
 class EvidenceStore:
@@ -25,15 +28,23 @@ class EvidenceStore:
     Args:
         r: Redis client.
         cfg: Configuration (``retention.evidence_ttl_s``).
-        face_detector: Optional callable ``(bgr image) -> (N, 4) boxes`` run as an extra
-            pass on redacted views (catches faces the recorded boxes missed); ``None`` blurs
-            only the recorded face boxes.
+        redactor: Face redaction of every redacted view (faces found in the image at serving
+            time plus the faces recorded on the alert); built from
+            ``cfg.services.inference`` (the face detector tiers) on first use when not given.
     """
 
-    def __init__(self, r: redis.Redis, cfg: CitysightConfig, *, face_detector: Any = None) -> None:
+    def __init__(
+        self, r: redis.Redis, cfg: CitysightConfig, *, redactor: FaceRedactor | None = None
+    ) -> None:
         self.r = r
         self.cfg = cfg
-        self.face_detector = face_detector
+        if redactor is not None:
+            self.redactor = redactor
+
+    @cached_property
+    def redactor(self) -> FaceRedactor:
+        """The face redactor (loaded once, on the first redacted view or health check)."""
+        return FaceRedactor.from_config(self.cfg.services.inference)
 
     def put(self, alert_id: str, jpeg: bytes) -> None:
         """Store the unredacted original."""
@@ -65,48 +76,50 @@ class EvidenceStore:
         return n
 
     def get(self, alert: Alert, *, unredacted: bool) -> bytes | None:
-        """The alert's JPEG; faces blurred unless ``unredacted``.
+        """The alert's JPEG; every face blurred unless ``unredacted``.
 
-        A redacted view that cannot be decoded is never returned as the original.
+        A redacted view is re-encoded from the original with every face the detector finds
+        in it blurred, plus the faces recorded on the alert; one that cannot be decoded is
+        never returned as the original. The rendering is kept beside the original (same
+        expiry), keyed by a hash of the original bytes, the recorded boxes and the detector
+        tier, so the detection pass runs once per image and tier.
+
+        Raises:
+            RedactionUnavailable: a redacted view was asked for and faces cannot be looked
+                for (no face detector, or it failed): nothing is served (fail closed).
         """
         # JPEG bytes: evidence needs a client without ``decode_responses``.
         raw = cast("bytes | None", self.r.get(keys.evidence_key(alert.id)))
         if raw is None or unredacted:
             return raw
-        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            logger.warning("evidence of %s is not a decodable image; withheld", alert.id)
-            return None
-        boxes = [
+        if not self.redactor.available:  # fail closed before anything is read or cached
+            raise RedactionUnavailable(self.redactor.reason)
+        recorded = [
             b
             for ref in alert.evidence
             for b, c in zip(ref.boxes, ref.class_ids, strict=False)
             if c == ObjectClass.FACE
         ]
-        if self.face_detector is not None:
-            try:
-                boxes.extend(np.asarray(self.face_detector(img), float).reshape(-1, 4).tolist())
-            except Exception:
-                logger.exception("face detector pass failed; recorded boxes still blurred")
-        blur_boxes(img, boxes)
-        ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        return enc.tobytes() if ok else None
-
-
-def blur_boxes(img: npt.NDArray[Any], boxes: list[list[float]]) -> None:
-    """Blur ``x1, y1, x2, y2`` pixel boxes of ``img`` in place (padded, clipped)."""
-    h, w = img.shape[:2]
-    for x1, y1, x2, y2 in boxes:
-        px, py = (x2 - x1) * _FACE_PAD, (y2 - y1) * _FACE_PAD
-        a, b = int(max(0, x1 - px)), int(max(0, y1 - py))
-        c, d = int(min(w, x2 + px + 1)), int(min(h, y2 + py + 1))
-        if c <= a or d <= b:
-            continue
-        roi = img[b:d, a:c]
-        # Pixelate then blur: irreversible at any face size, unlike a small Gaussian kernel.
-        small = cv2.resize(
-            roi, (max(1, (c - a) // 12), max(1, (d - b) // 12)), interpolation=cv2.INTER_AREA
-        )
-        img[b:d, a:c] = cv2.GaussianBlur(
-            cv2.resize(small, (c - a, d - b), interpolation=cv2.INTER_NEAREST), (0, 0), 3
-        )
+        # The rendering depends only on these bytes, the recorded boxes and the detector
+        # tier, so it is kept (expiring with the original) and a second view of the same
+        # evidence costs one GET instead of another detection pass.
+        fp = hashlib.sha256(raw + json.dumps([self.redactor.tier, recorded]).encode()).hexdigest()[
+            :24
+        ]
+        cache_key = keys.redacted_evidence_key(alert.id, fp)
+        cached = cast("bytes | None", self.r.get(cache_key))
+        if cached is not None:
+            return cached
+        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            logger.warning("evidence of %s is not a decodable image; withheld", alert.id)
+            return None
+        red = self.redactor.redact(np.asarray(img, np.uint8), recorded)
+        ok, enc = cv2.imencode(".jpg", red, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            return None
+        out = enc.tobytes()
+        ttl_ms = int(self.r.pttl(keys.evidence_key(alert.id)))
+        if ttl_ms > 0:  # the original may have expired meanwhile: cache nothing then
+            self.r.set(cache_key, out, px=ttl_ms)
+        return out

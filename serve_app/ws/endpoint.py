@@ -2,10 +2,12 @@
 
 Protocol:
 
-* Handshake: ``Authorization: Bearer <token>`` or ``?ticket=<one-time ticket>`` (from
-  ``POST /api/ws-tickets``). Refused handshakes get an HTTP 401/403 response where the
-  server supports it, otherwise a close (4401/4403) before the upgrade completes; either
-  way no frame is delivered.
+* Handshake: ``Authorization: Bearer <token>``, or (browsers, which cannot set headers on
+  a WebSocket) the subprotocols ``["citysight-v1", "ticket.<one-time ticket>"]`` (ticket
+  from ``POST /api/ws-tickets``; the server selects ``citysight-v1``). Tickets are never
+  taken from the URL: ``?ticket=`` is refused (400) as URLs end up in logs. Refused
+  handshakes get an HTTP 401/403 response where the server supports it, otherwise a close
+  (4401/4403) before the upgrade completes; either way no frame is delivered.
 * Optional query filters: ``kinds``, ``cameras`` (comma-separated), ``min_severity``,
   ``bbox=min_lon,min_lat,max_lon,max_lat``; ``last_id`` resumes after a feed id.
 * Client messages (JSON, at most :data:`MAX_INBOUND_BYTES`): ``{"type": "subscribe",
@@ -42,6 +44,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 MAX_INBOUND_BYTES: Final = 4096
+SUBPROTOCOL: Final = "citysight-v1"
+TICKET_PREFIX: Final = "ticket."
 _ID_RE = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 
 
@@ -54,9 +58,17 @@ async def _deny(ws: WebSocket, status: int, detail: str) -> None:
         await ws.close(code=4000 + status, reason=detail)
 
 
+def _ticket(ws: WebSocket) -> str | None:
+    """The one-time ticket offered as subprotocol ``ticket.<ticket>`` (browsers)."""
+    for proto in ws.scope.get("subprotocols") or ():
+        if isinstance(proto, str) and proto.startswith(TICKET_PREFIX):
+            return proto[len(TICKET_PREFIX) :]
+    return None
+
+
 async def _authenticate(ws: WebSocket, resolver: PrincipalResolver) -> Principal | None:
     auth = ws.headers.get("authorization", "")
-    ticket = ws.query_params.get("ticket")
+    ticket = _ticket(ws)
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer":
@@ -71,9 +83,15 @@ async def _authenticate(ws: WebSocket, resolver: PrincipalResolver) -> Principal
 async def ws_feed(ws: WebSocket) -> None:
     """The live alert feed (see the module docstring for the protocol)."""
     ctx = ws.app.state.ctx
+    if "ticket" in ws.query_params:
+        # Tickets no longer travel in URLs (they end up in logs): say where they go now.
+        await _deny(
+            ws, 400, f"send the ticket as subprotocol {TICKET_PREFIX}<ticket>, not ?ticket="
+        )
+        return
     principal = await _authenticate(ws, ctx.resolver)
     if principal is None:
-        await _deny(ws, 401, "authentication required: Bearer token or ?ticket=")
+        await _deny(ws, 401, "authentication required: Bearer token or a ticket subprotocol")
         return
     if not principal.has(Scope.ALERTS_READ):
         await _deny(ws, 403, "missing scope: alerts:read")
@@ -90,7 +108,9 @@ async def ws_feed(ws: WebSocket) -> None:
 
     hub: Hub = ctx.hub
     await hub.start()
-    await ws.accept()
+    # A browser that offered subprotocols needs one chosen back, or it drops the socket.
+    offered = ws.scope.get("subprotocols") or ()
+    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     client = hub.new_client(ws, principal, sub, replaying=last_id is not None)
     receiver = asyncio.create_task(_receive_loop(ws, hub, client))
     try:

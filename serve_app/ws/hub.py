@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 from citysight import keys, redisconn
 from serve_app.api.metrics import Metrics
 from serve_app.auth import Principal
+from serve_app.plate_privacy import redact_feed_payload, sees_plates
 from serve_app.ws.filters import Subscription, visible
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,15 @@ def render(entry_id: str, fields: dict[str, str]) -> str:
     else:
         msg["data"] = payload
     return json.dumps(msg, separators=(",", ":"))
+
+
+def render_for(entry_id: str, fields: dict[str, str], *, plates: bool) -> str:
+    """:func:`render` as a subscriber may see it: plate data only with ``plates:query``."""
+    if plates:
+        return render(entry_id, fields)
+    d = fields.get("d", "{}")
+    red = redact_feed_payload(fields.get("type", "alert"), d)
+    return render(entry_id, fields if red is d else {**fields, "d": red})
 
 
 @dataclass(eq=False)
@@ -222,7 +232,7 @@ class Hub:
                 if not visible(c.principal, c.sub, fields):
                     continue
                 sid = keys.stream_id(eid)
-                await c.ws.send_text(render(eid, fields))
+                await c.ws.send_text(render_for(eid, fields, plates=sees_plates(c.principal)))
                 c.last_sent = sid
             if not page and not c.lagged:
                 break
@@ -253,13 +263,16 @@ class Hub:
         if not self.clients:
             return
         sid = keys.stream_id(entry_id)
-        text: str | None = None
+        # Rendered at most twice per entry (with and without plate data), shared by clients.
+        texts: dict[bool, str] = {}
         ts_ms = float(sid[0])
         half = self.queue_size // 2
         for c in list(self.clients):
             if visible(c.principal, c.sub, fields):
+                plates = sees_plates(c.principal)
+                text = texts.get(plates)
                 if text is None:
-                    text = render(entry_id, fields)
+                    text = texts[plates] = render_for(entry_id, fields, plates=plates)
                 self.offer(c, sid, text, ts_ms)
                 if c.queue.qsize() > half:
                     self._pressure = True

@@ -140,6 +140,10 @@ COVERED: tuple[Covered, ...] = (
         "tests/benchmarks/city/test_city.py::test_small_city_end_to_end",
     ),
     Covered(
+        r"citysight bench redaction --json",
+        "tests/benchmarks/redaction/test_redaction_bench.py::test_bench_redaction_small",
+    ),
+    Covered(
         r"citysight bench metrics( --[a-z]+ \d+)* --json",
         "tests/benchmarks/metrics/test_metrics_bench.py::test_bench_metrics_small",
     ),

@@ -18,6 +18,7 @@ import pytest
 import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from benchmarks.fanout.world import make_alert, publish_alerts, seed_principals, token_of
 from citysight.app.services.redis_server import free_port
@@ -53,11 +54,22 @@ def test_build_app_serves_rest_and_websockets(ray_local: None, redis_url: str) -
 
         async def refused() -> int:
             with pytest.raises(InvalidStatus) as info:
-                async with connect(f"ws://127.0.0.1:{port}/ws?ticket=forged"):
+                forged = [Subprotocol("citysight-v1"), Subprotocol("ticket.forged")]
+                async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=forged):
                     pass
             return info.value.response.status_code
 
         assert asyncio.run(refused()) == 401
+        ticket = httpx.post(base + "/api/ws-tickets", headers=auth, timeout=10).json()["ticket"]
+
+        async def by_ticket() -> str | None:
+            # The browser's path through the Serve proxy: the ticket as a subprotocol, and
+            # the server must choose citysight-v1 back or a browser drops the socket.
+            protos = [Subprotocol("citysight-v1"), Subprotocol(f"ticket.{ticket}")]
+            async with connect(f"ws://127.0.0.1:{port}/ws", subprotocols=protos) as ws:
+                return ws.subprotocol
+
+        assert asyncio.run(by_ticket()) == "citysight-v1"
 
         async def run() -> list[list[dict[str, Any]]]:
             socks = [

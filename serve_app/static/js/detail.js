@@ -87,10 +87,12 @@ export async function loadEvidence(a, unredacted, reason = "") {
   img.hidden = true;
   if (!a.evidence || !a.evidence.length) { msg.textContent = "no snapshot"; return; }
   msg.textContent = "loading snapshot…";
-  let url = `/api/alerts/${encodeURIComponent(a.id)}/evidence`;
-  if (unredacted) url += `?unredacted=true&reason=${encodeURIComponent(reason)}`;
+  // The reason of an unredacted view goes in a POST body, never in the URL (logs keep URLs).
+  const base = `/api/alerts/${encodeURIComponent(a.id)}/evidence`;
   try {
-    const res = await api(url, { raw: true });
+    const res = unredacted
+      ? await api(`${base}/unredacted`, { method: "POST", json: { reason }, raw: true })
+      : await api(base, { raw: true });
     const blob = await res.blob();
     if (state.selected !== a.id) return;
     state.evidenceUrl = URL.createObjectURL(blob);

@@ -24,9 +24,11 @@ export async function connectWs() {
     return scheduleReconnect();
   }
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  let url = `${proto}//${location.host}/ws?ticket=${encodeURIComponent(ticket)}`;
-  if (state.lastId) url += `&last_id=${encodeURIComponent(state.lastId)}`;
-  const ws = new WebSocket(url);
+  // The one-time ticket rides in the Sec-WebSocket-Protocol header, not the URL: URLs end
+  // up in proxy and access logs.
+  let url = `${proto}//${location.host}/ws`;
+  if (state.lastId) url += `?last_id=${encodeURIComponent(state.lastId)}`;
+  const ws = new WebSocket(url, ["citysight-v1", `ticket.${ticket}`]);
   state.ws = ws;
   let lastSeen = Date.now();
   const watchdog = setInterval(() => {

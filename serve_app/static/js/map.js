@@ -59,6 +59,13 @@ export function clusterIcon(cluster) {
   });
 }
 
+/** An element showing ``text`` as text (Leaflet tooltips and popups take HTML strings). */
+function textNode(text) {
+  const el = document.createElement("span");
+  el.textContent = text;
+  return el;
+}
+
 export async function setupMap() {
   const cfg = await api("/api/config/map");
   setTimeZone(cfg.timezone);
@@ -81,7 +88,9 @@ export async function setupMap() {
         style: { color: "#3b6ea5", weight: 2, fillOpacity: 0.05 },
         onEachFeature: (f, layer) => {
           const name = f.properties && (f.properties.name || f.properties.id);
-          if (name) layer.bindTooltip(String(name));
+          // A DOM node, not a string: Leaflet renders string tooltips as HTML, and overlay
+          // names come from operator-supplied files.
+          if (name) layer.bindTooltip(textNode(String(name)));
         },
       }).addTo(map);
     } catch (err) { console.warn("overlay", ov.name, err); }

@@ -101,7 +101,7 @@ def client(redis_server: Any) -> Iterator[TestClient]:
         ev.put(f"al_{d}_000000", jpeg)
     for d in ESC_DEPTS:
         ev.put(_esc_id(d, 0), jpeg)
-    PlateReads(r, cfg).add_many([("AB123", "cam-police", 1000.0, 0.9)])
+    PlateReads(r, cfg).add_many([("AB123", "cam-police", time.time() - 60, 0.9)])
     CameraRegistry(r).put(
         CameraConfig(
             id="cam-1",
@@ -268,8 +268,8 @@ def test_forbidden_transition_lists_allowed(client: TestClient) -> None:
 def test_unredacted_evidence_property_level(client: TestClient, role: str) -> None:
     """BOPLA: unredacted evidence needs the scope and a reason, and is audited."""
     for dept in DEPTS:
-        url = f"/api/alerts/al_{dept}_000000/evidence?unredacted=true"
-        r = client.get(url + "&reason=case%2042", headers=_h(role))
+        url = f"/api/alerts/al_{dept}_000000/evidence/unredacted"
+        r = client.post(url, json={"reason": "case 42"}, headers=_h(role))
         if not _has(role, "alerts:read") or (
             _sees(role, dept) and not _has(role, "evidence:unredacted")
         ):
@@ -280,7 +280,7 @@ def test_unredacted_evidence_property_level(client: TestClient, role: str) -> No
             assert r.status_code == 200
             assert r.headers["content-type"] == "image/jpeg"
             assert r.headers["x-redacted"] == "false"
-            assert client.get(url, headers=_h(role)).status_code == 422  # no reason
+            assert client.post(url, json={}, headers=_h(role)).status_code == 422  # no reason
         redacted = client.get(f"/api/alerts/al_{dept}_000000/evidence", headers=_h(role))
         if _has(role, "alerts:read") and _sees(role, dept):
             assert redacted.headers["x-redacted"] == "true"
@@ -289,7 +289,7 @@ def test_unredacted_evidence_property_level(client: TestClient, role: str) -> No
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_plates_and_audit_scopes(client: TestClient, role: str) -> None:
     """Plate reads need plates:query (and are audited); the audit log needs audit:read."""
-    r = client.get("/api/plates/AB123/reads", headers=_h(role))
+    r = client.post("/api/plates/AB123/reads", json={"reason": "case 42"}, headers=_h(role))
     if _has(role, "plates:query"):
         assert r.status_code == 200
         assert r.json()["reads"][0]["camera_id"] == "cam-police"
@@ -302,11 +302,12 @@ def test_plates_and_audit_scopes(client: TestClient, role: str) -> None:
 
 def test_audit_records_sensitive_reads(client: TestClient) -> None:
     """Unredacted views and plate queries leave hash-chained audit records."""
-    client.get(
-        "/api/alerts/al_police_000000/evidence?unredacted=true&reason=warrant%207",
+    client.post(
+        "/api/alerts/al_police_000000/evidence/unredacted",
+        json={"reason": "warrant 7"},
         headers=_h("police"),
     )
-    client.get("/api/plates/AB123/reads", headers=_h("police"))
+    client.post("/api/plates/AB123/reads", json={"reason": "case 42"}, headers=_h("police"))
     body = client.get("/api/audit", headers=_h("admin")).json()
     assert body["chain_ok"] is True
     actions = {(x["actor"], x["action"]) for x in body["records"]}
@@ -364,13 +365,14 @@ def test_camera_validation(
         ("GET", "/api/alerts/al_fire_000000"),
         ("GET", "/api/alerts/al_fire_000000/events"),
         ("GET", "/api/alerts/al_fire_000000/evidence"),
+        ("POST", "/api/alerts/al_fire_000000/evidence/unredacted"),
         ("POST", "/api/alerts/al_fire_000000/transitions"),
         ("GET", "/api/incidents"),
         ("GET", "/api/cameras"),
         ("POST", "/api/cameras"),
         ("PUT", "/api/cameras/cam-1"),
         ("DELETE", "/api/cameras/cam-1"),
-        ("GET", "/api/plates/AB123/reads"),
+        ("POST", "/api/plates/AB123/reads"),
         ("GET", "/api/audit"),
         ("GET", "/api/me"),
         ("GET", "/api/config/map"),
@@ -395,12 +397,15 @@ def test_me_health_metrics_openapi(client: TestClient) -> None:
         "department": "police",
         "scopes": sorted(ROLES["police"]["scopes"]),
     }
-    h = client.get("/health")
+    public = client.get("/health")  # a remote caller without a token: liveness only
+    assert public.status_code == 200 and set(public.json()) == {"status"}
+    h = client.get("/health", headers=_h("admin"))  # admin holds monitoring:read
     assert h.status_code == 200
     comps = h.json()["components"]
     assert {"redis", "ray", "rules", "inference", "streams", "ingress"} <= set(comps)
     assert comps["redis"]["state"] == "running"
-    m = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 401
+    m = client.get("/metrics", headers=_h("admin")).text
     for name in (
         "citysight_ws_clients",
         "citysight_ws_delivery_ms_bucket",

@@ -30,7 +30,8 @@ def r(redis_url: str) -> redis.Redis:
 
 @pytest.fixture
 def client(redis_url: str) -> Iterator[TestClient]:
-    with TestClient(create_api(CitysightConfig(), redis_url)) as c:
+    # A local operator (loopback): the component detail needs a local caller or a token.
+    with TestClient(create_api(CitysightConfig(), redis_url), client=("127.0.0.1", 50000)) as c:
         yield c
 
 

@@ -126,7 +126,9 @@ def world(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     worker = StreamWorker(cfg.cameras, cfg.services.streams, url, infer_factory)
     consumer = DetectionsConsumer(url, cfg, "rules-0", range(SHARDS), block_ms=5, max_deliveries=1)
     try:
-        with TestClient(app_a) as a, TestClient(app_b) as b:
+        # Scraped from this host (loopback), as the embedded default's Prometheus does.
+        local = ("127.0.0.1", 50000)
+        with TestClient(app_a, client=local) as a, TestClient(app_b, client=local) as b:
             consumer.setup()
             # The inference snapshot is refreshed every 5 s: wait for one with batches.
             assert _wait(lambda: _inference_batches(r) > 0), "no inference snapshot"
@@ -344,7 +346,7 @@ def test_metrics_without_redis_still_answers(world: World) -> None:
     from citysight.app.services.redis_server import free_port
 
     app = create_api(world.cfg, f"redis://127.0.0.1:{free_port()}/0")
-    with TestClient(app) as c:
+    with TestClient(app, client=("127.0.0.1", 50000)) as c:
         res = c.get("/metrics")
     assert res.status_code == 200
     series = exposition_series(res.text)

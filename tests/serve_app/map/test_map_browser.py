@@ -179,7 +179,9 @@ def browser() -> Iterator[Any]:
 
 def _open(browser: Any, world: World, role: str) -> Any:
     """A fresh context, logged in through the form as ``role``; returns the page."""
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    # Playwright's wait_for_function evaluates its predicate with eval, which the page's CSP
+    # forbids; tests/security/test_privacy.py checks the page under its CSP.
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))

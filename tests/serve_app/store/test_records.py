@@ -36,17 +36,19 @@ def test_audit_chain(r: redis.Redis) -> None:
 
 def test_plate_reads(r: redis.Redis) -> None:
     pr = PlateReads(r, CFG)
+    # Read times within the retention (reads older than it are trimmed on write).
     pr.add_many(
         [
             ("ab-123", "c1", 100.0, 0.9),
             ("AB123", "c2", 200.0, 0.8),
             ("AB123", "c2", 200.0, 0.8),
             ("XY9", "c1", 150.0, 0.7),
-        ]
+        ],
+        now=300.0,
     )
-    reads = pr.query("AB 123", None, None)
+    reads = pr.query("AB 123", None, None, now=300.0)
     assert [(x["camera_id"], x["t"]) for x in reads] == [("c1", 100.0), ("c2", 200.0)]
-    assert [x["camera_id"] for x in pr.query("AB123", 150, None)] == ["c2"]
+    assert [x["camera_id"] for x in pr.query("AB123", 150, None, now=300.0)] == ["c2"]
     assert 0 < r.ttl("citysight:plates:AB123") <= CFG.retention.plate_read_ttl_s
 
 

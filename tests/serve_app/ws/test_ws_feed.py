@@ -17,6 +17,7 @@ import pytest
 import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from benchmarks.fanout.world import (
     ServerThread,
@@ -78,7 +79,7 @@ async def _collect(ws: Any, n: int, timeout_s: float) -> list[dict[str, Any]]:
         ({}, "", 401),
         ({"Authorization": "Bearer nope"}, "", 401),
         ({"Authorization": "Basic abc"}, "", 401),
-        ({}, "?ticket=forged", 401),
+        ({}, "?ticket=forged", 400),  # tickets are never taken from the URL
         (_auth("noscope"), "", 403),
         (_auth("fire"), "?last_id=../../x", 400),
         (_auth("fire"), "?kinds=dragon", 400),
@@ -112,12 +113,15 @@ def test_ticket_is_one_time(served: dict[str, Any]) -> None:
     t = httpx.post(served["http"] + "/api/ws-tickets", headers=_auth("fire")).json()["ticket"]
 
     async def run() -> None:
-        async with connect(f"{served['url']}?ticket={t}") as ws:
+        # Browsers send the ticket as a subprotocol (they cannot set headers on a WebSocket).
+        protos = [Subprotocol("citysight-v1"), Subprotocol(f"ticket.{t}")]
+        async with connect(served["url"], subprotocols=protos) as ws:
+            assert ws.subprotocol == "citysight-v1"
             publish_alerts(served["r"], [make_alert(7, "fire"), make_alert(7, "police")])
             got = await _collect(ws, 1, 5)
             assert got[0]["alert"]["department"] == "fire"
         with pytest.raises(InvalidStatus) as info:
-            async with connect(f"{served['url']}?ticket={t}"):
+            async with connect(served["url"], subprotocols=protos):
                 pass
         assert info.value.response.status_code == 401
 
