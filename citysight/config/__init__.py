@@ -12,6 +12,7 @@ schema and reference in ``reference``; every public name is re-exported here, so
 ``from citysight.config import X`` is the way to import them.
 """
 
+from citysight.config.audit import AuditConfig
 from citysight.config.auth import RetentionConfig, Scope, TokenConfig
 from citysight.config.base import ID_PATTERN, Strict
 from citysight.config.cameras import (
@@ -56,6 +57,7 @@ __all__ = [
     "DETECTOR_TIERS",
     "ID_PATTERN",
     "INFERENCE_BACKENDS",
+    "AuditConfig",
     "CameraConfig",
     "CameraProfile",
     "CitysightConfig",

@@ -32,7 +32,7 @@ from serve_app.api.deps import ctx
 
 router = APIRouter(tags=["health"])
 
-COMPONENTS = ("redis", "ray", "rules", "inference", "streams", "ingress", "cameras")
+COMPONENTS = ("redis", "ray", "rules", "inference", "streams", "ingress", "cameras", "audit")
 STALE_AFTER_S = 60.0
 PART_EXPIRE_S = 300.0
 CAMERA_STALE_S = 30.0
@@ -199,6 +199,22 @@ def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any],
     return {"state": state, "detail": detail}, flowing, starting
 
 
+def audit_component(result: dict[str, Any], interval_s: float = 60.0) -> dict[str, Any]:
+    """The ``audit`` component from the replica's last chain verification.
+
+    ``failed`` when the chain is broken or no key is readable (a broken chain is never
+    ok), ``unknown`` before the first verification, ``stale`` when the last one could not
+    run (Redis unreachable) or is older than :data:`STALE_AFTER_S` past its interval.
+    """
+    if not result.get("verified_at"):
+        return {"state": "unknown", "detail": result}
+    if not result.get("ok"):
+        return {"state": "failed", "detail": result}
+    if result.get("error") or time.time() - result["verified_at"] > interval_s + STALE_AFTER_S:
+        return {"state": "stale", "detail": result}
+    return {"state": "running", "detail": result}
+
+
 @router.get("/health", summary="Component states and overall status")
 def health(request: Request) -> JSONResponse:
     """200 with every component's state; 503 when the status is ``down``."""
@@ -221,10 +237,9 @@ def health(request: Request) -> JSONResponse:
     ray_state = _ray_state()
     if ray_state is not None:
         comps["ray"] = ray_state
-    comps["ingress"] = {
-        "state": "running",
-        "detail": {"ws_clients": c.metrics.ws_clients, "feed_last_id": c.hub.last_id},
-    }
+    hub = c.hub.health()  # feed reader and session re-check: degraded while they fail
+    comps["ingress"] = {"state": hub.pop("state"), "detail": hub}
+    comps["audit"] = audit_component(c.metrics.audit, c.cfg.audit.verify_interval_s)
     for name in COMPONENTS:
         comps.setdefault(name, {"state": "unknown", "detail": {}})
     inference_down = comps["inference"].get("state") == "down"
