@@ -199,6 +199,25 @@ def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any],
     return {"state": state, "detail": detail}, flowing, starting
 
 
+MEMORY_DEGRADED = 0.9
+"""Share of ``maxmemory`` in use from which Redis is ``degraded`` (noeviction: writes fail
+when it is full)."""
+
+
+def redis_component(r: Any, ping_s: float) -> dict[str, Any]:
+    """The ``redis`` component: ``degraded`` from :data:`MEMORY_DEGRADED` of ``maxmemory``."""
+    detail: dict[str, Any] = {"ping_ms": round(ping_s * 1000, 2)}
+    mem = r.info("memory")
+    used, limit = int(mem.get("used_memory", 0)), int(mem.get("maxmemory", 0))
+    detail["used_memory_mb"] = round(used / 2**20, 1)
+    detail["maxmemory_mb"] = round(limit / 2**20, 1)
+    detail["maxmemory_policy"] = str(mem.get("maxmemory_policy", ""))
+    if limit and used >= MEMORY_DEGRADED * limit:
+        detail["reason"] = "memory nearly full: writes will be refused (noeviction)"
+        return {"state": "degraded", "detail": detail}
+    return {"state": "running", "detail": detail}
+
+
 def audit_component(result: dict[str, Any], interval_s: float = 60.0) -> dict[str, Any]:
     """The ``audit`` component from the replica's last chain verification.
 
@@ -225,10 +244,7 @@ def health(request: Request) -> JSONResponse:
     enabled = 0
     try:
         c.redis.ping()
-        comps["redis"] = {
-            "state": "running",
-            "detail": {"ping_ms": round((time.perf_counter() - t0) * 1000, 2)},
-        }
+        comps["redis"] = redis_component(c.redis, time.perf_counter() - t0)
         comps.update({k: v for k, v in read_components(c.redis).items() if k != "redis"})
         comps["cameras"], flowing, starting = cameras_component(c.redis)
         enabled = int(comps["cameras"]["detail"]["enabled"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import redis
 from websockets.asyncio.client import connect
@@ -33,7 +34,8 @@ from benchmarks.fanout.world import (
 )
 from citysight import keys
 from citysight.app.services.redis_server import EmbeddedRedis, free_port, password_path
-from citysight.config import CitysightConfig
+from citysight.config import CameraConfig, CameraProfile, CitysightConfig, StreamsService
+from citysight.contracts import CameraState, CameraStatus, FrameBatch, FrameResult, ObjectClass
 from serve_app.http import create_api
 from serve_app.store.audit import GENESIS, AuditLog
 
@@ -389,6 +391,11 @@ def test_full_embedded_redis_refuses_writes_and_evicts_nothing(embedded: Embedde
             c.set(f"fill:{i}", blob)
     assert c.xrange(keys.FEED_STREAM, min=first, max=first)  # not evicted
     assert c.exists("fill:0") == 1
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_api(CitysightConfig(), embedded.url)) as client:
+        red = client.get("/health").json()["components"]["redis"]
+    assert red["state"] == "degraded" and "noeviction" in red["detail"]["reason"]
 
 
 # -- finding 9: the audit chain ---------------------------------------------------------
@@ -522,3 +529,175 @@ def test_broken_audit_chain_is_never_ok_in_health_and_metrics(
     )
     listed = httpx.get(served["http"] + "/api/audit", headers=_auth("admin")).json()
     assert listed["chain_ok"] is False
+
+
+# -- finding 10: bounds and loops that survive -------------------------------------------
+
+
+def _status(cid: str, i: int) -> CameraStatus:
+    return CameraStatus(camera_id=cid, state=CameraState.RUNNING, reason=f"r{i}")
+
+
+def _rules_consumer(redis_url: str, **cfg: Any) -> Any:
+    from serve_app.consumer import DetectionsConsumer
+
+    c = DetectionsConsumer(
+        redis_url, CitysightConfig.model_validate(cfg), "a", [0], block_ms=5,
+        claim_min_idle_ms=100, claim_interval_s=0.0, retry_interval_s=0.0, max_deliveries=1,
+    )  # fmt: skip
+    c.setup()
+    return c
+
+
+def _status_stream_capped(redis_url: str) -> int:
+    """3,000 status changes through a stream worker's publishing (cap 1,000)."""
+    from streams.worker import StreamWorker
+
+    w = StreamWorker([], StreamsService(status_max_entries=1000), redis_url, lambda: None,
+                     autostart=False)  # type: ignore[arg-type,return-value]  # fmt: skip
+    try:
+        for i in range(3000):
+            w._put_status(_status("c1", i))
+            if i % 500 == 499:
+                w._drain_status()
+        w._drain_status()
+        return int(w.redis.xlen(keys.CAMERA_STATUS_STREAM))
+    finally:
+        w.redis.close()
+
+
+def _status_stream_aged(redis_url: str) -> int:
+    """Acknowledged status entries two hours old, then the consumers' upkeep."""
+    r = redis.Redis.from_url(redis_url)
+    c = _rules_consumer(redis_url)
+    old_ms = int((time.time() - 7200) * 1000)
+    for i in range(50):
+        r.xadd(
+            keys.CAMERA_STATUS_STREAM, {"d": _status("c1", i).to_msgpack()}, id=f"{old_ms + i}-0"
+        )
+    for _ in range(5):
+        c.step()
+    c.maintain()
+    return int(r.xlen(keys.CAMERA_STATUS_STREAM))
+
+
+def _dead_letters_capped(redis_url: str) -> int:
+    """400 poison entries dead-lettered with ``dead_letter_max_entries`` 100."""
+    r = redis.Redis.from_url(redis_url)
+    c = _rules_consumer(redis_url, retention={"dead_letter_max_entries": 100})
+    for _ in range(400):
+        r.xadd(keys.detections_stream(0), {"d": b"\xc1garbage"})
+    for _ in range(60):
+        c.step()
+    assert c.stats["dead"] == 400
+    return int(r.xlen(keys.DEAD_LETTER_STREAM))
+
+
+def _cooldowns_pruned(redis_url: str) -> int:
+    """Cooldowns of 500 plates seen ten days ago (longest cooldown: 300 s) and one fresh."""
+    r = redis.Redis.from_url(redis_url)
+    old = time.time() - 10 * 86400
+    r.hset(keys.RULES_COOLDOWN, mapping={f"c1|plate|P{i:04d}": old for i in range(500)})
+    r.hset(keys.RULES_COOLDOWN, "c1|plate|FRESH", time.time())
+    _rules_consumer(redis_url).maintain()
+    assert r.hexists(keys.RULES_COOLDOWN, "c1|plate|FRESH")
+    return int(r.hlen(keys.RULES_COOLDOWN))
+
+
+BOUNDS = [
+    # (structure, fill it, bound now, what the old code left)
+    ("camera-status cap", _status_stream_capped, 1100, 3000),
+    ("camera-status age trim", _status_stream_aged, 0, 50),
+    ("dead-letter cap", _dead_letters_capped, 200, 400),
+    ("cooldowns pruned", _cooldowns_pruned, 1, 501),
+]
+
+
+@pytest.mark.parametrize(("name", "fill", "bound", "_old"), BOUNDS, ids=[b[0] for b in BOUNDS])
+def test_every_structure_is_bounded(
+    redis_url: str, name: str, fill: Callable[[str], int], bound: int, _old: int
+) -> None:
+    """Each structure grew without bound (column ``_old``: its size on the old code)."""
+    assert fill(redis_url) <= bound
+
+
+def test_supervisor_watch_survives_an_undecodable_change_notice(redis_url: str) -> None:
+    """A registry-change notice that is not UTF-8 raised UnicodeDecodeError in the watch
+    loop, which caught only Redis errors: camera changes stopped being applied. Now the
+    loop logs, counts, backs off and goes on; ``watch_health`` (in /health) says so."""
+    from streams.supervisor import StreamSupervisor
+
+    r = redis.Redis.from_url(redis_url)
+    sup = StreamSupervisor(StreamsService(), redis_url, lambda: None, resync_s=3600,
+                           autostart=False)  # type: ignore[arg-type,return-value]  # fmt: skip
+    sup.ring.add("stream-worker-0")  # a ring member without an actor: assignments only
+
+    def listeners() -> int:
+        return int(r.pubsub_numsub(keys.CAMERAS_CHANGED)[0][1])
+
+    others = listeners()  # the session Redis may still have other tests' subscribers
+    sup.start_watching()
+    try:
+        assert _wait(lambda: listeners() == others + 1, 5)
+        r.publish(keys.CAMERAS_CHANGED, b"\xff\xfe")
+        cam = CameraConfig(id="cam-1", url="rtsp://10.0.0.5/x", latitude=0, longitude=0)
+        r.hset(keys.CAMERAS, cam.id, cam.model_dump_json())
+        r.publish(keys.CAMERAS_CHANGED, cam.id)
+        assert _wait(lambda: "cam-1" in sup.owner, 5)
+        health = sup.watch_health()
+        assert health["errors"] >= 1 and health["last_error"] == "UnicodeDecodeError"
+        assert health["state"] == "degraded"
+    finally:
+        sup._stop.set()
+        if sup._thread is not None:
+            sup._thread.join(5)
+        sup.redis.close()
+        r.close()
+
+
+def _numpy_scalar_infer() -> Callable[[FrameBatch], list[FrameResult]]:
+    """A detector bug seen in the wild: numpy scalars in ``extra`` (msgpack cannot pack
+    them) for camera ``bad``; camera ``good`` gets a clean result."""
+
+    def infer(batch: FrameBatch) -> list[FrameResult]:
+        out = []
+        for cid, no, t in zip(batch.camera_ids, batch.frame_nos, batch.frame_times, strict=True):
+            score = np.float32(0.9) if cid == "bad" else 0.9
+            out.append(FrameResult(
+                camera_id=cid, frame_time=t, frame_no=no, width=160, height=120,
+                boxes=[[1, 1, 20, 20]], scores=[0.9], class_ids=[int(ObjectClass.PLATE)],
+                extra={"plate_text": ["AB123"], "plate_score": [score]},
+            ))  # fmt: skip
+        return out
+
+    return infer
+
+
+def test_one_crashing_stream_does_not_stop_its_workers_other_cameras(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Old code: the first malformed result of camera ``bad`` raised out of ``_publish``,
+    killed the inference thread and every camera of the worker stopped being analysed. Now
+    the bad result is dropped alone and counted; ``good`` keeps flowing."""
+    from streams.testing.h264 import write_clip
+    from streams.worker import StreamWorker
+
+    clip = write_clip(tmp_path / "c.mp4", seconds=2.0)
+    prof = CameraProfile(input_width=160, input_height=120, loop=True)
+    cams = [CameraConfig(id=c, url=str(clip), latitude=0, longitude=0, detectors=["plate"],
+                         profile=prof) for c in ("good", "bad")]  # fmt: skip
+    r = redis.Redis.from_url(redis_url)
+    w = StreamWorker(cams, StreamsService(shards=1, max_batch=4), redis_url, _numpy_scalar_infer)
+    try:
+        assert _wait(lambda: w.bad_results >= 3, 20)
+        before = r.xlen(keys.detections_stream(0))
+        assert _wait(lambda: r.xlen(keys.detections_stream(0)) > before + 5, 10)
+        published = {
+            FrameResult.from_msgpack(f[b"d"]).camera_id
+            for _, f in r.xrange(keys.detections_stream(0))
+        }
+        assert published == {"good"}
+        assert w.stats()["bad_results"] >= 3
+    finally:
+        w.stop()
+        r.close()
