@@ -236,7 +236,7 @@ class AuditLog:
             cursor = "(" + rows[-1]["id"]
         head = keys.text(self.r.get(keys.AUDIT_HEAD))
         if prev is not None and head != prev:
-            return broken("citysight:audit:head is not the last record")
+            return broken("the stored chain head is not the last record")
         if prev is None and head and not self._anchored(None, head):
             return broken("records are gone (the chain head is set, the stream is empty)")
         if exported is not None and exported.get("id") and not exported_seen:
