@@ -182,7 +182,7 @@ class Hub:
         self.max_sockets = max_sockets
         self.max_per_principal = max_per_principal
         # Unverifiable this long (Redis down), open sockets are closed: fail closed, late.
-        self.recheck_grace_s = max(3 * recheck_s, 10.0)
+        self.recheck_grace_s = max(3 * recheck_s, 2.0)
         self.clients: set[Client] = set()
         self._r: aredis.Redis | None = None
         self._raw: aredis.Redis | None = None

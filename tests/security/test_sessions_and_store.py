@@ -282,6 +282,36 @@ def test_a_flood_of_sockets_cannot_starve_rest_through_serve(
         r.close()
 
 
+def test_sessions_that_cannot_be_rechecked_are_closed(tmp_path: Path) -> None:
+    """Fail closed, late: Redis gone for longer than the grace (3 re-checks, at least 2 s),
+    every socket is closed with 4503 and /health says the re-check fails. Old code: the
+    socket stayed open, unverified, for as long as the outage lasted."""
+    srv = EmbeddedRedis(free_port(), tmp_path / "redis", appendonly=False).start()
+    r = redis.Redis.from_url(srv.url)
+    seed_principals(r)
+    port = free_port()
+    app = create_api(_config(tmp_path), srv.url, ws_heartbeat_s=0.3)
+    server = ServerThread(app, port).start()
+    try:
+
+        async def run() -> tuple[int | None, str, float]:
+            async with connect(f"ws://127.0.0.1:{port}/ws", additional_headers=_auth("fire")) as ws:
+                await asyncio.sleep(0.5)
+                t0 = time.monotonic()
+                srv.kill()
+                code, reason, _ = await _until_closed(ws, 8)
+                return code, reason, time.monotonic() - t0
+
+        code, reason, took = asyncio.run(run())
+        assert (code, reason.split(";")[0]) == (4503, "session cannot be verified")
+        assert 2.0 <= took < 6.0
+        assert app.state.ctx.hub.health()["state"] == "degraded"
+    finally:
+        server.stop()
+        srv.stop()
+        r.close()
+
+
 def test_hub_reader_survives_an_undecodable_feed_entry(served: dict[str, Any]) -> None:
     """A feed entry whose bytes are not UTF-8 made the reader raise UnicodeDecodeError (not
     a Redis error) and die: the feed stopped for every socket. Now it is read raw, skipped,
