@@ -399,7 +399,8 @@ class Hub:
         pipe = self.redis.pipeline(transaction=False)
         for c in clients:
             if await self._judge(c, by_key.get(c.principal.key)) and c.session:
-                pipe.zadd(self._session_key(c.principal), {c.session: now_ms}, xx=True)
+                # Re-added if an outage let it expire: an open socket always counts.
+                pipe.zadd(self._session_key(c.principal), {c.session: now_ms})
                 pipe.pexpire(
                     self._session_key(c.principal), int(self.recheck_grace_s * 2000) + 2000
                 )
