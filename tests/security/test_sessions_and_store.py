@@ -336,13 +336,23 @@ def test_hub_reader_survives_an_undecodable_feed_entry(served: dict[str, Any]) -
 # -- finding 9: the embedded Redis -------------------------------------------------------
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    """An embedded Redis as ``citysight run`` starts it (password on, 8 MiB noeviction)."""
-    srv = EmbeddedRedis(free_port(), tmp_path / "redis", appendonly=False, maxmemory_mb=8)
+def _embedded(data_dir: Path) -> Iterator[EmbeddedRedis]:
+    srv = EmbeddedRedis(free_port(), data_dir, appendonly=False, maxmemory_mb=8)
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """An embedded Redis as ``citysight run`` starts it (password on, 8 MiB noeviction)."""
+    yield from _embedded(tmp_path_factory.mktemp("embedded") / "redis")
+
+
+@pytest.fixture
+def full_embedded(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """Like ``embedded``, its own (the test fills it up)."""
+    yield from _embedded(tmp_path / "redis")
 
 
 def _cmdline(pid: int) -> bytes:
@@ -410,9 +420,12 @@ def test_embedded_redis_password_survives_a_restart(tmp_path: Path) -> None:
         assert b.url == url and redis.Redis.from_url(url).ping()
 
 
-def test_full_embedded_redis_refuses_writes_and_evicts_nothing(embedded: EmbeddedRedis) -> None:
+def test_full_embedded_redis_refuses_writes_and_evicts_nothing(
+    full_embedded: EmbeddedRedis,
+) -> None:
     """noeviction + maxmemory: a full Redis answers OOM errors (writers log and count them)
     and every entry already written is still there. Old code: no maxmemory at all."""
+    embedded = full_embedded
     c = redis.Redis.from_url(embedded.url)
     first = c.xadd(keys.FEED_STREAM, {"type": "alert", "d": "{}"})
     blob = b"x" * (256 * 1024)
