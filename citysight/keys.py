@@ -27,6 +27,8 @@ RULES_GROUP: Final = "rules"
 
 ALERTS_ALL: Final = "citysight:alerts:all"
 AUDIT_HEAD: Final = "citysight:audit:head"
+AUDIT_ANCHOR: Final = "citysight:audit:anchor"
+"""String: keyed JSON naming the first audit record left after the last retention trim."""
 CAMERAS: Final = "citysight:cameras"
 """Hash: camera id → ``CameraConfig`` JSON (the camera registry)."""
 CAMERAS_CHANGED: Final = "citysight:cameras:changed"
@@ -58,6 +60,12 @@ def snapshot_key(camera_id: str, frame_no: int) -> str:
 def ws_ticket_key(ticket: str) -> str:
     """String key of a one-time WebSocket ticket (principal JSON, consumed with GETDEL)."""
     return WS_TICKET_PREFIX + ticket
+
+
+def ws_sessions_key(token_key: str) -> str:
+    """Sorted set of one principal's open WebSockets (member = session id, score = last
+    seen, ms): what ``services.http.ws_max_per_principal`` counts, across replicas."""
+    return f"citysight:ws-sessions:{token_key}"
 
 
 def metrics_key(role: str) -> str:

@@ -48,21 +48,26 @@ class Principal:
         role: Role name (admin, police...).
         department: Department id, or ``*`` for every department.
         scopes: Rights the principal holds.
+        key: sha256 hex of the token it was resolved from (the ``citysight:principals``
+            field): what open WebSockets are re-checked and counted by. Not part of equality
+            or of :meth:`to_dict`.
     """
 
     name: str
     role: str
     department: str
     scopes: frozenset[str] = field(default_factory=frozenset)
+    key: str = field(default="", compare=False)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Principal:
+    def from_dict(cls, d: dict[str, Any], key: str = "") -> Principal:
         """Build from the JSON stored in Redis (unknown scopes are kept, never widened)."""
         return cls(
             name=str(d["name"]),
             role=str(d.get("role", "")),
             department=str(d["department"]),
             scopes=frozenset(str(s) for s in d.get("scopes", [])),
+            key=key,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -133,23 +138,44 @@ class PrincipalResolver:
             hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        raw = self._r.hget(keys.PRINCIPALS, key)
-        principal: Principal | None = None
-        if raw:
-            try:
-                principal = Principal.from_dict(json.loads(raw))
-            except (ValueError, KeyError, TypeError):
-                logger.warning("malformed principal record %s...", key[:8])
+        principal = self.lookup([key])[key]
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key] = (now + self._ttl, principal)
         return principal
 
+    def lookup(self, token_keys: list[str]) -> dict[str, Principal | None]:
+        """The current principal of each token hash, read from Redis now (no cache).
+
+        What open WebSockets are re-checked with: a revoked token maps to ``None``.
+
+        Raises:
+            redis.RedisError: Redis is unreachable.
+        """
+        if not token_keys:
+            return {}
+        raws = self._r.hmget(keys.PRINCIPALS, token_keys)
+        out: dict[str, Principal | None] = {}
+        for key, raw in zip(token_keys, raws, strict=True):
+            principal: Principal | None = None
+            if raw:
+                try:
+                    principal = Principal.from_dict(json.loads(raw), key)
+                except (ValueError, KeyError, TypeError):
+                    logger.warning("malformed principal record %s...", key[:8])
+            out[key] = principal
+        return out
+
     def issue_ticket(self, principal: Principal) -> str:
-        """Store a one-time WebSocket ticket for ``principal`` (valid :data:`TICKET_TTL_S`)."""
+        """Store a one-time WebSocket ticket for ``principal`` (valid :data:`TICKET_TTL_S`).
+
+        The ticket carries the token hash too, so the socket it opens is re-checked against
+        the token's principal like a bearer socket.
+        """
         ticket = secrets.token_urlsafe(24)
-        self._r.set(keys.ws_ticket_key(ticket), json.dumps(principal.to_dict()), ex=TICKET_TTL_S)
+        body = {**principal.to_dict(), "key": principal.key}
+        self._r.set(keys.ws_ticket_key(ticket), json.dumps(body), ex=TICKET_TTL_S)
         return ticket
 
     def consume_ticket(self, ticket: str) -> Principal | None:
@@ -160,8 +186,9 @@ class PrincipalResolver:
         if not raw:
             return None
         try:
-            return Principal.from_dict(json.loads(raw))
-        except (ValueError, KeyError, TypeError):
+            d = json.loads(raw)
+            return Principal.from_dict(d, str(d.get("key") or ""))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
 

@@ -74,7 +74,13 @@ from citysight.contracts import (
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from citysight.metrics import publish_snapshot
 from serve_app.rules.analytics import AnalyticsWatch
-from serve_app.rules.engine import OFFLINE_RULE_ID, EngineOutput, RulesEngine, cooldown_key
+from serve_app.rules.engine import (
+    OFFLINE_COOLDOWN_S,
+    OFFLINE_RULE_ID,
+    EngineOutput,
+    RulesEngine,
+    cooldown_key,
+)
 from serve_app.rules.incidents import IncidentIndex
 from serve_app.store.alerts import AlertStore
 from serve_app.store.audit import AuditLog
@@ -561,6 +567,7 @@ class DetectionsConsumer:
                 keys.DEAD_LETTER_STREAM,
                 {"src": f"rules-output:{kind}", "id": ident, "d": data[:65536],
                  "error": "unwritable output", "deliveries": 1},
+                maxlen=self.cfg.retention.dead_letter_max_entries, approximate=True,
             )  # fmt: skip
             self.stats["dead"] += 1
             logger.error("%s %s could not be written; dead-lettered: %s", kind, ident, data)
@@ -588,6 +595,9 @@ class DetectionsConsumer:
             self.r.xadd(
                 keys.DEAD_LETTER_STREAM,
                 {"src": s, "id": eid, "d": data, "error": why[:2000], "deliveries": deliveries},
+                # Nobody consumes it: a plain cap loses only the oldest dead letters.
+                maxlen=self.cfg.retention.dead_letter_max_entries,
+                approximate=True,
             )
             logger.error(
                 "entry %s of %s dead-lettered after %d deliveries: %s", eid, s, deliveries, why
@@ -781,11 +791,32 @@ class DetectionsConsumer:
         now = time.time() if now is None else now
         for s in self.streams:
             self.stats["trimmed"] += self.trim_stream(s, now)
+        # Shared by every consumer; trimming it twice is harmless (MINID is idempotent).
+        self.stats["trimmed"] += self.trim_stream(CAMERA_STATUS_STREAM, now)
+        self.stats["cooldowns_pruned"] = self.stats.get("cooldowns_pruned", 0) + (
+            self.prune_cooldowns(now)
+        )
         trim_feed(self.r, self.feed_max_age_s, now)
         self.analytics.reconcile(now)
         self.alerts.prune_indexes(now)
         self.plates.sweep(now)  # plate reads past retention, also of plates not seen again
         AuditLog(self.r, self.cfg).trim(now)
+
+    def prune_cooldowns(self, now: float | None = None) -> int:
+        """Drop cooldowns older than the longest cooldown of any rule (they suppress nothing).
+
+        ``citysight:rules:cooldown`` has one field per (camera, rule, subject), and a plate
+        rule's subject is the plate: without this the hash kept every plate ever alerted.
+        """
+        now = time.time() if now is None else now
+        longest = max([OFFLINE_COOLDOWN_S, *(r.cooldown_s for r in self.cfg.rules)])
+        cutoff = now - longest
+        removed = 0
+        for batch in _batched(self.r.hscan_iter(keys.RULES_COOLDOWN, count=1000), 1000):
+            old = [k for k, v in batch if _float(v) < cutoff]
+            if old:
+                removed += int(self.r.hdel(keys.RULES_COOLDOWN, *old))
+        return removed
 
     def trim_stream(self, stream: str, now: float | None = None) -> int:
         """``XTRIM MINID`` below the oldest id any group still needs.
@@ -988,3 +1019,23 @@ def _safe_repr(alert: Alert) -> str:
         return alert.model_dump_json()
     except Exception:
         return repr(alert)[:65536]
+
+
+def _batched(items: Iterable[Any], n: int) -> Iterable[list[Any]]:
+    """``items`` in lists of at most ``n``."""
+    batch: list[Any] = []
+    for it in items:
+        batch.append(it)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _float(v: Any) -> float:
+    """A cooldown time; a malformed one counts as long past (so it is pruned)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0

@@ -10,11 +10,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
@@ -22,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -85,8 +87,15 @@ class ApiContext:
         )
         self.resolver = PrincipalResolver(self.redis)
         self.metrics = Metrics()
+        http = cfg.services.http
         self.hub = Hub(
-            redis_url, self.metrics, queue_size=ws_queue_size, heartbeat_s=ws_heartbeat_s
+            redis_url,
+            self.metrics,
+            queue_size=ws_queue_size,
+            heartbeat_s=ws_heartbeat_s,
+            recheck_s=http.ws_recheck_s,
+            max_sockets=http.websocket_limit(),
+            max_per_principal=http.ws_max_per_principal,
         )
 
     @cached_property
@@ -262,6 +271,40 @@ async def _publish_metrics(ctx: ApiContext, period_s: float) -> None:
         await asyncio.sleep(period_s)
 
 
+def verify_audit(ctx: ApiContext) -> dict[str, Any]:
+    """Verify the audit chain from its start, export its head, keep the result for
+    ``/health`` (component ``audit``) and ``/metrics``; never raises."""
+    from citysight.keyfiles import SecretError
+
+    result: dict[str, Any]
+    try:
+        report = ctx.audit.verify_report()
+        result = report.to_dict()
+        if report.ok:
+            try:
+                ctx.audit.export_head(report)
+            except OSError as exc:
+                logger.warning("audit head not exported: %s", exc)
+                result["export_error"] = type(exc).__name__
+    except SecretError as exc:
+        result = {"ok": False, "reason": f"no audit key: {exc}", "verified_at": time.time()}
+    except (RedisError, OSError) as exc:
+        # Not a verdict on the chain: keep the last one, say why it is old.
+        result = {**ctx.metrics.audit, "error": type(exc).__name__}
+    ctx.metrics.audit = result
+    return result
+
+
+async def _audit_loop(ctx: ApiContext, period_s: float) -> None:
+    """Verify the audit chain every ``period_s`` (forever; errors are in the result)."""
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            await run_in_threadpool(verify_audit, ctx)
+        except Exception:  # never let the check die: /health would keep an old verdict
+            logger.exception("audit verification failed")
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
@@ -318,12 +361,17 @@ def create_api(
         publisher = asyncio.create_task(
             _publish_metrics(ctx, metrics_publish_s), name="citysight-metrics-publish"
         )
+        await run_in_threadpool(verify_audit, ctx)  # /health has a verdict from the start
+        auditor = asyncio.create_task(
+            _audit_loop(ctx, cfg.audit.verify_interval_s), name="citysight-audit-verify"
+        )
         try:
             yield
         finally:
-            publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publisher
+            for task in (publisher, auditor):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(RedisError, OSError):
                 await ctx.hub.redis.hdel(metrics_key("ingress"), ctx.metrics.replica)
             await ctx.hub.stop()

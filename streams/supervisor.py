@@ -12,6 +12,7 @@ survivors keep its shard.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -74,6 +75,9 @@ class StreamSupervisor:
         self.max_respawns = max_respawns
         self.respawn_window_s = respawn_window_s
         self._respawned: dict[str, deque[float]] = {}
+        self.watch_errors = 0
+        self.watch_last_error = ""
+        self.watch_last_error_at = 0.0
         self._lock = threading.RLock()
         self._check_lock = threading.Lock()
         self._stop = threading.Event()
@@ -91,8 +95,26 @@ class StreamSupervisor:
             self.ring.add(name)
         ray.get([w.ping.remote() for w in self.workers.values()])
         self.sync()
+        self.start_watching()
+
+    def start_watching(self) -> None:
+        """Start the watch thread (registry changes, resyncs, worker pings)."""
         self._thread = threading.Thread(target=self._watch, name="stream-supervisor", daemon=True)
         self._thread.start()
+
+    def watch_health(self) -> dict[str, Any]:
+        """The watch loop's state: ``running``, or ``degraded`` while it fails or is dead."""
+        alive = self._thread is not None and self._thread.is_alive()
+        recent = bool(self.watch_last_error_at) and time.time() - self.watch_last_error_at < 30
+        reason = "" if alive else "watch thread not running"
+        if alive and recent:
+            reason = f"watch loop failing ({self.watch_last_error})"
+        return {
+            "state": "degraded" if reason else "running",
+            "reason": reason,
+            "errors": self.watch_errors,
+            "last_error": self.watch_last_error,
+        }
 
     def stop(self) -> None:
         """Stop watching and stop every worker (their readers and threads)."""
@@ -142,7 +164,11 @@ class StreamSupervisor:
         """Per-worker stats."""
         with self._lock:
             items = list(self.workers.items())
-        out: dict[str, Any] = {"moves": self.moves, "respawns": self.respawns}
+        out: dict[str, Any] = {
+            "moves": self.moves,
+            "respawns": self.respawns,
+            "watch": self.watch_health(),
+        }
         for name, w in items:
             try:
                 out[name] = ray.get(w.stats.remote(), timeout=self.ping_timeout_s)
@@ -316,13 +342,21 @@ class StreamSupervisor:
             self.moves += 1
 
     def _watch(self) -> None:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        pubsub.subscribe(keys.CAMERAS_CHANGED)
+        """Apply registry changes, resync, ping workers, until stopped.
+
+        Survives any error: it is logged, counted (:meth:`watch_health`, in ``/health``
+        under ``streams``), and the loop backs off and goes on with a fresh subscription.
+        """
+        backoff = 0.5
+        pubsub: Any = None
         next_resync = time.monotonic() + self.resync_s
         next_ping = time.monotonic() + 1.0
         try:
             while not self._stop.is_set():
                 try:
+                    if pubsub is None:
+                        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                        pubsub.subscribe(keys.CAMERAS_CHANGED)
                     msg = pubsub.get_message(timeout=0.2)
                     if msg and msg.get("type") == "message":
                         data = msg["data"]
@@ -334,11 +368,24 @@ class StreamSupervisor:
                     if now >= next_ping:
                         self.check_workers()
                         next_ping = now + 1.0
-                except redis.RedisError as exc:
-                    logger.warning("camera registry watch: %s", exc)
-                    self._stop.wait(1.0)
+                    backoff = 0.5
+                except Exception as exc:  # one bad message or a Redis outage: never the end
+                    self.watch_errors += 1
+                    self.watch_last_error = type(exc).__name__
+                    self.watch_last_error_at = time.time()
+                    if isinstance(exc, redis.RedisError):
+                        logger.warning("camera registry watch: %s", exc)
+                        if pubsub is not None:
+                            with contextlib.suppress(Exception):
+                                pubsub.close()
+                            pubsub = None
+                    else:
+                        logger.exception("camera registry watch failed; going on")
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
         finally:
-            pubsub.close()
+            if pubsub is not None:
+                pubsub.close()
 
 
 # The supervisor owns its workers (Ray fate-sharing: they die with it), so a restarted

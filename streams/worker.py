@@ -119,6 +119,8 @@ class StreamWorker:
         self.batches = 0
         self.infer_errors = 0
         self.publish_errors = 0
+        self.loop_errors = 0  # errors the inference and health loops survived
+        self.bad_results = 0  # malformed results dropped one by one
         self.infer_ms = 0.0
         self._initial = [c for c in cameras if c.enabled]
         if autostart:
@@ -240,6 +242,8 @@ class StreamWorker:
             "batches": self.batches,
             "infer_errors": self.infer_errors,
             "publish_errors": self.publish_errors,
+            "loop_errors": self.loop_errors,
+            "bad_results": self.bad_results,
             "infer_ms": round(self.infer_ms, 3),
             "cameras": {
                 cid: {
@@ -345,35 +349,48 @@ class StreamWorker:
             self.infer_ms = ms if not self.batches else 0.9 * self.infer_ms + 0.1 * ms
             self.batches += 1
             try:
-                self._publish(batch, results)
-                self._analysed.update(res.camera_id for res in results)
+                self._analysed.update(self._publish(batch, results))
             except redis.RedisError as exc:
                 self.publish_errors += 1
                 logger.warning("publishing %d results failed: %s", len(results), exc)
+            except Exception:
+                # One camera's bad frame or result must not end the loop of every camera.
+                self.publish_errors += 1
+                self.loop_errors += 1
+                logger.exception("publishing %d results failed", len(results))
 
-    def _publish(self, batch: FrameBatch, results: list[FrameResult]) -> None:
+    def _publish(self, batch: FrameBatch, results: list[FrameResult]) -> list[str]:
+        """Publish each result (a malformed one alone is dropped); the cameras published."""
         ids = zip(batch.camera_ids, batch.frame_nos, strict=True)
         frames = dict(zip(ids, batch.frames, strict=True))
         pipe = self.redis.pipeline(transaction=False)
         now = time.time()
+        done: list[str] = []
         for res in results:
-            if len(res):
-                frame = frames.get((res.camera_id, res.frame_no))
-                last = self._last_snap.get(res.camera_id, 0.0)
-                if frame is not None and now - last >= SNAPSHOT_MIN_INTERVAL_S:
-                    jpeg = _encode_jpeg(frame)
-                    if jpeg is not None:
-                        key = keys.snapshot_key(res.camera_id, res.frame_no)
-                        pipe.set(key, jpeg, ex=SNAPSHOT_TTL_S)
-                        res.snapshot_key = key
-                        self._last_snap[res.camera_id] = now
-            res.published_at = time.time()
+            try:
+                if len(res):
+                    frame = frames.get((res.camera_id, res.frame_no))
+                    last = self._last_snap.get(res.camera_id, 0.0)
+                    if frame is not None and now - last >= SNAPSHOT_MIN_INTERVAL_S:
+                        jpeg = _encode_jpeg(frame)
+                        if jpeg is not None:
+                            key = keys.snapshot_key(res.camera_id, res.frame_no)
+                            pipe.set(key, jpeg, ex=SNAPSHOT_TTL_S)
+                            res.snapshot_key = key
+                            self._last_snap[res.camera_id] = now
+                res.published_at = time.time()
+                payload = res.to_msgpack()
+            except Exception:
+                # One camera's malformed result is dropped alone, never its batch-mates.
+                self.bad_results += 1
+                logger.exception("result of camera %s is malformed; dropped", res.camera_id)
+                continue
             # No MAXLEN: trimming can drop entries still pending in a consumer group.
-            pipe.xadd(
-                detections_stream(shard_of(res.camera_id, self.cfg.shards)), {"d": res.to_msgpack()}
-            )
+            pipe.xadd(detections_stream(shard_of(res.camera_id, self.cfg.shards)), {"d": payload})
+            done.append(res.camera_id)
         pipe.execute()
-        self.published += len(results)
+        self.published += len(done)
+        return done
 
     def _drain_status(self) -> None:
         with self._health_lock:
@@ -384,7 +401,13 @@ class StreamWorker:
                     st = self._status_q.get_nowait()
                 except queue.Empty:
                     break
-                pipe.xadd(CAMERA_STATUS_STREAM, {"d": st.to_msgpack()})
+                # A hard cap only: the rules consumers trim by age below what they still need.
+                pipe.xadd(
+                    CAMERA_STATUS_STREAM,
+                    {"d": st.to_msgpack()},
+                    maxlen=self.cfg.status_max_entries,
+                    approximate=True,
+                )
                 if st.camera_id not in self._forgotten:
                     pipe.hset(keys.CAMERA_HEALTH, st.camera_id, st.model_dump_json())
                 n += 1
@@ -412,12 +435,20 @@ class StreamWorker:
                 readers = list(self._readers.values())
             now = time.monotonic()
             for r in readers:
-                r.check_health(now)
-                self._check_analysis(r, now)
-            self._drain_status()
-            if now >= next_refresh:
-                self._write_health(readers)
-                next_refresh = now + HEALTH_REFRESH_S
+                try:
+                    r.check_health(now)
+                    self._check_analysis(r, now)
+                except Exception:  # one camera's fault must not stop every camera's health
+                    self.loop_errors += 1
+                    logger.exception("health check of camera %s failed", r.camera_id)
+            try:
+                self._drain_status()
+                if now >= next_refresh:
+                    self._write_health(readers)
+                    next_refresh = now + HEALTH_REFRESH_S
+            except Exception:
+                self.loop_errors += 1
+                logger.exception("camera status publishing failed")
 
 
 def _encode_jpeg(frame: npt.NDArray[np.uint8], quality: int = 80) -> bytes | None:

@@ -145,7 +145,13 @@ def city_config_dict(
             for d in DEPARTMENTS
         ],
         "services": {
-            "http": {"host": "127.0.0.1", "port": http_port, "max_connections": max_connections},
+            # Simulated subscribers share their department's token: lift the per-principal cap.
+            "http": {
+                "host": "127.0.0.1",
+                "port": http_port,
+                "max_connections": max_connections,
+                "ws_max_per_principal": 10000,
+            },
             "streams": {"shards": shards},
         },
     }

@@ -54,9 +54,16 @@ def seed_principals(r: redis.Redis, roles: dict[str, dict[str, Any]] | None = No
 
 
 def world_config() -> CitysightConfig:
-    """Config with the three departments (no cameras, rules or tokens needed)."""
+    """Config with the three departments (no cameras, rules or tokens needed).
+
+    Every simulated subscriber of a role shares the role's token, so the per-principal
+    WebSocket cap is lifted to its maximum.
+    """
     return CitysightConfig.model_validate(
-        {"departments": [{"id": d} for d in ("fire", "enforcement", "police")]}
+        {
+            "departments": [{"id": d} for d in ("fire", "enforcement", "police")],
+            "services": {"http": {"ws_max_per_principal": 10000}},
+        }
     )
 
 

@@ -56,13 +56,13 @@ from benchmarks.soak.quickstart import (
     wait_health,
 )
 from citysight import keys
+from citysight.app.services.redis_server import embedded_url
 
 logger = logging.getLogger(__name__)
 
 BASE = "http://127.0.0.1:8000"
 WS = "ws://127.0.0.1:8000/ws"
 REDIS_PORT = 6390
-REDIS_URL = f"redis://127.0.0.1:{REDIS_PORT}/0"
 RTSP_CAMERA = "cam-rtsp-01"
 ALERT_KINDS = ("fire", "smoke", "vending", "plate", "face")
 # Components whose state should change when each fault hits.
@@ -193,6 +193,7 @@ class Soak:
         self.rtsp: Any = None
         self.redis_restarted: Any = None
         self.clone: Path | None = None
+        self.redis_url = ""
         self.banner_at = 0.0
         self._workdir: Path | None = None
         # The checker thread and the fault schedule both record: one lock for the document.
@@ -273,7 +274,9 @@ class Soak:
         self.banner_at = time.time() - (time.monotonic() - banner_mono)
         self.results["demo"]["banner_after_s"] = round(banner_mono - t0, 1)
         wait_health(BASE, self.run_, 180)
-        self.observer = Observer(BASE, REDIS_URL, self.facts.shards).start()
+        # The demo's Redis requires the password it generated into the clone's work dir.
+        self.redis_url = embedded_url(REDIS_PORT, self.clone / ".citysight" / "redis")
+        self.observer = Observer(BASE, self.redis_url, self.facts.shards).start()
         self.state.phase = "steady"
         self.write()
 
@@ -465,7 +468,9 @@ class Soak:
                 rec["detail"]["restored_at"] = t_ref
             elif name == "poison_entry":
                 affected = []
-                poison_id = flt.poison_entry(REDIS_URL, self.facts.cameras[2], self.facts.shards)
+                poison_id = flt.poison_entry(
+                    self.redis_url, self.facts.cameras[2], self.facts.shards
+                )
                 rec["detail"] = {"entry_id": poison_id, "camera": self.facts.cameras[2]}
             else:
                 raise ValueError(f"unknown fault {name!r}")
@@ -480,7 +485,7 @@ class Soak:
             if now - t_ref < max(gap.values(), default=opts.gap_s) + 5:
                 continue
             if poison_id is not None:
-                passed = _past_poison(self.observer, poison_id, self.facts.shards)
+                passed = _past_poison(self.redis_url, poison_id, self.facts.shards)
                 if passed:
                     recovered_at = now
                     break
@@ -761,11 +766,11 @@ def _dead_count(obs: Observer) -> int:
     return int(g[-1].get("dead", 0)) if g else 0
 
 
-def _past_poison(obs: Observer, poison_id: str, shards: int) -> bool:
+def _past_poison(redis_url: str, poison_id: str, shards: int) -> bool:
     """Whether the rules group delivered past the poison entry and no longer holds it."""
     import redis
 
-    r = redis.Redis.from_url(REDIS_URL, socket_timeout=3)
+    r = redis.Redis.from_url(redis_url, socket_timeout=3)
     try:
         for s in range(shards):
             key = keys.detections_stream(s)

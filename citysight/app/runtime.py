@@ -222,6 +222,10 @@ class Runtime:
         # the directory this command was started from.
         self.cfg = cfg.with_absolute_paths()
         self.workdir = Path(os.path.abspath(workdir))
+        # The audit key and the exported chain head live in the work dir, outside Redis.
+        audit = self.cfg.audit
+        audit.key_file = audit.key_file or str(self.workdir / "audit.key")
+        audit.head_file = audit.head_file or str(self.workdir / "audit-head.json")
         self.demo = demo
         self.serve = serve  # False: the Serve app is deployed elsewhere (a RayService)
         self.redis: EmbeddedRedis | None = None
@@ -297,10 +301,23 @@ class Runtime:
             self.redis_url = url
             return
         data_dir = Path(rcfg.data_dir)
-        self.redis = EmbeddedRedis(rcfg.embedded_port, data_dir).start()
+        self.redis = EmbeddedRedis(
+            rcfg.embedded_port,
+            data_dir,
+            password=rcfg.embedded_password,
+            maxmemory_mb=rcfg.maxmemory_mb,
+        ).start()
         self.redis_url = self.redis.url
 
     def _seed_redis(self) -> None:
+
+        from citysight.keyfiles import SecretError, audit_key
+
+        try:
+            # Created here, before any replica needs it, so every process reads one key.
+            audit_key(self.cfg.audit)
+        except SecretError as exc:
+            raise ServiceError(str(exc)) from None
         principals = resolve_principals(self.cfg)
         r = redisconn.connect(self.redis_url)
         try:
@@ -429,7 +446,7 @@ class Runtime:
     def _report_once(self, r: Any, sup: Any, previous: dict[str, tuple[int, int]]) -> None:
         """Write the ``streams`` and ``inference`` components from the workers' stats."""
         stats = sup.stats()
-        workers = {k: v for k, v in stats.items() if isinstance(v, dict)}
+        workers = {k: v for k, v in stats.items() if isinstance(v, dict) and k != "watch"}
         broken = sorted(k for k, v in workers.items() if "error" in v)
         detail = {
             "workers": len(workers),
@@ -438,7 +455,10 @@ class Runtime:
             "moves": stats.get("moves", 0),
             "respawns": stats.get("respawns", 0),
         }
-        write_component(r, "streams", "degraded" if broken else "running", detail)
+        watch = stats.get("watch") if isinstance(stats.get("watch"), dict) else {}
+        detail["watch"] = watch
+        bad = bool(broken) or watch.get("state", "running") != "running"
+        write_component(r, "streams", "degraded" if bad else "running", detail)
         dog = self.triton_watchdog
         state, inf_detail = inference_component(
             workers, previous, dog.health() if dog is not None else None

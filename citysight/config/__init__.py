@@ -19,6 +19,7 @@ from citysight.choices import (
     DecoderName,
     InferenceBackend,
 )
+from citysight.config.audit import AuditConfig
 from citysight.config.auth import RetentionConfig, Scope, TokenConfig
 from citysight.config.base import ID_PATTERN, Strict
 from citysight.config.cameras import (
@@ -61,6 +62,7 @@ __all__ = [
     "ID_PATTERN",
     "INFERENCE_BACKENDS",
     "AllowedNetwork",
+    "AuditConfig",
     "CameraConfig",
     "CameraProfile",
     "CameraSecret",

@@ -55,3 +55,11 @@ class RetentionConfig(Strict):
         default=3600,
         ge=60,
     )
+    dead_letter_max_entries: int = _f(
+        "Dead-letter entries",
+        "Entries kept in the dead-letter stream (citysight:detections:dead; oldest dropped "
+        "first, approximately: Redis trims whole nodes).",
+        default=100_000,
+        ge=100,
+        le=100_000_000,
+    )

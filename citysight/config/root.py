@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from citysight.config.audit import AuditConfig
 from citysight.config.auth import RetentionConfig, TokenConfig
 from citysight.config.base import Strict, _f
 from citysight.config.cameras import CameraConfig
@@ -40,6 +41,7 @@ class CitysightConfig(Strict):
         "Incidents", "Cross-camera incident merge.", default_factory=IncidentsConfig
     )
     retention: RetentionConfig = _f("Retention", "TTLs.", default_factory=RetentionConfig)
+    audit: AuditConfig = _f("Audit", "Audit chain key and checks.", default_factory=AuditConfig)
     services: ServicesConfig = _f("Services", "Services.", default_factory=ServicesConfig)
     map: MapConfig = _f("Map", "Map page.", default_factory=MapConfig)
 
@@ -123,6 +125,10 @@ class CitysightConfig(Strict):
         out = self.model_copy(deep=True)
         svc = out.services
         svc.redis.data_dir = absolute(svc.redis.data_dir)
+        if out.audit.key_file:
+            out.audit.key_file = absolute(out.audit.key_file)
+        if out.audit.head_file:
+            out.audit.head_file = absolute(out.audit.head_file)
         svc.ray.temp_dir = absolute(svc.ray.temp_dir)
         svc.inference.models_dir = absolute(svc.inference.models_dir)
         for overlay in out.map.overlays:

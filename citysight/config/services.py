@@ -36,7 +36,25 @@ class RedisService(Strict):
         "Embedded port", "Port of the embedded Redis.", default=6390, ge=1024, le=65535
     )
     data_dir: str = _f(
-        "Data dir", "Embedded Redis data (AOF) directory.", default=".citysight/redis"
+        "Data dir",
+        "Embedded Redis data (AOF) directory; also holds the embedded Redis's generated "
+        "password (file redis.password, mode 0600).",
+        default=".citysight/redis",
+    )
+    embedded_password: bool = _f(
+        "Embedded password",
+        "Start the embedded Redis with a generated password (kept in data_dir/redis.password, "
+        "0600) that every citysight client uses; off only for throwaway test servers.",
+        default=True,
+    )
+    maxmemory_mb: int = _f(
+        "Max memory",
+        "maxmemory of the embedded Redis, in MiB (policy noeviction: a full Redis refuses "
+        "writes loudly instead of evicting stream entries, alerts or audit records silently; "
+        "every structure citysight writes is bounded, see docs/security.md). 0: no limit.",
+        default=2048,
+        ge=0,
+        le=1048576,
     )
     sentinels: list[str] = _f(
         "Sentinels",
@@ -233,6 +251,46 @@ class HttpService(Strict):
         "the same host that does not set X-Forwarded-For.",
         default=True,
     )
+    max_websockets: int | None = _f(
+        "Max WebSockets",
+        "WebSockets one ingress replica accepts; the rest of max_connections stays for HTTP "
+        "requests, so a flood of sockets cannot starve the REST API. Empty: 3/4 of "
+        "max_connections. Must be below max_connections.",
+        default=None,
+        ge=1,
+        le=100000,
+    )
+    ws_max_per_principal: int = _f(
+        "WebSockets per principal",
+        "Open WebSockets one principal (token) may hold across all replicas; the next one is "
+        "refused (HTTP 429 or close 4429).",
+        default=20,
+        ge=1,
+        le=10000,
+    )
+    ws_recheck_s: float = _f(
+        "WebSocket re-check",
+        "Interval at which every open WebSocket's principal is looked up again; a revoked "
+        "or changed principal's sockets are closed (4401/4403).",
+        default=5.0,
+        ge=0.1,
+        le=300,
+    )
+
+    @model_validator(mode="after")
+    def _websockets_leave_room(self) -> HttpService:
+        if self.max_websockets is not None and self.max_websockets >= self.max_connections:
+            raise ValueError(
+                f"max_websockets ({self.max_websockets}) must be below max_connections "
+                f"({self.max_connections}): the difference is what HTTP requests keep"
+            )
+        return self
+
+    def websocket_limit(self) -> int:
+        """WebSockets one replica accepts (``max_websockets`` or 3/4 of ``max_connections``)."""
+        if self.max_websockets is not None:
+            return self.max_websockets
+        return max(1, self.max_connections * 3 // 4)
 
 
 class AllowedNetwork(Strict):
@@ -421,6 +479,15 @@ class StreamsService(Strict):
         "pyav: CPU (FFmpeg); nvdec: NVIDIA PyNvVideoCodec to host frames; "
         "nvdec-cuda: to CUDA tensors (GPU nodes without DeepStream).",
         default="pyav",
+    )
+    status_max_entries: int = _f(
+        "Status entries",
+        "Hard cap on citysight:camera-status (approximate MAXLEN on every write); the rules "
+        "consumers also trim it by age below what they still need. Only a backlog this long "
+        "loses status changes.",
+        default=100_000,
+        ge=1000,
+        le=100_000_000,
     )
     analysis_timeout_s: float = _f(
         "Analysis timeout",

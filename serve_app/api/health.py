@@ -40,6 +40,7 @@ router = APIRouter(tags=["health"])
 
 COMPONENTS = (
     "redis", "ray", "rules", "inference", "streams", "ingress", "cameras", "redaction",
+    "audit",
 )  # fmt: skip
 STALE_AFTER_S = 60.0
 PART_EXPIRE_S = 300.0
@@ -207,6 +208,41 @@ def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any],
     return {"state": state, "detail": detail}, flowing, starting
 
 
+MEMORY_DEGRADED = 0.9
+"""Share of ``maxmemory`` in use from which Redis is ``degraded`` (noeviction: writes fail
+when it is full)."""
+
+
+def redis_component(r: Any, ping_s: float) -> dict[str, Any]:
+    """The ``redis`` component: ``degraded`` from :data:`MEMORY_DEGRADED` of ``maxmemory``."""
+    detail: dict[str, Any] = {"ping_ms": round(ping_s * 1000, 2)}
+    mem = r.info("memory")
+    used, limit = int(mem.get("used_memory", 0)), int(mem.get("maxmemory", 0))
+    detail["used_memory_mb"] = round(used / 2**20, 1)
+    detail["maxmemory_mb"] = round(limit / 2**20, 1)
+    detail["maxmemory_policy"] = str(mem.get("maxmemory_policy", ""))
+    if limit and used >= MEMORY_DEGRADED * limit:
+        detail["reason"] = "memory nearly full: writes will be refused (noeviction)"
+        return {"state": "degraded", "detail": detail}
+    return {"state": "running", "detail": detail}
+
+
+def audit_component(result: dict[str, Any], interval_s: float = 60.0) -> dict[str, Any]:
+    """The ``audit`` component from the replica's last chain verification.
+
+    ``failed`` when the chain is broken or no key is readable (a broken chain is never
+    ok), ``unknown`` before the first verification, ``stale`` when the last one could not
+    run (Redis unreachable) or is older than :data:`STALE_AFTER_S` past its interval.
+    """
+    if not result.get("verified_at"):
+        return {"state": "unknown", "detail": result}
+    if not result.get("ok"):
+        return {"state": "failed", "detail": result}
+    if result.get("error") or time.time() - result["verified_at"] > interval_s + STALE_AFTER_S:
+        return {"state": "stale", "detail": result}
+    return {"state": "running", "detail": result}
+
+
 @router.get("/health", summary="Component states and overall status")
 def health(request: Request) -> JSONResponse:
     """200 with every component's state; 503 when the status is ``down``.
@@ -224,10 +260,7 @@ def health(request: Request) -> JSONResponse:
     enabled = 0
     try:
         c.redis.ping()
-        comps["redis"] = {
-            "state": "running",
-            "detail": {"ping_ms": round((time.perf_counter() - t0) * 1000, 2)},
-        }
+        comps["redis"] = redis_component(c.redis, time.perf_counter() - t0)
         comps.update({k: v for k, v in read_components(c.redis).items() if k != "redis"})
         comps["cameras"], flowing, starting = cameras_component(c.redis)
         enabled = int(comps["cameras"]["detail"]["enabled"])
@@ -236,10 +269,9 @@ def health(request: Request) -> JSONResponse:
     ray_state = _ray_state()
     if ray_state is not None:
         comps["ray"] = ray_state
-    comps["ingress"] = {
-        "state": "running",
-        "detail": {"ws_clients": c.metrics.ws_clients, "feed_last_id": c.hub.last_id},
-    }
+    hub = c.hub.health()  # feed reader and session re-check: degraded while they fail
+    comps["ingress"] = {"state": hub.pop("state"), "detail": hub}
+    comps["audit"] = audit_component(c.metrics.audit, c.cfg.audit.verify_interval_s)
     # Face redaction of evidence (fail closed): ``failed`` when no face detector loads, so
     # redacted images are refused with 503 rather than served with faces in them.
     comps["redaction"] = c.evidence.redactor.status()

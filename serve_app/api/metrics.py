@@ -59,6 +59,10 @@ class Metrics:
         self.ws_clients = 0
         self.ws_closed_slow = 0
         self.ws_auth_failures = 0
+        self.ws_closed_revoked = 0  # token revoked or principal changed under an open socket
+        self.ws_refused_limit = 0  # per-principal cap or replica WebSocket capacity
+        self.feed_read_errors = 0
+        self.audit: dict[str, Any] = {}  # the last audit-chain verification (serve_app/audit)
         self.alerts_total: dict[str, int] = defaultdict(int)
         self.feed_messages = 0
         self.delivery_ms = Histogram(DELIVERY_BUCKETS_MS)
@@ -81,6 +85,10 @@ class Metrics:
             "ws_clients": self.ws_clients,
             "ws_closed_slow": self.ws_closed_slow,
             "ws_auth_failures": self.ws_auth_failures,
+            "ws_closed_revoked": self.ws_closed_revoked,
+            "ws_refused_limit": self.ws_refused_limit,
+            "feed_read_errors": self.feed_read_errors,
+            "audit": dict(self.audit),
             "feed_messages": self.feed_messages,
             "alerts_total": dict(self.alerts_total),
             "delivery_ms": self.delivery_ms.to_dict(),
@@ -112,6 +120,45 @@ def render_ingress(exp: Exposition, replicas: dict[str, dict[str, Any]]) -> None
         "citysight_ws_auth_failures_total",
         "Refused WebSocket handshakes.",
         each("ws_auth_failures"),
+    )
+    exp.counter(
+        "citysight_ws_closed_revoked_total",
+        "Open WebSockets closed because their token was revoked or their principal changed.",
+        each("ws_closed_revoked"),
+    )
+    exp.counter(
+        "citysight_ws_refused_limit_total",
+        "WebSocket handshakes refused by the per-principal cap or the replica's capacity.",
+        each("ws_refused_limit"),
+    )
+    exp.counter(
+        "citysight_feed_read_errors_total",
+        "Failed reads of the feed stream by each replica's hub (retried, backed off).",
+        each("feed_read_errors"),
+    )
+
+    def audit(key: str) -> list[tuple[dict[str, str], float]]:
+        return [
+            ({"replica": r}, float((s.get("audit") or {}).get(key) or 0))
+            for r, s in items
+            if (s.get("audit") or {}).get("verified_at")
+        ]
+
+    exp.gauge(
+        "citysight_audit_chain_ok",
+        "1 when the last verification of the whole audit chain passed (HMAC, links, "
+        "exported head), else 0; absent before the first one.",
+        audit("ok"),
+    )
+    exp.gauge(
+        "citysight_audit_records",
+        "Audit records checked by the last verification.",
+        audit("records"),
+    )
+    exp.gauge(
+        "citysight_audit_verified_at_seconds",
+        "Unix time of the last audit-chain verification.",
+        audit("verified_at"),
     )
     exp.counter(
         "citysight_feed_messages_total",

@@ -18,7 +18,11 @@ Protocol:
   "camera_status"}``, ``{"type": "heartbeat"}`` every ~15 s, ``{"type": "subscribed"}``,
   ``{"type": "error", "detail"}``.
 * Close codes: 4008 queue overflow (client too slow), 1009 inbound message too big,
-  4400 malformed query filters.
+  4400 malformed query filters, 4401 token revoked (the principal is re-checked every
+  ``services.http.ws_recheck_s`` and before every replay page), 4403 principal changed,
+  4429 too many sockets for this principal (``ws_max_per_principal``), 4503 server at its
+  WebSocket capacity (``max_websockets``) or the session could not be re-checked. Refusals
+  before the upgrade answer HTTP 401/403/400/429/503 where the server supports it.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from typing import Any, Final
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from citysight.config import Scope
 from serve_app.auth import Principal, PrincipalResolver
 from serve_app.ws.filters import FilterError, Subscription
-from serve_app.ws.hub import Hub
+from serve_app.ws.hub import Hub, SessionRefused
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +54,10 @@ TICKET_PREFIX: Final = "ticket."
 _ID_RE = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 
 
-async def _deny(ws: WebSocket, status: int, detail: str) -> None:
+async def _deny(ws: WebSocket, status: int, detail: str, *, auth: bool = True) -> None:
     """Refuse the handshake without accepting (no frame can reach the client)."""
-    ws.app.state.ctx.metrics.ws_auth_failures += 1
+    if auth:
+        ws.app.state.ctx.metrics.ws_auth_failures += 1
     if "websocket.http.response" in ws.scope.get("extensions", {}):
         await ws.send_denial_response(JSONResponse({"detail": detail}, status_code=status))
     else:
@@ -108,10 +114,22 @@ async def ws_feed(ws: WebSocket) -> None:
 
     hub: Hub = ctx.hub
     await hub.start()
-    # A browser that offered subprotocols needs one chosen back, or it drops the socket.
-    offered = ws.scope.get("subprotocols") or ()
-    await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-    client = hub.new_client(ws, principal, sub, replaying=last_id is not None)
+    try:
+        session = await hub.admit(principal)
+    except SessionRefused as exc:
+        await _deny(ws, exc.status, exc.reason, auth=False)
+        return
+    except (RedisError, OSError):
+        await _deny(ws, 503, "storage unavailable, retry later", auth=False)
+        return
+    try:
+        # A browser that offered subprotocols needs one chosen back, or it drops the socket.
+        offered = ws.scope.get("subprotocols") or ()
+        await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    except BaseException:
+        await hub.release(principal, session)
+        raise
+    client = hub.new_client(ws, principal, sub, replaying=last_id is not None, session=session)
     receiver = asyncio.create_task(_receive_loop(ws, hub, client))
     try:
         if last_id is not None:
@@ -133,6 +151,7 @@ async def ws_feed(ws: WebSocket) -> None:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+        await hub.release(principal, session)
 
 
 def _reply(hub: Hub, client: Any, msg: dict[str, Any]) -> None:

@@ -9,6 +9,14 @@ others. Several replicas each run their own reader, so fan-out works across repl
 Resume (``?last_id=``) replays the gap with ``XRANGE`` while live entries are already being
 queued; entries dropped during a long replay are re-read from Redis, and the sender skips
 ids it has already sent, so the client sees every entry once, in stream order.
+
+Sessions do not outlive their token: every ``recheck_s`` the principal of every open socket
+is read again from Redis (no cache), and before every replay page; a revoked token's sockets
+are closed with 4401, a changed principal's with 4403. Sockets are counted per principal
+across replicas (sorted set ``citysight:ws-sessions:<token hash>``, refreshed by the
+re-check, stale members expire) and per replica (``max_sockets``, below the replica's
+``max_connections`` so HTTP keeps its share). The reader and the re-check survive any error:
+each is logged, counted and backed off, and shows in :meth:`Hub.health` (``/health``).
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import contextlib
 import json
 import logging
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -34,7 +44,26 @@ from serve_app.ws.filters import Subscription, visible
 logger = logging.getLogger(__name__)
 
 CLOSE_SLOW: Final = 4008
+CLOSE_REVOKED: Final = 4401
+"""The socket's token was revoked (its principal is gone)."""
+CLOSE_CHANGED: Final = 4403
+"""The socket's principal changed (role, department or scopes): reconnect."""
+CLOSE_UNVERIFIED: Final = 4503
+"""The principal could not be re-checked for longer than the grace period."""
 REPLAY_PAGE: Final = 500
+ERROR_RECENT_S: Final = 30.0
+"""A loop error this recent makes the hub ``degraded`` in ``/health``."""
+
+# Admit one socket of a principal: drop members not refreshed since ARGV[2], refuse when
+# ARGV[3] remain, else add ARGV[4] scored ARGV[1]. Atomic, so two replicas cannot both let
+# the cap's last slot go twice.
+_ADMIT_LUA: Final = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
 
 # XRANGE / XREAD replies of the hub's ``decode_responses=True`` (RESP2) client.
 _Entries = list[tuple[str, dict[str, str]]]
@@ -96,6 +125,35 @@ class Client:
     last_sent: keys.StreamId = (0, 0)
     closed: bool = False
     sender: asyncio.Task[None] | None = field(default=None, repr=False)
+    session: str = ""
+    """Member of the principal's ``citysight:ws-sessions`` set (empty: not counted)."""
+
+
+class SessionRefused(Exception):
+    """A socket the hub does not admit: ``status`` (429, 503) and a reason for the client."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class _LoopHealth:
+    """Errors of one background loop (``/health`` shows them)."""
+
+    errors: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    last_error_at: float = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        self.last_error = type(exc).__name__
+        self.last_error_at = time.time()
+
+    def recent(self) -> bool:
+        return bool(self.last_error_at) and time.time() - self.last_error_at < ERROR_RECENT_S
 
 
 class Hub:
@@ -109,6 +167,9 @@ class Hub:
         queue_size: int = 1000,
         heartbeat_s: float = 15.0,
         block_ms: int = 1000,
+        recheck_s: float = 5.0,
+        max_sockets: int = 1500,
+        max_per_principal: int = 20,
     ) -> None:
         """Create a hub (nothing starts until :meth:`start`).
 
@@ -118,17 +179,35 @@ class Hub:
             queue_size: Messages buffered per subscriber before it is closed as too slow.
             heartbeat_s: Interval of ``{"type": "heartbeat"}`` messages.
             block_ms: XREAD BLOCK timeout.
+            recheck_s: Interval of the principal re-check of every open socket.
+            max_sockets: Sockets this replica accepts (``services.http.websocket_limit()``).
+            max_per_principal: Sockets one principal may hold across replicas.
         """
         self.redis_url = redis_url
         self.metrics = metrics
         self.queue_size = queue_size
         self.heartbeat_s = heartbeat_s
         self.block_ms = block_ms
+        self.recheck_s = recheck_s
+        self.max_sockets = max_sockets
+        self.max_per_principal = max_per_principal
+        # Unverifiable this long (Redis down), open sockets are closed: fail closed, late.
+        self.recheck_grace_s = max(3 * recheck_s, 2.0)
         self.clients: set[Client] = set()
         self._r: aredis.Redis | None = None
+        self._raw: aredis.Redis | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.last_id = "0-0"
         self._pressure = False
+        self.replica = uuid.uuid4().hex[:12]
+        self.reader = _LoopHealth()
+        self.rechecker = _LoopHealth()
+        self.closed_revoked = 0
+        self.closed_changed = 0
+        self.refused_principal_cap = 0
+        self.refused_capacity = 0
+        self.skipped_entries = 0
+        self._unverified_since: float | None = None
 
     @property
     def redis(self) -> aredis.Redis:
@@ -149,10 +228,64 @@ class Hub:
             logger.warning("feed position unknown at start (%s); reading from 0", exc)
             self.last_id = "0-0"
         self._tasks = [
-            asyncio.create_task(self._read_loop(), name="citysight-feed-reader"),
-            asyncio.create_task(self._heartbeat_loop(), name="citysight-ws-heartbeat"),
+            asyncio.create_task(
+                self._supervised(self._read_loop, self.reader), name="citysight-feed-reader"
+            ),
+            asyncio.create_task(
+                self._supervised(self._heartbeat_loop, _LoopHealth()),
+                name="citysight-ws-heartbeat",
+            ),
+            asyncio.create_task(
+                self._supervised(self._recheck_loop, self.rechecker), name="citysight-ws-recheck"
+            ),
         ]
         logger.info("feed hub started at %s", self.last_id)
+
+    async def _supervised(self, loop: Callable[[], Awaitable[None]], h: _LoopHealth) -> None:
+        """Run ``loop`` forever: whatever it raises is logged, counted, and it restarts."""
+        backoff = 0.2
+        while True:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a loop that dies would silently stop the feed
+                h.failed(exc)
+                h.restarts += 1
+                logger.exception("%s failed; restarting in %.1f s", loop.__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def health(self) -> dict[str, Any]:
+        """The hub's state for ``/health``: ``running``, or ``degraded`` with the reason.
+
+        ``degraded`` while a background task is dead, or while the feed reader or the
+        principal re-check failed within the last :data:`ERROR_RECENT_S` seconds.
+        """
+        dead = [t.get_name() for t in self._tasks if t.done()]
+        reasons = []
+        if dead:
+            reasons.append(f"stopped: {', '.join(dead)}")
+        if self.reader.recent():
+            reasons.append(f"feed reader failing ({self.reader.last_error})")
+        if self.rechecker.recent():
+            reasons.append(f"session re-check failing ({self.rechecker.last_error})")
+        return {
+            "state": "degraded" if reasons else "running",
+            "reason": "; ".join(reasons),
+            "ws_clients": len(self.clients),
+            "ws_limit": self.max_sockets,
+            "feed_last_id": self.last_id,
+            "feed_read_errors": self.reader.errors,
+            "feed_skipped_entries": self.skipped_entries,
+            "loop_restarts": self.reader.restarts + self.rechecker.restarts,
+            "recheck_errors": self.rechecker.errors,
+            "closed_revoked": self.closed_revoked,
+            "closed_changed": self.closed_changed,
+            "refused_principal_cap": self.refused_principal_cap,
+            "refused_capacity": self.refused_capacity,
+        }
 
     async def stop(self) -> None:
         """Stop the tasks and close every subscriber."""
@@ -164,17 +297,158 @@ class Hub:
         self._tasks = []
         for c in list(self.clients):
             await self._close(c, 1001, "server shutting down")
-        if self._r is not None:
-            await self._r.aclose()
-            self._r = None
+        for r in (self._r, self._raw):
+            if r is not None:
+                await r.aclose()
+        self._r = self._raw = None
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def _session_key(self, principal: Principal) -> str:
+        return keys.ws_sessions_key(principal.key or "name:" + principal.name)
+
+    async def admit(self, principal: Principal) -> str:
+        """Reserve a socket for ``principal`` before the handshake is accepted.
+
+        Returns:
+            The session id (pass it to :meth:`new_client`).
+
+        Raises:
+            SessionRefused: this replica is at ``max_sockets`` (503) or the principal holds
+                ``max_per_principal`` sockets already (429).
+            redis.RedisError: the principal's sockets cannot be counted.
+        """
+        if len(self.clients) >= self.max_sockets:
+            self.refused_capacity += 1
+            self.metrics.ws_refused_limit += 1
+            raise SessionRefused(
+                503,
+                f"WebSocket capacity of this server reached ({self.max_sockets}); retry later",
+            )
+        session = f"{self.replica}:{uuid.uuid4().hex[:16]}"
+        now_ms = int(time.time() * 1000)
+        stale_ms = int(self.recheck_grace_s * 1000) + 1000
+        ok = await cast(
+            "Awaitable[int]",
+            self.redis.eval(
+                _ADMIT_LUA,
+                1,
+                self._session_key(principal),
+                now_ms,
+                now_ms - stale_ms,
+                self.max_per_principal,
+                session,
+                stale_ms * 2,
+            ),
+        )
+        if not int(ok):
+            self.refused_principal_cap += 1
+            self.metrics.ws_refused_limit += 1
+            raise SessionRefused(
+                429,
+                f"too many WebSockets for this principal (limit {self.max_per_principal}): "
+                "close one first",
+            )
+        return session
+
+    async def release(self, principal: Principal, session: str) -> None:
+        """Give a socket's slot back (best effort: an unrefreshed slot expires anyway)."""
+        if not session:
+            return
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.zrem(self._session_key(principal), session)
+
+    async def verify(self, c: Client) -> bool:
+        """Re-read ``c``'s principal now; close the socket when it was revoked or changed.
+
+        Returns:
+            Whether the socket may go on.
+
+        Raises:
+            redis.RedisError: the principal cannot be read.
+        """
+        if not c.principal.key:
+            return True  # not resolved from a token (in-process callers): nothing to re-read
+        raw = await self.redis.hget(keys.PRINCIPALS, c.principal.key)
+        return await self._judge(c, keys.text(raw))
+
+    async def _judge(self, c: Client, raw: str | None) -> bool:
+        current: Principal | None = None
+        if raw:
+            try:
+                current = Principal.from_dict(json.loads(raw), c.principal.key)
+            except (ValueError, KeyError, TypeError):
+                current = None
+        if current is None:
+            self.closed_revoked += 1
+            self.metrics.ws_closed_revoked += 1
+            logger.info("closing WebSocket of %s: token revoked", c.principal.name)
+            await self._close(c, CLOSE_REVOKED, "token revoked")
+            return False
+        if current != c.principal:
+            self.closed_changed += 1
+            self.metrics.ws_closed_revoked += 1
+            logger.info("closing WebSocket of %s: principal changed", c.principal.name)
+            await self._close(c, CLOSE_CHANGED, "principal changed: reconnect")
+            return False
+        return True
+
+    async def recheck_all(self) -> None:
+        """Re-check every open socket's principal and refresh its session slot.
+
+        Raises:
+            redis.RedisError: Redis is unreachable (the caller counts it).
+        """
+        clients = [c for c in self.clients if not c.closed and c.principal.key]
+        if not clients:
+            return
+        token_keys = sorted({c.principal.key for c in clients})
+        raws = cast("list[str | None]", await self.redis.hmget(keys.PRINCIPALS, token_keys))
+        by_key = dict(zip(token_keys, raws, strict=True))
+        now_ms = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for c in clients:
+            if await self._judge(c, by_key.get(c.principal.key)) and c.session:
+                # Re-added if an outage let it expire: an open socket always counts.
+                pipe.zadd(self._session_key(c.principal), {c.session: now_ms})
+                pipe.pexpire(
+                    self._session_key(c.principal), int(self.recheck_grace_s * 2000) + 2000
+                )
+        await pipe.execute()
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_s)
+            try:
+                await self.recheck_all()
+                self._unverified_since = None
+            except (RedisError, OSError) as exc:
+                self.rechecker.failed(exc)
+                now = time.monotonic()
+                if self._unverified_since is None:
+                    self._unverified_since = now
+                logger.warning("WebSocket principal re-check failed: %s", exc)
+                if now - self._unverified_since > self.recheck_grace_s:
+                    for c in list(self.clients):
+                        await self._close(
+                            c, CLOSE_UNVERIFIED, "session cannot be verified; reconnect later"
+                        )
 
     # -- subscribers ---------------------------------------------------------------------
 
     def new_client(
-        self, ws: WebSocket, principal: Principal, sub: Subscription, *, replaying: bool
+        self,
+        ws: WebSocket,
+        principal: Principal,
+        sub: Subscription,
+        *,
+        replaying: bool,
+        session: str = "",
     ) -> Client:
         """Register a subscriber; live entries are queued for it from now on."""
-        c = Client(ws, principal, sub, asyncio.Queue(self.queue_size), replaying=replaying)
+        c = Client(
+            ws, principal, sub, asyncio.Queue(self.queue_size), replaying=replaying, session=session
+        )
         self.clients.add(c)
         self.metrics.ws_clients = len(self.clients)
         return c
@@ -221,6 +495,9 @@ class Hub:
         cursor = after_id
         while True:
             c.lagged = False
+            # A replay can send a day of history: the token must still be valid for each page.
+            if not await self.verify(c):
+                return
             page = cast(
                 _Entries,
                 await self.redis.xrange(
@@ -291,7 +568,19 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                self.reader.failed(exc)
+                self.metrics.feed_read_errors += 1
                 logger.warning("feed read failed: %s; retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except Exception as exc:
+                # Not Redis: a reply this client cannot decode (an entry with bytes that are
+                # not UTF-8, written by something else). Read it raw and go past it.
+                self.reader.failed(exc)
+                self.metrics.feed_read_errors += 1
+                logger.warning("feed read failed (%s); reading past the entry raw", exc)
+                await self._read_raw()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -309,6 +598,29 @@ class Hub:
                         # queued together and each sender sends them in one wake-up.
                         self._pressure = False
                         await asyncio.sleep(0)
+
+    async def _read_raw(self) -> None:
+        """Read the next feed entries without decoding; dispatch them with bad bytes replaced."""
+        if self._raw is None:
+            self._raw = aredis.Redis.from_url(self.redis_url)
+        resp = cast(
+            "list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None",
+            await self._raw.xread({keys.FEED_STREAM: self.last_id}, count=100),
+        )
+        for _stream, entries in resp or []:
+            for eid_b, raw_fields in entries:
+                eid = eid_b.decode()
+                self.last_id = eid
+                fields = {
+                    k.decode("utf-8", "replace"): v.decode("utf-8", "replace")
+                    for k, v in raw_fields.items()
+                }
+                try:
+                    json.loads(fields.get("d", "{}"))
+                    self.dispatch(eid, fields)
+                except Exception:
+                    self.skipped_entries += 1
+                    logger.warning("feed entry %s is not valid; skipped", eid)
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -112,7 +112,7 @@ def test_cluster_app_from_a_config_file(
     from citysight.keys import detections_stream
     from serve_app.app import build_app
 
-    srv = EmbeddedRedis(free_port(), tmp_path / "redis", appendonly=False).start()
+    srv = EmbeddedRedis(free_port(), tmp_path / "redis", appendonly=False, password=False).start()
     try:
         redis.Redis.from_url(srv.url).config_set("requirepass", "s3 cr3t/@")
         monkeypatch.setenv("CS_TEST_REDIS_PASSWORD", "s3 cr3t/@")

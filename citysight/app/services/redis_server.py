@@ -1,18 +1,28 @@
 """An embedded ``redis-server``: own port, own data dir, AOF on, bound to 127.0.0.1.
 
 Used by ``citysight demo``/``run`` when no external Redis is configured, and by the tests
-(a real server, never a mock).
+(a real server, never a mock). It requires a password: generated on first start into
+``<data_dir>/redis.password`` (mode 0600) and reused by every later start, so clients and a
+restarted server agree. The password reaches the server through a config file of mode 0600
+(never the command line, which every local user can read in ``ps``) and the clients through
+:attr:`EmbeddedRedis.url`. ``maxmemory`` is set with policy ``noeviction``: a full Redis
+refuses writes (the writers log and count the error) instead of evicting stream entries,
+alerts or audit records silently.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
+
+from citysight.keyfiles import read_or_create
 
 logger = logging.getLogger(__name__)
 
@@ -47,25 +57,78 @@ def find_redis_binary() -> str:
     )
 
 
+PASSWORD_FILE = "redis.password"
+"""Name of the generated password's file in the embedded Redis's data dir."""
+
+
+def password_path(data_dir: str | Path) -> Path:
+    """Where the embedded Redis of ``data_dir`` keeps its password."""
+    return Path(data_dir) / PASSWORD_FILE
+
+
+def embedded_url(port: int, data_dir: str | Path) -> str:
+    """URL (with the password) of the embedded Redis of ``data_dir`` on ``port``.
+
+    What tools attaching to a running demo use (``benchmarks/soak``); a data dir without a
+    password file means a Redis started without one.
+    """
+    path = password_path(data_dir)
+    if path.exists():
+        pw = path.read_text().strip()
+        return f"redis://:{quote(pw, safe='')}@127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{port}/0"
+
+
 class EmbeddedRedis:
     """A private ``redis-server`` process.
 
     Args:
         port: TCP port on 127.0.0.1.
-        data_dir: Directory for the AOF and RDB files (created).
+        data_dir: Directory for the AOF and RDB files (created, mode 0700).
         appendonly: Keep the append-only file (durable hand-offs survive a restart).
+        password: Require the generated password (``<data_dir>/redis.password``).
+        maxmemory_mb: ``maxmemory`` in MiB with policy ``noeviction`` (0: no limit).
     """
 
-    def __init__(self, port: int, data_dir: str | Path, *, appendonly: bool = True) -> None:
+    def __init__(
+        self,
+        port: int,
+        data_dir: str | Path,
+        *,
+        appendonly: bool = True,
+        password: bool = True,
+        maxmemory_mb: int = 0,
+    ) -> None:
         self.port = port
         self.data_dir = Path(data_dir)
         self.appendonly = appendonly
+        self.maxmemory_mb = maxmemory_mb
         self.proc: subprocess.Popen[bytes] | None = None
+        self.password: str | None = None
+        if password:
+            self.password = read_or_create(password_path(self.data_dir), 24)
 
     @property
     def url(self) -> str:
-        """``redis://`` URL of the server."""
+        """``redis://`` URL of the server, with its password (a secret: never log it)."""
+        if self.password:
+            return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _write_conf(self) -> Path:
+        """The config file the server starts with (secrets only here, mode 0600)."""
+        conf = self.data_dir / "redis.conf"
+        lines = [
+            f"maxmemory {self.maxmemory_mb}mb",
+            "maxmemory-policy noeviction",
+        ]
+        if self.password:
+            lines.append(f'requirepass "{self.password}"')
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(conf, 0o600)
+        return conf
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING."""
@@ -75,10 +138,11 @@ class EmbeddedRedis:
                 f"port {self.port} is already in use: stop what listens there or set "
                 "services.redis.embedded_port to a free port"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         log = self.data_dir / "redis.log"
         args = [
             binary,
+            str(self._write_conf().resolve()),
             "--bind",
             "127.0.0.1",
             "--port",
@@ -118,9 +182,14 @@ class EmbeddedRedis:
         raise ServiceError(f"redis-server did not answer within {timeout_s:.0f} s")
 
     def ping(self) -> bool:
-        """Whether the server answers a raw PING."""
+        """Whether the server answers a raw PING (after AUTH when it has a password)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                if self.password:
+                    pw = self.password.encode()
+                    s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(pw), pw))
+                    if not s.recv(64).startswith(b"+OK"):
+                        return False
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
