@@ -96,8 +96,9 @@ def finish(run_dir: Path, epoch: int | None, onnx_out: Path, command: str) -> di
         "epochs": str(cfg.epochs),
         "epoch_exported": str(epoch),
         "git_commit": _git_commit(),
-        "thresholds_chosen_on": "held-out training clips (split.json), "
-        "never on ../shared/data/eval",
+        "thresholds_chosen_on": "held-out training clips (split.json): best image-level F1 "
+        "flagging at most 5 % of the validation no-fire video frames; never on "
+        "../shared/data/eval",
         "licence": "weights: Apache-2.0 (citysight); backbone BSD-3-Clause (FastestDet "
         "ShuffleNetV2); training data CC BY 4.0 (see MODEL_CARD.md)",
     }

@@ -151,3 +151,39 @@ def test_photometric_and_synthetic_material_shapes() -> None:
     assert img.shape == (96, 96, 3)
     for x1, y1, x2, y2 in boxes:
         assert img[int(y1) : int(y2), int(x1) : int(x2)].max() > 20  # the plume is in its box
+
+
+def _scored(scores: tuple[float, ...], positive: bool, video_negative: bool) -> list:
+    from inference.training.fire_det.evaluate import Scored
+
+    box = np.asarray([[10, 10, 50, 50]], np.float32)
+    out = []
+    for s in scores:
+        gt = box if positive else np.zeros((0, 4), np.float32)
+        det = (box, np.asarray([s], np.float32))
+        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+        out.append(Scored("x", [gt, gt], [det, empty], video_negative=video_negative))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("negative_scores", "cap", "want"),
+    [
+        # no video negatives: the best-F1 threshold (highest that keeps every positive)
+        ((), 0.05, 0.6),
+        # one of two video frames scores 0.7 (50 % flagged): the cap forces a threshold above
+        # it; among equal F1 the higher wins
+        ((0.7, 0.1), 0.05, 0.8),
+        # the same frames with a lax cap: the F1 choice stands
+        ((0.7, 0.1), 0.5, 0.6),
+    ],
+)
+def test_thresholds_capped_by_video_negative_frames(
+    negative_scores: tuple[float, ...], cap: float, want: float
+) -> None:
+    from inference.training.fire_det.evaluate import choose_thresholds
+
+    scored = _scored((0.6, 0.8, 0.9), True, False) + _scored(negative_scores, False, True)
+    chosen, at = choose_thresholds(scored, max_negative_rate=cap)
+    assert chosen[0] == pytest.approx(want)
+    assert at[0]["video_negative_frame_rate"] <= cap
