@@ -81,10 +81,10 @@ _NVDEC_NOTE = (
     "(1920x1080 H.264, per engine, reference clocks)"
 )
 # Only the Hopper figure (~771 fps/engine) is taken from the application note as cited in
-# ARCHITECTURE.md. The same note's capability table puts Turing, GA100 and Hopper in one
-# NVDEC generation and Ada with GA10x in the next; we could not re-check the per-engine
-# rates for those GPUs offline, so they reuse 771 fps and are marked ``assumed`` until a
-# measurement (nvidia-smi dmon -s u while decoding) replaces them.
+# docs/architecture.md, "Where things run". The same note's capability table puts Turing,
+# GA100 and Hopper in one NVDEC generation and Ada with GA10x in the next; we could not
+# re-check the per-engine rates for those GPUs offline, so they reuse 771 fps and are marked
+# ``assumed`` until a measurement (nvidia-smi dmon -s u while decoding) replaces them.
 _HOPPER_RATE = Figure(771.0, "fps/engine", Source.PUBLISHED, _NVDEC_NOTE)
 _SAME_GEN_RATE = Figure(
     771.0,

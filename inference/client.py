@@ -1,18 +1,15 @@
-"""The inference client interface and its backend registry (chosen by ``type``)."""
+"""The inference client interface and its backend registry (``services.inference.type``)."""
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from citysight.config import InferenceService
+from citysight.config import INFERENCE_BACKENDS, InferenceService
 from citysight.contracts import FrameBatch, FrameResult
-
-logger = logging.getLogger(__name__)
+from citysight.registry import Registry
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
@@ -41,21 +38,15 @@ class InferenceClient(Protocol):
 
 ClientFactory = Callable[[InferenceService, Path], InferenceClient]
 
-
-def _onnxruntime(cfg: InferenceService, models_dir: Path) -> InferenceClient:
-    from inference.backends.onnxruntime import OrtClient
-
-    return OrtClient(cfg, models_dir, tiers=cfg.tiers or None)
-
-
-def _triton(cfg: InferenceService, models_dir: Path) -> InferenceClient:
-    # Written by the Triton half of the project; imported only when configured.
-    mod = importlib.import_module("inference.triton.client")
-    factory = getattr(mod, "create", None) or mod.TritonClient
-    return factory(cfg, models_dir)  # type: ignore[no-any-return]
-
-
-BACKENDS: dict[str, ClientFactory] = {"onnxruntime": _onnxruntime, "triton": _triton}
+# services.inference.type -> factory(cfg, models_dir); imported only when chosen.
+BACKENDS: Registry[ClientFactory] = Registry(
+    "inference backend",
+    {
+        "onnxruntime": "inference.backends.onnxruntime:create",
+        "triton": "inference.triton.client:TritonClient",
+    },
+    names=INFERENCE_BACKENDS,
+)
 
 
 def create_client(cfg: InferenceService, models_dir: Path | None = None) -> InferenceClient:
@@ -68,7 +59,7 @@ def create_client(cfg: InferenceService, models_dir: Path | None = None) -> Infe
     Raises:
         ValueError: unknown backend type.
     """
-    factory = BACKENDS.get(cfg.type)
-    if factory is None:
+    if cfg.type not in BACKENDS:
         raise ValueError(f"unknown inference backend {cfg.type!r}; known: {sorted(BACKENDS)}")
+    factory = BACKENDS.get(cfg.type)
     return factory(cfg, Path(models_dir if models_dir is not None else cfg.models_dir))

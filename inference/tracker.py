@@ -10,7 +10,6 @@ constant-velocity model instead of a Kalman filter: small, and enough at 5 fps.
 from __future__ import annotations
 
 import itertools
-import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,6 @@ from inference.detectors.common import box_iou
 if TYPE_CHECKING:
     from inference.detectors.base import DetectorOutput
 
-logger = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]

@@ -14,15 +14,12 @@ application with two deployments:
 
 from __future__ import annotations
 
-import logging
 from typing import Any, cast
 
 from fastapi import FastAPI
 from ray import serve
 
 from citysight.config import CitysightConfig
-
-logger = logging.getLogger(__name__)
 
 
 @serve.ingress()

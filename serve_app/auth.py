@@ -6,7 +6,8 @@ so a busy API does not hit Redis on every request, while a revoked token stops w
 within :data:`CACHE_TTL_S`.
 
 Department scoping is enforced here, on the server: a principal sees an alert only when its
-department is ``*`` or equals the alert's department. Client filters can only narrow that.
+department is ``*`` or one of the alert's departments (the owner, plus any department the
+alert was escalated to). Client filters can only narrow that.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
@@ -24,12 +26,11 @@ import redis
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from citysight import keys
 from citysight.config import Scope
 
 logger = logging.getLogger(__name__)
 
-PRINCIPALS_KEY: Final = "citysight:principals"
-TICKET_PREFIX: Final = "citysight:ws-ticket:"
 TICKET_TTL_S: Final = 30
 CACHE_TTL_S: Final = 5.0
 ALL_DEPARTMENTS: Final = "*"
@@ -80,6 +81,10 @@ class Principal:
         """Whether alerts of ``department`` are within this principal's scope."""
         return self.department == ALL_DEPARTMENTS or department == self.department
 
+    def sees_any(self, departments: Iterable[str]) -> bool:
+        """Whether an alert belonging to ``departments`` (``Alert.departments()``) is in scope."""
+        return self.department == ALL_DEPARTMENTS or self.department in departments
+
     def departments(self, requested: str | None = None) -> set[str] | None:
         """Departments a query may cover: ``None`` means all.
 
@@ -127,7 +132,7 @@ class PrincipalResolver:
             hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        raw = self._r.hget(PRINCIPALS_KEY, key)
+        raw = self._r.hget(keys.PRINCIPALS, key)
         principal: Principal | None = None
         if raw:
             try:
@@ -143,14 +148,14 @@ class PrincipalResolver:
     def issue_ticket(self, principal: Principal) -> str:
         """Store a one-time WebSocket ticket for ``principal`` (valid :data:`TICKET_TTL_S`)."""
         ticket = secrets.token_urlsafe(24)
-        self._r.set(TICKET_PREFIX + ticket, json.dumps(principal.to_dict()), ex=TICKET_TTL_S)
+        self._r.set(keys.ws_ticket_key(ticket), json.dumps(principal.to_dict()), ex=TICKET_TTL_S)
         return ticket
 
     def consume_ticket(self, ticket: str) -> Principal | None:
         """Redeem a ticket (GETDEL: a second use fails)."""
         if not ticket or len(ticket) > 128:
             return None
-        raw = self._r.getdel(TICKET_PREFIX + ticket)
+        raw = self._r.getdel(keys.ws_ticket_key(ticket))
         if not raw:
             return None
         try:

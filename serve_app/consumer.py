@@ -1,6 +1,6 @@
 """The rules consumer: detections streams → rules engine → alerts in Redis → ``XACK``.
 
-Durability (ARCHITECTURE.md, "Hard rules"):
+Durability (docs/architecture.md, "Hard rules"):
 
 * Group ``rules`` on every owned ``citysight:detections:{shard}`` (and on
   ``citysight:camera-status``). Entries are acknowledged only after the alerts, plate reads
@@ -9,9 +9,21 @@ Durability (ARCHITECTURE.md, "Hard rules"):
 * On start the consumer reads its *own* pending entries first (id ``0``), then new ones
   (``>``) in batches. Entries of dead consumers idle longer than ``claim_min_idle_ms`` are
   taken over with ``XAUTOCLAIM``.
-* An entry that fails to decode or crashes the evaluation is retried; once its delivery
-  count (from ``XPENDING``) reaches ``max_deliveries`` it is written to
-  ``citysight:detections:dead`` and only then acknowledged.
+* Poison entries are isolated per entry, whatever they raise: an entry that fails to decode
+  (any exception: a malformed entry is that entry's fault) or whose frame makes the
+  evaluation raise is retried while the batch's other entries are written and
+  acknowledged; once its delivery count (from ``XPENDING``) reaches ``max_deliveries`` it is
+  written to ``citysight:detections:dead`` and only then acknowledged. Camera-status
+  entries are handled the same way.
+* A failed *write* is never the entries' fault when Redis raised it (unreachable, an error
+  reply, out of memory): the batch is kept (see below) and nothing is dead-lettered. An
+  exception raised in our own code while preparing a write (a value Redis cannot take) is
+  isolated per alert / plate read, which is then dead-lettered with its data.
+* The consumer publishes the truth about itself in ``citysight:components`` (``rules``):
+  ``running``; ``degraded`` with a ``reason`` (a failing step, a write backlog, entries being
+  retried, lag above ``lag_degraded_s``); ``stuck`` when entries are outstanding but none was
+  acknowledged for ``stuck_after_s``; with ``processed``, ``lag_ms`` (age of the oldest entry
+  not yet acknowledged), ``dead``, ``pending`` and ``backlog`` (not yet delivered).
 * Streams are trimmed with ``XTRIM MINID`` below the oldest pending entry and the oldest
   last-delivered id of every group, and never by ``MAXLEN``.
 
@@ -49,20 +61,21 @@ from typing import Any, cast
 import redis
 from redis.typing import EncodableT, FieldT, KeyT, StreamIdT
 
+from citysight import keys
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
     Alert,
     AlertKind,
+    CameraState,
     CameraStatus,
-    ContractError,
     FrameResult,
-    detections_stream,
+    make_alert_id,
 )
-from serve_app.rules.codec import decode_frame
-from serve_app.rules.engine import EngineOutput, RulesEngine
+from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
+from citysight.metrics import publish_snapshot
+from serve_app.rules.analytics import AnalyticsWatch
+from serve_app.rules.engine import OFFLINE_RULE_ID, EngineOutput, RulesEngine, cooldown_key
 from serve_app.rules.incidents import IncidentIndex
-from serve_app.store import keys
 from serve_app.store.alerts import AlertStore
 from serve_app.store.audit import AuditLog
 from serve_app.store.cameras import CameraRegistry
@@ -72,7 +85,6 @@ from serve_app.store.plates import PlateReads
 
 logger = logging.getLogger(__name__)
 
-GROUP = "rules"
 Entry = tuple[str, str, dict[bytes, bytes] | None]  # (stream, id, fields)
 # Replies of the binary (no ``decode_responses``) RESP2 client used here.
 _Rows = list[tuple[bytes, dict[bytes, bytes] | None]]  # XREADGROUP: None for deleted entries
@@ -82,11 +94,6 @@ _RangeRows = list[tuple[bytes, dict[bytes, bytes]]]  # XRANGE
 
 def _sid(x: bytes | str) -> str:
     return x.decode() if isinstance(x, bytes) else x
-
-
-def _id_tuple(i: str) -> tuple[int, int]:
-    ms, _, seq = i.partition("-")
-    return int(ms), int(seq or 0)
 
 
 class DetectionsConsumer:
@@ -104,6 +111,8 @@ class DetectionsConsumer:
         claim_interval_s: How often to run ``XAUTOCLAIM``.
         max_deliveries: Deliveries after which a failing entry is dead-lettered.
         retry_interval_s: Wait before a failed entry is read again.
+        stuck_after_s: Outstanding entries and no acknowledgement for this long: ``stuck``.
+        lag_degraded_s: Oldest unacknowledged entry older than this: ``degraded``.
         replay_s: Seconds of stream history replayed at start to rebuild rule state.
         escalate_interval_s: How often to run SLA escalation.
         maintenance_interval_s: How often to trim streams and prune indexes.
@@ -126,6 +135,8 @@ class DetectionsConsumer:
         claim_interval_s: float = 5.0,
         max_deliveries: int = 5,
         retry_interval_s: float = 1.0,
+        stuck_after_s: float = 30.0,
+        lag_degraded_s: float = 15.0,
         replay_s: float = 15.0,
         escalate_interval_s: float = 5.0,
         maintenance_interval_s: float = 10.0,
@@ -144,23 +155,41 @@ class DetectionsConsumer:
         self.claim_interval_s = claim_interval_s
         self.max_deliveries = max_deliveries
         self.retry_interval_s = retry_interval_s
+        self.stuck_after_s = stuck_after_s
+        self.lag_degraded_s = lag_degraded_s
         self.replay_s = replay_s
         self.escalate_interval_s = escalate_interval_s
         self.maintenance_interval_s = maintenance_interval_s
         self.feed_max_age_s = feed_max_age_s
         self.on_batch = on_batch
+        # The consumers whose statuses make up the ``rules`` component: every consumer of
+        # the configured shard groups when this is one of them, else this one alone.
+        peers = [
+            "rules-" + "-".join(str(s) for s in sorted(g))
+            for g in cfg.services.rules_shard_groups()
+        ]
+        self.peers = peers if consumer_name in peers else [consumer_name]
         self.engine = RulesEngine(cfg, **(engine_kwargs or {}))
         self.incidents = IncidentIndex(self.r, cfg.incidents)
         self.alerts = AlertStore(self.r, cfg)
         self.evidence = EvidenceStore(self.r, cfg)
         self.plates = PlateReads(self.r, cfg)
         self.cameras = CameraRegistry(self.r)
+        self.analytics = AnalyticsWatch(
+            self.r, self.alerts, cfg, self._camera_config, self.engine.camera_place
+        )
         self.stats: dict[str, Any] = {
             "processed": 0, "alerts": 0, "plate_reads": 0, "dead": 0, "failures": 0,
             "claimed": 0, "replayed": 0, "escalated": 0, "trimmed": 0, "lag_ms": 0.0,
+            "batch_lag_ms": 0.0, "pending": 0, "backlog": 0, "resolved": 0,
         }  # fmt: skip
-        self.state = "starting"
-        self.last_error = ""
+        self.state = "starting"  # lifecycle; the published state is health() (the truth)
+        self.last_error = ""  # the last error seen (kept for diagnostics)
+        self.error = ""  # the error of the last step; empty once a step succeeds
+        self.reason = ""
+        self._last_progress = time.monotonic()  # last acknowledgement (or nothing to do)
+        # (stream, id) -> (deliveries, why) of entries that failed and wait for a retry
+        self._failing: dict[tuple[str, str], tuple[int, str]] = {}
         self._replayed: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -199,6 +228,7 @@ class DetectionsConsumer:
             self.engine.reconfigure(cfg)
             self.alerts.cfg = self.evidence.cfg = self.plates.cfg = cfg
             self.incidents.cfg = cfg.incidents
+            self.analytics.cfg = cfg
 
     def run(self) -> None:
         """Set up, replay, then consume until :meth:`stop` (errors are retried)."""
@@ -209,11 +239,14 @@ class DetectionsConsumer:
                     self.setup()
                     self._publish_status()
                 self.step()
+                self.error = ""
                 backoff = 0.2
             except Exception as exc:  # keep consuming: Redis restarts, transient errors
                 self.state = "degraded"
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.error = self.last_error = f"{type(exc).__name__}: {exc}"
                 logger.exception("rules consumer %s: step failed; retrying", self.name)
+                if self._every("status", 1.0):  # a consumer failing every step says so
+                    self._publish_status()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 self._pending_due = True
@@ -222,7 +255,7 @@ class DetectionsConsumer:
         """Create groups, load cameras and cooldowns, replay recent history."""
         for s in [*self.streams, CAMERA_STATUS_STREAM]:
             try:
-                self.r.xgroup_create(s, GROUP, id="0", mkstream=True)
+                self.r.xgroup_create(s, keys.RULES_GROUP, id="0", mkstream=True)
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -240,6 +273,15 @@ class DetectionsConsumer:
             self._replay_done = True
         self._pending_due = True
         self.state = "running"
+
+    def _camera_config(self, cid: str) -> CameraConfig | None:
+        """A camera's config: the runtime registry first, then the configured cameras."""
+        try:
+            cam = self.cameras.get(cid)
+        except Exception:  # a malformed registry entry: fall back to the config
+            logger.warning("camera %s: registry entry unreadable", cid)
+            cam = None
+        return cam or self.cfg.camera(cid)
 
     def _load_cameras(self) -> None:
         try:
@@ -286,18 +328,26 @@ class DetectionsConsumer:
         return n
 
     def read_pending(self) -> int:
-        """Process this consumer's own pending entries (delivered before, not acknowledged)."""
+        """Process this consumer's own pending entries (delivered before, not acknowledged).
+
+        Covers the owned detection streams and the camera-status stream (whose entries are
+        retried the same way when their processing failed).
+        """
         n = 0
-        for s in self.streams:
+        for s in [*self.streams, CAMERA_STATUS_STREAM]:
             last = "0"
             while not self._stop.is_set():
                 reply = cast(
-                    _ReadReply, self.r.xreadgroup(GROUP, self.name, {s: last}, count=self.count)
+                    _ReadReply,
+                    self.r.xreadgroup(keys.RULES_GROUP, self.name, {s: last}, count=self.count),
                 )
                 entries = [(s, _sid(i), f) for _, rows in reply for i, f in rows]
                 if not entries:
                     break
-                n += self.process(entries, redelivered=True)
+                if s == CAMERA_STATUS_STREAM:
+                    self.process_status(entries)
+                else:
+                    n += self.process(entries, redelivered=True)
                 last = entries[-1][1]
         return n
 
@@ -307,7 +357,9 @@ class DetectionsConsumer:
         streams[CAMERA_STATUS_STREAM] = ">"
         reply = cast(
             "_ReadReply | None",
-            self.r.xreadgroup(GROUP, self.name, streams, count=self.count, block=self.block_ms),
+            self.r.xreadgroup(
+                keys.RULES_GROUP, self.name, streams, count=self.count, block=self.block_ms
+            ),
         )
         n = 0
         for stream, rows in reply or []:
@@ -322,18 +374,26 @@ class DetectionsConsumer:
     def claim(self) -> int:
         """Take over entries of consumers that stopped (idle past ``claim_min_idle_ms``)."""
         n = 0
-        for s in self.streams:
+        for s in [*self.streams, CAMERA_STATUS_STREAM]:
             cursor = "0-0"
             for _ in range(100):  # bounded: a huge backlog is taken over across iterations
                 res = self.r.xautoclaim(
-                    s, GROUP, self.name, self.claim_min_idle_ms, start_id=cursor, count=self.count
+                    s,
+                    keys.RULES_GROUP,
+                    self.name,
+                    self.claim_min_idle_ms,
+                    start_id=cursor,
+                    count=self.count,
                 )
                 cursor = _sid(res[0])
                 entries = [(s, _sid(i), f) for i, f in res[1]]
                 if entries:
                     self.stats["claimed"] += len(entries)
                     logger.info("claimed %d idle entries of %s", len(entries), s)
-                    n += self.process(entries, redelivered=True)
+                    if s == CAMERA_STATUS_STREAM:
+                        self.process_status(entries)
+                    else:
+                        n += self.process(entries, redelivered=True)
                 if cursor == "0-0":
                     break
         return n
@@ -341,7 +401,12 @@ class DetectionsConsumer:
     # -- processing ------------------------------------------------------------------------
 
     def process(self, entries: list[Entry], *, redelivered: bool) -> int:
-        """Evaluate entries, write what they produced, then acknowledge them."""
+        """Evaluate entries, write what they produced, then acknowledge them.
+
+        A bad entry (undecodable, or its frame makes the rules raise) is set aside for a
+        retry, then dead-lettered; the others are written and acknowledged. A write that
+        Redis refuses raises, acknowledging nothing: the batch stays pending.
+        """
         ack: list[tuple[str, str]] = []
         frames: list[FrameResult] = []
         refs: list[Entry] = []
@@ -353,12 +418,11 @@ class DetectionsConsumer:
                 self._replayed.discard((s, eid))
                 continue
             try:
-                frames.append(decode_frame(fields[b"d"]))
+                frames.append(FrameResult.from_msgpack(fields[b"d"]))
                 refs.append(e)
-            except (ContractError, KeyError) as exc:
-                bad.append((e, f"decode: {exc}"))
-        with self._lock:
-            out = self.engine.evaluate(frames)
+            except Exception as exc:  # whatever it raises, a malformed entry is its own fault
+                bad.append((e, f"decode: {_describe(exc)}"))
+        out = self._evaluate(frames)
         failed = set(out.failed)
         for i in sorted(failed):
             bad.append((refs[i], "evaluation raised (see the consumer log)"))
@@ -368,21 +432,56 @@ class DetectionsConsumer:
             ack.extend(self._handle_failures(bad))
         self._ack(ack)
         now = time.time()
-        self.stats["processed"] += len(entries)
+        self.stats["processed"] += len(ack)
         if frames:
             last = frames[-1]
-            pub = last.published_at or _id_tuple(refs[-1][1])[0] / 1000
-            self.stats["lag_ms"] = round(max(0.0, now - pub) * 1000, 1)
+            pub = last.published_at or keys.stream_id(refs[-1][1])[0] / 1000
+            self.stats["batch_lag_ms"] = round(max(0.0, now - pub) * 1000, 1)
         if self.on_batch is not None:
             self.on_batch(frames, out.alerts, now)
         return len(entries)
+
+    def _evaluate(self, frames: list[FrameResult]) -> EngineOutput:
+        """Evaluate a batch; an engine error outside its per-camera guard is isolated per frame.
+
+        The engine already retries a failing camera frame by frame; this covers whatever it
+        raises outside that guard, so one frame can never block the batch.
+        """
+        with self._lock:
+            try:
+                return self.engine.evaluate(frames)
+            except Exception:
+                logger.exception("rules failed on %d frames; frame by frame", len(frames))
+                out = EngineOutput(frames=len(frames))
+                for i, f in enumerate(frames):
+                    try:
+                        one = self.engine.evaluate([f])
+                    except Exception:
+                        logger.exception("rules failed on frame %s of %s", f.frame_no, f.camera_id)
+                        out.failed.append(i)
+                        continue
+                    out.alerts += one.alerts
+                    out.plate_reads += one.plate_reads
+                    out.snapshots.update(one.snapshots)
+                    out.cooldowns.update(one.cooldowns)
+                    if one.failed:
+                        out.failed.append(i)
+                return out
 
     def _write(self, out: EngineOutput) -> None:
         """Write ``out`` after any backlog; on failure it stays queued and this raises."""
         self._unwritten.append(out)
         while self._unwritten:
             first = self._unwritten[0]
-            self._write_one(first, retry=first is not out)
+            try:
+                self._write_one(first, retry=first is not out)
+            except Exception as exc:
+                if _is_redis_side(exc):
+                    raise  # infrastructure: keep the output (and its entries pending)
+                # Our own code could not prepare a value for Redis: the data's fault. Write
+                # item by item and dead-letter what cannot be written (never drop it).
+                logger.exception("writing a batch output failed; writing it item by item")
+                self._write_isolated(first)
             self._unwritten.popleft()
 
     def _write_one(self, out: EngineOutput, *, retry: bool) -> None:
@@ -390,6 +489,8 @@ class DetectionsConsumer:
         # assigned before (the script's replies are idempotent per alert id anyway).
         out.alerts = self.incidents.assign(out.alerts)
         new = self.alerts.save_new(out.alerts)
+        self.analytics.saved(out.alerts)  # idempotent; only analytics_down alerts
+        self.alerts.track_system_alerts(out.alerts)  # idempotent; only system kinds
         # A retried output's alerts may have been saved before the failure without their
         # evidence: copy it for all of them (idempotent), not only the new ones.
         shown = out.alerts if retry else new
@@ -407,14 +508,49 @@ class DetectionsConsumer:
                 keys.RULES_COOLDOWN, mapping=cast("dict[FieldT, EncodableT]", out.cooldowns)
             )
 
+    def _write_isolated(self, out: EngineOutput) -> None:
+        """Write ``out`` one alert / plate read at a time; dead-letter the unwritable ones.
+
+        Raises:
+            redis.RedisError: Redis itself failed (the caller keeps ``out`` for a retry).
+        """
+        unwritable: list[tuple[str, str, str]] = []  # (kind, id, data)
+        for a in out.alerts:
+            one = EngineOutput(alerts=[a], snapshots={a.id: out.snapshots[a.id]}
+                               if a.id in out.snapshots else {})  # fmt: skip
+            try:
+                self._write_one(one, retry=True)
+            except Exception as exc:
+                if _is_redis_side(exc):
+                    raise
+                unwritable.append(("alert", a.id, f"{_safe_repr(a)} ({_describe(exc)})"))
+        for read in out.plate_reads:
+            try:
+                self._write_one(EngineOutput(plate_reads=[read]), retry=True)
+            except Exception as exc:
+                if _is_redis_side(exc):
+                    raise
+                unwritable.append(("plate_read", str(read[0]), f"{read!r} ({_describe(exc)})"))
+        if out.cooldowns:
+            self._write_one(EngineOutput(cooldowns=out.cooldowns), retry=True)
+        for kind, ident, data in unwritable:
+            self.r.xadd(
+                keys.DEAD_LETTER_STREAM,
+                {"src": f"rules-output:{kind}", "id": ident, "d": data[:65536],
+                 "error": "unwritable output", "deliveries": 1},
+            )  # fmt: skip
+            self.stats["dead"] += 1
+            logger.error("%s %s could not be written; dead-lettered: %s", kind, ident, data)
+
     def _handle_failures(self, bad: list[tuple[Entry, str]]) -> list[tuple[str, str]]:
         """Dead-letter entries delivered ``max_deliveries`` times; return those to ack."""
         done: list[tuple[str, str]] = []
         self.stats["failures"] += len(bad)
         for (s, eid, fields), why in bad:
-            info = self.r.xpending_range(s, GROUP, min=eid, max=eid, count=1)
+            info = self.r.xpending_range(s, keys.RULES_GROUP, min=eid, max=eid, count=1)
             deliveries = int(info[0]["times_delivered"]) if info else self.max_deliveries
             if deliveries < self.max_deliveries:
+                self._failing[(s, eid)] = (deliveries, why)
                 logger.warning(
                     "entry %s of %s failed (%s), delivery %d of %d; will retry",
                     eid,
@@ -428,12 +564,14 @@ class DetectionsConsumer:
             data = (fields or {}).get(b"d", b"")
             self.r.xadd(
                 keys.DEAD_LETTER_STREAM,
-                {"src": s, "id": eid, "d": data, "error": why, "deliveries": deliveries},
+                {"src": s, "id": eid, "d": data, "error": why[:2000], "deliveries": deliveries},
             )
             logger.error(
                 "entry %s of %s dead-lettered after %d deliveries: %s", eid, s, deliveries, why
             )
             self.stats["dead"] += 1
+            self.stats["last_dead_at"] = time.time()
+            self.stats["last_dead_error"] = why[:200]
             done.append((s, eid))
         if len(done) < len(bad):
             self._due["claim"] = 0.0
@@ -445,37 +583,57 @@ class DetectionsConsumer:
         by: dict[str, list[str]] = {}
         for s, eid in ack:
             by.setdefault(s, []).append(eid)
+            self._failing.pop((s, eid), None)
         pipe = self.r.pipeline(transaction=False)
         for s, ids in by.items():
-            pipe.xack(s, GROUP, *ids)
+            pipe.xack(s, keys.RULES_GROUP, *ids)
         pipe.execute()
+        if any(s != CAMERA_STATUS_STREAM for s in by):  # progress is on the detections
+            self._last_progress = time.monotonic()
 
     def process_status(self, entries: list[Entry]) -> None:
-        """Camera status messages → ``camera_offline`` alerts."""
+        """Camera status messages → ``camera_offline`` and ``analytics_down`` alerts.
+
+        * ``offline`` raises a ``camera_offline`` alert (once per outage, see the engine);
+          ``offline`` again within the cooldown reopens the alert the system had resolved.
+        * ``running`` resolves the camera's open ``camera_offline`` alerts (event by
+          ``system``, outcome ``recovered``).
+        * ``running`` but ``analysed=False`` raises ``analytics_down`` alerts, resolved when
+          the camera is reported analysed again (``serve_app/rules/analytics.py``).
+        * Every status is relayed to the feed (the map's live camera health).
+
+        A malformed status is retried, then dead-lettered, like a detection entry.
+        """
+        ack: list[tuple[str, str]] = []
         statuses: list[CameraStatus] = []
-        for _, eid, fields in entries:
+        refs: list[Entry] = []
+        bad: list[tuple[Entry, str]] = []
+        for e in entries:
+            _, eid, fields = e
+            if not fields:
+                ack.append((CAMERA_STATUS_STREAM, eid))
+                continue
             try:
-                statuses.append(CameraStatus.from_msgpack((fields or {})[b"d"]))
-            except (ContractError, KeyError) as exc:
-                logger.warning("bad camera status %s: %s (dead-lettered)", eid, exc)
-                self.r.xadd(
-                    keys.DEAD_LETTER_STREAM,
-                    {
-                        "src": CAMERA_STATUS_STREAM,
-                        "id": eid,
-                        "d": (fields or {}).get(b"d", b""),
-                        "error": str(exc),
-                        "deliveries": 1,
-                    },
-                )
+                statuses.append(CameraStatus.from_msgpack(fields[b"d"]))
+                refs.append(e)
+            except Exception as exc:  # whatever it raises, a malformed entry is its own fault
+                bad.append((e, f"decode: {_describe(exc)}"))
         with self._lock:
-            out = self.engine.camera_status(statuses)
-            places = {st.camera_id: self.engine.camera_place(st.camera_id) for st in statuses}
+            out = self._camera_status(statuses)
+            failed = set(out.failed)
+            ok = [st for i, st in enumerate(statuses) if i not in failed]
+            places = {st.camera_id: self.engine.camera_place(st.camera_id) for st in ok}
+        bad.extend((refs[i], "camera status raised (see the consumer log)") for i in sorted(failed))
+        out.alerts += self.analytics.alerts_for(ok)
         self._write(out)
+        self._camera_lifecycle(ok, out)
+        self.stats["analytics_resolved"] = self.stats.get("analytics_resolved", 0) + len(
+            self.analytics.resumed(ok)
+        )
         # Relay every status to the feed (the map's live camera health), scoped to the
         # department that receives the camera's offline alerts.
         pipe = self.r.pipeline(transaction=False)
-        for st in statuses:
+        for st in ok:
             loc, jurisdiction = places[st.camera_id]
             publish_feed(
                 pipe, type="camera_status", payload=st.model_dump(mode="json"),
@@ -484,7 +642,65 @@ class DetectionsConsumer:
                 severity="info", lat=loc.lat, lon=loc.lon,
             )  # fmt: skip
         pipe.execute()
-        self._ack([(CAMERA_STATUS_STREAM, eid) for _, eid, _ in entries])
+        ack.extend((CAMERA_STATUS_STREAM, e[1]) for i, e in enumerate(refs) if i not in failed)
+        if bad:
+            ack.extend(self._handle_failures(bad))
+        self._ack(ack)
+
+    def _camera_status(self, statuses: list[CameraStatus]) -> EngineOutput:
+        """``engine.camera_status``, isolated per status when it raises (caller holds the lock)."""
+        try:
+            return self.engine.camera_status(statuses)
+        except Exception:
+            logger.exception("camera statuses failed as a batch; one by one")
+        out = EngineOutput()
+        for i, st in enumerate(statuses):
+            try:
+                one = self.engine.camera_status([st])
+            except Exception:
+                logger.exception("camera status of %s failed", st.camera_id)
+                out.failed.append(i)
+                continue
+            out.alerts += one.alerts
+            out.cooldowns.update(one.cooldowns)
+        return out
+
+    def _camera_lifecycle(self, statuses: list[CameraStatus], out: EngineOutput) -> None:
+        """Resolve offline alerts of cameras running again; reopen those offline again.
+
+        Acts on each camera's last status of the batch, after the batch's alerts were
+        written (an outage and its end in one batch raise and then resolve the alert).
+        Idempotent: a redelivered batch finds the alerts already resolved or open.
+        """
+        last: dict[str, CameraStatus] = {}
+        for st in statuses:
+            last[st.camera_id] = st
+        running = [c for c, st in last.items() if st.state is CameraState.RUNNING]
+        if running:
+            pipe = self.r.pipeline(transaction=False)
+            for c in running:
+                pipe.scard(keys.camera_system_alerts_key(c))
+            for c, n in zip(running, pipe.execute(), strict=True):
+                if int(n):
+                    done = self.alerts.resolve_camera_alerts(
+                        c, kinds={AlertKind.CAMERA_OFFLINE}, note="camera running again"
+                    )
+                    self.stats["resolved"] += len(done)
+        raised = {a.camera_id for a in out.alerts if a.kind is AlertKind.CAMERA_OFFLINE}
+        again = [c for c, st in last.items() if st.state is CameraState.OFFLINE and c not in raised]
+        if again:
+            # Offline again within the cooldown (no new alert): the alert of the outage
+            # before is the camera's latest offline alert; its time is the cooldown's.
+            fields = [cooldown_key(c, OFFLINE_RULE_ID, "offline") for c in again]
+            times = cast("list[bytes | None]", self.r.hmget(keys.RULES_COOLDOWN, fields))
+            for c, t in zip(again, times, strict=True):
+                if t is None:
+                    continue
+                alert_id = make_alert_id(c, OFFLINE_RULE_ID, "offline", float(t))
+                reason = last[c].reason
+                self.alerts.reopen_system_alert(
+                    alert_id, note=f"camera offline again: {reason}".rstrip(": ")
+                )
 
     # -- replay ----------------------------------------------------------------------------
 
@@ -499,12 +715,14 @@ class DetectionsConsumer:
         start_ms = int((time.time() - self.replay_s) * 1000)
         for s in self.streams:
             groups = {_sid(g["name"]): g for g in self.r.xinfo_groups(s)}
-            last = _sid(groups[GROUP]["last-delivered-id"])
+            last = _sid(groups[keys.RULES_GROUP]["last-delivered-id"])
             if last == "0-0" or self.replay_s <= 0:
                 continue
             pel = {
                 _sid(cast("bytes | str", p["message_id"]))
-                for p in self.r.xpending_range(s, GROUP, min="-", max="+", count=1_000_000)
+                for p in self.r.xpending_range(
+                    s, keys.RULES_GROUP, min="-", max="+", count=1_000_000
+                )
             }
             cursor = f"{start_ms}-0"
             while True:
@@ -514,12 +732,11 @@ class DetectionsConsumer:
                 frames, ids = [], []
                 for i, f in rows:
                     try:
-                        frames.append(decode_frame(f[b"d"]))
+                        frames.append(FrameResult.from_msgpack(f[b"d"]))
                         ids.append(_sid(i))
-                    except (ContractError, KeyError):
-                        continue  # the pending path dead-letters it
-                with self._lock:
-                    out = self.engine.evaluate(frames)
+                    except Exception:  # the pending path dead-letters it
+                        continue
+                out = self._evaluate(frames)
                 self._write(out)
                 failed = set(out.failed)
                 self._replayed.update(
@@ -542,6 +759,7 @@ class DetectionsConsumer:
         for s in self.streams:
             self.stats["trimmed"] += self.trim_stream(s, now)
         trim_feed(self.r, self.feed_max_age_s, now)
+        self.analytics.reconcile(now)
         self.alerts.prune_indexes(now)
         AuditLog(self.r, self.cfg).trim(now)
 
@@ -556,30 +774,189 @@ class DetectionsConsumer:
         cutoff = (int((now - self.cfg.retention.detections_max_age_s) * 1000), 0)
         bound = cutoff
         for g in self.r.xinfo_groups(stream):
-            ms, seq = _id_tuple(_sid(g["last-delivered-id"]))
+            ms, seq = keys.stream_id(_sid(g["last-delivered-id"]))
             bound = min(bound, (ms, seq + 1))  # the last delivered entry itself may go
             if int(g["pending"]):
                 summary = self.r.xpending(stream, _sid(g["name"]))
-                bound = min(bound, _id_tuple(_sid(summary["min"])))
+                bound = min(bound, keys.stream_id(_sid(summary["min"])))
         if bound <= (0, 0):
             return 0
         return int(self.r.xtrim(stream, minid=f"{bound[0]}-{bound[1]}", approximate=False))
 
+    def backlog(self) -> dict[str, Any]:
+        """What is outstanding on the owned streams, from Redis (group ``rules``).
+
+        Returns:
+            ``pending`` (delivered, not acknowledged), ``backlog`` (not delivered yet) and
+            ``lag_ms``: age of the oldest entry not yet acknowledged (0 when caught up).
+        """
+        pipe = self.r.pipeline(transaction=False)
+        for s in self.streams:
+            pipe.xinfo_groups(s)
+            pipe.xpending(s, keys.RULES_GROUP)
+        replies = pipe.execute()
+        oldest: list[int] = []
+        pending = waiting = 0
+        heads: list[tuple[str, str, int | None]] = []  # stream, last delivered, lag
+        for k, s in enumerate(self.streams):
+            groups = {_sid(g["name"]): g for g in replies[2 * k]}
+            summary = replies[2 * k + 1]
+            g = groups.get(keys.RULES_GROUP)
+            if g is None:
+                continue
+            if int(summary["pending"]):
+                pending += int(summary["pending"])
+                oldest.append(keys.stream_id(_sid(summary["min"]))[0])
+            lag = g.get("lag")  # Redis >= 7: entries not delivered yet (None: unknown)
+            heads.append((s, _sid(g["last-delivered-id"]), None if lag is None else int(lag)))
+        todo = [(s, last, lag) for s, last, lag in heads if lag is None or lag > 0]
+        if todo:
+            pipe = self.r.pipeline(transaction=False)
+            for s, last, _ in todo:
+                pipe.xrange(s, min="-" if last == "0-0" else "(" + last, max="+", count=1)
+            for (_, _, lag), rows in zip(todo, pipe.execute(), strict=True):
+                if rows:
+                    oldest.append(keys.stream_id(_sid(rows[0][0]))[0])
+                    waiting += lag if lag is not None else 1  # unknown lag: at least one
+        lag_ms = max(0.0, time.time() * 1000 - min(oldest)) if oldest else 0.0
+        return {"pending": pending, "backlog": waiting, "lag_ms": round(lag_ms, 1)}
+
+    def health(self) -> tuple[str, str]:
+        """The consumer's true state and why: what ``/health`` shows for ``rules``.
+
+        ``stuck``: entries outstanding but none acknowledged for ``stuck_after_s`` (a poison
+        batch retried forever, a write that keeps failing). ``degraded``: the last step
+        failed, a write backlog, entries failing (retried, then dead-lettered) or lag above
+        ``lag_degraded_s``. Otherwise ``running`` (or ``starting`` before the first setup).
+        Updates ``stats`` (``pending``, ``backlog``, ``lag_ms``).
+
+        Returns:
+            ``(state, reason)``; the reason is empty when ``running``.
+        """
+        now = time.monotonic()
+        try:
+            b = self.backlog()
+        except redis.RedisError as exc:
+            return "degraded", f"backlog unknown: {_describe(exc)}"
+        self.stats.update(b)
+        if not b["pending"]:  # failing entries taken over (or deleted) elsewhere
+            for key in [k for k in self._failing if k[0] != CAMERA_STATUS_STREAM]:
+                del self._failing[key]
+        outstanding = b["pending"] + b["backlog"] > 0
+        if not outstanding:
+            self._last_progress = now  # nothing to do is progress
+        idle = now - self._last_progress
+        if outstanding and idle >= self.stuck_after_s:
+            why = (
+                f"no entry acknowledged for {idle:.0f} s: {b['pending']} pending, "
+                f"{b['backlog']} not delivered, oldest {b['lag_ms'] / 1000:.0f} s old"
+            )
+            return "stuck", why + (f"; error: {self.error}" if self.error else "")
+        if self.state == "starting":
+            return "starting", ""
+        if self.error:
+            return "degraded", f"step failing: {self.error}"
+        if self._unwritten:
+            return "degraded", f"{len(self._unwritten)} evaluated batch(es) not written yet"
+        if self._failing:
+            worst = max(d for d, _ in self._failing.values())
+            why = next(iter(self._failing.values()))[1]
+            return "degraded", (
+                f"{len(self._failing)} entr{'y' if len(self._failing) == 1 else 'ies'} failing "
+                f"(delivery {worst} of {self.max_deliveries}, then dead-lettered): {why}"
+            )
+        if b["lag_ms"] > self.lag_degraded_s * 1000:
+            return "degraded", f"lag {b['lag_ms'] / 1000:.1f} s (over {self.lag_degraded_s:g} s)"
+        return "running", ""
+
     def _publish_status(self, state: str | None = None) -> None:
+        if state is None:
+            state, self.reason = self.health()
+        else:
+            self.reason = ""
         detail = {
             **self.stats,
             "consumer": self.name,
             "shards": self.shards,
             "state_size": self.engine.state_size(),
-            "error": self.last_error,
+            "reason": self.reason,
+            "error": self.error,
+            "last_error": self.last_error,
+            "since_progress_s": round(time.monotonic() - self._last_progress, 1),
         }
+        now = time.time()
+        mine = {"state": state, "detail": detail, "updated_at": now}
         try:
-            self.r.hset(
-                keys.COMPONENTS,
-                "rules",
-                json.dumps(
-                    {"state": state or self.state, "detail": detail, "updated_at": time.time()}
-                ),
-            )
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hset(keys.RULES_CONSUMERS, self.name, json.dumps(mine))
+            pipe.hmget(keys.RULES_CONSUMERS, self.peers)
+            # Per consumer: GET /metrics renders every live consumer's counters.
+            publish_snapshot(pipe, "rules", self.name, {"state": state, **detail})
+            _, raw, _ = pipe.execute()
+            peers = {n: json.loads(v) if v else None for n, v in zip(self.peers, raw, strict=True)}
+            summary = summarise_consumers({**peers, self.name: mine}, now)
+            self.r.hset(keys.COMPONENTS, "rules", json.dumps(summary))
         except redis.RedisError:
             logger.warning("could not publish rules status")
+
+
+# Worst first wins the summary: one stuck consumer makes ``rules`` stuck.
+_RANK = {"running": 0, "starting": 1, "stopping": 2, "stopped": 2, "degraded": 3, "unknown": 3}
+_RANK |= {"stale": 4, "stuck": 5}
+STALE_AFTER_S = 60.0
+
+
+def summarise_consumers(entries: dict[str, dict[str, Any] | None], now: float) -> dict[str, Any]:
+    """The ``rules`` component from every consumer's own status (the worst state wins).
+
+    A consumer with no status is ``unknown``, one silent for ``STALE_AFTER_S`` is ``stale``.
+    With one consumer the summary is its status.
+    """
+    states: dict[str, dict[str, Any]] = {}
+    for name, e in entries.items():
+        if e is None:
+            e = {"state": "unknown", "detail": {"reason": "no status published"}}
+        elif now - float(e.get("updated_at", 0)) > STALE_AFTER_S:
+            e = {**e, "state": "stale"}
+        states[name] = e
+    if len(states) == 1:
+        (only,) = states.values()
+        return {"updated_at": now, **only}
+    worst = max(states.values(), key=lambda e: _RANK.get(str(e.get("state")), 3))
+    details = {n: e.get("detail") or {} for n, e in states.items()}
+    counters = ("processed", "alerts", "dead", "pending", "backlog", "failures")
+    detail: dict[str, Any] = {
+        k: sum(int(d.get(k) or 0) for d in details.values()) for k in counters
+    }
+    detail["lag_ms"] = max(float(d.get("lag_ms") or 0) for d in details.values())
+    detail["reason"] = "; ".join(
+        f"{n}: {e['state']}"
+        + (f" ({details[n].get('reason')})" if details[n].get("reason") else "")
+        for n, e in states.items()
+        if e.get("state") != "running"
+    )
+    detail["consumers"] = {
+        n: {"state": e.get("state"), "reason": details[n].get("reason", "")}
+        for n, e in states.items()
+    }
+    return {"state": worst.get("state"), "detail": detail, "updated_at": now}
+
+
+def _is_redis_side(exc: BaseException) -> bool:
+    """Whether Redis (not the data we prepared) raised: a connection failure or error reply.
+
+    ``DataError`` is redis-py refusing a value before sending it: the data's fault.
+    """
+    return isinstance(exc, redis.RedisError) and not isinstance(exc, redis.DataError)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[:1]
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+def _safe_repr(alert: Alert) -> str:
+    try:
+        return alert.model_dump_json()
+    except Exception:
+        return repr(alert)[:65536]

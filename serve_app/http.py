@@ -6,6 +6,9 @@ wraps it in a Ray Serve ingress, tests and the fan-out benchmark run it under uv
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +25,8 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from citysight.config import CitysightConfig
+from citysight.keys import metrics_key
+from citysight.metrics import PUBLISH_PERIOD_S
 from serve_app.api import (
     alerts,
     audit,
@@ -143,6 +148,20 @@ class _CountResponses:
         await self.app(scope, receive, counting_send)
 
 
+async def _publish_metrics(ctx: ApiContext, period_s: float) -> None:
+    """Publish this replica's counters for the other replicas' ``/metrics`` (forever)."""
+    while True:
+        try:
+            await ctx.hub.redis.hset(
+                metrics_key("ingress"),
+                ctx.metrics.replica,
+                json.dumps(ctx.metrics.snapshot(), separators=(",", ":")),
+            )
+        except (RedisError, OSError) as exc:
+            logger.debug("ingress metrics not published: %s", exc)
+        await asyncio.sleep(period_s)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
@@ -176,6 +195,7 @@ def create_api(
     *,
     ws_queue_size: int = 1000,
     ws_heartbeat_s: float = 15.0,
+    metrics_publish_s: float = PUBLISH_PERIOD_S,
 ) -> FastAPI:
     """Build the citysight HTTP/WebSocket API.
 
@@ -184,6 +204,8 @@ def create_api(
         redis_url: Redis URL.
         ws_queue_size: Messages buffered per WebSocket subscriber before it is closed.
         ws_heartbeat_s: Interval of ``{"type": "heartbeat"}`` messages.
+        metrics_publish_s: Interval at which this replica publishes its counters to Redis
+            for the other replicas' ``GET /metrics``.
 
     Returns:
         A FastAPI app (OpenAPI at ``/openapi.json``, docs at ``/docs``).
@@ -193,9 +215,17 @@ def create_api(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await ctx.hub.start()
+        publisher = asyncio.create_task(
+            _publish_metrics(ctx, metrics_publish_s), name="citysight-metrics-publish"
+        )
         try:
             yield
         finally:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            with contextlib.suppress(RedisError, OSError):
+                await ctx.hub.redis.hdel(metrics_key("ingress"), ctx.metrics.replica)
             await ctx.hub.stop()
             ctx.close()
 
@@ -205,6 +235,10 @@ def create_api(
         description="City video analytics: alerts, dispatch, cameras, evidence and a "
         "scoped WebSocket feed (WS /ws).",
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: served below from
+        # serve_app/static/vendor instead, so they work offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ctx = ctx
     _install_error_handlers(app)
@@ -234,4 +268,62 @@ def create_api(
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _install_docs(app)
     return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` from the vendored assets (no CDN)."""
+    from fastapi.openapi.docs import (
+        get_redoc_html,
+        get_swagger_ui_html,
+        get_swagger_ui_oauth2_redirect_html,
+    )
+    from fastapi.responses import HTMLResponse
+
+    vendor = "/static/vendor"
+    oauth2_redirect = "/docs/oauth2-redirect"
+    # Nothing but this server: ReDoc's sidebar logo would otherwise be fetched from its CDN
+    # (and any third-party request from an operations network is a leak). Both UIs use an
+    # inline bootstrap script and inline styles; ReDoc runs its search in a blob: worker.
+    csp = {
+        "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
+        "connect-src 'self'; frame-ancestors 'self'"
+    }
+
+    def base(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        root = base(request)
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} — API",
+            swagger_js_url=f"{root}{vendor}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{vendor}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}{vendor}/swagger-ui/favicon-32x32.png",
+            oauth2_redirect_url=f"{root}{oauth2_redirect}",
+            # The default validator badge calls validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers.update(csp)
+        return page
+
+    @app.get(oauth2_redirect, include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = base(request)
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} — API",
+            redoc_js_url=f"{root}{vendor}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{vendor}/swagger-ui/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+        page.headers.update(csp)
+        return page

@@ -9,15 +9,14 @@ only when a ``pyav`` source is opened.
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-logger = logging.getLogger(__name__)
+from citysight.config import DECODERS
+from citysight.registry import Registry
 
 
 class DecoderUnavailable(RuntimeError):
@@ -167,12 +166,17 @@ class PyAVBackend:
             raise
 
 
-# name -> "module:class"; imported on first use so optional backends cost nothing.
-BACKENDS: dict[str, str] = {
-    "pyav": "streams.decoders:PyAVBackend",
-    "nvdec": "streams.nvdec:NvDecBackend",
-    "nvdec-cuda": "streams.nvdec:NvDecCudaBackend",
-}
+# services.streams.decoder -> backend class; imported on first use so optional backends
+# cost nothing.
+BACKENDS: Registry[type[DecoderBackend]] = Registry(
+    "decoder",
+    {
+        "pyav": "streams.decoders:PyAVBackend",
+        "nvdec": "streams.nvdec:NvDecBackend",
+        "nvdec-cuda": "streams.nvdec:NvDecCudaBackend",
+    },
+    names=DECODERS,
+)
 
 
 def get_backend(name: str) -> DecoderBackend:
@@ -182,9 +186,4 @@ def get_backend(name: str) -> DecoderBackend:
         ValueError: Unknown name.
         DecoderUnavailable: The backend's library or device is missing.
     """
-    target = BACKENDS.get(name)
-    if target is None:
-        raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(BACKENDS)}")
-    module, cls = target.split(":")
-    backend: DecoderBackend = getattr(importlib.import_module(module), cls)()
-    return backend
+    return BACKENDS.get(name)()

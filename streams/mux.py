@@ -9,7 +9,6 @@ served round-robin so a fast camera cannot starve the others.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -19,8 +18,6 @@ import numpy as np
 import numpy.typing as npt
 
 from citysight.contracts import FrameBatch
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ and the reader marks the camera ``failed`` with that message.
 
 Limits: PyNvVideoCodec's own FFmpeg demuxer opens the source, so the reader's FFmpeg
 options (protocol whitelist, socket timeouts) are not passed to it. URLs are still checked
-by :func:`streams.urls.check_url` before opening, and the worker's no-frame timeout covers
+by :func:`citysight.urls.check_url` before opening, and the worker's no-frame timeout covers
 a stuck read. Frame times come from the frame counter (``frame_time`` returns ``None``).
 """
 

@@ -24,20 +24,20 @@ import numpy.typing as npt
 
 from citysight.config import CameraConfig
 from citysight.contracts import CameraState, CameraStatus
+from citysight.urls import (
+    FORBIDDEN_SCHEMES,
+    check_url,
+    ffmpeg_options,
+    redact,
+    scheme_of,
+    with_password,
+)
 from streams.decoders import (
     BACKENDS,
     DecoderUnavailable,
     DecodeSession,
     SourceRefused,
     get_backend,
-)
-from streams.urls import (
-    FORBIDDEN_SCHEMES,
-    check_url,
-    ffmpeg_options,
-    redact_url,
-    scheme_of,
-    with_password,
 )
 
 logger = logging.getLogger(__name__)
@@ -315,7 +315,7 @@ class CameraReader:
                 return
             except (av.FFmpegError, OSError, EOFError, RuntimeError) as exc:
                 self._m.errors += 1
-                reason = f"{type(exc).__name__}: {redact_url(str(exc))}"[:300]
+                reason = f"{type(exc).__name__}: {redact(str(exc))}"[:300]
                 logger.warning("camera %s: source error: %s", self.camera.id, reason)
                 if not live and not got_frames:
                     # A file that cannot be opened or decoded will not heal by retrying.

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import logging
 from collections.abc import Iterable
-
-logger = logging.getLogger(__name__)
 
 
 def _h(key: str) -> int:

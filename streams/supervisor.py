@@ -22,15 +22,13 @@ import ray
 import redis
 from pydantic import ValidationError
 
+from citysight import keys
 from citysight.config import CameraConfig, StreamsService
 from streams.reader import ReaderOptions
 from streams.ring import HashRing
 from streams.worker import InferFactory, StreamWorkerActor
 
 logger = logging.getLogger(__name__)
-
-CAMERA_REGISTRY_KEY = "citysight:cameras"
-CAMERA_CHANGED_CHANNEL = "citysight:cameras:changed"
 
 
 class StreamSupervisor:
@@ -150,9 +148,9 @@ class StreamSupervisor:
     def _load(self, camera_id: str | None = None) -> dict[str, CameraConfig | None]:
         raw: dict[Any, Any]
         if camera_id is None:
-            raw = self.redis.hgetall(CAMERA_REGISTRY_KEY)
+            raw = self.redis.hgetall(keys.CAMERAS)
         else:
-            v = self.redis.hget(CAMERA_REGISTRY_KEY, camera_id)
+            v = self.redis.hget(keys.CAMERAS, camera_id)
             raw = {camera_id.encode(): v} if v is not None else {}
         out: dict[str, CameraConfig | None] = {}
         for k, v in raw.items():
@@ -183,8 +181,10 @@ class StreamSupervisor:
             if current is not None:
                 node = self.owner.pop(cid)
                 self.cameras.pop(cid)
-                self._call(node, "remove_camera", cid)
-                logger.info("camera %s removed from %s", cid, node)
+                # Disabled: stopped, health kept. Deleted: the worker drops its health too.
+                deleted = not self.redis.hexists(keys.CAMERAS, cid)
+                self._call(node, "forget_camera" if deleted else "remove_camera", cid)
+                logger.info("camera %s %s from %s", cid, "deleted" if deleted else "removed", node)
             return
         node = self.ring.node_for(cid)
         old = self.owner.get(cid)
@@ -304,7 +304,7 @@ class StreamSupervisor:
 
     def _watch(self) -> None:
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-        pubsub.subscribe(CAMERA_CHANGED_CHANNEL)
+        pubsub.subscribe(keys.CAMERAS_CHANGED)
         next_resync = time.monotonic() + self.resync_s
         next_ping = time.monotonic() + 1.0
         try:

@@ -5,6 +5,15 @@ batches, calls the injected ``infer`` and publishes each :class:`FrameResult` to
 ``citysight:detections:{shard}`` (field ``d``, msgpack; never trimmed with MAXLEN). A
 health thread applies the no-frame timeouts, publishes state changes to
 ``citysight:camera-status`` and refreshes the ``citysight:camera-health`` hash.
+
+The health thread also tells whether each camera is *analysed*: a running camera whose
+oldest decoded frame has waited ``analysis_timeout_s`` with no frame of that camera analysed
+since (inference down, or dropping every frame) becomes ``analysed=False`` with the time
+analysis stopped. It becomes ``True`` again only once its frames have been analysed steadily
+for ``analysis_timeout_s`` (no wait that long in between): an overloaded node that analyses a
+frame now and then stays one outage, one ``analytics_down`` alert, instead of flapping. Each
+change is published on the status stream (the rules layer raises and resolves
+``analytics_down`` from it) and every status carries ``frames_analysed``.
 """
 
 from __future__ import annotations
@@ -13,7 +22,9 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -22,28 +33,33 @@ import numpy.typing as npt
 import ray
 import redis
 
+from citysight import keys
 from citysight.config import CameraConfig, StreamsService
-from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
-    CameraStatus,
-    FrameBatch,
-    FrameResult,
-    detections_stream,
-    shard_of,
-)
+from citysight.contracts import CameraState, CameraStatus, FrameBatch, FrameResult, shard_of
+from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from streams.mux import FrameMux
 from streams.reader import CameraReader, ReaderOptions
 
 logger = logging.getLogger(__name__)
 
-CAMERA_HEALTH_KEY = "citysight:camera-health"
-SNAPSHOT_KEY = "citysight:snap:{camera_id}:{frame_no}"
 SNAPSHOT_TTL_S = 600
 SNAPSHOT_MIN_INTERVAL_S = 1.0
 HEALTH_REFRESH_S = 2.0
 
 InferFn = Callable[[FrameBatch], list[FrameResult]]
 InferFactory = Callable[[], InferFn]
+
+
+@dataclass(slots=True)
+class _Analysis:
+    """Whether one camera's decoded frames get analysed (see the module docstring)."""
+
+    seen: int = 0  # frames_analysed at the last check
+    out_mark: float = 0.0  # the reader's frames_out when a frame was last analysed
+    pending_since: float | None = None  # monotonic: first frame decoded after that
+    stopped_at: float | None = None  # wall time of pending_since
+    analysed: bool | None = None
+    resume_since: float | None = None  # monotonic: analysis steady again since (while False)
 
 
 class StreamWorker:
@@ -85,6 +101,12 @@ class StreamWorker:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_snap: dict[str, float] = {}
+        self._analysed: Counter[str] = Counter()  # camera → frames analysed and published
+        self._analysis: dict[str, _Analysis] = {}
+        # Deleted cameras: their health entry is dropped and never written again (a stopping
+        # reader's last status would otherwise bring it back after the API removed it).
+        self._forgotten: set[str] = set()
+        self._health_lock = threading.Lock()  # one health write at a time (see forget_camera)
         self.published = 0
         self.batches = 0
         self.infer_errors = 0
@@ -124,6 +146,12 @@ class StreamWorker:
         for t in self._threads:
             t.join(10)
         self._threads.clear()
+        close = getattr(self._infer, "close", None)
+        if callable(close):  # releases the client's shared memory and connections
+            try:
+                close()
+            except Exception:
+                logger.exception("closing the inference client failed")
         self._drain_status()
         self._write_health(list(readers))
         self.redis.close()
@@ -137,12 +165,21 @@ class StreamWorker:
             return
         with self._lock:
             old = self._readers.pop(camera.id, None)
+            self._forgotten.discard(camera.id)
         if old is not None:
             old.stop()
         self.mux.add_camera(camera.id, frozenset(d.value for d in camera.detectors))
-        reader = CameraReader(camera, self.mux.push, self._status_q.put, self.reader_options)
+        reader = CameraReader(camera, self.mux.push, self._put_status, self.reader_options)
         with self._lock:
             self._readers[camera.id] = reader
+            prev = self._analysis.get(camera.id)
+            # A new reader counts frames from 0; an outage in progress keeps its start time
+            # (so it stays one analytics_down alert).
+            self._analysis[camera.id] = _Analysis(
+                seen=self._analysed[camera.id],
+                stopped_at=prev.stopped_at if prev else None,
+                analysed=prev.analysed if prev else None,
+            )
         reader.start()
 
     def update_camera(self, camera: CameraConfig) -> None:
@@ -153,13 +190,29 @@ class StreamWorker:
         """Stop reading a camera; returns whether it was read here."""
         with self._lock:
             reader = self._readers.pop(camera_id, None)
+            self._analysis.pop(camera_id, None)
         if reader is None:
             return False
         reader.stop()
         self.mux.remove_camera(camera_id)
         self._drain_status()
-        self.redis.hset(CAMERA_HEALTH_KEY, camera_id, reader.status().model_dump_json())
+        with self._health_lock:
+            if camera_id not in self._forgotten:
+                self.redis.hset(keys.CAMERA_HEALTH, camera_id, reader.status().model_dump_json())
         return True
+
+    def forget_camera(self, camera_id: str) -> bool:
+        """Stop reading a deleted camera and drop its health entry for good.
+
+        Returns:
+            Whether it was read here.
+        """
+        with self._lock:
+            self._forgotten.add(camera_id)
+        found = self.remove_camera(camera_id)
+        with self._health_lock:  # after any health write already under way
+            self.redis.hdel(keys.CAMERA_HEALTH, camera_id)
+        return found
 
     def camera_ids(self) -> list[str]:
         """Ids of the cameras read by this worker."""
@@ -181,10 +234,27 @@ class StreamWorker:
             "publish_errors": self.publish_errors,
             "infer_ms": round(self.infer_ms, 3),
             "cameras": {
-                cid: {"state": st.state.value, "reason": st.reason, **st.metrics}
+                cid: {
+                    "state": st.state.value,
+                    "reason": st.reason,
+                    "analysed": st.analysed,
+                    **st.metrics,
+                }
                 for cid, st in self.statuses().items()
             },
+            "inference": self._inference_health(),
         }
+
+    def _inference_health(self) -> dict[str, Any] | None:
+        """The inference client's own health, when the injected ``infer`` exposes it."""
+        health = getattr(self._infer, "health", None)
+        if not callable(health):
+            return None
+        try:
+            out = health()
+        except Exception as exc:  # health must never break stats
+            return {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return out if isinstance(out, dict) else None
 
     def ping(self) -> bool:
         """Liveness probe for the supervisor."""
@@ -193,9 +263,62 @@ class StreamWorker:
     # -- loops --------------------------------------------------------------------------
 
     def _status_with_drops(self, reader: CameraReader) -> CameraStatus:
-        st = reader.status()
-        st.metrics["drops"] = float(self.mux.drops(reader.camera_id))
+        return self._enrich(reader.status())
+
+    def _put_status(self, st: CameraStatus) -> None:
+        """Queue a status change for the stream, with what the worker knows added."""
+        self._status_q.put(self._enrich(st))
+
+    def _enrich(self, st: CameraStatus) -> CameraStatus:
+        """Add what the worker knows to a reader's status: mux drops and analysis."""
+        st.metrics["drops"] = float(self.mux.drops(st.camera_id))
+        st.metrics["frames_analysed"] = float(self._analysed[st.camera_id])
+        a = self._analysis.get(st.camera_id)
+        if a is not None and st.analysed is None:
+            st.analysed = a.analysed
+            st.analysis_stopped_at = a.stopped_at if a.analysed is False else None
         return st
+
+    def _check_analysis(self, reader: CameraReader, now: float) -> None:
+        """Update whether ``reader``'s camera is analysed; publish a status on a change."""
+        a = self._analysis.get(reader.camera_id)
+        if a is None:
+            return
+        n = self._analysed[reader.camera_id]
+        out = reader.metrics()["frames_out"]
+        state = a.analysed
+        timeout = self.cfg.analysis_timeout_s
+        if n != a.seen:
+            a.seen, a.out_mark, a.pending_since = n, out, None
+            if a.analysed is False:
+                # Resumed only after analysis held for as long as it took to call it down.
+                a.resume_since = a.resume_since if a.resume_since is not None else now
+                state = now - a.resume_since >= timeout
+            else:
+                state = True
+        elif out > a.out_mark:
+            if a.pending_since is None:
+                a.pending_since = now
+                if a.analysed is not False:  # an outage keeps the time it started
+                    a.stopped_at = time.time()
+            waited = now - a.pending_since
+            if waited > timeout and reader.state == CameraState.RUNNING:
+                state = False
+                a.resume_since = None
+        if state == a.analysed:
+            return
+        if state is False:
+            logger.warning(
+                "camera %s: no frame analysed for %.0f s while its reader runs",
+                reader.camera_id,
+                now - (a.pending_since or now),
+            )
+        elif a.analysed is False:
+            logger.info("camera %s: frames are analysed again", reader.camera_id)
+        a.analysed = state
+        if state:
+            a.stopped_at = a.resume_since = None
+        self._put_status(reader.status())
 
     def _infer_loop(self) -> None:
         assert self._infer is not None
@@ -215,13 +338,14 @@ class StreamWorker:
             self.batches += 1
             try:
                 self._publish(batch, results)
+                self._analysed.update(res.camera_id for res in results)
             except redis.RedisError as exc:
                 self.publish_errors += 1
                 logger.warning("publishing %d results failed: %s", len(results), exc)
 
     def _publish(self, batch: FrameBatch, results: list[FrameResult]) -> None:
-        keys = zip(batch.camera_ids, batch.frame_nos, strict=True)
-        frames = dict(zip(keys, batch.frames, strict=True))
+        ids = zip(batch.camera_ids, batch.frame_nos, strict=True)
+        frames = dict(zip(ids, batch.frames, strict=True))
         pipe = self.redis.pipeline(transaction=False)
         now = time.time()
         for res in results:
@@ -231,7 +355,7 @@ class StreamWorker:
                 if frame is not None and now - last >= SNAPSHOT_MIN_INTERVAL_S:
                     jpeg = _encode_jpeg(frame)
                     if jpeg is not None:
-                        key = SNAPSHOT_KEY.format(camera_id=res.camera_id, frame_no=res.frame_no)
+                        key = keys.snapshot_key(res.camera_id, res.frame_no)
                         pipe.set(key, jpeg, ex=SNAPSHOT_TTL_S)
                         res.snapshot_key = key
                         self._last_snap[res.camera_id] = now
@@ -244,30 +368,34 @@ class StreamWorker:
         self.published += len(results)
 
     def _drain_status(self) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        n = 0
-        while True:
-            try:
-                st = self._status_q.get_nowait()
-            except queue.Empty:
-                break
-            pipe.xadd(CAMERA_STATUS_STREAM, {"d": st.to_msgpack()})
-            pipe.hset(CAMERA_HEALTH_KEY, st.camera_id, st.model_dump_json())
-            n += 1
-        if n:
-            try:
-                pipe.execute()
-            except redis.RedisError as exc:
-                logger.warning("publishing %d camera status changes failed: %s", n, exc)
+        with self._health_lock:
+            pipe = self.redis.pipeline(transaction=False)
+            n = 0
+            while True:
+                try:
+                    st = self._status_q.get_nowait()
+                except queue.Empty:
+                    break
+                pipe.xadd(CAMERA_STATUS_STREAM, {"d": st.to_msgpack()})
+                if st.camera_id not in self._forgotten:
+                    pipe.hset(keys.CAMERA_HEALTH, st.camera_id, st.model_dump_json())
+                n += 1
+            if n:
+                try:
+                    pipe.execute()
+                except redis.RedisError as exc:
+                    logger.warning("publishing %d camera status changes failed: %s", n, exc)
 
     def _write_health(self, readers: list[CameraReader]) -> None:
-        if not readers:
-            return
-        mapping = {r.camera_id: self._status_with_drops(r).model_dump_json() for r in readers}
-        try:
-            self.redis.hset(CAMERA_HEALTH_KEY, mapping=mapping)  # type: ignore[arg-type]
-        except redis.RedisError as exc:
-            logger.warning("camera health refresh failed: %s", exc)
+        with self._health_lock:
+            live = [r for r in readers if r.camera_id not in self._forgotten]
+            if not live:
+                return
+            mapping = {r.camera_id: self._status_with_drops(r).model_dump_json() for r in live}
+            try:
+                self.redis.hset(keys.CAMERA_HEALTH, mapping=mapping)  # type: ignore[arg-type]
+            except redis.RedisError as exc:
+                logger.warning("camera health refresh failed: %s", exc)
 
     def _health_loop(self) -> None:
         next_refresh = 0.0
@@ -277,6 +405,7 @@ class StreamWorker:
             now = time.monotonic()
             for r in readers:
                 r.check_health(now)
+                self._check_analysis(r, now)
             self._drain_status()
             if now >= next_refresh:
                 self._write_health(readers)

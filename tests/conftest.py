@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit import IN_CI, ROOT, SHARED, need_shared
 
-from citysight.services.redis_server import EmbeddedRedis, free_port
-from citysight.testing import IN_CI, ROOT, SHARED, need_shared
+from citysight.app.services.redis_server import EmbeddedRedis, free_port
 
 __all__ = ["IN_CI", "ROOT", "SHARED", "need_shared"]
 

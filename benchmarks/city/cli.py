@@ -46,13 +46,13 @@ from benchmarks.city.system import CitySystem
 from benchmarks.common.plot import plot_panels
 from benchmarks.common.procmon import ProcessSampler
 from benchmarks.common.stats import latency_summary
-from citysight.services.redis_server import free_port
+from citysight import keys
+from citysight.app.services.redis_server import free_port
 
 logger = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 STEP_LADDER = (100, 250, 500, 1000, 2500, 5000, 7500)
-FEED_KEY = "citysight:feed"
 # XRANGE/XREVRANGE replies of the bytes (``decode_responses=False``) client.
 _RangeRows = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -107,7 +107,7 @@ def _feed_alerts(r: redis.Redis, after_id: str) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     cursor = after_id
     while True:
-        page = cast(_RangeRows, r.xrange(FEED_KEY, min=f"({cursor}", max="+", count=5000))
+        page = cast(_RangeRows, r.xrange(keys.FEED_STREAM, min=f"({cursor}", max="+", count=5000))
         if not page:
             return out
         for fid, f in page:
@@ -117,32 +117,26 @@ def _feed_alerts(r: redis.Redis, after_id: str) -> list[tuple[str, str, str]]:
                 out.append((d["id"], f[b"department"].decode(), cursor))
 
 
-def _sid(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms or 0), int(seq or 0)
-
-
 def discard_backlog(system: CitySystem, r: redis.Redis) -> int:
     """Skip the rules group past entries never delivered (``XGROUP SETID $``).
 
     A level that did not drain would otherwise hand its backlog to the next level and
     distort it; the number of skipped entries is reported with the level.
     """
-    from benchmarks.city.system import RULES_GROUP
-    from citysight.contracts import detections_stream
+    from citysight.keys import detections_stream
 
     skipped = system.group_stats(r)["lag"]
     for shard in range(system.shards):
         key = detections_stream(shard)
         added = int(r.xinfo_stream(key)["entries-added"])
         # ENTRIESREAD keeps the group's lag known (0) after the jump.
-        r.xgroup_setid(key, RULES_GROUP, id="$", entries_read=added)
+        r.xgroup_setid(key, keys.RULES_GROUP, id="$", entries_read=added)
     logger.warning("discarded a backlog of %d undelivered frame results", skipped)
     return int(skipped)
 
 
 def _last_feed_id(r: redis.Redis) -> str:
-    last = cast(_RangeRows, r.xrevrange(FEED_KEY, count=1))
+    last = cast(_RangeRows, r.xrevrange(keys.FEED_STREAM, count=1))
     return last[0][0].decode() if last else "0-0"
 
 
@@ -252,7 +246,7 @@ def run_level(
     lat_samples: list[tuple[float, float]] = []
     t_start = time.time()
     prev_sent, prev_proc, prev_t = 0, 0, time.monotonic()
-    prev_feed_len = r.xlen(FEED_KEY)
+    prev_feed_len = r.xlen(keys.FEED_STREAM)
     phase = "produce"
     drain_deadline = None
     last_trim = time.monotonic()
@@ -269,7 +263,7 @@ def run_level(
         backlog = g["lag"] + g["pending"]
         s = sent.value
         dt = now_m - prev_t
-        feed_len = r.xlen(FEED_KEY)
+        feed_len = r.xlen(keys.FEED_STREAM)
         window = [lat for t, lat in lat_samples if t >= time.time() - 1.0]
         ws = latency_summary(window)
         point = {
@@ -350,9 +344,13 @@ def run_level(
             break
     g = system.group_stats(r)
     processed_total = (g["read"] - g["pending"]) - (base["read"] - base["pending"])
-    raised = [a for a in _feed_alerts(r, start_feed) if _sid(a[2]) <= _sid(end_feed)]
+    raised = [
+        a for a in _feed_alerts(r, start_feed) if keys.stream_id(a[2]) <= keys.stream_id(end_feed)
+    ]
     for sub in subs:
-        sub["alerts"] = [a for a in sub.get("alerts", []) if _sid(a[1]) <= _sid(end_feed)]
+        sub["alerts"] = [
+            a for a in sub.get("alerts", []) if keys.stream_id(a[1]) <= keys.stream_id(end_feed)
+        ]
     discarded = discard_backlog(system, r) if g["lag"] else 0
     r.close()
 

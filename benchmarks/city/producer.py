@@ -8,7 +8,6 @@ pipeline is built, so an alert's ``detected_at`` is the publish time of its trig
 
 from __future__ import annotations
 
-import logging
 import multiprocessing as mp
 import random
 import time
@@ -20,15 +19,8 @@ import numpy as np
 import redis
 
 from benchmarks.city.scenario import HOTLIST, Mix, camera_id, camera_kind
-from citysight.contracts import (
-    SCHEMA_VERSION,
-    FrameResult,
-    ObjectClass,
-    detections_stream,
-    shard_of,
-)
-
-logger = logging.getLogger(__name__)
+from citysight.contracts import SCHEMA_VERSION, FrameResult, ObjectClass, shard_of
+from citysight.keys import detections_stream
 
 WIDTH, HEIGHT = 1280, 720
 TICK_S = 0.05

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from citysight.app.demo import DEMO_DEPARTMENTS, DEMO_ROUTING
 from citysight.config import CitysightConfig, parse_config
-from citysight.demo import DEMO_DEPARTMENTS, DEMO_ROUTING
+from citysight.rulesets import demo_rules
 
-logger = logging.getLogger(__name__)
-
-PRINCIPALS_KEY = "citysight:principals"
-CAMERAS_KEY = "citysight:cameras"
 DEPARTMENTS = ("police", "enforcement", "fire", "duty")
 HOTLIST = ("琼A12345", "琼B67890", "粤C24680")
 _DISTRICTS = ("longhua", "meilan", "xiuying", "qiongshan")
@@ -129,61 +125,8 @@ def city_config_dict(
         shards: Detections streams.
         max_connections: Ingress ``max_ongoing_requests`` (every WebSocket holds one).
     """
-    persistence = {"on_frames": 3, "window_frames": 5, "off_frames": 10}
-    rules = [
-        {
-            "id": "fire",
-            "type": "presence",
-            "kind": "fire",
-            "classes": ["fire"],
-            "min_score": 0.5,
-            "persistence": persistence,
-            "cooldown_s": 60,
-            "severity": "critical",
-        },
-        {
-            "id": "smoke",
-            "type": "presence",
-            "kind": "smoke",
-            "classes": ["smoke"],
-            "min_score": 0.5,
-            "persistence": persistence,
-            "cooldown_s": 60,
-            "severity": "high",
-        },
-        {
-            "id": "face-restricted",
-            "type": "presence",
-            "kind": "face",
-            "classes": ["face"],
-            "zone_types": ["restricted"],
-            "anchor": "center",
-            "min_score": 0.5,
-            "persistence": {"on_frames": 2, "window_frames": 3, "off_frames": 6},
-            "cooldown_s": 60,
-            "severity": "medium",
-        },
-        {
-            "id": "plate-hotlist",
-            "type": "plate_hotlist",
-            "kind": "plate",
-            "classes": ["plate"],
-            "min_score": 0.3,
-            "cooldown_s": 60,
-            "severity": "high",
-        },
-        {
-            "id": "vending",
-            "type": "dwell",
-            "kind": "vending",
-            "classes": ["stall", "umbrella", "cart"],
-            "zone_types": ["no_vending"],
-            "dwell_s": 3,
-            "min_score": 0.3,
-            "cooldown_s": 60,
-            "severity": "low",
-        },
-    ]
+    # The demo's rules; the simulated stalls stay 5 s (Mix.episode_s), so a 3 s dwell.
+    rules = demo_rules(vending_dwell_s=3)
     return {
         "version": 1,
         "cameras": [_camera(i) for i in range(cameras)],

@@ -7,14 +7,11 @@ alert's ``detected_at`` (the ``published_at`` of the triggering frame in the sim
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from typing import Any
 
 import websocket
-
-logger = logging.getLogger(__name__)
 
 
 def _one(

@@ -13,14 +13,12 @@ import psutil
 import redis
 from redis.typing import EncodableT, FieldT
 
-from benchmarks.city.scenario import CAMERAS_KEY, PRINCIPALS_KEY
 from benchmarks.common.procmon import children_of
-from citysight.contracts import detections_stream
-from citysight.services.redis_server import EmbeddedRedis, free_port
+from citysight import keys
+from citysight.app.services.redis_server import EmbeddedRedis, free_port
+from citysight.keys import detections_stream
 
 logger = logging.getLogger(__name__)
-
-RULES_GROUP = "rules"
 
 
 class CitySystem:
@@ -73,13 +71,13 @@ class CitySystem:
         self.redis = EmbeddedRedis(free_port(), self.workdir / "redis", appendonly=False).start()
         r = redis.Redis.from_url(self.redis.url)
         pipe = r.pipeline()
-        pipe.hset(PRINCIPALS_KEY, mapping=cast("dict[FieldT, EncodableT]", self.principals))
+        pipe.hset(keys.PRINCIPALS, mapping=cast("dict[FieldT, EncodableT]", self.principals))
         for cam in self.cfg["cameras"]:
-            pipe.hset(CAMERAS_KEY, cam["id"], _json(cam))
+            pipe.hset(keys.CAMERAS, cam["id"], _json(cam))
         for shard in range(self.shards):
             # Created at 0 before any frame is written, so nothing produced before the
             # consumer's first read can be skipped by a group created at "$".
-            pipe.xgroup_create(detections_stream(shard), RULES_GROUP, id="0", mkstream=True)
+            pipe.xgroup_create(detections_stream(shard), keys.RULES_GROUP, id="0", mkstream=True)
         pipe.execute()
         r.close()
 
@@ -152,7 +150,7 @@ class CitySystem:
             out["added"] += added
             for g in groups:
                 name = g.get("name") or g.get(b"name")
-                if name in (RULES_GROUP, RULES_GROUP.encode()):
+                if name in (keys.RULES_GROUP, keys.RULES_GROUP.encode()):
                     lag = g.get("lag")
                     if lag is None:  # unknown after deletions: fall back to entries-read
                         lag = added - int(g.get("entries-read") or 0)
@@ -165,13 +163,13 @@ class CitySystem:
         """Trim each detections stream below the oldest entry the group still needs (MINID)."""
         for shard in range(self.shards):
             key = detections_stream(shard)
-            pend = r.xpending(key, RULES_GROUP)
+            pend = r.xpending(key, keys.RULES_GROUP)
             groups = r.xinfo_groups(key)
             last = next(
                 (
                     g.get("last-delivered-id")
                     for g in groups
-                    if g.get("name") in (RULES_GROUP, b"rules")
+                    if g.get("name") in (keys.RULES_GROUP, b"rules")
                 ),
                 None,
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -10,8 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
-
-logger = logging.getLogger(__name__)
 
 PidSource = Callable[[], list[int]]
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 
 def latency_summary(values_ms: Iterable[float]) -> dict[str, float | int | None]:

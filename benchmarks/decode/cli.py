@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import resource
@@ -34,8 +33,6 @@ import av
 from citysight.config import CameraConfig, CameraProfile
 from citysight.contracts import CameraState
 from streams.reader import CameraReader, ReaderOptions
-
-logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))

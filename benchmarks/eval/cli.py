@@ -21,8 +21,6 @@ from benchmarks.eval.false_alarms import street_false_alarms, video_alarms
 from benchmarks.eval.runner import TASK_DETECTOR, run_task
 from inference.detectors.base import DetectorLoadError, available_tiers, load_detector
 
-logger = logging.getLogger(__name__)
-
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))
 DEFAULT_DATA = SHARED / "data" / "eval"

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
-
-logger = logging.getLogger(__name__)
 
 TASKS = ("faces", "plates", "plate_text", "fire", "smoke")
 

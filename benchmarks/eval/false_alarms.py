@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from pathlib import Path
 from typing import Any, cast
@@ -13,8 +12,6 @@ import numpy.typing as npt
 
 from citysight.contracts import ObjectClass
 from inference.detectors.base import DetectorBackend
-
-logger = logging.getLogger(__name__)
 
 ANALYTICS_FPS = 5.0
 PERSIST_N, PERSIST_M = 3, 5  # an alarm needs the class in 3 of the last 5 sampled frames

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,6 @@ from typing import Any
 from benchmarks.eval.baseline import check, make_baseline
 from benchmarks.eval.cli import DEFAULT_DATA, default_models_dir
 from benchmarks.eval.runner import run_task
-
-logger = logging.getLogger(__name__)
 
 BASELINES = Path(__file__).resolve().parents[1] / "baselines"
 GATE_BASELINE = BASELINES / "eval_gate_baseline.json"

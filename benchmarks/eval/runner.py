@@ -14,11 +14,11 @@ import numpy.typing as npt
 from benchmarks.eval.dataset import LabelledImage, load_task
 from benchmarks.eval.scoring import Counts, image_level, match_boxes
 from citysight.contracts import ObjectClass
+from citysight.plates import normalise_plate
 from inference.detectors.base import DetectorBackend, load_detector
 from inference.detectors.common import read_image
 from inference.detectors.ocr import TextRecognizer
 from inference.detectors.plate import read_plate
-from inference.detectors.plate_grammar import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def eval_boxes(
                 if o.text is None or o.difficult:
                     continue
                 c.text_total += 1
-                c.text_ok += d >= 0 and normalize(texts[d] or "") == normalize(o.text)
+                c.text_ok += d >= 0 and normalise_plate(texts[d] or "") == normalise_plate(o.text)
         total.add(c)
     res = total.metrics()
     if with_text:
@@ -102,7 +102,7 @@ def eval_plate_text(images: list[LabelledImage], skipped: list[str]) -> dict[str
         text, _ = read_plate(rec, img)
         total += 1
         read += bool(text)
-        ok += normalize(text) == normalize(labelled[0].text or "")
+        ok += normalise_plate(text) == normalise_plate(labelled[0].text or "")
     c = Counts(matched=ok, detections=read, labelled=total)
     res = c.metrics()
     res["text_exact"] = round(ok / total, 4) if total else 0.0

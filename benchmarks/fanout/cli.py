@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import subprocess
@@ -27,11 +26,10 @@ from typing import Any
 import numpy as np
 import redis
 
-from benchmarks.fanout.servers import BASELINE_FEED_KEY, FEED_KEY
+from benchmarks.fanout.servers import BASELINE_FEED_KEY
 from benchmarks.fanout.world import make_alert, seed_principals, token_of
-from citysight.services.redis_server import EmbeddedRedis, free_port
-
-logger = logging.getLogger(__name__)
+from citysight import keys
+from citysight.app.services.redis_server import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "fanout.json"
@@ -232,7 +230,7 @@ def measure(args: argparse.Namespace, redis_url: str) -> tuple[dict[str, Any], d
     r = redis.Redis.from_url(redis_url)
     sides: list[Side] = []
     try:
-        sides.append(Side("citysight", FEED_KEY, args.subscribers, redis_url))
+        sides.append(Side("citysight", keys.FEED_STREAM, args.subscribers, redis_url))
         sides.append(Side("baseline", BASELINE_FEED_KEY, args.subscribers, redis_url))
         time.sleep(0.5)
         step_s = args.duration / len(args.rate_steps)

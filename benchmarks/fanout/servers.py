@@ -14,16 +14,12 @@ Usage: ``python -m benchmarks.fanout.servers {citysight|baseline} PORT REDIS_URL
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from typing import Any, cast
 
 import redis.asyncio as aredis
 import uvicorn
 
-logger = logging.getLogger(__name__)
-
-FEED_KEY = "citysight:feed"
 BASELINE_FEED_KEY = "citysight:bench:baseline-feed"
 """The baseline reads its own stream so the two servers can be loaded in turn."""
 # XRANGE replies of the ``decode_responses=True`` (RESP2) client: (id, fields) pairs.

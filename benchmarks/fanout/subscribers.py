@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import resource
 import sys
 import time
@@ -20,8 +19,6 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-logger = logging.getLogger(__name__)
 
 CONNECT_BATCH = 50
 IDLE_S = 5.0

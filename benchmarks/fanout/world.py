@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -17,13 +16,10 @@ from typing import Any
 import redis
 import uvicorn
 
+from citysight import keys
 from citysight.config import CitysightConfig, Scope
 from citysight.contracts import Alert, AlertKind, Location, Severity
 
-logger = logging.getLogger(__name__)
-
-PRINCIPALS_KEY = "citysight:principals"
-FEED_KEY = "citysight:feed"
 ALL_SCOPES = [s.value for s in Scope]
 
 ROLES: dict[str, dict[str, Any]] = {
@@ -52,7 +48,9 @@ def seed_principals(r: redis.Redis, roles: dict[str, dict[str, Any]] | None = No
     """Store every role's principal under the sha256 of its token."""
     for role, p in (roles or ROLES).items():
         rec = {"name": f"{role}-user", "role": role, **p}
-        r.hset(PRINCIPALS_KEY, hashlib.sha256(token_of(role).encode()).hexdigest(), json.dumps(rec))
+        r.hset(
+            keys.PRINCIPALS, hashlib.sha256(token_of(role).encode()).hexdigest(), json.dumps(rec)
+        )
 
 
 def world_config() -> CitysightConfig:
@@ -84,7 +82,7 @@ def publish_alerts(r: redis.Redis, alerts: list[Alert]) -> list[str]:
     pipe = r.pipeline(transaction=False)
     for a in alerts:
         pipe.xadd(
-            FEED_KEY,
+            keys.FEED_STREAM,
             {
                 "type": "alert",
                 "department": a.department,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
 import os
 import platform
 import sys
@@ -34,8 +33,6 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.inference.measure import measure
-
-logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import time
 from typing import Any
@@ -27,8 +26,6 @@ from typing import Any
 import gevent
 import websocket
 from locust import HttpUser, User, between, constant_throughput, events, task
-
-logger = logging.getLogger(__name__)
 
 _counter = itertools.count()
 
@@ -215,7 +212,8 @@ class IngestPublisher(User):
         """One pipelined batch of frame results."""
         import numpy as np
 
-        from citysight.contracts import FrameResult, ObjectClass, detections_stream, shard_of
+        from citysight.contracts import FrameResult, ObjectClass, shard_of
+        from citysight.keys import detections_stream
 
         t0 = time.perf_counter()
         pipe = self.r.pipeline(transaction=False)

@@ -161,7 +161,7 @@ def _with_city(args: argparse.Namespace) -> int:
 
     from benchmarks.city.scenario import camera_id, city_config_dict, make_tokens, principals
     from benchmarks.city.system import CitySystem
-    from citysight.services.redis_server import free_port
+    from citysight.app.services.redis_server import free_port
 
     port = free_port()
     cfg = city_config_dict(args.start_city, http_port=port, max_connections=args.users * 2 + 100)

@@ -10,7 +10,6 @@ Playwright's WebSocket routing). The real-API path is covered by
 from __future__ import annotations
 
 import json
-import logging
 import math
 import mimetypes
 import random
@@ -18,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger(__name__)
+from urllib.parse import parse_qs
 
 STATIC = Path(__file__).resolve().parents[2] / "serve_app" / "static"
 CENTER = (20.02, 110.33)  # Haikou: the demo's plates are 琼A (Hainan)
@@ -191,7 +189,7 @@ class FakeApi:
         elif path == "/api/cameras":
             body = self.health
         elif path == "/api/alerts":
-            body = self.alerts
+            body = self.list_alerts(_query)
         elif path == "/api/ws-tickets":
             body = {"ticket": "t"}
         elif path.endswith("/evidence") and self.snapshot_jpeg:
@@ -229,6 +227,19 @@ class FakeApi:
         route.fulfill(
             status=200, body=json.dumps(body), headers={"content-type": "application/json"}
         )
+
+    def list_alerts(self, query: str) -> list[dict[str, Any]]:
+        """``GET /api/alerts`` with its filters (``severity``, ``state``, ``limit``, ``before``)."""
+        q = {k: v[-1] for k, v in parse_qs(query).items()}
+        out = self.alerts
+        for field_, key in (("severity", "severity"), ("state", "state")):
+            if q.get(key):
+                wanted = set(q[key].split(","))
+                out = [a for a in out if a[field_] in wanted]
+        if q.get("before"):
+            ids = [a["id"] for a in out]
+            out = out[ids.index(q["before"]) + 1 :] if q["before"] in ids else []
+        return out[: int(q.get("limit", 50))]
 
     def _ws(self, ws: Any) -> None:
         self.sockets.append(ws)

@@ -319,7 +319,7 @@ def _screenshot(page: Any, api: FakeApi, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="citysight bench map", description=__doc__.splitlines()[0])
     p.add_argument("--cameras", type=int, default=7500)
     p.add_argument("--alerts", type=int, default=500)
     p.add_argument("--bursts", type=int, default=10, help="bursts of 100 alert messages")

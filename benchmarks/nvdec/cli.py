@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import multiprocessing as mp
 import os
 import platform
@@ -35,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.gpus import REFERENCE_PIXELS, match_gpu, nvidia_smi
-
-logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CITYSIGHT_SHARED", ROOT.parent / "shared"))

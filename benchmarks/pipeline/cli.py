@@ -36,8 +36,6 @@ import numpy.typing as npt
 
 from benchmarks.common.stats import latency_summary
 
-logger = logging.getLogger(__name__)
-
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_VIDEO = ROOT.parent / "shared" / "data" / "videos" / "street-720p.mp4"
@@ -119,7 +117,8 @@ def run_profile(
     import av
     import cv2
 
-    from citysight.contracts import FrameBatch, FrameResult, detections_stream
+    from citysight.contracts import FrameBatch, FrameResult
+    from citysight.keys import detections_stream
     from serve_app.rules.engine import RulesEngine
 
     fps = PROFILES[profile]
@@ -240,8 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import cv2
     import redis
 
+    from citysight.app.services.redis_server import EmbeddedRedis, free_port
     from citysight.config import InferenceService
-    from citysight.services.redis_server import EmbeddedRedis, free_port
     from inference.client import create_client
 
     cv2.setNumThreads(1)

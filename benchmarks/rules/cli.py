@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import multiprocessing as mp
 import os
 import sys
@@ -30,9 +29,8 @@ import redis
 
 from benchmarks.rules.load import camera_ids, produce
 from citysight.config import CitysightConfig
-from citysight.contracts import Alert, FrameResult, detections_stream
-
-logger = logging.getLogger(__name__)
+from citysight.contracts import Alert, FrameResult
+from citysight.keys import detections_stream
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "rules.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     embedded = None
     url = args.redis_url
     if url is None:
-        from citysight.services.redis_server import EmbeddedRedis, free_port
+        from citysight.app.services.redis_server import EmbeddedRedis, free_port
 
         embedded = EmbeddedRedis(
             free_port(), Path(tempfile.mkdtemp(prefix="bench-rules-")), appendonly=False

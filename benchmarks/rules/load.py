@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -10,9 +9,8 @@ import msgpack
 import numpy as np
 import redis
 
-from citysight.contracts import FrameResult, ObjectClass, detections_stream, shard_of
-
-logger = logging.getLogger(__name__)
+from citysight.contracts import FrameResult, ObjectClass, shard_of
+from citysight.keys import detections_stream
 
 BURST_PERIOD = 200  # frames between fire bursts of a "burning" camera
 BURST_LEN = 6

@@ -115,3 +115,8 @@ class OrtClient:
         """Drop the loaded detectors and tracker state."""
         self._detectors = dict.fromkeys(self._detectors)
         self._trackers.reset()
+
+
+def create(cfg: InferenceService, models_dir: Path) -> OrtClient:
+    """The ``onnxruntime`` backend of ``inference.client.BACKENDS``."""
+    return OrtClient(cfg, models_dir, tiers=cfg.tiers or None)

@@ -1,9 +1,9 @@
 """Detector protocol, per-frame output and the tiered registry.
 
 Each :class:`citysight.config.Detector` value maps to an ordered list of tiers, strongest
-first. :func:`load_detector` tries them in order; a tier whose model file is missing or
-corrupt logs a warning and the next tier is tried, so a bad file never takes the process
-down.
+first (:data:`TIERS`; the names are ``citysight.config.DETECTOR_TIERS``).
+:func:`load_detector` tries them in order; a tier whose model file is missing or corrupt
+logs a warning and the next tier is tried, so a bad file never takes the process down.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from citysight.config import DETECTOR_TIERS, Detector
+from citysight.registry import Registry
 
 if TYPE_CHECKING:
     from inference.detectors.common import OrtOptions
@@ -89,35 +92,31 @@ class DetectorBackend(Protocol):
 
 TierFactory = Callable[[Path], DetectorBackend]
 
-_TIERS: dict[str, list[tuple[str, TierFactory]]] = {}
+#: Module (under ``inference.detectors``) holding each detector's tier factories.
+_MODULES = {
+    Detector.FACE: "face",
+    Detector.PLATE: "plate",
+    Detector.FIRE_SMOKE: "fire_smoke",
+    Detector.VENDING: "vending",
+}
 
-
-def register_tier(detector: str, tier: str, factory: TierFactory) -> None:
-    """Append a tier (weaker than the ones registered before) for ``detector``."""
-    tiers = _TIERS.setdefault(detector, [])
-    tiers[:] = [(n, f) for n, f in tiers if n != tier]
-    tiers.append((tier, factory))
-
-
-BUILTIN_MODULES = (
-    "inference.detectors.face",
-    "inference.detectors.plate",
-    "inference.detectors.fire_smoke",
-    "inference.detectors.vending",
-)
-
-
-def _ensure_builtin() -> None:
-    import importlib
-
-    for mod in BUILTIN_MODULES:
-        importlib.import_module(mod)
+# The tiers of each detector, strongest first: names from citysight.config.DETECTOR_TIERS,
+# factories imported on first use (a tier's module, and its optional deps, cost nothing
+# until a config asks for it).
+TIERS: dict[str, Registry[TierFactory]] = {
+    det.value: Registry(
+        f"{det.value} tier",
+        {name: f"inference.detectors.{_MODULES[det]}:{name}" for name in names},
+        names=names,
+    )
+    for det, names in DETECTOR_TIERS.items()
+}
 
 
 def available_tiers(detector: str) -> list[str]:
     """Tier names of ``detector``, strongest first."""
-    _ensure_builtin()
-    return [n for n, _ in _TIERS.get(detector, [])]
+    reg = TIERS.get(detector)
+    return reg.names() if reg is not None else []
 
 
 def load_detector(
@@ -141,19 +140,18 @@ def load_detector(
     """
     from inference.detectors.common import using_ort_options
 
-    _ensure_builtin()
-    if detector not in _TIERS:
-        raise KeyError(f"unknown detector {detector!r}; known: {sorted(_TIERS)}")
-    registered = dict(_TIERS[detector])
-    names = tiers if tiers is not None else available_tiers(detector)
+    if detector not in TIERS:
+        raise KeyError(f"unknown detector {detector!r}; known: {sorted(TIERS)}")
+    registered = TIERS[detector]
+    names = tiers if tiers is not None else registered.names()
     for name in names:
         if name not in registered:
-            raise KeyError(f"unknown tier {name!r} of {detector!r}; known: {list(registered)}")
+            raise KeyError(f"unknown tier {name!r} of {detector!r}; known: {registered.names()}")
     problems = []
     for name in names:
         try:
             with using_ort_options(ort):
-                backend = registered[name](Path(models_dir))
+                backend = registered.get(name)(Path(models_dir))
         except Exception as exc:  # a bad model file may raise anything: never crash
             logger.warning(
                 "detector %s: tier %s unavailable (%s); trying next tier", detector, name, exc

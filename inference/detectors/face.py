@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
-from inference.detectors.base import DetectorLoadError, DetectorOutput, register_tier
+from inference.detectors.base import DetectorLoadError, DetectorOutput
 from inference.detectors.batching import BatchedModel
 from inference.detectors.common import require_file
 
@@ -262,10 +262,19 @@ class HaarFace:
         return out
 
 
-register_tier(
-    Detector.FACE.value, "yunet", lambda d: YuNetFace(d / "yunet_s_640_640.onnx", "yunet")
-)
-register_tier(
-    Detector.FACE.value, "yunet_n", lambda d: YuNetFace(d / "yunet_n_640_640.onnx", "yunet_n")
-)
-register_tier(Detector.FACE.value, "haar", lambda d: HaarFace())
+# Tier factories (``inference.detectors.base.TIERS``): models_dir -> detector.
+
+
+def yunet(models_dir: Path) -> YuNetFace:
+    """YuNet-s 640 (the strongest face tier)."""
+    return YuNetFace(models_dir / "yunet_s_640_640.onnx", "yunet")
+
+
+def yunet_n(models_dir: Path) -> YuNetFace:
+    """YuNet-n 640."""
+    return YuNetFace(models_dir / "yunet_n_640_640.onnx", "yunet_n")
+
+
+def haar(models_dir: Path) -> HaarFace:
+    """OpenCV's Haar cascade (no model file)."""
+    return HaarFace()

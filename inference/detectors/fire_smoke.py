@@ -16,7 +16,6 @@ Tiers:
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,11 +28,9 @@ import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
-from inference.detectors.base import DetectorOutput, register_tier
+from inference.detectors.base import DetectorOutput
 from inference.detectors.common import active_provider, ort_options, ort_session, require_file
 from inference.detectors.yolo import YoloModel, YoloSpec
-
-logger = logging.getLogger(__name__)
 
 WORK_WIDTH = 320
 HISTORY = 4
@@ -420,6 +417,19 @@ class CnnFireSmoke:
         return out
 
 
-register_tier(Detector.FIRE_SMOKE.value, "yolo", lambda d: YoloFireSmoke(d / "fire_smoke.onnx"))
-register_tier(Detector.FIRE_SMOKE.value, "cnn", lambda d: CnnFireSmoke(d / "fire_smoke_cls.onnx"))
-register_tier(Detector.FIRE_SMOKE.value, "classical", lambda d: ClassicalFireSmoke())
+# Tier factories (``inference.detectors.base.TIERS``): models_dir -> detector.
+
+
+def yolo(models_dir: Path) -> YoloFireSmoke:
+    """The operator-supplied YOLO fire/smoke detector (the strongest tier)."""
+    return YoloFireSmoke(models_dir / "fire_smoke.onnx")
+
+
+def cnn(models_dir: Path) -> CnnFireSmoke:
+    """citysight's own fire/smoke patch classifier."""
+    return CnnFireSmoke(models_dir / "fire_smoke_cls.onnx")
+
+
+def classical(models_dir: Path) -> ClassicalFireSmoke:
+    """Colour and motion rules (no model file)."""
+    return ClassicalFireSmoke()

@@ -7,7 +7,6 @@ are used; rapidocr's own pipeline is not imported (it expects the non-headless O
 from __future__ import annotations
 
 import importlib.util
-import logging
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -19,8 +18,6 @@ import numpy.typing as npt
 
 from inference.detectors.base import DetectorLoadError
 from inference.detectors.common import ort_options, ort_session
-
-logger = logging.getLogger(__name__)
 
 REC_MODEL = "ch_PP-OCRv4_rec_infer.onnx"
 DET_MODEL = "ch_PP-OCRv4_det_infer.onnx"

@@ -9,7 +9,6 @@ Tiers:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,11 @@ import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
-from inference.detectors.base import DetectorOutput, register_tier
+from inference.detectors.base import DetectorOutput
 from inference.detectors.batching import BatchedModel
 from inference.detectors.common import clip_boxes, letterbox, nms
 from inference.detectors.ocr import TextDetector, TextRecognizer, order_quad, warp_quad
 from inference.detectors.plate_grammar import correct
-
-logger = logging.getLogger(__name__)
 
 CROP_SIZE = (168, 48)
 DOUBLE_CROP_SIZE = (160, 100)
@@ -226,10 +223,19 @@ class OcrDetPlate:
         return out
 
 
-register_tier(
-    Detector.PLATE.value, "y5fu", lambda d: Y5fuPlate(d / "y5fu_320x_sim.onnx", "y5fu", 320)
-)
-register_tier(
-    Detector.PLATE.value, "y5fu_640", lambda d: Y5fuPlate(d / "y5fu_640x_sim.onnx", "y5fu_640", 640)
-)
-register_tier(Detector.PLATE.value, "ocr_det", lambda d: OcrDetPlate())
+# Tier factories (``inference.detectors.base.TIERS``): models_dir -> detector.
+
+
+def y5fu(models_dir: Path) -> Y5fuPlate:
+    """YOLOv5-face-style plate detector at 320 (the strongest plate tier)."""
+    return Y5fuPlate(models_dir / "y5fu_320x_sim.onnx", "y5fu", 320)
+
+
+def y5fu_640(models_dir: Path) -> Y5fuPlate:
+    """The same detector at 640."""
+    return Y5fuPlate(models_dir / "y5fu_640x_sim.onnx", "y5fu_640", 640)
+
+
+def ocr_det(models_dir: Path) -> OcrDetPlate:
+    """RapidOCR's text detector as a plate finder (no extra model file)."""
+    return OcrDetPlate()

@@ -1,8 +1,10 @@
-"""Mainland China plate grammar: normalisation, validation and light correction."""
+"""Mainland China plate grammar: validation and light correction (see ``citysight.plates``)."""
 
 from __future__ import annotations
 
 import re
+
+from citysight.plates import normalise_plate
 
 PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 SUFFIXES = "警学港澳挂领使"
@@ -11,15 +13,9 @@ _ALNUM = "A-HJ-NP-Z0-9"
 PLATE_RE = re.compile(
     rf"^[{PROVINCES}][A-HJ-NP-Z](?:[{_ALNUM}]{{4}}[{_ALNUM}{SUFFIXES}]|[{_ALNUM}]{{6}})$"
 )
-_SEPARATORS = re.compile(r"[\s·•.\-_:：,，'\"|]")
 # OCR confusions in positions where letters I/O never occur.
 _TAIL_FIX = str.maketrans({"O": "0", "I": "1"})
 _LETTER_FIX = {"0": "D", "1": "L", "4": "A", "8": "B", "2": "Z", "5": "S", "6": "G"}
-
-
-def normalize(text: str) -> str:
-    """Strip separators and spaces, upper-case letters."""
-    return _SEPARATORS.sub("", text).upper()
 
 
 def is_valid(text: str) -> bool:
@@ -34,7 +30,7 @@ def correct(text: str) -> str:
     letter, map a digit in the letter position to its look-alike letter, drop one
     trailing stray character.
     """
-    t = normalize(text)
+    t = normalise_plate(text)
     start = next((i for i, c in enumerate(t) if c in PROVINCES), -1)
     if start < 0:
         return ""

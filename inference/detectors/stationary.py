@@ -7,7 +7,6 @@ stalls that a COCO detector has no class for.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import cv2
@@ -15,8 +14,6 @@ import numpy as np
 import numpy.typing as npt
 
 from inference.detectors.fire_smoke import regions
-
-logger = logging.getLogger(__name__)
 
 WORK_WIDTH = 320
 

@@ -8,7 +8,6 @@ Tiers:
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
@@ -18,11 +17,9 @@ import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
-from inference.detectors.base import DetectorOutput, register_tier
+from inference.detectors.base import DetectorOutput
 from inference.detectors.stationary import StationaryCue
 from inference.detectors.yolo import YoloLayout, YoloModel, YoloSpec
-
-logger = logging.getLogger(__name__)
 
 COCO_TO_CLASS: dict[int, ObjectClass] = {
     0: ObjectClass.PERSON,
@@ -125,5 +122,14 @@ class HogVending:
         return out
 
 
-register_tier(Detector.VENDING.value, "yolox", lambda d: YoloxVending(d / "yolox_nano.onnx"))
-register_tier(Detector.VENDING.value, "hog", lambda d: HogVending())
+# Tier factories (``inference.detectors.base.TIERS``): models_dir -> detector.
+
+
+def yolox(models_dir: Path) -> YoloxVending:
+    """YOLOX-nano people/objects (the strongest vending tier)."""
+    return YoloxVending(models_dir / "yolox_nano.onnx")
+
+
+def hog(models_dir: Path) -> HogVending:
+    """OpenCV's HOG people detector (no model file)."""
+    return HogVending()

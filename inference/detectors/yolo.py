@@ -6,7 +6,6 @@ layout, input size and class names are parameters.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -17,8 +16,6 @@ import numpy.typing as npt
 
 from inference.detectors.batching import BatchedModel
 from inference.detectors.common import clip_boxes, letterbox, nms
-
-logger = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 # boxes (N, 4), scores (N,), class indices (N,)

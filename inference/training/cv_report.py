@@ -27,8 +27,6 @@ from inference.detectors.fire_smoke import ClassicalFireSmoke
 from inference.training.datasets import CLASSES, load
 from inference.training.metrics import prf
 
-logger = logging.getLogger(__name__)
-
 
 def classical_predictions(files: list[Path]) -> dict[str, dict[str, bool]]:
     """Classical tier's image-level fire/smoke decision for every file (fresh camera each)."""

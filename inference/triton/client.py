@@ -7,8 +7,19 @@ the gRPC payload, or through CUDA IPC regions on a GPU node (``shared_memory: cu
 and says why in :meth:`TritonClient.health`). Requests are bounded (``max_inflight`` slots)
 and time out (``timeout_ms``). A failed, slow or absent Triton never blocks or raises into the
 decoder: the affected frames are dropped and counted (:meth:`TritonClient.health`), the client
-probes the server at most every ``retry_interval_s`` while it is down and resumes
-(re-registering its shared memory) once it is ready again.
+probes the server at most every ``retry_interval_s`` while it is down and resumes once it is
+ready again.
+
+Recovery asks the server instead of guessing: a transient failure (a deadline that expired
+under load) leaves the server holding our shared-memory regions, a restart loses them. On
+recovery the client reads the server's shared-memory status and marks as registered exactly
+the slots whose region the server still reports with our key and size; a region the server
+still holds under our name when we register it (``ALREADY_EXISTS``) counts as registered
+when the server reports our key and size, and is otherwise unregistered and registered again
+(so the server maps our current handle); and a request naming a region the server does not
+know (it restarted between two requests, or someone unregistered it) is sent
+again once after re-registering. Shared-memory bookkeeping errors never open the breaker:
+only connection loss and expired deadlines do.
 
 Dropped frames are left out of the returned list, so ``len(results)`` can be below
 ``len(batch)``; a frame is returned only when every detector it asked for answered.
@@ -81,12 +92,51 @@ class _Slot:
             else:
                 self.handle = mod.create_shared_memory_region(self.name, self.key, size)
             self.size = size
+        try:
+            self._register(client)
+        except Exception as exc:
+            if not _already_exists(exc):
+                raise
+            # The server still holds a region of this name (we forgot it after a transient
+            # failure). If it is our current one (same key and size) it is registered;
+            # otherwise it maps an older region of ours: replace it.
+            if not self.matches(self._server_status(client)):
+                self._unregister(client)
+                self._register(client)
+        self.registered = True
+
+    def _server_status(self, client: Any) -> dict[str, Any] | None:
+        """The server's status of this region (``None`` when it has none or cannot say)."""
+        try:
+            if self.kind == "cuda":
+                st = client.get_cuda_shared_memory_status(self.name, as_json=True)
+            else:
+                st = client.get_system_shared_memory_status(self.name, as_json=True)
+        except Exception:
+            return None
+        region: dict[str, Any] | None = (st.get("regions") or {}).get(self.name)
+        return region
+
+    def _register(self, client: Any) -> None:
         if self.kind == "cuda":
-            raw = mod.get_raw_handle(self.handle)
+            raw = self._module().get_raw_handle(self.handle)
             client.register_cuda_shared_memory(self.name, raw, self.device, self.size)
         else:
             client.register_system_shared_memory(self.name, self.key, self.size)
-        self.registered = True
+
+    def _unregister(self, client: Any) -> None:
+        if self.kind == "cuda":
+            client.unregister_cuda_shared_memory(self.name)
+        else:
+            client.unregister_system_shared_memory(self.name)
+
+    def matches(self, region: dict[str, Any] | None) -> bool:
+        """Whether a region the server reports (status JSON) is this slot's current one."""
+        if region is None or self.handle is None:
+            return False
+        if self.kind != "cuda" and region.get("key") != self.key:
+            return False
+        return int(region.get("byte_size", region.get("byteSize", 0)) or 0) == self.size
 
     def write(self, frames: npt.NDArray[np.uint8]) -> None:
         """Copy ``frames`` into the region (host to device for CUDA)."""
@@ -95,19 +145,39 @@ class _Slot:
     def drop(self, client: Any) -> None:
         """Unregister and destroy the region (errors ignored: the server may be gone)."""
         if self.registered:
-            unregister = (
-                client.unregister_cuda_shared_memory
-                if self.kind == "cuda"
-                else client.unregister_system_shared_memory
-            )
             with contextlib.suppress(Exception):
-                unregister(self.name)
+                self._unregister(client)
             self.registered = False
         if self.handle is not None:
             with contextlib.suppress(Exception):
                 self._module().destroy_shared_memory_region(self.handle)
             self.handle = None
             self.size = 0
+
+
+def _status_of(exc: BaseException) -> str | None:
+    from tritonclient.utils import InferenceServerException
+
+    return exc.status() if isinstance(exc, InferenceServerException) else None
+
+
+def _already_exists(exc: BaseException) -> bool:
+    """Triton refused a registration because it holds a region of that name."""
+    return _status_of(exc) == "StatusCode.ALREADY_EXISTS" or "already in manager" in str(exc)
+
+
+def _region_unknown(exc: BaseException) -> bool:
+    """Triton does not know a shared-memory region a request named (it lost or dropped it)."""
+    msg = str(exc).lower()
+    return "shared memory region" in msg and ("unable to find" in msg or "not found" in msg)
+
+
+def _local_error(exc: BaseException) -> bool:
+    """An error of this process (bad input, local shared memory), not of the server."""
+    # tritonclient's (CUDA) SharedMemoryException classes derive from Exception only.
+    return isinstance(exc, ValueError | OSError) or type(exc).__name__.endswith(
+        "SharedMemoryException"
+    )
 
 
 def resolve_shared_memory(mode: str, host: str) -> tuple[str, str]:
@@ -195,8 +265,6 @@ class TritonClient:
         self._down_since: float | None = None
         self._next_probe = 0.0
         self._last_error = ""
-        self._generation = 0  # bumps on each recovery: slots re-register their regions
-        self._slot_generation = dict.fromkeys(range(self.max_inflight), 0)
         self._probe_tiers()
 
     # -- protocol ------------------------------------------------------------------------
@@ -273,6 +341,9 @@ class TritonClient:
                 "request_errors": self._counts["request_errors"],
                 "recoveries": self._counts["recoveries"],
                 "server_restarts": self._counts["server_restarts"],
+                "server_resets": self._counts["server_resets"],
+                "regions_kept": self._counts["regions_kept"],
+                "reregistrations": self._counts["reregistrations"],
                 "last_error": self._last_error,
                 "detectors": {n: {"tier": t, "loaded": True} for n, t in self._tiers.items()},
             }
@@ -348,16 +419,64 @@ class TritonClient:
         except Exception:
             ready = False
         if ready:
+            kept, lost = self._sync_regions()
             with self._lock:
                 logger.info(
-                    "triton %s is back after %.1f s",
+                    "triton %s is back after %.1f s (%s)",
                     self.url,
                     time.monotonic() - (self._down_since or time.monotonic()),
+                    "it restarted: re-registering shared memory"
+                    if lost and not kept
+                    else f"it kept {kept} shared-memory region(s), lost {lost}",
                 )
                 self._down_since = None
-                self._generation += 1
                 self._counts["recoveries"] += 1
+                self._counts["regions_kept"] += kept
+                if lost and not kept:
+                    self._counts["server_resets"] += 1
         return ready
+
+    def _server_regions(self) -> dict[str, dict[str, Any]] | None:
+        """Shared-memory regions the server holds (name → status), ``None`` when unknown."""
+        timeout = min(self.timeout_s, 2.0)
+        try:
+            regions: dict[str, dict[str, Any]] = {}
+            kinds = {s.kind for s in self._all_slots}
+            if "system" in kinds:
+                st = self._client.get_system_shared_memory_status(
+                    as_json=True, client_timeout=timeout
+                )
+                regions.update(st.get("regions", {}) or {})
+            if "cuda" in kinds:
+                st = self._client.get_cuda_shared_memory_status(
+                    as_json=True, client_timeout=timeout
+                )
+                regions.update(st.get("regions", {}) or {})
+            return regions
+        except Exception as exc:
+            logger.info("triton shared-memory status unavailable (%s)", exc)
+            return None
+
+    def _sync_regions(self) -> tuple[int, int]:
+        """Believe the server, not our memory: a slot is registered iff the server holds it.
+
+        Returns:
+            ``(kept, lost)``: slots we had registered that the server still holds, and those
+            it no longer holds (all of them lost, none kept: the server restarted).
+        """
+        if not self.use_shm:
+            return 0, 0
+        regions = self._server_regions()
+        kept = lost = 0
+        for slot in self._all_slots:
+            had = slot.registered
+            # Unknown status: assume nothing is registered; registering again is safe
+            # (ALREADY_EXISTS is checked against the server's status of the region).
+            slot.registered = regions is not None and slot.matches(regions.get(slot.name))
+            if had:
+                kept += slot.registered
+                lost += not slot.registered
+        return kept, lost
 
     def _maybe_restart(self) -> None:
         """Restart a supervised local server whose process is gone (bounded, non-blocking)."""
@@ -395,7 +514,17 @@ class TritonClient:
         try:
             frames = np.stack([batch.frames[i] for i in idx])
             cams = np.asarray([[batch.camera_ids[i].encode()] for i in idx], dtype=object)
-            result = self._send(model, frames, cams, slot)
+            try:
+                result = self._send(model, frames, cams, slot)
+            except Exception as exc:
+                if not (self.use_shm and _region_unknown(exc)):
+                    raise
+                # The server does not hold our region (it restarted between two requests,
+                # or it was unregistered behind our back): register it again and resend once.
+                logger.info("triton lost region %s (%s); registering it again", slot.name, exc)
+                slot.registered = False
+                self._count("reregistrations")
+                result = self._send(model, frames, cams, slot)
             return self._decode(model, result)
         except Exception as exc:
             self._count("request_errors")
@@ -412,10 +541,6 @@ class TritonClient:
         self._count("requests")
         inp = grpcclient.InferInput("FRAMES", list(frames.shape), "UINT8")
         if self.use_shm:
-            index = self._all_slots.index(slot)
-            if self._slot_generation[index] != self._generation:
-                slot.registered = False  # the server restarted: its registrations are gone
-                self._slot_generation[index] = self._generation
             if slot.kind != self.shm_kind:  # the client fell back from CUDA meanwhile
                 slot.drop(self._client)
                 slot.kind = self.shm_kind
@@ -464,17 +589,15 @@ class TritonClient:
         return outs
 
     def _on_error(self, model: str, exc: Exception) -> None:
-        from tritonclient.utils import InferenceServerException
-
         msg = str(exc)
-        status = exc.status() if isinstance(exc, InferenceServerException) else None
+        status = _status_of(exc)
         # Connection loss and deadline expiry mean the server is gone or overloaded; an
-        # INVALID_ARG or a model error is specific to the request and does not trip the breaker.
+        # INVALID_ARG, a model error or a shared-memory bookkeeping error (ALREADY_EXISTS,
+        # an unknown region) is specific to the request and does not trip the breaker:
+        # tripping it on those is what made recovery loop forever against a living server.
         transport = status in {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"} or (
-            status is None and not isinstance(exc, ValueError)
+            status is None and not _local_error(exc)
         )
-        if "shared memory" in msg.lower() or "Unable to find system shared memory" in msg:
-            transport = True
         if transport:
             self._mark_down(f"{model}: {msg}")
         else:

@@ -9,6 +9,9 @@ Known trap handled here: the python stub links ``libpython3.11.so``; under a non
 (pyenv, uv) it would resolve to Debian's libpython and model ``initialize()`` dies with
 ``'_thread.RLock' object has no attribute '_recursion_count'``. The interpreter's own
 ``LIBDIR`` is therefore put first in ``LD_LIBRARY_PATH``.
+
+:class:`TritonWatchdog` restarts a server whose process died, on the same ports, so clients
+that only know its URL (the stream workers) find it again.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -189,7 +194,11 @@ class LocalTriton:
         self.startup_timeout_s = startup_timeout_s
         self.log_verbose = log_verbose
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="citysight-triton-"))
+        # Absolute: the server runs with cwd=workdir, so a relative binary path inside it
+        # would be resolved against the work dir a second time (FileNotFoundError).
+        self.workdir = Path(
+            os.path.abspath(workdir or tempfile.mkdtemp(prefix="citysight-triton-"))
+        )
         self.http_port, self.grpc_port, self.metrics_port = ports or (0, 0, 0)
         self._fixed_ports = ports is not None
         self.shm_prefix = f"citysight{os.getpid()}x{id(self) & 0xFFFFFF:x}_"
@@ -468,3 +477,112 @@ class LocalTriton:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+class TritonWatchdog:
+    """Restarts a :class:`LocalTriton` whose process died, on the same ports (bounded).
+
+    Frigate's watchdog rule: at most ``max_restarts`` per ``window_s``; past that budget it
+    waits until the oldest restart leaves the window instead of restarting in a loop. A
+    server stopped on purpose (:meth:`LocalTriton.stop`, ``proc`` is ``None``) is left alone.
+
+    Args:
+        server: The server to watch.
+        interval_s: How often the process is checked.
+        max_restarts: Restarts allowed per ``window_s``.
+        window_s: Window of ``max_restarts``.
+        ready_timeout_s: How long a restarted server may take to pass its readiness gate.
+    """
+
+    def __init__(
+        self,
+        server: LocalTriton,
+        *,
+        interval_s: float = 1.0,
+        max_restarts: int = 5,
+        window_s: float = 60.0,
+        ready_timeout_s: float = 90.0,
+    ) -> None:
+        self.server = server
+        self.interval_s = interval_s
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.ready_timeout_s = ready_timeout_s
+        self.restarts = 0
+        self.state = "running"
+        self.last_error = ""
+        self._times: deque[float] = deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TritonWatchdog:
+        """Watch in a daemon thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="triton-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (the server keeps running)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.ready_timeout_s + 10)
+            self._thread = None
+
+    def health(self) -> dict[str, Any]:
+        """``state`` (``running``, ``restarting``, ``failed``), restarts and the last error."""
+        return {"state": self.state, "restarts": self.restarts, "last_error": self.last_error}
+
+    def check(self) -> bool:
+        """Restart the server if its process died and the budget allows; True if restarted."""
+        proc = self.server.proc
+        if proc is None or proc.poll() is None:
+            return False
+        now = time.monotonic()
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+        if len(self._times) >= self.max_restarts:
+            self.state = "failed"
+            return False
+        self._times.append(now)
+        code = proc.returncode
+        logger.warning(
+            "tritonserver exited (code %s); restarting it on the same ports (%d in %.0f s)",
+            code,
+            len(self._times),
+            self.window_s,
+        )
+        self.state = "restarting"
+        try:
+            self.server.stop()
+            self.server.start(wait=False, keep_ports=True)
+            self._wait_ready()
+        except Exception as exc:  # the next check tries again (bounded)
+            self.last_error = f"restart failed: {exc}".splitlines()[0]
+            logger.error("tritonserver restart failed: %s", exc)
+            return False
+        self.restarts += 1
+        self.state = "running"
+        self.last_error = f"process exited with code {code}; restarted"
+        logger.info("tritonserver restarted (%d so far)", self.restarts)
+        return True
+
+    def _wait_ready(self) -> None:
+        """:meth:`LocalTriton.wait_ready`, but a :meth:`stop` interrupts it."""
+        deadline = time.monotonic() + self.ready_timeout_s
+        while not self._stop.is_set():
+            proc = self.server.proc
+            if proc is None or proc.poll() is not None:
+                raise TritonStartError(f"tritonserver exited:\n{self.server.log_tail(10)}")
+            if self.server.ready() and self.server.canary():
+                return
+            if time.monotonic() > deadline:
+                raise TritonStartError(f"not ready after {self.ready_timeout_s:.0f} s")
+            self._stop.wait(0.25)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception:  # never let the watchdog die
+                logger.exception("triton watchdog check failed")

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from citysight.contracts import AlertKind, AlertState
-from serve_app.api.deps import NOT_FOUND, csv_set, ctx, parse_time, scoped_alert
+from citysight.contracts import AlertKind, AlertState, Severity
+from serve_app.api.deps import NOT_FOUND, csv_set, ctx, parse_time_range, scoped_alert
 from serve_app.auth import Dispatcher, Reader
 
 logger = logging.getLogger(__name__)
@@ -51,14 +51,18 @@ def list_alerts(
     kind: str | None = Query(None, description="Kind(s), comma-separated"),
     state: str | None = Query(None, description="State(s), comma-separated"),
     camera_id: str | None = Query(None, description="Camera id(s), comma-separated"),
-    department: str | None = Query(None, description="Narrow to one department"),
+    department: str | None = Query(
+        None, description="Narrow to one department (alerts it owns or gained by escalation)"
+    ),
     since: str | None = Query(None, description="started_at >= (Unix s or ISO 8601)"),
     until: str | None = Query(None, description="started_at <= (Unix s or ISO 8601)"),
+    severity: str | None = Query(None, description="Severity(ies), comma-separated"),
     limit: int = Query(50, ge=1, le=MAX_LIMIT),
     before: str | None = Query(None, max_length=128, description="Cursor: last id seen"),
 ) -> list[dict[str, Any]]:
     """Alerts visible to the caller (department scope applied on the server)."""
     c = ctx(request)
+    lo, hi = parse_time_range(since, until)
     departments = principal.departments(department)
     if departments is not None and not departments:
         return []
@@ -67,13 +71,14 @@ def list_alerts(
         kinds=_enum_set(kind, AlertKind, "kind"),
         states=_enum_set(state, AlertState, "state"),
         camera_ids=csv_set(camera_id),
-        since=parse_time(since, "since"),
-        until=parse_time(until, "until"),
+        since=lo,
+        until=hi,
         limit=limit,
         before=before,
+        severities=_enum_set(severity, Severity, "severity"),
     )
     # Defence in depth: never return an alert outside the caller's scope.
-    return [a.to_api() for a in alerts if principal.sees(a.department)]
+    return [a.to_api() for a in alerts if principal.sees_any(a.departments())]
 
 
 @router.get("/{alert_id}", summary="One alert")

@@ -1,59 +1,39 @@
 """Cameras: the registry with health (read by all), create/replace/delete (cameras:write).
 
 Camera URLs are returned without any user information (user name or password), and
-``url_password_env`` is never returned. Submitted URLs go through the stream layer's URL
-policy (``streams.urls.check_url``: allowed schemes, SSRF guards).
+``url_password_env`` is never returned. Submitted URLs go through the camera URL
+policy (``citysight.urls.check_url``: allowed schemes, SSRF guards), imported unconditionally:
+it lives on the ground floor, so the check cannot silently vanish.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from citysight.config import CameraConfig
+from citysight.urls import check_url, redact
 from serve_app.api.deps import ctx
 from serve_app.auth import CameraWriter, Reader
+from serve_app.store.alerts import CAMERA_REMOVED
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/cameras", tags=["cameras"])
 
 
-def strip_userinfo(url: str) -> str:
-    """``url`` without ``user:password@`` (file paths unchanged)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if not parts.scheme or "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
 def public_camera(cam: CameraConfig, health: dict[str, Any] | None) -> dict[str, Any]:
     """API form of a camera: no credentials, with its health."""
     d = cam.model_dump(mode="json", exclude={"url_password_env"})
-    d["url"] = strip_userinfo(cam.url)
+    d["url"] = redact(cam.url, keep_user=False)
     d["health"] = health or {"state": "unknown"}
     return d
 
 
 def check_camera_url(url: str, allowed: list[str]) -> None:
     """Apply the URL policy; 422 with the reason when refused."""
-    try:
-        from streams.urls import check_url
-    except ImportError:  # stream layer absent: fall back to the scheme allow-list
-        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-        if scheme not in allowed:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"url: scheme must be one of {', '.join(allowed)}",
-            ) from None
-        return
     try:
         check_url(url, allowed)
     except ValueError as exc:
@@ -129,9 +109,23 @@ def delete_camera(
     camera_id: str,
     request: Request,
 ) -> Response:
-    """Delete a camera (404 when unknown)."""
+    """Delete a camera (404 when unknown).
+
+    Its health entry goes with it, subscribers get a ``camera_removed`` message (the map
+    drops the marker), and its open system alerts (``camera_offline``) are closed with an
+    event by ``system``.
+    """
     c = ctx(request)
     if not c.cameras.delete(camera_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
     c.audit.append(actor=principal.name, action="camera.delete", target=camera_id)
+    closed = c.alerts.resolve_camera_alerts(
+        camera_id,
+        note=f"camera {camera_id} deleted by {principal.name}",
+        outcome=CAMERA_REMOVED,
+        close=True,
+    )
+    logger.info(
+        "camera %s deleted by %s (%d open alert(s) closed)", camera_id, principal.name, len(closed)
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import logging
+import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from fastapi import HTTPException, Request, status
 
@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from citysight.contracts import Alert
     from serve_app.http import ApiContext
 
-logger = logging.getLogger(__name__)
 
 NOT_FOUND = "alert not found"
 
@@ -25,29 +24,60 @@ def ctx(request: Request) -> ApiContext:
     return c
 
 
+# The largest time a datetime can hold (9999-12-31T23:59:59Z); Redis scores and the store
+# take any float, so the bounds are checked here or a NaN reaches Redis as a storage error.
+MAX_TIME_S: Final = 253402300799.0
+
+
 def parse_time(value: str | None, name: str) -> float | None:
     """Unix seconds from a query value given as Unix seconds or ISO 8601.
 
     Raises:
-        HTTPException: 422 when the value is neither.
+        HTTPException: 400 when the value is not a time, is not finite (``nan``, ``inf``),
+            or lies before 1970 or after 9999.
     """
-    if value is None or value == "":
+    if value is None or value.strip() == "":
         return None
+    text = value.strip()
     try:
-        return float(value)
+        t = float(text)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+        try:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError, OSError):
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                f"{name}: expected Unix seconds or an ISO 8601 time, got {value!r}",
+            ) from None
+    if not math.isfinite(t):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"{name}: expected Unix seconds or an ISO 8601 time, got {value!r}",
-        ) from None
+            status.HTTP_400_BAD_REQUEST, f"{name}: must be a finite time, got {value!r}"
+        )
+    if not 0 <= t <= MAX_TIME_S:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"{name}: must lie between 1970-01-01 (0) and 9999-12-31 ({MAX_TIME_S:.0f}) "
+            f"in Unix seconds, got {value!r}",
+        )
+    return t
+
+
+def parse_time_range(
+    since: str | None, until: str | None, names: tuple[str, str] = ("since", "until")
+) -> tuple[float | None, float | None]:
+    """Both ends of a time range (:func:`parse_time`); 400 when the start is after the end."""
+    lo, hi = parse_time(since, names[0]), parse_time(until, names[1])
+    if lo is not None and hi is not None and lo > hi:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"{names[0]} ({since}) is after {names[1]} ({until})"
+        )
+    return lo, hi
 
 
 def scoped_alert(c: ApiContext, alert_id: str, principal: Principal) -> Alert:
     """The alert if it exists AND is within the principal's department scope.
+
+    In scope means the principal's department owns the alert or gained it by escalation.
 
     A foreign alert answers exactly like a missing one (404, same body) so ids of other
     departments' alerts cannot be probed.
@@ -56,7 +86,7 @@ def scoped_alert(c: ApiContext, alert_id: str, principal: Principal) -> Alert:
         HTTPException: 404.
     """
     alert = c.alerts.get(alert_id) if len(alert_id) <= 128 else None
-    if alert is None or not principal.sees(alert.department):
+    if alert is None or not principal.sees_any(alert.departments()):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return alert
 

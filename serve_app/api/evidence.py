@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 
 from citysight.config import Scope
 from serve_app.api.deps import ctx, scoped_alert
 from serve_app.auth import Reader
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/alerts", tags=["evidence"])
 

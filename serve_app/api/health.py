@@ -1,9 +1,24 @@
-"""``GET /health``: each component's state and an overall status (no auth: probes)."""
+"""``GET /health``: each component's real state and an overall status (no auth: probes).
+
+Semantics (docs/architecture.md, "Health"):
+
+* A component is ok only when its state is ``running``; any other state (``starting``,
+  ``degraded``, ``stuck``, ``down``, ``failed``, ``stale``, ``unknown``...) is not.
+* Components come from ``citysight:components``. A field ``name:part`` (one per worker or
+  consumer) is one part of component ``name``: the component takes its worst part's state,
+  so one healthy part never hides a broken one. A part silent for ``PART_EXPIRE_S`` is
+  removed (its process was replaced); a component silent for ``STALE_AFTER_S`` is ``stale``.
+* ``cameras`` is derived from ``citysight:camera-health`` for the enabled cameras of the
+  registry: ``running`` when every camera's reader runs and its frames are analysed.
+* ``status`` is ``ok`` when every component is ``running``; ``down`` (HTTP 503) when Redis
+  is unreachable or no detections flow at all while cameras should be running (no enabled
+  camera is analysed, and at least one is known not analysed, offline, failed or silent, or
+  inference is down); ``degraded`` otherwise.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from typing import Any
@@ -12,15 +27,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from citysight import keys
 from serve_app.api.deps import ctx
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
-COMPONENTS_KEY = "citysight:components"
-COMPONENTS = ("redis", "ray", "rules", "inference", "streams", "ingress")
+COMPONENTS = ("redis", "ray", "rules", "inference", "streams", "ingress", "cameras")
 STALE_AFTER_S = 60.0
+PART_EXPIRE_S = 300.0
+CAMERA_STALE_S = 30.0
+"""A camera whose health was not refreshed for this long (its worker died) is unknown."""
+_RANK = {"running": 0, "starting": 1, "unknown": 2, "stale": 2, "degraded": 3, "stuck": 4}
+_SUMMED = ("frames_ok", "frames_dropped", "processed", "alerts", "dead", "failures")
+
+
+def _rank(state: Any) -> int:
+    return _RANK.get(str(state), 5)  # failed, down and anything unknown rank worst
 
 
 def _ray_state() -> dict[str, Any] | None:
@@ -35,33 +57,167 @@ def _ray_state() -> dict[str, Any] | None:
     return None
 
 
+def _entry(value: Any, now: float) -> tuple[dict[str, Any], float | None]:
+    """One component record and its age (``None`` when it has no ``updated_at``)."""
+    try:
+        entry = json.loads(value)
+        if not isinstance(entry, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        return {"state": "unknown", "detail": {"error": "malformed"}}, None
+    updated = entry.get("updated_at")
+    age = now - updated if isinstance(updated, int | float) else None
+    if age is not None and age > STALE_AFTER_S:
+        entry = {**entry, "state": "stale", "reported_state": entry.get("state")}
+    return entry, age
+
+
+def _merge(parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One component from its parts, listed, with counters summed.
+
+    Its state is the worst part's; when only some parts are ``down``/``failed``/``stuck``,
+    the component is ``degraded`` (the others still do the job).
+    """
+    worst = max(parts.values(), key=lambda e: _rank(e.get("state")))
+    detail: dict[str, Any] = {"parts": parts}
+    for k in _SUMMED:
+        vals = [
+            p["detail"][k]
+            for p in parts.values()
+            if isinstance(p.get("detail"), dict)
+            and isinstance(p["detail"].get(k), int | float)
+            and not isinstance(p["detail"].get(k), bool)
+        ]
+        if vals:
+            detail[k] = sum(vals)
+    state = str(worst.get("state", "unknown"))
+    if _rank(state) > _RANK["degraded"] and any(p.get("state") != state for p in parts.values()):
+        state = "degraded"  # some parts are still doing their job
+    return {"state": state, "detail": detail}
+
+
+def read_components(r: Any, now: float | None = None) -> dict[str, dict[str, Any]]:
+    """Components recorded in ``citysight:components``, parts merged (see the module doc).
+
+    Raises:
+        redis.RedisError: Redis is unreachable.
+    """
+    now = time.time() if now is None else now
+    whole: dict[str, dict[str, Any]] = {}
+    parts: dict[str, dict[str, dict[str, Any]]] = {}
+    expired: list[str] = []
+    for name, value in r.hgetall(keys.COMPONENTS).items():
+        field = keys.text(name) or ""
+        entry, age = _entry(value, now)
+        base, sep, part = field.partition(":")
+        if not sep:
+            whole[field] = entry
+        elif age is not None and age > PART_EXPIRE_S:
+            expired.append(field)
+        else:
+            parts.setdefault(base, {})[part] = entry
+    if expired:
+        r.hdel(keys.COMPONENTS, *expired)
+    for base, ps in parts.items():
+        if base in whole:
+            ps = {"": whole[base], **ps}
+        whole[base] = ps[next(iter(ps))] if len(ps) == 1 else _merge(ps)
+    return whole
+
+
+def cameras_component(r: Any, now: float | None = None) -> tuple[dict[str, Any], bool, bool]:
+    """The ``cameras`` component, whether detections flow, and whether cameras are starting.
+
+    Only enabled cameras of the registry count (a deleted camera's leftover health does not).
+
+    Returns:
+        ``(component, flowing, starting)``: ``flowing`` when at least one camera's frames are
+        analysed; ``starting`` when no camera is known to be failing (every camera not
+        analysed is starting, waits for its first analysed frame, or was never reported).
+    """
+    now = time.time() if now is None else now
+    enabled: set[str] = set()
+    for cid, raw in r.hgetall(keys.CAMERAS).items():
+        try:
+            cfg = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(cfg, dict) and cfg.get("enabled", True):
+            enabled.add(keys.text(cid) or "")
+    health: dict[str, dict[str, Any]] = {}
+    ids = sorted(enabled)
+    for cid, raw in zip(ids, r.hmget(keys.CAMERA_HEALTH, ids) if ids else [], strict=True):
+        if raw is None:
+            continue
+        try:
+            st = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(st, dict):
+            health[cid] = st
+    groups: dict[str, list[str]] = {
+        "analysed": [], "not_analysed": [], "waiting": [], "starting": [], "offline": [],
+        "failed": [], "unknown": [], "unreported": [],
+    }  # fmt: skip
+    for cid in ids:
+        st = health.get(cid)
+        if st is None:
+            groups["unreported"].append(cid)  # no stream worker ever reported it
+        elif now - float(st.get("at") or 0) > CAMERA_STALE_S:
+            groups["unknown"].append(cid)
+        elif st.get("state") == "starting":
+            groups["starting"].append(cid)
+        elif st.get("state") in ("offline", "stalled"):
+            groups["offline"].append(cid)
+        elif st.get("state") in ("failed", "stopped"):
+            groups["failed"].append(cid)
+        elif st.get("analysed") is True:
+            groups["analysed"].append(cid)
+        elif st.get("analysed") is False:
+            groups["not_analysed"].append(cid)
+        else:
+            groups["waiting"].append(cid)  # running, first analysed frame not seen yet
+    flowing = bool(groups["analysed"])
+    # Evidence that analysis stopped; a camera nobody reported yet is no such evidence (the
+    # workers are starting, or run elsewhere), but it is not running either.
+    bad = [g for g in ("not_analysed", "offline", "failed", "unknown") if groups[g]]
+    starting = not bad
+    if not enabled or len(groups["analysed"]) == len(enabled):
+        state = "running"
+    elif bad or groups["unreported"]:
+        state = "degraded"
+    else:
+        state = "starting"
+    frames = sum(
+        float((st.get("metrics") or {}).get("frames_analysed", 0)) for st in health.values()
+    )
+    detail = {
+        "enabled": len(enabled),
+        **{k: v for k, v in groups.items() if v or k == "analysed"},
+        "frames_analysed": int(frames),
+    }
+    return {"state": state, "detail": detail}, flowing, starting
+
+
 @router.get("/health", summary="Component states and overall status")
 def health(request: Request) -> JSONResponse:
-    """200 with every component's state; 503 only when Redis is unreachable."""
+    """200 with every component's state; 503 when the status is ``down``."""
     c = ctx(request)
     comps: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
+    flowing = starting = True
+    enabled = 0
     try:
         c.redis.ping()
         comps["redis"] = {
             "state": "running",
             "detail": {"ping_ms": round((time.perf_counter() - t0) * 1000, 2)},
         }
-        raw = c.redis.hgetall(COMPONENTS_KEY)
+        comps.update({k: v for k, v in read_components(c.redis).items() if k != "redis"})
+        comps["cameras"], flowing, starting = cameras_component(c.redis)
+        enabled = int(comps["cameras"]["detail"]["enabled"])
     except (RedisError, OSError) as exc:
         comps["redis"] = {"state": "failed", "detail": {"error": type(exc).__name__}}
-        raw = {}
-    now = time.time()
-    for name, value in raw.items():
-        key = name.decode() if isinstance(name, bytes) else str(name)
-        try:
-            entry = json.loads(value)
-        except ValueError:
-            entry = {"state": "unknown", "detail": {"error": "malformed"}}
-        updated = entry.get("updated_at")
-        if isinstance(updated, int | float) and now - updated > STALE_AFTER_S:
-            entry = {**entry, "state": "stale"}
-        comps.setdefault(key, entry)
     ray_state = _ray_state()
     if ray_state is not None:
         comps["ray"] = ray_state
@@ -71,10 +227,11 @@ def health(request: Request) -> JSONResponse:
     }
     for name in COMPONENTS:
         comps.setdefault(name, {"state": "unknown", "detail": {}})
-    states = {v.get("state") for v in comps.values()}
-    if comps["redis"]["state"] != "running":
+    inference_down = comps["inference"].get("state") == "down"
+    no_detections = enabled > 0 and not flowing and (not starting or inference_down)
+    if comps["redis"]["state"] != "running" or no_detections:
         overall = "down"
-    elif states <= {"running"}:
+    elif all(v.get("state") == "running" for v in comps.values()):
         overall = "ok"
     else:
         overall = "degraded"

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from serve_app.api.deps import ctx
 from serve_app.auth import Principal, Reader
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/incidents", tags=["incidents"])
 
@@ -23,7 +20,7 @@ def _scoped(c: Any, incident_id: str, principal: Principal) -> dict[str, Any] | 
     if inc is None:
         return None
     alerts = [a for a in (c.alerts.get(i) for i in inc["alert_ids"]) if a is not None]
-    mine = [a for a in alerts if principal.sees(a.department)]
+    mine = [a for a in alerts if principal.sees_any(a.departments())]
     if not mine:
         return None
     cams: list[str] = []
@@ -44,7 +41,7 @@ def list_incidents(
     c = ctx(request)
     seen: list[str] = []
     for a in c.alerts.query(departments=principal.departments(), limit=SCAN):
-        if a.incident_id and a.incident_id not in seen and principal.sees(a.department):
+        if a.incident_id and a.incident_id not in seen and principal.sees_any(a.departments()):
             seen.append(a.incident_id)
     out = []
     for iid in seen:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import APIRouter
 
 from serve_app.auth import Authenticated
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/me", tags=["auth"])
 

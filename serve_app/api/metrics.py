@@ -1,20 +1,31 @@
-"""Prometheus metrics of the ingress (``GET /metrics``).
+"""Prometheus metrics (``GET /metrics``): this replica's, every other replica's, the city's.
 
 A tiny dependency-free registry: Ray installs ``prometheus_client`` with its own global
 registry, and a private one per app keeps replicas (and tests) independent.
+
+Each ingress replica publishes its counters to ``citysight:metrics:ingress`` every few
+seconds (:meth:`Metrics.snapshot`); a scrape renders those of every live replica (label
+``replica``) plus the city-wide families of :mod:`serve_app.metrics.fleet`, so Prometheus
+may scrape any one replica (through the Serve proxy) and see everything.
 """
 
 from __future__ import annotations
 
-import bisect
-import logging
 import threading
+import time
 from collections import defaultdict
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-logger = logging.getLogger(__name__)
+from citysight.contracts import AlertKind
+from citysight.metrics import Histogram, instance_id
+from serve_app.metrics.exposition import Exposition
+from serve_app.metrics.fleet import live_snapshots, read_fleet, render_fleet
+
+if TYPE_CHECKING:
+    from serve_app.http import ApiContext
 
 router = APIRouter(tags=["metrics"])
 
@@ -34,29 +45,15 @@ DELIVERY_BUCKETS_MS: tuple[float, ...] = (
     10000,
 )
 
-
-class Histogram:
-    """A cumulative-bucket histogram."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        """Create a histogram with upper bounds ``buckets`` (ascending)."""
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)
-        self.total = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        """Record one value."""
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.n += 1
+__all__ = ["DELIVERY_BUCKETS_MS", "Histogram", "Metrics", "render_metrics", "router"]
 
 
 class Metrics:
     """Counters and histograms of one ingress replica."""
 
-    def __init__(self) -> None:
-        """Create an empty registry."""
+    def __init__(self, replica: str | None = None) -> None:
+        """Create an empty registry for ``replica`` (default: this process's ``host:pid``)."""
+        self.replica = replica or instance_id()
         self._lock = threading.Lock()
         self.ws_clients = 0
         self.ws_closed_slow = 0
@@ -75,53 +72,105 @@ class Metrics:
         with self._lock:
             self.http_requests[(method, status)] += 1
 
-    def render(self) -> str:
-        """Prometheus text exposition format 0.0.4."""
-        out = [
-            "# HELP citysight_ws_clients Open WebSocket subscribers on this replica.",
-            "# TYPE citysight_ws_clients gauge",
-            f"citysight_ws_clients {self.ws_clients}",
-            "# HELP citysight_ws_closed_slow_total Subscribers closed for queue overflow.",
-            "# TYPE citysight_ws_closed_slow_total counter",
-            f"citysight_ws_closed_slow_total {self.ws_closed_slow}",
-            "# HELP citysight_ws_auth_failures_total Refused WebSocket handshakes.",
-            "# TYPE citysight_ws_auth_failures_total counter",
-            f"citysight_ws_auth_failures_total {self.ws_auth_failures}",
-            "# HELP citysight_feed_messages_total Feed entries read by this replica.",
-            "# TYPE citysight_feed_messages_total counter",
-            f"citysight_feed_messages_total {self.feed_messages}",
-            "# HELP citysight_alerts_total New alerts seen on the feed, by kind.",
-            "# TYPE citysight_alerts_total counter",
-        ]
-        if not self.alerts_total:
-            out.append('citysight_alerts_total{kind=""} 0')
-        for kind, n in sorted(self.alerts_total.items()):
-            out.append(f'citysight_alerts_total{{kind="{kind}"}} {n}')
-        h = self.delivery_ms
-        out += [
-            "# HELP citysight_ws_delivery_ms Feed write to WebSocket send, milliseconds.",
-            "# TYPE citysight_ws_delivery_ms histogram",
-        ]
-        cum = 0
-        for bound, c in zip(h.buckets, h.counts, strict=False):
-            cum += c
-            out.append(f'citysight_ws_delivery_ms_bucket{{le="{bound:g}"}} {cum}')
-        out.append(f'citysight_ws_delivery_ms_bucket{{le="+Inf"}} {h.n}')
-        out.append(f"citysight_ws_delivery_ms_sum {h.total:.3f}")
-        out.append(f"citysight_ws_delivery_ms_count {h.n}")
-        out += [
-            "# HELP citysight_http_requests_total HTTP responses by method and status.",
-            "# TYPE citysight_http_requests_total counter",
-        ]
+    def snapshot(self) -> dict[str, Any]:
+        """This replica's counters as JSON (what other replicas render for it)."""
         with self._lock:
-            items = sorted(self.http_requests.items())
-        for (method, code), n in items:
-            out.append(f'citysight_http_requests_total{{method="{method}",status="{code}"}} {n}')
-        return "\n".join(out) + "\n"
+            requests = [[m, c, n] for (m, c), n in sorted(self.http_requests.items())]
+        return {
+            "ws_clients": self.ws_clients,
+            "ws_closed_slow": self.ws_closed_slow,
+            "ws_auth_failures": self.ws_auth_failures,
+            "feed_messages": self.feed_messages,
+            "alerts_total": dict(self.alerts_total),
+            "delivery_ms": self.delivery_ms.to_dict(),
+            "http_requests": requests,
+            "updated_at": time.time(),
+        }
+
+    def render(self, others: dict[str, dict[str, Any]] | None = None) -> str:
+        """Exposition of this replica (and ``others``: replica → snapshot) alone."""
+        exp = Exposition()
+        render_ingress(exp, {**(others or {}), self.replica: self.snapshot()})
+        return exp.text()
+
+
+def render_ingress(exp: Exposition, replicas: dict[str, dict[str, Any]]) -> None:
+    """The ingress families, one series per replica (label ``replica``)."""
+    items = sorted(replicas.items())
+
+    def each(key: str) -> list[tuple[dict[str, str], float]]:
+        return [({"replica": r}, float(s.get(key) or 0)) for r, s in items]
+
+    exp.gauge("citysight_ws_clients", "Open WebSocket subscribers per replica.", each("ws_clients"))
+    exp.counter(
+        "citysight_ws_closed_slow_total",
+        "Subscribers closed for queue overflow.",
+        each("ws_closed_slow"),
+    )
+    exp.counter(
+        "citysight_ws_auth_failures_total",
+        "Refused WebSocket handshakes.",
+        each("ws_auth_failures"),
+    )
+    exp.counter(
+        "citysight_feed_messages_total",
+        "Feed entries read by each replica.",
+        each("feed_messages"),
+    )
+    exp.family(
+        "citysight_alerts_total",
+        "counter",
+        "New alerts seen on the feed, by kind. Every replica reads the whole feed: use max "
+        "across replicas, not sum.",
+    )
+    for r, s in items:
+        seen = s.get("alerts_total") or {}
+        for kind in dict.fromkeys([*(k.value for k in AlertKind), *sorted(seen)]):
+            exp.sample(int(seen.get(kind, 0)), {"replica": r, "kind": kind})
+    exp.family(
+        "citysight_ws_delivery_ms",
+        "histogram",
+        "Feed write to WebSocket send, milliseconds.",
+    )
+    for r, s in items:
+        h = s.get("delivery_ms") or {}
+        exp.histogram_samples(
+            {"replica": r},
+            h.get("buckets") or DELIVERY_BUCKETS_MS,
+            h.get("counts") or [0] * (len(DELIVERY_BUCKETS_MS) + 1),
+            float(h.get("sum") or 0),
+        )
+    exp.family("citysight_http_requests_total", "counter", "HTTP responses by method and status.")
+    for r, s in items:
+        for method, code, n in s.get("http_requests") or []:
+            exp.sample(n, {"replica": r, "method": str(method), "status": str(code)})
+
+
+def render_metrics(c: ApiContext) -> str:
+    """The whole exposition of ``GET /metrics``."""
+    t0 = time.perf_counter()
+    st = read_fleet(c.redis, c.cfg.services.streams.shards)
+    exp = Exposition()
+    replicas = live_snapshots(st, "ingress")
+    replicas[c.metrics.replica] = c.metrics.snapshot()  # our own numbers, fresh
+    render_ingress(exp, replicas)
+    render_fleet(exp, st)
+    exp.gauge(
+        "citysight_metrics_scrape_redis_commands",
+        "Redis commands this scrape sent (in two pipelines; independent of camera count).",
+        [({}, st.commands)],
+    )
+    exp.gauge(
+        "citysight_metrics_scrape_duration_seconds",
+        "Time this replica took to read the state and render the exposition.",
+        [({}, round(time.perf_counter() - t0, 6))],
+    )
+    return exp.text()
 
 
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
 def metrics(request: Request) -> PlainTextResponse:
-    """Prometheus text metrics of this replica (unauthenticated, like most exporters)."""
-    m: Metrics = request.app.state.ctx.metrics
-    return PlainTextResponse(m.render(), media_type="text/plain; version=0.0.4")
+    """Prometheus text metrics: every replica's and the city's (unauthenticated, like most
+    exporters)."""
+    c: ApiContext = request.app.state.ctx
+    return PlainTextResponse(render_metrics(c), media_type="text/plain; version=0.0.4")

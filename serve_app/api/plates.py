@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
-from serve_app.api.deps import ctx, parse_time
+from serve_app.api.deps import ctx, parse_time_range
 from serve_app.auth import PlateQuerier
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/plates", tags=["plates"])
 
@@ -31,7 +28,7 @@ def plate_reads(
     if not _PLATE_RE.match(plate):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "plate: 1-20 plate characters")
     c = ctx(request)
-    since, until = parse_time(from_, "from"), parse_time(to, "to")
+    since, until = parse_time_range(from_, to, ("from", "to"))
     c.audit.append(actor=principal.name, action="plates.query", target=plate, reason=reason)
     reads = c.plates.query(plate, since, until)
     return {"plate": plate, "reads": reads}

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Request
 
 from serve_app.api.deps import ctx
 from serve_app.auth import TICKET_TTL_S, Reader
-
-logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/ws-tickets", tags=["websocket"])
 

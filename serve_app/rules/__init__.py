@@ -1,6 +1,6 @@
 """Rules: turn batches of detections into alerts (zones, lines, dwell, persistence...)."""
 
-from serve_app.rules.defaults import default_rules
+from citysight.rulesets import default_rules
 from serve_app.rules.engine import EngineOutput, RulesEngine
 from serve_app.rules.hotlist import Hotlist, canonical
 

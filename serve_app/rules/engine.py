@@ -15,6 +15,7 @@ not engine state: the consumer assigns them globally in Redis
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -35,13 +36,13 @@ from citysight.contracts import (
     Severity,
     make_alert_id,
 )
-from serve_app.rules.defaults import default_rules
+from citysight.keys import evidence_key
+from citysight.plates import normalise_plate
+from citysight.rulesets import default_rules
 from serve_app.rules.geometry import anchors, crossing, points_in_polygon
 from serve_app.rules.hotlist import Hotlist
 from serve_app.rules.persistence import Persistence
 from serve_app.rules.schedule import in_schedule
-from serve_app.store.keys import evidence_key
-from serve_app.store.plates import normalise_plate
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +121,25 @@ class _Batch:
         return self._anchors[kind]
 
 
+@dataclass(slots=True, frozen=True)
+class _Trigger:
+    """What fired: a rule on a camera for a subject, from ``window_start``, seen in
+    ``frame`` as the detections ``sel`` (indices into the frame's boxes)."""
+
+    cam: _Camera
+    rule: RuleConfig
+    subject: str
+    window_start: float
+    frame: FrameResult
+    sel: npt.NDArray[np.intp]
+
+
 class RulesEngine:
     """Evaluates the configured rules over batches of frame results.
 
     Args:
         cfg: Configuration (cameras, rules, hotlist, routing). No rules means
-            :func:`serve_app.rules.defaults.default_rules`.
+            :func:`citysight.rulesets.default_rules`.
         tz: Time zone of schedules, overriding ``cfg.site.timezone`` (which, when unset,
             means the machine's local zone).
         track_gap_s: A track unseen for longer starts a new dwell / crossing history.
@@ -306,14 +320,7 @@ class RulesEngine:
                     if p:
                         out.plate_reads.append((p, cid, f.frame_time, float(s or 0.0)))
         for rule in rules:
-            if rule.type in (RuleType.PRESENCE, RuleType.COUNT):
-                self._presence(cam, rule, batch, out, raw)
-            elif rule.type is RuleType.DWELL:
-                self._dwell_rule(cam, rule, batch, out, raw)
-            elif rule.type is RuleType.LINE_CROSSING:
-                self._line_rule(cam, rule, batch, out, raw)
-            elif rule.type is RuleType.PLATE_HOTLIST:
-                self._hotlist_rule(cam, rule, batch, out, raw)
+            EVALUATORS[rule.type](self, cam, rule, batch, out, raw)
 
     def _base_mask(self, rule: RuleConfig, b: _Batch) -> npt.NDArray[np.bool_]:
         m = b.scores >= rule.min_score
@@ -361,12 +368,7 @@ class RulesEngine:
                     st.alerted = True  # emitted, or suppressed by the cooldown
                     sel = _frame_sel(b, i, m)
                     self._emit(
-                        cam,
-                        rule,
-                        subject,
-                        st.window_start,
-                        b.frames[i],
-                        sel,
+                        _Trigger(cam, rule, subject, st.window_start, b.frames[i], sel),
                         out,
                         raw,
                         summary=_presence_summary(rule, subject, len(sel)),
@@ -401,12 +403,9 @@ class RulesEngine:
             if not d[2] and t - d[0] >= rule.dwell_s and in_schedule(rule.schedule, t, self.tz):
                 d[2] = 1.0
                 self._emit(
-                    cam,
-                    rule,
-                    f"track:{tid}",
-                    d[0],
-                    b.frames[i],
-                    np.array([j - b.offsets[i]]),
+                    _Trigger(
+                        cam, rule, f"track:{tid}", d[0], b.frames[i], np.array([j - b.offsets[i]])
+                    ),
                     out,
                     raw,
                     summary=f"{rule.kind.value}: track {tid} stayed {t - d[0]:.0f} s",
@@ -441,12 +440,14 @@ class RulesEngine:
                 if in_schedule(rule.schedule, t, self.tz):
                     way = "left to right" if d > 0 else "right to left"
                     self._emit(
-                        cam,
-                        rule,
-                        f"{lid}:track:{tid}",
-                        t,
-                        b.frames[i],
-                        np.array([j - b.offsets[i]]),
+                        _Trigger(
+                            cam,
+                            rule,
+                            f"{lid}:track:{tid}",
+                            t,
+                            b.frames[i],
+                            np.array([j - b.offsets[i]]),
+                        ),
                         out,
                         raw,
                         summary=f"track {tid} crossed {lid} {way}",
@@ -470,12 +471,9 @@ class RulesEngine:
                     continue
                 how = "exact" if hit.exact else "tolerant"
                 self._emit(
-                    cam,
-                    rule,
-                    normalise_plate(hit.entry.plate),
-                    f.frame_time,
-                    f,
-                    np.array([k]),
+                    _Trigger(
+                        cam, rule, normalise_plate(hit.entry.plate), f.frame_time, f, np.array([k])
+                    ),
                     out,
                     raw,
                     severity=hit.entry.severity,
@@ -488,12 +486,7 @@ class RulesEngine:
 
     def _emit(
         self,
-        cam: _Camera,
-        rule: RuleConfig,
-        subject: str,
-        window_start: float,
-        frame: FrameResult,
-        sel: npt.NDArray[np.intp],
+        trig: _Trigger,
         out: EngineOutput,
         raw: list[Alert],
         *,
@@ -501,6 +494,9 @@ class RulesEngine:
         severity: Severity | None = None,
         plate_text: str | None = None,
     ) -> None:
+        cam, rule, subject, window_start, frame, sel = (
+            trig.cam, trig.rule, trig.subject, trig.window_start, trig.frame, trig.sel
+        )  # fmt: skip
         t = frame.frame_time
         ck = cooldown_key(cam.id, rule.id, subject)
         last = self._cooldown.get(ck)
@@ -636,3 +632,18 @@ def _frame_sel(b: _Batch, i: int, m: npt.NDArray[np.bool_] | None) -> npt.NDArra
         return np.zeros(0, np.intp)
     sel: npt.NDArray[np.intp] = np.flatnonzero(m & (b.fidx == i)) - b.offsets[i]
     return sel
+
+
+Evaluator = Callable[[RulesEngine, _Camera, RuleConfig, _Batch, EngineOutput, list[Alert]], None]
+
+#: How each rule type is evaluated on a camera's batch of frames: one entry per
+#: :class:`citysight.config.RuleType` (a type without one fails at import).
+EVALUATORS: dict[RuleType, Evaluator] = {
+    RuleType.PRESENCE: RulesEngine._presence,
+    RuleType.COUNT: RulesEngine._presence,
+    RuleType.DWELL: RulesEngine._dwell_rule,
+    RuleType.LINE_CROSSING: RulesEngine._line_rule,
+    RuleType.PLATE_HOTLIST: RulesEngine._hotlist_rule,
+}
+if set(EVALUATORS) != set(RuleType):  # pragma: no cover - caught by any import
+    raise ImportError(f"rule types without an evaluator: {set(RuleType) - set(EVALUATORS)}")

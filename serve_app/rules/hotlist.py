@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Final
 
 from citysight.config import HotlistEntry
-from serve_app.store.plates import normalise_plate
-
-logger = logging.getLogger(__name__)
+from citysight.plates import normalise_plate
 
 # Characters OCR mixes up, mapped to one representative per confusion class.
 CONFUSIONS: Final = {

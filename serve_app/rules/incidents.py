@@ -4,7 +4,7 @@ An alert joins the most recently active open incident of its kind whose *first* 
 within ``incidents.radius_m`` and whose *latest* alert started at most
 ``incidents.window_s`` before or after it; otherwise it opens a new incident with id
 ``in_`` + its alert id. The incident's ``camera_ids`` so far are copied onto the alert.
-``camera_offline`` alerts are never merged.
+``camera_offline`` and ``analytics_down`` alerts are never merged.
 
 Each assignment is one atomic Lua script (``GEOSEARCH`` over the kind's open incidents,
 Redis >= 6.2), so consumers owning different shards, and threads racing on nearby cameras,
@@ -27,9 +27,9 @@ from typing import Any
 
 import redis
 
+from citysight import keys
 from citysight.config import IncidentsConfig
 from citysight.contracts import Alert, AlertKind
-from serve_app.store import keys
 from serve_app.store.scripts import evalsha_pipelined
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,8 @@ class IncidentIndex:
         todo = [
             i
             for i, a in enumerate(alerts)
-            if a.incident_id is None and a.kind is not AlertKind.CAMERA_OFFLINE
+            if a.incident_id is None
+            and a.kind not in (AlertKind.CAMERA_OFFLINE, AlertKind.ANALYTICS_DOWN)
         ]
         if not todo:
             return alerts

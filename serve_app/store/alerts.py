@@ -1,4 +1,15 @@
-"""Alerts in Redis: idempotent save, indexes, lifecycle transitions, SLA escalation."""
+"""Alerts in Redis: idempotent save, indexes, lifecycle transitions, SLA escalation.
+
+Department membership: an alert belongs to its owning ``department`` and to every department
+in ``escalated_to`` (:meth:`Alert.departments`). It is indexed under each of them, and its
+feed messages name all of them, so escalation adds a supervisor without taking the alert
+from its owner.
+
+System alerts (:data:`SYSTEM_KINDS`, e.g. ``camera_offline``) end by themselves: their ids are
+kept per camera (``citysight:camera:{id}:system-alerts``) and
+:meth:`AlertStore.resolve_system_alert` / :meth:`AlertStore.resolve_camera_alerts` resolve or
+close them with an event by ``system``.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +23,13 @@ from typing import Any, cast
 
 import redis
 
+from citysight import keys
 from citysight.config import CitysightConfig
-from citysight.contracts import Alert, AlertEvent, AlertState
-from serve_app.store import keys
+from citysight.contracts import Alert, AlertEvent, AlertKind, AlertState
 from serve_app.store.feed import publish_feed
 from serve_app.store.lifecycle import (
     FALSE_OUTCOMES,
+    OPEN_STATES,
     UNACKNOWLEDGED,
     AlertNotFound,
     InvalidTransition,
@@ -27,24 +39,44 @@ from serve_app.store.scripts import evalsha_pipelined
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AlertNotFound", "AlertStore", "InvalidTransition"]
+__all__ = ["SYSTEM_ACTOR", "SYSTEM_KINDS", "AlertNotFound", "AlertStore", "InvalidTransition"]
 
-# One atomic step per alert: SET NX decides whether the alert is new; only a new alert gets
-# its "raised" event, its index entries and its feed message, so redelivered detections
-# (same deterministic id) can never add a second event or a second feed message.
+SYSTEM_KINDS: frozenset[AlertKind] = frozenset({AlertKind.CAMERA_OFFLINE, AlertKind.ANALYTICS_DOWN})
+"""Alert kinds raised about the system itself, which resolve themselves when the cause ends."""
+SYSTEM_ACTOR = "system"
+"""Actor of the events of self-resolving alerts."""
+RECOVERED = "recovered"
+"""Outcome of a system alert whose cause ended (the camera runs again)."""
+CAMERA_REMOVED = "camera_removed"
+"""Outcome of the system alerts of a deleted camera (closed)."""
+
+# One atomic step per alert: an existing alert key means "saved before"; only a new alert
+# gets its "raised" event, its index entries and its feed message, so redelivered detections
+# (same deterministic id) can never add a second event or a second feed message. A Lua error
+# does not roll back what the script wrote before it, so every key type is checked before
+# the first write and the alert key (the "saved" mark) is written last: a failed save leaves
+# nothing that a retry would mistake for a saved alert.
 _SAVE_NEW = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local want = {'list', 'zset', 'zset', 'stream', 'zset'}
+for i = 2, 6 do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'none' and t ~= want[i - 1] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t)
+  end
+end
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[6], ARGV[4], ARGV[5])
   redis.call('EXPIRE', KEYS[6], ARGV[2])
 end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 local f = {}
 for i = 7, #ARGV do f[#f + 1] = ARGV[i] end
 redis.call('XADD', KEYS[5], '*', unpack(f))
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1
 """
 
@@ -56,6 +88,7 @@ def _ts(dt: datetime) -> float:
 
 
 def _feed_fields(alert: Alert, type_: str, payload: dict[str, Any]) -> list[str]:
+    extra = ["departments", ",".join(alert.departments())] if alert.escalated_to else []
     return [
         "type", type_,
         "department", alert.department,
@@ -65,6 +98,7 @@ def _feed_fields(alert: Alert, type_: str, payload: dict[str, Any]) -> list[str]
         "lat", repr(float(alert.location.lat)),
         "lon", repr(float(alert.location.lon)),
         "d", json.dumps(payload, separators=(",", ":"), default=str),
+        *extra,
     ]  # fmt: skip
 
 
@@ -188,14 +222,22 @@ class AlertStore:
                     pipe.multi()
                     pipe.set(akey, new.model_dump_json(), keepttl=True)
                     pipe.rpush(ekey, ev.model_dump_json())
-                    if new.department != old.department:
-                        pipe.zrem(keys.dept_index(old.department), alert_id)
-                        pipe.zadd(keys.dept_index(new.department), {alert_id: _ts(new.started_at)})
+                    before, after = old.departments(), new.departments()
+                    for d in before:
+                        if d not in after:
+                            pipe.zrem(keys.dept_index(d), alert_id)
+                    for d in after:
+                        if d not in before:
+                            pipe.zadd(keys.dept_index(d), {alert_id: _ts(new.started_at)})
+                    # Every department that saw the alert before or sees it now gets the event
+                    # (the owner learns of the escalation, the supervisor of the alert).
+                    told = [*after, *(d for d in before if d not in after)]
                     publish_feed(
                         pipe, type="alert_event",
                         payload={"event": ev.model_dump(mode="json"), "alert": new.to_api()},
                         department=new.department, kind=new.kind.value, camera_id=new.camera_id,
                         severity=new.severity.value, lat=new.location.lat, lon=new.location.lon,
+                        departments=told,
                     )  # fmt: skip
                     pipe.execute()
                     return new
@@ -206,9 +248,10 @@ class AlertStore:
     def escalate_overdue(self, now: float | None = None) -> list[Alert]:
         """Escalate alerts not acknowledged within their department's ``ack_sla_s``.
 
-        Such alerts (state ``raised`` or ``assigned``, not escalated yet) move to the
-        department's supervisor with ``escalated=True`` and an event note; the event is
-        published on the feed for the supervisor department.
+        Escalation *adds* the department's supervisor (``escalated_to``, ``escalated=True``):
+        the owning department keeps seeing and acting on the alert, the supervisor gains it
+        (its index), and the event is published on the feed for both. Only alerts the
+        department owns (state ``raised`` or ``assigned``, not escalated yet) escalate.
 
         Returns:
             The escalated alerts.
@@ -230,13 +273,13 @@ class AlertStore:
                 if raw is None:
                     continue
                 a = Alert.model_validate_json(raw)
-                if a.escalated or a.state not in UNACKNOWLEDGED:
+                if a.escalated or a.state not in UNACKNOWLEDGED or a.department != dept.id:
                     continue
                 if (a.raised_at or _ts(a.started_at)) > cutoff:
                     continue
                 note = (
                     f"escalated to {dept.supervisor}: not acknowledged within "
-                    f"{dept.ack_sla_s:g} s by {dept.id}"
+                    f"{dept.ack_sla_s:g} s by {dept.id} (who keeps it)"
                 )
 
                 def change(
@@ -247,7 +290,7 @@ class AlertStore:
                     new = cur.model_copy(
                         update={
                             "escalated": True,
-                            "department": sup,
+                            "escalated_to": [*cur.escalated_to, sup],
                             "updated_at": datetime.now(UTC),
                         }
                     )
@@ -268,6 +311,119 @@ class AlertStore:
         if out:
             logger.info("escalated %d overdue alert(s)", len(out))
         return out
+
+    # -- system alerts (resolve themselves) ------------------------------------------------
+
+    def track_system_alerts(self, alerts: list[Alert]) -> None:
+        """Remember the ids of system alerts (:data:`SYSTEM_KINDS`) per camera (idempotent)."""
+        mine = [a for a in alerts if a.kind in SYSTEM_KINDS]
+        if not mine:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for a in mine:
+            key = keys.camera_system_alerts_key(a.camera_id)
+            pipe.sadd(key, a.id)
+            pipe.expire(key, self.ttl_s)
+        pipe.execute()
+
+    def resolve_system_alert(
+        self, alert_id: str, *, note: str, outcome: str = RECOVERED, close: bool = False
+    ) -> Alert | None:
+        """End an open alert on the system's behalf: an event by ``system``.
+
+        The alert goes from any open state to ``resolved`` (or ``closed`` when ``close``),
+        with ``outcome`` and ``ended_at``; the event reaches every department of the alert.
+
+        Args:
+            alert_id: The alert (deterministic id).
+            note: Why it ended (event note).
+            outcome: Outcome recorded (``recovered`` by default).
+            close: Close instead of resolve (e.g. the camera was deleted).
+
+        Returns:
+            The updated alert, or ``None`` when it is missing or no longer open.
+        """
+        to_state = AlertState.CLOSED if close else AlertState.RESOLVED
+
+        def change(cur: Alert) -> tuple[Alert, AlertEvent]:
+            if cur.state not in OPEN_STATES:
+                raise _Skip
+            now = datetime.now(UTC)
+            new = cur.model_copy(
+                update={"state": to_state, "outcome": outcome, "ended_at": now, "updated_at": now}
+            )
+            ev = AlertEvent(
+                alert_id=cur.id, seq=0, from_state=cur.state, to_state=to_state,
+                actor=SYSTEM_ACTOR, note=note, outcome=outcome,
+            )  # fmt: skip
+            return new, ev
+
+        try:
+            return self._update(alert_id, change)
+        except (_Skip, AlertNotFound):
+            return None
+
+    def reopen_system_alert(self, alert_id: str, *, note: str) -> Alert | None:
+        """Raise again a system alert that the system resolved (its cause came back).
+
+        Returns:
+            The reopened alert, or ``None`` when it is missing, open, or was ended by a person.
+        """
+
+        def change(cur: Alert) -> tuple[Alert, AlertEvent]:
+            if cur.state is not AlertState.RESOLVED or cur.outcome != RECOVERED:
+                raise _Skip
+            new = cur.model_copy(
+                update={"state": AlertState.RAISED, "outcome": None, "ended_at": None,
+                        "updated_at": datetime.now(UTC)}
+            )  # fmt: skip
+            ev = AlertEvent(
+                alert_id=cur.id, seq=0, from_state=cur.state, to_state=AlertState.RAISED,
+                actor=SYSTEM_ACTOR, note=note,
+            )  # fmt: skip
+            return new, ev
+
+        try:
+            a = self._update(alert_id, change)
+        except (_Skip, AlertNotFound):
+            return None
+        self.track_system_alerts([a])
+        return a
+
+    def resolve_camera_alerts(
+        self,
+        camera_id: str,
+        *,
+        note: str,
+        kinds: set[AlertKind] | None = None,
+        outcome: str = RECOVERED,
+        close: bool = False,
+    ) -> list[Alert]:
+        """Resolve (or close) every open system alert of a camera (optionally only ``kinds``).
+
+        Returns:
+            The alerts resolved now. Ids of alerts no longer open leave the camera's set.
+        """
+        key = keys.camera_system_alerts_key(camera_id)
+        ids = sorted(keys.text(i) or "" for i in self.r.smembers(key))
+        done: list[Alert] = []
+        gone: list[str] = []
+        for alert_id, raw in zip(ids, self._mget(ids), strict=True):
+            a = Alert.model_validate_json(raw) if raw is not None else None
+            if a is None or a.state not in OPEN_STATES:
+                gone.append(alert_id)
+                continue
+            if kinds is not None and a.kind not in kinds:
+                continue
+            res = self.resolve_system_alert(alert_id, note=note, outcome=outcome, close=close)
+            if res is not None:
+                done.append(res)
+            gone.append(alert_id)
+        if gone:
+            self.r.srem(key, *gone)
+        if done:
+            logger.info("%s: %d system alert(s) ended: %s", camera_id, len(done), note)
+        return done
 
     def prune_indexes(self, now: float | None = None) -> int:
         """Drop index entries of alerts past their TTL (the alerts themselves expire).
@@ -344,6 +500,7 @@ class AlertStore:
         until: float | None = None,
         limit: int = 50,
         before: str | None = None,
+        severities: set[str] | None = None,
     ) -> list[Alert]:
         """Alerts newest first (by ``started_at``, then id), filtered.
 
@@ -356,6 +513,7 @@ class AlertStore:
             until: Latest ``started_at``.
             limit: Maximum number of alerts.
             before: Cursor: only alerts strictly after this alert id in the order.
+            severities: Severities to include.
         """
         if limit <= 0:
             return []
@@ -384,13 +542,15 @@ class AlertStore:
                 if raw is None:
                     continue
                 a = Alert.model_validate_json(raw)
-                if departments is not None and a.department not in departments:
+                if departments is not None and departments.isdisjoint(a.departments()):
                     continue
                 if kinds and a.kind.value not in kinds:
                     continue
                 if states and a.state.value not in states:
                     continue
                 if camera_ids and not ({a.camera_id, *a.camera_ids} & camera_ids):
+                    continue
+                if severities and a.severity.value not in severities:
                     continue
                 out.append(a)
                 if len(out) >= limit:

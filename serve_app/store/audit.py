@@ -11,8 +11,8 @@ from typing import Any, cast
 import redis
 from redis.typing import EncodableT, FieldT, StreamRangeResponse
 
+from citysight import keys
 from citysight.config import CitysightConfig
-from serve_app.store import keys
 
 logger = logging.getLogger(__name__)
 

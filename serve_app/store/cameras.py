@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 import redis
 
+from citysight import keys
 from citysight.config import CameraConfig
-from serve_app.store import keys
-
-logger = logging.getLogger(__name__)
+from serve_app.store.feed import publish_feed
 
 
 class CameraRegistry:
@@ -39,10 +37,27 @@ class CameraRegistry:
         pipe.execute()
 
     def delete(self, cid: str) -> bool:
-        """Remove a camera; ``False`` when it did not exist."""
+        """Remove a camera with its health entry; ``False`` when it did not exist.
+
+        In one transaction: the registry entry, the ``citysight:camera-health`` entry, the
+        change notification and a ``camera_removed`` feed message (the map drops its marker).
+        """
+        raw = self.r.hget(keys.CAMERAS, cid)
+        if raw is None:
+            return False
+        try:
+            cam = CameraConfig.model_validate_json(raw)
+            lat, lon = cam.latitude, cam.longitude
+        except ValueError:  # an unreadable entry is still removed
+            lat = lon = 0.0
         pipe = self.r.pipeline(transaction=True)
         pipe.hdel(keys.CAMERAS, cid)
+        pipe.hdel(keys.CAMERA_HEALTH, cid)
         pipe.publish(keys.CAMERAS_CHANGED, cid)
+        publish_feed(
+            pipe, type="camera_removed", payload={"camera_id": cid}, department="",
+            kind="", camera_id=cid, severity="info", lat=lat, lon=lon,
+        )  # fmt: skip
         return bool(pipe.execute()[0])
 
     def health(self) -> dict[str, dict[str, Any]]:

@@ -10,9 +10,9 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from citysight import keys
 from citysight.config import CitysightConfig
 from citysight.contracts import Alert, ObjectClass
-from serve_app.store import keys
 
 logger = logging.getLogger(__name__)
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from typing import Any, cast
 
 import redis
 
-from serve_app.store.keys import FEED_STREAM, text
-
-logger = logging.getLogger(__name__)
+from citysight.keys import FEED_STREAM, text
 
 
 def publish_feed(
@@ -25,33 +22,37 @@ def publish_feed(
     severity: str,
     lat: float,
     lon: float,
+    departments: list[str] | None = None,
 ) -> None:
     """Queue one feed message on a pipeline (or client).
 
     Args:
         pipe: A redis pipeline (preferably the one writing the state change) or client.
-        type: ``alert``, ``alert_event`` or ``camera_status``.
+        type: ``alert``, ``alert_event``, ``camera_status`` or ``camera_removed``.
         payload: JSON-serialisable body, stored in field ``d``.
-        department: Department the message belongs to (scope filter).
+        department: Department the message belongs to (scope filter): the alert's owner.
         kind: Alert kind.
         camera_id: Camera of the message.
         severity: Severity value.
         lat: Latitude for bounding-box filters.
         lon: Longitude for bounding-box filters.
+        departments: Every department that sees the message when more than ``department``
+            (an escalated alert: owner and supervisors), stored comma-separated in field
+            ``departments``; subscribers of any of them receive the message once.
     """
-    pipe.xadd(
-        FEED_STREAM,
-        {
-            "type": type,
-            "department": department,
-            "kind": kind,
-            "camera_id": camera_id,
-            "severity": severity,
-            "lat": repr(float(lat)),
-            "lon": repr(float(lon)),
-            "d": json.dumps(payload, separators=(",", ":"), default=str),
-        },
-    )
+    fields = {
+        "type": type,
+        "department": department,
+        "kind": kind,
+        "camera_id": camera_id,
+        "severity": severity,
+        "lat": repr(float(lat)),
+        "lon": repr(float(lon)),
+        "d": json.dumps(payload, separators=(",", ":"), default=str),
+    }
+    if departments and any(d != department for d in departments):
+        fields["departments"] = ",".join(departments)
+    pipe.xadd(FEED_STREAM, fields)
 
 
 def _decode_fields(fields: dict[Any, Any]) -> dict[str, Any]:

@@ -6,12 +6,9 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Final
 
 from citysight.contracts import AlertState
-
-logger = logging.getLogger(__name__)
 
 S = AlertState
 

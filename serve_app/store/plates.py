@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
-import re
 from typing import Any, cast
 
 import redis
 
+from citysight import keys
 from citysight.config import CitysightConfig
-from serve_app.store import keys
-
-logger = logging.getLogger(__name__)
-
-_SEPARATORS = re.compile(r"[\s\-_.·]+")
-
-
-def normalise_plate(text: str) -> str:
-    """Upper case without separators (``"ab-12 3"`` → ``"AB123"``)."""
-    return _SEPARATORS.sub("", str(text)).upper()
+from citysight.plates import normalise_plate
 
 
 class PlateReads:

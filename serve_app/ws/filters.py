@@ -2,20 +2,19 @@
 
 The principal's department scope is always applied first; the client's subscription
 (kinds, cameras, minimum severity, bounding box) can only narrow it. Matching works on the
-feed entry's index fields (``department``, ``kind``, ``camera_id``, ``severity``, ``lat``,
-``lon``) so the JSON payload is never parsed per client.
+feed entry's index fields (``department`` or, for escalated alerts, ``departments``,
+``kind``, ``camera_id``, ``severity``, ``lat``, ``lon``) so the JSON payload is never parsed
+per client.
 """
 
 from __future__ import annotations
 
-import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from citysight.contracts import AlertKind, Severity
 from serve_app.auth import Principal
-
-logger = logging.getLogger(__name__)
 
 _SEVERITY_RANK = {s.value: s.rank for s in Severity}
 MAX_LIST = 1000
@@ -68,6 +67,14 @@ class Subscription:
                 raise FilterError("bbox must be 4 numbers") from None
             if len(vals) != 4 or vals[0] > vals[2] or vals[1] > vals[3]:
                 raise FilterError("bbox must be [min_lon, min_lat, max_lon, max_lat]")
+            # NaN compares false with everything: it would pass the order check above and
+            # then silently match nothing.
+            if not all(math.isfinite(v) for v in vals):
+                raise FilterError("bbox must be 4 finite numbers")
+            lon_ok = -180 <= vals[0] <= vals[2] <= 180
+            lat_ok = -90 <= vals[1] <= vals[3] <= 90
+            if not (lon_ok and lat_ok):
+                raise FilterError("bbox: longitudes in -180..180, latitudes in -90..90")
             bbox = (vals[0], vals[1], vals[2], vals[3])
         return cls(kinds=kinds, cameras=cameras, min_severity=rank, bbox=bbox)
 
@@ -93,12 +100,16 @@ def visible(principal: Principal, sub: Subscription, fields: dict[str, str]) -> 
         True when the entry is in scope and passes every filter.
     """
     mtype = fields.get("type", "")
-    dept = fields.get("department", "")
-    if mtype == "camera_status":
+    if mtype in ("camera_status", "camera_removed"):
         # Camera health is not department data: every authenticated subscriber sees it
         # (the camera list is readable by all roles), subject to the camera filter.
         return sub.cameras is None or fields.get("camera_id", "") in sub.cameras
-    if not principal.sees(dept):
+    # An escalated alert's messages name every department that has it (owner first).
+    depts = fields.get("departments")
+    if depts:
+        if not principal.sees_any(depts.split(",")):
+            return False
+    elif not principal.sees(fields.get("department", "")):
         return False
     if sub.kinds is not None and fields.get("kind", "") not in sub.kinds:
         return False

@@ -25,26 +25,19 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocket
 
+from citysight import keys
 from serve_app.api.metrics import Metrics
 from serve_app.auth import Principal
 from serve_app.ws.filters import Subscription, visible
 
 logger = logging.getLogger(__name__)
 
-FEED_KEY: Final = "citysight:feed"
 CLOSE_SLOW: Final = 4008
 REPLAY_PAGE: Final = 500
 
-StreamId = tuple[int, int]
 # XRANGE / XREAD replies of the hub's ``decode_responses=True`` (RESP2) client.
 _Entries = list[tuple[str, dict[str, str]]]
 _ReadReply = list[tuple[str, _Entries]]
-
-
-def parse_id(entry_id: str) -> StreamId:
-    """Stream id ``"ms-seq"`` as a comparable tuple."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def render(entry_id: str, fields: dict[str, str]) -> str:
@@ -52,7 +45,8 @@ def render(entry_id: str, fields: dict[str, str]) -> str:
 
     ``alert`` entries carry the Alert JSON in ``d`` and become
     ``{"type": "alert", "id": ..., "alert": {...}}``; ``alert_event`` entries carry
-    ``{"event": {...}, "alert": {...}}``; ``camera_status`` entries carry a CameraStatus.
+    ``{"event": {...}, "alert": {...}}``; ``camera_status`` entries carry a CameraStatus;
+    ``camera_removed`` entries become ``{"type": "camera_removed", "id", "camera_id"}``.
     """
     mtype = fields.get("type", "alert")
     d = fields.get("d", "{}")
@@ -72,6 +66,8 @@ def render(entry_id: str, fields: dict[str, str]) -> str:
             msg["event"] = payload
     elif mtype == "camera_status":
         msg["camera_status"] = payload
+    elif mtype == "camera_removed":  # a deleted camera: clients drop its marker
+        msg["camera_id"] = fields.get("camera_id", "")
     else:
         msg["data"] = payload
     return json.dumps(msg, separators=(",", ":"))
@@ -84,10 +80,10 @@ class Client:
     ws: WebSocket
     principal: Principal
     sub: Subscription
-    queue: asyncio.Queue[tuple[StreamId | None, str, float]]
+    queue: asyncio.Queue[tuple[keys.StreamId | None, str, float]]
     replaying: bool = False
     lagged: bool = False
-    last_sent: StreamId = (0, 0)
+    last_sent: keys.StreamId = (0, 0)
     closed: bool = False
     sender: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -137,7 +133,7 @@ class Hub:
             return
         self._tasks = [asyncio.create_task(asyncio.sleep(0))]  # claim before awaiting
         try:
-            last = cast(_Entries, await self.redis.xrevrange(FEED_KEY, count=1))
+            last = cast(_Entries, await self.redis.xrevrange(keys.FEED_STREAM, count=1))
             self.last_id = last[0][0] if last else "0-0"
         except RedisError as exc:
             logger.warning("feed position unknown at start (%s); reading from 0", exc)
@@ -178,7 +174,7 @@ class Hub:
         self.clients.discard(c)
         self.metrics.ws_clients = len(self.clients)
 
-    def offer(self, c: Client, sid: StreamId | None, text: str, ts_ms: float) -> None:
+    def offer(self, c: Client, sid: keys.StreamId | None, text: str, ts_ms: float) -> None:
         """Queue a message for one subscriber without waiting; close it on overflow."""
         if c.closed:
             return
@@ -217,18 +213,20 @@ class Hub:
             c.lagged = False
             page = cast(
                 _Entries,
-                await self.redis.xrange(FEED_KEY, min="(" + cursor, max="+", count=REPLAY_PAGE),
+                await self.redis.xrange(
+                    keys.FEED_STREAM, min="(" + cursor, max="+", count=REPLAY_PAGE
+                ),
             )
             for eid, fields in page:
                 cursor = eid
                 if not visible(c.principal, c.sub, fields):
                     continue
-                sid = parse_id(eid)
+                sid = keys.stream_id(eid)
                 await c.ws.send_text(render(eid, fields))
                 c.last_sent = sid
             if not page and not c.lagged:
                 break
-        c.last_sent = max(c.last_sent, parse_id(cursor))
+        c.last_sent = max(c.last_sent, keys.stream_id(cursor))
         c.replaying = False
 
     async def run_sender(self, c: Client) -> None:
@@ -254,7 +252,7 @@ class Hub:
             self.metrics.alerts_total[fields.get("kind", "")] += 1
         if not self.clients:
             return
-        sid = parse_id(entry_id)
+        sid = keys.stream_id(entry_id)
         text: str | None = None
         ts_ms = float(sid[0])
         half = self.queue_size // 2
@@ -273,7 +271,7 @@ class Hub:
                 resp = cast(
                     "_ReadReply | None",
                     await self.redis.xread(
-                        {FEED_KEY: self.last_id}, block=self.block_ms, count=1000
+                        {keys.FEED_STREAM: self.last_id}, block=self.block_ms, count=1000
                     ),
                 )
                 backoff = 0.2

@@ -1,5 +1,10 @@
 """DeepStream backend for GPU nodes (a leaf adapter: ``pyds`` is injected, never imported here).
 
+**Not integrated yet.** No decoder choice selects it: stream workers decode with
+``services.streams.decoder`` (``pyav`` by default, or NVDEC through PyNvVideoCodec). This
+package is a building block tested on CPU against a named fake ``pyds``
+(``tests/streams/deepstream/``); wiring it in is future work.
+
 * :mod:`streams.deepstream.pipeline` builds the GStreamer pipeline description
   (``nvurisrcbin`` → ``nvstreammux`` → ``nvinferserver`` → ``nvtracker`` → probe), or a
   CPU stand-in (``uridecodebin`` → ``videoconvert`` → ``appsink``/``fakesink``) for tests.

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from citysight.config import StreamsService
-
-logger = logging.getLogger(__name__)
 
 
 def nvinferserver_config(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from citysight.config import CameraConfig, StreamsService
-from streams.urls import scheme_of
-
-logger = logging.getLogger(__name__)
+from citysight.urls import scheme_of
 
 # nvurisrcbin's dec-skip-frames: 0 decode all, 1 non-reference, 2 keyframes only.
 DEC_SKIP_KEYFRAMES = 2

@@ -5,13 +5,9 @@ All images are RGB ``uint8`` arrays of shape ``(height, width, 3)``.
 
 from __future__ import annotations
 
-import logging
-
 import cv2
 import numpy as np
 import numpy.typing as npt
-
-logger = logging.getLogger(__name__)
 
 Image = npt.NDArray[np.uint8]
 FloatImage = npt.NDArray[np.float32]

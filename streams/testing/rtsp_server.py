@@ -11,7 +11,6 @@ Each mount serves one H.264 MP4 file through
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import socket
@@ -20,8 +19,6 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
-
-logger = logging.getLogger(__name__)
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 

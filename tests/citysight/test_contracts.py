@@ -22,10 +22,10 @@ from citysight.contracts import (
     Location,
     ObjectClass,
     Severity,
-    detections_stream,
     make_alert_id,
     shard_of,
 )
+from citysight.keys import detections_stream
 
 
 def _fr(n: int = 2) -> FrameResult:

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from benchmarks.fanout.world import make_alert, publish_alerts, seed_principals, token_of
-from citysight.services.redis_server import free_port
+from citysight.app.services.redis_server import free_port
 
 N_SOCKETS = 8
 
@@ -94,10 +94,11 @@ def test_cluster_app_from_a_config_file(
     import yaml
     from ray import serve
 
-    from citysight.contracts import FrameResult, ObjectClass, detections_stream
-    from citysight.services.redis_server import EmbeddedRedis
+    from citysight.app.services.redis_server import EmbeddedRedis
+    from citysight.contracts import FrameResult, ObjectClass
+    from citysight.keys import RULES_GROUP as GROUP
+    from citysight.keys import detections_stream
     from serve_app.app import build_app
-    from serve_app.consumer import GROUP
 
     srv = EmbeddedRedis(free_port(), tmp_path / "redis", appendonly=False).start()
     try:

@@ -4,22 +4,19 @@ dead-lettering, MINID trimming, replay of rule state, redelivery without duplica
 from __future__ import annotations
 
 import json
+import random
 import time
 
+import msgpack
 import numpy as np
 import pytest
 import redis
 
 from citysight.config import CitysightConfig
-from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
-    CameraState,
-    CameraStatus,
-    FrameResult,
-    ObjectClass,
-    detections_stream,
-)
-from serve_app.consumer import GROUP, DetectionsConsumer
+from citysight.contracts import CameraState, CameraStatus, FrameResult, ObjectClass
+from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
+from citysight.keys import RULES_GROUP as GROUP
+from serve_app.consumer import DetectionsConsumer
 from serve_app.store import AlertStore
 
 S0 = detections_stream(0)
@@ -237,3 +234,299 @@ def test_threaded_run_and_stop(r: redis.Redis, redis_url: str) -> None:
         time.sleep(0.02)
     c.stop()
     assert not c.alive() and c.stats["processed"] == 10 and c.stats["alerts"] == 2
+
+
+# -- poison entries, truthful status (issue 11) -----------------------------------------
+
+
+def _fields(f: FrameResult, **override: object) -> bytes:
+    """A frame's msgpack map with some fields replaced (the wire form a producer could send)."""
+    d = msgpack.unpackb(f.to_msgpack(), raw=False)
+    d.update(override)
+    return msgpack.packb(d, use_bin_type=True)
+
+
+def _one_fire(cam: str, n: int, t0: float) -> FrameResult:
+    return frame(cam, n, True, t0)
+
+
+POISON: list[tuple[str, object]] = [
+    # (name, entry fields): each seen or possible on a detections stream
+    ("n_inf", lambda f: {"d": _fields(f, n=float("inf"))}),  # OverflowError
+    ("extra_list", lambda f: {"d": _fields(f, extra=[1])}),  # AttributeError
+    ("garbage", lambda f: {"d": random.Random(11).randbytes(64)}),
+    ("t_string", lambda f: {"d": _fields(f, t="noon")}),
+    ("t_inf", lambda f: {"d": _fields(f, t=float("inf"))}),  # would poison rule state
+    ("cam_int", lambda f: {"d": _fields(f, cam=5)}),
+    ("scores_int", lambda f: {"d": _fields(f, scores=5)}),
+    ("w_inf", lambda f: {"d": _fields(f, w=float("inf"))}),
+    ("plate_text_int", lambda f: {"d": _fields(f, extra={"plate_text": [5]})}),
+    ("boxes_nan", lambda f: {"d": _fields(f, boxes=np.full(4, np.nan, "<f4").tobytes())}),
+    ("no_d_field", lambda f: {"x": b"1"}),
+    ("not_a_map", lambda f: {"d": msgpack.packb([1, 2, 3])}),
+]
+
+
+def _wait_for(pred, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def test_poison_entries_of_every_kind_are_dead_lettered_and_alerting_goes_on(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """Issue 11: ``n: inf`` / ``extra: [1]`` / garbage / wrong types between good entries.
+
+    The running consumer (its real loop) keeps alerting on the good entries around them,
+    dead-letters each poison entry after ``max_deliveries``, ``processed`` keeps growing and
+    nothing stays pending.
+    """
+    t0 = time.time()
+    c = DetectionsConsumer(
+        redis_url, CFG, "p", [0], block_ms=20, max_deliveries=3, retry_interval_s=0.05
+    )
+    c.start()
+    try:
+        before = publish(r, [frame("c0", i, i < 3, t0) for i in range(6)])  # one alert (c0)
+        poison_ids = {}
+        for k, (name, make) in enumerate(POISON):
+            tmpl = frame("c1", 100 + k, k % 2 == 0, t0)  # some with detections, some empty
+            poison_ids[r.xadd(S0, make(tmpl)).decode()] = name
+            publish(r, [frame("c2", k, False, t0)])  # a good entry between each
+        after = publish(r, [frame("c3", i, i < 3, t0) for i in range(6)])  # one alert (c3)
+        total = len(before) + len(POISON) * 2 + len(after)
+        assert _wait_for(lambda: c.stats["dead"] == len(POISON) and n_pending(r) == 0), (
+            c.stats,
+            n_pending(r),
+        )
+        assert c.stats["processed"] == total
+        alerts = AlertStore(r, CFG).query(limit=100)
+        assert sorted(a.camera_id for a in alerts) == ["c0", "c3"]
+        dead = {f[b"id"].decode(): f for _, f in r.xrange("citysight:detections:dead")}
+        assert set(dead) == set(poison_ids)
+        assert {int(f[b"deliveries"]) for f in dead.values()} == {3}
+        by_name = {poison_ids[i]: f[b"error"].decode() for i, f in dead.items()}
+        assert "OverflowError" in by_name["n_inf"]
+        assert "extra" in by_name["extra_list"]
+        assert "frame_time" in by_name["t_inf"]
+        # Alerting goes on after the poison: processed keeps growing.
+        publish(r, [frame("c0", 50 + i, False, t0) for i in range(5)])
+        assert _wait_for(lambda: c.stats["processed"] == total + 5)
+        # Published once a second: wait for a status written after all of that.
+        assert _wait_for(lambda: _status(r)["detail"]["processed"] == total + 5), _status(r)
+        st = _status(r)
+        assert st["state"] == "running", st
+        assert st["detail"]["dead"] == len(POISON) and st["detail"]["pending"] == 0
+    finally:
+        c.stop()
+
+
+def _status(r: redis.Redis) -> dict:
+    raw = r.hget("citysight:components", "rules")
+    return json.loads(raw) if raw else {}
+
+
+def test_failing_entries_make_the_consumer_degraded_until_dead_lettered(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """While an entry fails and waits for its retry the consumer says so (``degraded``)."""
+    c = consumer(redis_url, "a", max_deliveries=3, retry_interval_s=0.0)
+    t0 = time.time()
+    publish(r, [frame("c1", 0, False, t0)])
+    bad = r.xadd(S0, {"d": _fields(frame("c1", 1, False, t0), n=float("inf"))}).decode()
+    publish(r, [frame("c1", 2, False, t0)])
+    c.step()
+    state, reason = c.health()
+    assert state == "degraded" and "1 entry failing" in reason and "OverflowError" in reason
+    assert c.stats["pending"] == 1 and c.stats["lag_ms"] > 0
+    drain(c, 5)
+    assert [f[b"id"].decode() for _, f in r.xrange("citysight:detections:dead")] == [bad]
+    assert c.health() == ("running", "") and c.stats["lag_ms"] == 0
+
+
+def test_engine_error_outside_its_guard_is_isolated_per_frame(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rules bug that fails the whole batch costs only the frame that triggers it."""
+    c = consumer(redis_url, "a", max_deliveries=2)
+    t0 = time.time()
+    publish(r, [frame("c0", i, i < 3, t0) for i in range(3)])
+    crash = publish(r, [frame("c9", 0, False, t0)])
+    publish(r, [frame("c1", i, i < 3, t0) for i in range(3)])
+    real = type(c.engine).evaluate
+
+    def evaluate(self, frames):
+        if any(f.camera_id == "c9" for f in frames):
+            raise ZeroDivisionError("rules bug outside the per-camera guard")
+        return real(self, frames)
+
+    monkeypatch.setattr(type(c.engine), "evaluate", evaluate)
+    drain(c, 6)
+    assert sorted(a.camera_id for a in AlertStore(r, CFG).query()) == ["c0", "c1"]
+    dead = r.xrange("citysight:detections:dead")
+    assert [f[b"id"].decode() for _, f in dead] == crash and n_pending(r) == 0
+
+
+def test_a_consumer_that_cannot_write_says_stuck_then_recovers_without_loss(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """Redis refuses every alert write (a corrupted index key): nothing is dead-lettered or
+    lost, the consumer publishes ``stuck`` with its reason and growing lag, and resumes once
+    the key is repaired."""
+    r.set("citysight:alerts:all", "not a sorted set")  # every save now fails: WRONGTYPE
+    c = DetectionsConsumer(redis_url, CFG, "s", [0], block_ms=20, stuck_after_s=0.5)
+    c.start()
+    try:
+        publish(r, fire_frames(2, 5, time.time()))
+        assert _wait_for(lambda: _status(r).get("state") == "stuck", 15), _status(r)
+        st = _status(r)
+        assert "no entry acknowledged" in st["detail"]["reason"]
+        assert "WRONGTYPE" in st["detail"]["reason"]
+        lag1 = st["detail"]["lag_ms"]
+        assert st["detail"]["pending"] + st["detail"]["backlog"] == 10 and lag1 > 0
+        assert _wait_for(lambda: _status(r)["detail"]["lag_ms"] > lag1 + 300, 10)
+        assert c.stats["processed"] == 0 and r.xlen("citysight:detections:dead") == 0
+        r.delete("citysight:alerts:all")  # repaired
+        assert _wait_for(lambda: _status(r).get("state") == "running", 20), _status(r)
+        assert _wait_for(lambda: c.stats["processed"] == 10)
+        assert sorted(a.camera_id for a in AlertStore(r, CFG).query()) == ["c0", "c1"]
+        assert n_pending(r) == 0 and r.xlen("citysight:detections:dead") == 0
+    finally:
+        c.stop()
+
+
+# -- camera lifecycle: camera_offline resolves itself (issue 11) -------------------------
+
+
+def _status_entry(cam: str, state: CameraState, at: float, reason: str = "") -> dict:
+    return {"d": CameraStatus(camera_id=cam, state=state, at=at, reason=reason).to_msgpack()}
+
+
+def test_camera_offline_resolves_itself_and_reopens_when_offline_again(
+    r: redis.Redis, redis_url: str
+) -> None:
+    c = consumer(redis_url)
+    store = AlertStore(r, CFG)
+    t0 = time.time()
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c2", CameraState.OFFLINE, t0, "no frames"))
+    drain(c, 2)
+    (a,) = store.query()
+    assert a.kind == "camera_offline" and a.state == "raised"
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c2", CameraState.RUNNING, t0 + 5))
+    drain(c, 2)
+    got = store.get(a.id)
+    assert got.state == "resolved" and got.outcome == "recovered" and got.ended_at
+    ev = store.events(a.id)[-1]
+    assert (ev.actor, ev.from_state, ev.to_state) == ("system", "raised", "resolved")
+    feed = [f for _, f in r.xrange("citysight:feed") if f[b"type"] == b"alert_event"]
+    assert json.loads(feed[-1][b"d"])["alert"]["state"] == "resolved"
+    # Offline again within the cooldown: no second alert, the resolved one is raised again.
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c2", CameraState.OFFLINE, t0 + 20, "cut"))
+    drain(c, 2)
+    assert [x.id for x in store.query()] == [a.id]
+    got = store.get(a.id)
+    assert got.state == "raised" and got.outcome is None
+    assert store.events(a.id)[-1].actor == "system"
+    assert "offline again" in store.events(a.id)[-1].note
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c2", CameraState.RUNNING, t0 + 30))
+    drain(c, 2)
+    assert store.get(a.id).state == "resolved"
+    assert [e.to_state for e in store.events(a.id)] == [
+        "raised", "resolved", "raised", "resolved"
+    ]  # fmt: skip
+    # An outage and its end in one batch: raised, then resolved.
+    for st, dt in ((CameraState.OFFLINE, 0), (CameraState.RUNNING, 2)):
+        r.xadd(CAMERA_STATUS_STREAM, _status_entry("c3", st, t0 + dt))
+    drain(c, 2)
+    (b,) = [x for x in store.query() if x.camera_id == "c3"]
+    assert store.get(b.id).state == "resolved"
+    # A human-acknowledged offline alert is still resolved by the system when it recovers.
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c1", CameraState.OFFLINE, t0))
+    drain(c, 2)
+    (d,) = [x for x in store.query() if x.camera_id == "c1"]
+    store.transition(d.id, "acknowledged", actor="duty-user")
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c1", CameraState.RUNNING, t0 + 3))
+    drain(c, 2)
+    assert store.get(d.id).state == "resolved"
+    assert n_pending(r, CAMERA_STATUS_STREAM) == 0
+
+
+def test_camera_offline_resolution_survives_a_consumer_restart(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """The open alert is found in Redis, not in the consumer's memory."""
+    c = consumer(redis_url, "a")
+    t0 = time.time()
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c2", CameraState.OFFLINE, t0))
+    drain(c, 2)
+    (a,) = AlertStore(r, CFG).query()
+    c2 = consumer(redis_url, "b")  # a fresh consumer, empty engine state
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c2", CameraState.RUNNING, t0 + 60))
+    drain(c2, 2)
+    assert AlertStore(r, CFG).get(a.id).state == "resolved"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\xc1",
+        msgpack.packb({"camera_id": "c1", "state": "offline", "at": float("inf")}),
+        msgpack.packb({"camera_id": "c1", "state": "melted"}),
+        msgpack.packb({"camera_id": "", "state": "offline"}),
+        msgpack.packb([1]),
+    ],
+)
+def test_malformed_camera_status_is_dead_lettered_and_the_rest_processed(
+    r: redis.Redis, redis_url: str, bad: bytes
+) -> None:
+    c = consumer(redis_url, "a", max_deliveries=2)
+    t0 = time.time()
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c1", CameraState.OFFLINE, t0))
+    bid = r.xadd(CAMERA_STATUS_STREAM, {"d": bad}).decode()
+    r.xadd(CAMERA_STATUS_STREAM, _status_entry("c2", CameraState.OFFLINE, t0))
+    drain(c, 4)
+    assert sorted(a.camera_id for a in AlertStore(r, CFG).query()) == ["c1", "c2"]
+    dead = r.xrange("citysight:detections:dead")
+    assert [(f[b"src"], f[b"id"].decode()) for _, f in dead] == [
+        (CAMERA_STATUS_STREAM.encode(), bid)
+    ]
+    assert n_pending(r, CAMERA_STATUS_STREAM) == 0
+
+
+def test_one_stuck_consumer_of_several_is_not_masked_by_the_others(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """With two consumers, ``rules`` is the worst of them, never the last one to publish."""
+    cfg = CFG.model_copy(
+        update={
+            "services": CFG.services.model_validate(
+                {"streams": {"shards": 2}, "rules": {"consumers": 2}}
+            )
+        }
+    )
+    a = DetectionsConsumer(redis_url, cfg, "rules-0", [0], block_ms=5)
+    b = DetectionsConsumer(redis_url, cfg, "rules-1", [1], block_ms=5, stuck_after_s=0.2)
+    a.setup()
+    b.setup()
+    a._publish_status()
+    assert _status(r)["state"] == "unknown"  # rules-1 has not said anything yet
+    b._publish_status()
+    assert _status(r)["state"] == "running"
+    publish(r, fire_frames(1, 5, time.time()), detections_stream(1))
+    r.xreadgroup(GROUP, "rules-1", {detections_stream(1): ">"}, count=100)  # taken, never acked
+    time.sleep(0.3)
+    b._publish_status()
+    a._publish_status()  # the healthy one publishes last
+    st = _status(r)
+    assert st["state"] == "stuck", st
+    assert st["detail"]["consumers"]["rules-0"]["state"] == "running"
+    assert "rules-1: stuck" in st["detail"]["reason"]
+    assert st["detail"]["pending"] == 5
+    drain(b, 3)  # it reads its pending entries: progress
+    b._publish_status()
+    assert _status(r)["state"] == "running"
+    assert _status(r)["detail"]["processed"] == 5

@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from citysight.config import CitysightConfig
-from citysight.contracts import FrameResult, ObjectClass, detections_stream, shard_of
+from citysight.contracts import FrameResult, ObjectClass, shard_of
+from citysight.keys import detections_stream
 from serve_app.rules import RulesEngine
 from serve_app.store import AlertStore
 

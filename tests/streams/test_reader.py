@@ -191,7 +191,7 @@ def test_on_frame_exception_is_counted_not_fatal(clips: dict[str, Path]) -> None
 
 
 def test_unreachable_rtsp_backs_off_then_fails_after_restart_budget() -> None:
-    from citysight.services.redis_server import free_port
+    from citysight.app.services.redis_server import free_port
 
     cam = CameraConfig(
         id="cam-x",
@@ -234,3 +234,31 @@ def test_copying_clip_is_not_needed(clips: dict[str, Path], tmp_path: Path) -> N
     shutil.copy(clips["gop10"], p)
     _, sink = _run(_cam(p, analytics_fps=60), FAST, _ended)
     assert len(sink.frames) == 50
+
+
+def test_source_errors_never_carry_the_camera_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PyAV's error texts quote the URL it opened, password included: the reader's status
+    reasons (shown by GET /api/cameras) and its log lines carry it scrubbed."""
+    from citysight.app.services.redis_server import free_port
+
+    monkeypatch.setenv("CAM_X_PASSWORD", "s3cret-pw")
+    cam = CameraConfig(
+        id="cam-x",
+        url=f"rtsp://admin@127.0.0.1:{free_port()}/none",
+        url_password_env="CAM_X_PASSWORD",
+        latitude=0,
+        longitude=0,
+        profile=CameraProfile(no_frame_timeout_s=0.3),
+    )
+    opts = ReaderOptions(
+        max_restarts=1, restart_window_s=60, backoff_base_s=0.1, backoff_max_s=0.2,
+        io_timeout_s=1.0,
+    )  # fmt: skip
+    with caplog.at_level("DEBUG"):
+        _, sink = _run(cam, opts, lambda r, _s: r.state == CameraState.FAILED, timeout_s=15)
+    reasons = [s.reason for s in sink.statuses]
+    assert any("Connection refused" in r or "rtsp://" in r for r in reasons), reasons
+    assert not [r for r in reasons if "s3cret-pw" in r], reasons
+    assert "s3cret-pw" not in caplog.text

@@ -11,12 +11,11 @@ import ray
 import redis
 
 from citysight.config import CameraConfig, CameraProfile, StreamsService
-from citysight.contracts import FrameResult, detections_stream
-from streams.supervisor import (
-    CAMERA_CHANGED_CHANNEL,
-    CAMERA_REGISTRY_KEY,
-    StreamSupervisorActor,
-)
+from citysight.contracts import FrameResult
+from citysight.keys import CAMERAS as CAMERA_REGISTRY_KEY
+from citysight.keys import CAMERAS_CHANGED as CAMERA_CHANGED_CHANNEL
+from citysight.keys import detections_stream
+from streams.supervisor import StreamSupervisorActor
 from streams.testing.infer import empty_infer_factory
 
 
@@ -77,6 +76,11 @@ def test_registry_changes_and_worker_failover(redis_url: str, clips: dict[str, P
         t_ms = int(time.time() * 1000) + 500
         time.sleep(1.0)
         assert "c0" not in _cams_seen_since(r, t_ms)
+        # Deleted (not disabled): its worker drops the health entry and never rewrites it.
+        _eventually(lambda: r.hget("citysight:camera-health", "c0") is None, 5.0)
+        time.sleep(2.5)
+        assert r.hget("citysight:camera-health", "c0") is None
+        assert r.hget("citysight:camera-health", "c1") is not None
 
         # Kill the worker owning most cameras: its cameras move to the survivor.
         assign = ray.get(sup.assignments.remote())

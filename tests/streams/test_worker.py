@@ -13,16 +13,11 @@ import pytest
 import redis
 
 from citysight.config import CameraConfig, CameraProfile, StreamsService
-from citysight.contracts import (
-    CAMERA_STATUS_STREAM,
-    CameraState,
-    CameraStatus,
-    FrameResult,
-    detections_stream,
-    shard_of,
-)
+from citysight.contracts import CameraState, CameraStatus, FrameResult, shard_of
+from citysight.keys import CAMERA_HEALTH as CAMERA_HEALTH_KEY
+from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from streams.testing.infer import empty_infer_factory, red_blob_infer_factory
-from streams.worker import CAMERA_HEALTH_KEY, StreamWorker
+from streams.worker import StreamWorker
 
 
 def _cam(cid: str, url: Path, **profile: object) -> CameraConfig:
@@ -126,6 +121,27 @@ def test_add_update_remove_camera_at_run_time(redis_url: str, clips: dict[str, P
     assert json.loads(health[b"a"])["state"] == "stopped"
 
 
+def test_forgotten_camera_health_never_comes_back(redis_url: str, clips: dict[str, Path]) -> None:
+    """A deleted camera (``forget_camera``): its stopping reader's last status and the
+    periodic refresh must not re-add the health entry the API removed (issue 11)."""
+    cfg = StreamsService(shards=1, max_batch=8, push_timeout_ms=20)
+    r = redis.Redis.from_url(redis_url)
+    w = StreamWorker([], cfg, redis_url, empty_infer_factory)
+    try:
+        w.add_camera(_cam("gone", clips["short"], analytics_fps=10))
+        w.add_camera(_cam("kept", clips["short"], analytics_fps=10))
+        assert _wait(lambda: r.hlen(CAMERA_HEALTH_KEY) == 2, 10)
+        r.hdel(CAMERA_HEALTH_KEY, "gone")  # what DELETE /api/cameras/gone does
+        assert w.forget_camera("gone") and w.camera_ids() == ["kept"]
+        time.sleep(2.5)  # past the worker's health refresh period (2 s)
+        assert r.hget(CAMERA_HEALTH_KEY, "gone") is None
+        assert r.hget(CAMERA_HEALTH_KEY, "kept") is not None
+        w.add_camera(_cam("gone", clips["short"], analytics_fps=10))  # created again
+        assert _wait(lambda: r.hget(CAMERA_HEALTH_KEY, "gone") is not None, 10)
+    finally:
+        w.stop()
+
+
 def test_failing_infer_is_counted_and_loop_survives(redis_url: str, clips: dict[str, Path]) -> None:
     calls = {"n": 0}
 
@@ -174,3 +190,126 @@ def test_slow_inference_drops_oldest_instead_of_building_latency(
     res = _results(r, 1)
     ages = [x.published_at - x.frame_time for x in res[len(res) // 2 :]]
     assert ages and max(ages) < 1.5
+
+
+def _statuses(r: redis.Redis, cid: str) -> list[CameraStatus]:
+    rows = r.xrange(CAMERA_STATUS_STREAM)
+    sts = [CameraStatus.from_msgpack(f[b"d"]) for _, f in rows]
+    return [s for s in sts if s.camera_id == cid]
+
+
+def _flips(r: redis.Redis, cid: str) -> list[bool]:
+    """The camera's analysed values on the status stream, repeats collapsed."""
+    vals = [s.analysed for s in _statuses(r, cid) if s.analysed is not None]
+    return [v for i, v in enumerate(vals) if i == 0 or vals[i - 1] != v]
+
+
+def _health(r: redis.Redis, cid: str) -> dict:
+    raw = r.hget(CAMERA_HEALTH_KEY, cid)
+    return json.loads(raw) if raw else {}
+
+
+def test_camera_not_analysed_while_its_reader_runs_and_again_when_it_resumes(
+    redis_url: str, clips: dict[str, Path]
+) -> None:
+    """Inference that returns nothing (what a down Triton client does): the camera keeps
+    decoding, is reported ``analysed=False`` with the time analysis stopped, and ``True``
+    once frames are analysed again; ``frames_analysed`` counts what was analysed."""
+    dropping = threading.Event()
+
+    def switchable_factory() -> Callable:
+        base = empty_infer_factory()
+
+        def infer(batch):  # type: ignore[no-untyped-def]
+            return [] if dropping.is_set() else base(batch)
+
+        return infer
+
+    cfg = StreamsService(shards=1, analysis_timeout_s=1)
+    r = redis.Redis.from_url(redis_url)
+    w = StreamWorker(
+        [_cam("an", clips["short"], analytics_fps=10)], cfg, redis_url, switchable_factory
+    )
+    try:
+        assert _wait(lambda: _health(r, "an").get("analysed") is True, 10)
+        assert _flips(r, "an") == [True]
+        dropping.set()
+        t_drop = time.time()
+        assert _wait(lambda: _health(r, "an").get("analysed") is False, 6)
+        h = _health(r, "an")
+        assert h["state"] == "running"  # the reader still decodes
+        assert t_drop - 0.5 <= h["analysis_stopped_at"] <= t_drop + 1.5
+        stopped = [s for s in _statuses(r, "an") if s.analysed is False]
+        assert len(stopped) == 1 and stopped[0].state is CameraState.RUNNING
+        assert stopped[0].analysis_stopped_at == h["analysis_stopped_at"]
+        frozen = w.stats()["cameras"]["an"]["frames_analysed"]
+        frames_out = w.stats()["cameras"]["an"]["frames_out"]
+        time.sleep(1.0)
+        assert w.stats()["cameras"]["an"]["frames_analysed"] == frozen
+        assert w.stats()["cameras"]["an"]["frames_out"] > frames_out
+        dropping.clear()
+        assert _wait(lambda: _health(r, "an").get("analysed") is True, 6)
+        assert _health(r, "an")["analysis_stopped_at"] is None
+        assert _flips(r, "an") == [True, False, True]
+        assert w.stats()["cameras"]["an"]["frames_analysed"] > frozen
+    finally:
+        w.stop()
+
+
+def test_flapping_analysis_stays_one_outage(redis_url: str, clips: dict[str, Path]) -> None:
+    """An overloaded node that analyses a frame now and then (seen in the 30-minute soak:
+    118 analytics_down alerts raised and resolved) stays one outage: analysis must hold for
+    ``analysis_timeout_s`` before the camera is reported analysed again, and the outage keeps
+    the time it started."""
+    dropping = threading.Event()
+
+    def switchable_factory() -> Callable:
+        base = empty_infer_factory()
+
+        def infer(batch):  # type: ignore[no-untyped-def]
+            return [] if dropping.is_set() else base(batch)
+
+        return infer
+
+    cfg = StreamsService(shards=1, analysis_timeout_s=2)
+    r = redis.Redis.from_url(redis_url)
+    w = StreamWorker(
+        [_cam("fl", clips["short"], analytics_fps=10)], cfg, redis_url, switchable_factory
+    )
+    try:
+        assert _wait(lambda: _health(r, "fl").get("analysed") is True, 10)
+        dropping.set()
+        assert _wait(lambda: _health(r, "fl").get("analysed") is False, 8)
+        stopped_at = _health(r, "fl")["analysis_stopped_at"]
+        for _ in range(2):  # a few frames analysed, then nothing again: still one outage
+            dropping.clear()
+            time.sleep(0.6)
+            dropping.set()
+            time.sleep(2.5)
+        assert _flips(r, "fl") == [True, False]
+        assert _health(r, "fl")["analysis_stopped_at"] == stopped_at
+        dropping.clear()
+        t_clear = time.monotonic()
+        assert _wait(lambda: _health(r, "fl").get("analysed") is True, 10)
+        assert time.monotonic() - t_clear >= 1.9  # held for the timeout before resuming
+        assert _flips(r, "fl") == [True, False, True]
+    finally:
+        w.stop()
+        r.close()
+
+
+def test_stop_closes_the_inference_client(redis_url: str, clips: dict[str, Path]) -> None:
+    """A stopped worker releases its client (Triton shared-memory regions, connections)."""
+    closed = threading.Event()
+
+    class Infer:
+        def __call__(self, batch):  # type: ignore[no-untyped-def]
+            return empty_infer_factory()(batch)
+
+        def close(self) -> None:
+            closed.set()
+
+    w = StreamWorker([_cam("cl", clips["short"])], StreamsService(shards=1), redis_url, Infer)
+    assert not closed.is_set()
+    w.stop()
+    assert closed.is_set()

@@ -1,6 +1,6 @@
 /* citysight operations map — Alert list and alert markers: sorted in place, filtered, one marker per incident; sound. */
 
-import { OPEN_STATES, SEVERITY_RANK, fmtTime, kindIcon, kindIconNode, state, tid } from "./core.js";
+import { OPEN_STATES, PANES, SEVERITY_RANK, fmtTime, kindIcon, kindIconNode, state, tid } from "./core.js";
 import { openAlert, renderDetail } from "./detail.js";
 
 export function alertIcon(a) {
@@ -8,6 +8,9 @@ export function alertIcon(a) {
     className: alertMarkerClass(a),
     html: kindIcon(a.kind),
     iconSize: [28, 28],
+    // Drawn above its camera, pointing down at it (bottom edge 10 px above the point, clear
+    // of the 14 px camera dot): the camera's health dot stays visible and clickable.
+    iconAnchor: [14, 38],
   });
 }
 
@@ -33,10 +36,15 @@ export function orderIndex(alert) {
 export function matchesFilters(a) {
   const f = state.filters;
   if (f.kind && a.kind !== f.kind) return false;
-  if (f.department && a.department !== f.department) return false;
+  if (f.department && !alertDepartments(a).includes(f.department)) return false;
   if (f.state === "open") return OPEN_STATES.has(a.state);
   if (f.state && a.state !== f.state) return false;
   return true;
+}
+
+/** The owning department, then those the alert was escalated to (escalation only adds). */
+export function alertDepartments(a) {
+  return [a.department, ...(a.escalated_to || []).filter((d) => d !== a.department)];
 }
 
 export const ITEM_TEMPLATE = document.createElement("template");
@@ -66,9 +74,9 @@ export function renderItem(li, a, prev) {
   if (!prev || prev.summary !== a.summary || prev.camera_id !== a.camera_id) {
     p.t.textContent = a.summary || `${a.kind} at ${a.camera_id}`;
   }
-  if (!prev || prev.severity !== a.severity || prev.department !== a.department ||
+  if (!prev || prev.severity !== a.severity || prev.department !== a.department || prev.escalated !== a.escalated ||
       prev.started_at !== a.started_at || prev.plate_text !== a.plate_text || prev.camera_id !== a.camera_id) {
-    p.s.textContent = `${a.severity} · ${a.department} · ${a.camera_id}${a.plate_text ? " · " + a.plate_text : ""} · ${fmtTime(a.started_at)}`;
+    p.s.textContent = `${a.severity} · ${alertDepartments(a).join(" + ")} · ${a.camera_id}${a.plate_text ? " · " + a.plate_text : ""} · ${fmtTime(a.started_at)}`;
   }
   p.badge.textContent = a.state.replace("_", " ");
   li.hidden = !matchesFilters(a);
@@ -103,7 +111,7 @@ export function upsertAlert(a, { live = false } = {}) {
   if (ll) {
     if (!entry.marker) {
       entry.marker = L.marker(ll, { icon: alertIcon(a), zIndexOffset: 1000 + (SEVERITY_RANK[a.severity] || 0) * 100,
-        title: `${a.kind} ${a.severity}` });
+        title: `${a.kind} ${a.severity}`, pane: PANES.alerts });
       entry.marker.on("click", () => openAlert(a.id));
       entry.marker.on("add", (e) => tagMarker(e.target, a.id));
     } else {
@@ -133,14 +141,28 @@ export function upsertAlert(a, { live = false } = {}) {
       setMarkerShown(entry, matchesFilters(a));
     }
   }
-  if (a.department && !state.departments.has(a.department)) addDepartment(a.department);
+  for (const d of alertDepartments(a)) if (d && !state.departments.has(d)) addDepartment(d);
   if (isNew && live && a.severity === "critical" && OPEN_STATES.has(a.state)) {
-    state.criticalCount += 1;
-    tid("critical-count").textContent = String(state.criticalCount);
-    tid("critical-counter").classList.add("active");
+    tid("critical-counter").classList.add("active");  // a new one: highlighted until clicked
     beep();
   }
+  trackCritical(a);
   if (state.selected === a.id) renderDetail(a);
+}
+
+/** Count open critical alerts (the counter shows how many are open now, not arrivals). */
+export function trackCritical(a) {
+  const open = a.severity === "critical" && OPEN_STATES.has(a.state);
+  if (open === state.openCritical.has(a.id)) return;
+  if (open) state.openCritical.add(a.id); else state.openCritical.delete(a.id);
+  renderCritical();
+}
+
+export function renderCritical() {
+  const n = state.openCritical.size;
+  tid("critical-count").textContent = String(n);
+  tid("critical-counter").dataset.count = String(n);
+  if (!n) tid("critical-counter").classList.remove("active");
 }
 
 export function tagMarker(marker, id) {
@@ -215,9 +237,12 @@ export function setupFilters() {
     if (li) openAlert(li.dataset.alertId);
   });
   tid("critical-counter").addEventListener("click", () => {
-    state.criticalCount = 0;
-    tid("critical-count").textContent = "0";
+    // Seen: stop highlighting, and list the open alerts (critical ones sort first).
     tid("critical-counter").classList.remove("active");
+    const sel = tid("filter-state");
+    sel.value = "open";
+    sel.dispatchEvent(new Event("change"));
+    tid("alert-list").scrollTop = 0;
   });
 }
 

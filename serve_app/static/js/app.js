@@ -60,12 +60,28 @@ async function loadAlerts() {
   updateCounts();
 }
 
+/** Every open critical alert in scope, however old (the listing above has the newest 500). */
+async function loadOpenCritical() {
+  let before = "";
+  for (let page = 0; page < 20; page += 1) {  // at most 10,000: the counter stays bounded work
+    const list = await api(`/api/alerts?severity=critical&state=raised,assigned,acknowledged&limit=500${before}`);
+    for (const a of list) upsertAlert(a);
+    if (list.length < 500) break;
+    before = `&before=${encodeURIComponent(list[list.length - 1].id)}`;
+  }
+  updateCounts();
+}
+
 async function start() {
   await setupMap();
   // Feed first, listing second: nothing raised in between is missed, and the listing's
   // copies never overwrite newer ones from the feed (upsertAlert compares updated_at).
   connectWs();
-  await Promise.all([refreshCameras(), loadAlerts().catch((e) => console.warn("alerts", e))]);
+  await Promise.all([
+    refreshCameras(),
+    loadAlerts().catch((e) => console.warn("alerts", e)),
+    loadOpenCritical().catch((e) => console.warn("open critical alerts", e)),
+  ]);
   setInterval(refreshCameras, 30000);
   document.body.dataset.ready = "true";
   performance.mark("citysight-ready");

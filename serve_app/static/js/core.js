@@ -3,6 +3,11 @@
 export const TOKEN_KEY = "citysight.token";
 export const SEVERITY_RANK = { info: 0, low: 1, medium: 2, high: 3, critical: 4 };
 export const OPEN_STATES = new Set(["raised", "assigned", "acknowledged"]);
+// Map panes, bottom to top: cluster discs, alert icons, camera dots (Leaflet's markerPane is
+// 600, popups 700). Camera dots stay above alert icons so their health colour is never hidden
+// and they keep their clicks; alert icons stay above cluster discs.
+export const PANES = { clusters: "cs-clusters", alerts: "cs-alerts", cameras: "cs-cameras" };
+export const PANE_Z = { clusters: 590, alerts: 600, cameras: 610 };
 export const HEALTH_COLOURS = { running: "#2e9d4f", stalled: "#e0a21b", offline: "#d43c3c", failed: "#8a8f98" };
 // Client-side hint of which actions make sense in a state (mirrors serve_app/store/lifecycle.py);
 // the server stays the authority and answers 409 otherwise.
@@ -43,7 +48,7 @@ export const state = {
   departments: new Set(),
   filters: { kind: "", department: "", state: "" },
   selected: null,
-  criticalCount: 0,
+  openCritical: new Set(), // ids of open critical alerts in scope: the topbar counter
   lastId: null,
   ws: null,
   wsBackoffMs: 500,

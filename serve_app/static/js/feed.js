@@ -3,7 +3,7 @@
 import { updateCounts, upsertAlert } from "./alerts.js";
 import { api, logout, state, tid } from "./core.js";
 import { appendTimeline } from "./detail.js";
-import { flushClusterRefresh, setCameraHealth } from "./map.js";
+import { flushClusterRefresh, removeCamera, setCameraHealth } from "./map.js";
 
 // -- WebSocket ---------------------------------------------------------------------------
 
@@ -94,5 +94,7 @@ export function handleMessage(msg) {
   } else if (msg.type === "camera_status") {
     const st = msg.camera_status || msg.status || msg.camera || msg.payload || {};
     if (st.camera_id) setCameraHealth(st.camera_id, Object.assign({}, st, { last_frame_age_s: st.last_frame_age_s }));
+  } else if (msg.type === "camera_removed") {
+    if (msg.camera_id) removeCamera(msg.camera_id);
   }
 }

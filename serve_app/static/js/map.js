@@ -1,6 +1,6 @@
 /* citysight operations map — The Leaflet map: graticule base layer, overlays, camera markers (clustered) and popups. */
 
-import { $, HEALTH_COLOURS, api, fmtTime, setTimeZone, state } from "./core.js";
+import { $, HEALTH_COLOURS, PANES, PANE_Z, api, fmtTime, setTimeZone, state } from "./core.js";
 import { openAlert } from "./detail.js";
 
 // -- map ---------------------------------------------------------------------------------
@@ -94,7 +94,9 @@ export async function setupMap() {
   } else {
     map.setView(cfg.center ? [cfg.center.lat, cfg.center.lon] : [0, 0], cfg.center ? 12 : 2);
   }
+  for (const [k, name] of Object.entries(PANES)) map.createPane(name).style.zIndex = String(PANE_Z[k]);
   state.cluster = L.markerClusterGroup({
+    clusterPane: PANES.clusters,
     // Cluster split/merge animations force a synchronous layout per zoom; with thousands of
     // cameras that is most of a zoom's cost, so clusters switch without animating.
     animate: false,
@@ -143,6 +145,7 @@ export function addCameras(cams) {
     const health = healthState(cam.health || (cam.state ? { state: cam.state } : null));
     const marker = L.marker([cam.latitude, cam.longitude], {
       icon: cameraIcon(health, cam.heading_deg), health, title: cam.name || cam.id, keyboard: false,
+      pane: PANES.cameras,
     });
     marker.bindPopup(() => cameraPopup(cam.id), { maxWidth: 280 });
     marker.on("add", (e) => { if (e.target._icon) e.target._icon.dataset.cameraId = cam.id; });
@@ -161,6 +164,10 @@ export function addCameras(cams) {
 export function healthState(h) {
   if (!h) return "offline";
   const s = h.state || (h.health && h.health.state) || "offline";
+  // A running reader whose frames are not analysed (inference down): detection has stopped
+  // there, so the marker must not look healthy.
+  const analysed = h.analysed !== undefined ? h.analysed : h.health && h.health.analysed;
+  if (s === "running" && analysed === false) return "not_analysed";
   if (s === "starting" || s === "stopped") return s === "starting" ? "stalled" : "offline";
   return HEALTH_COLOURS[s] ? s : "offline";
 }
@@ -177,11 +184,23 @@ export function setCameraHealth(id, health) {
   }
 }
 
+/** Drop a deleted camera's marker (WebSocket ``camera_removed``). */
+export function removeCamera(id) {
+  const entry = state.cameras.get(id);
+  if (!entry) return;
+  state.clusterRefresh.delete(entry.marker);
+  state.cluster.removeLayer(entry.marker);
+  state.cameras.delete(id);
+  document.body.dataset.cameras = String(state.cameras.size);
+}
+
 export async function refreshCameras() {
   try {
     const list = await api("/api/cameras");
     const cams = Array.isArray(list) ? list : list.cameras || [];
     addCameras(cams.filter((c) => !state.cameras.has(c.id)));
+    const listed = new Set(cams.map((c) => c.id));
+    for (const id of [...state.cameras.keys()]) if (!listed.has(id)) removeCamera(id);  // deleted meanwhile
     for (const c of cams) {
       const entry = state.cameras.get(c.id);
       if (entry) entry.cam = Object.assign({}, entry.cam, c);
@@ -232,7 +251,7 @@ export function cameraPopup(id) {
     <tr><th>last frame</th><td class="a"></td></tr></table><div class="recent"><i>recent alerts</i><ul></ul></div>`;
   $("b", el).textContent = c.name || c.id;
   $(".sub", el).textContent = [c.id, c.jurisdiction].filter(Boolean).join(" · ");
-  $(".h", el).textContent = healthState(h);
+  $(".h", el).textContent = healthState(h).replace("_", " ");
   $(".h", el).className = `h health-${healthState(h)}`;
   $(".p", el).textContent = prof || "default";
   $(".a", el).textContent = ageText;

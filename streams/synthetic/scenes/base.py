@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import abc
-import logging
 
 import numpy as np
 
 from streams.synthetic.drawing import Image
-
-logger = logging.getLogger(__name__)
 
 
 class Scene(abc.ABC):

@@ -13,7 +13,6 @@ tall at 960 x 540.
 from __future__ import annotations
 
 import functools
-import logging
 
 import cv2
 import numpy as np
@@ -26,8 +25,6 @@ from streams.synthetic.drawing import (
     vertical_gradient,
 )
 from streams.synthetic.scenes.base import Scene
-
-logger = logging.getLogger(__name__)
 
 # Head-and-shoulders crop of the 512 x 512 astronaut photo (x1, y1, x2, y2); the face
 # (hairline to chin) is about 125 px tall in the source.

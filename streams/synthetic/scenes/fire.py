@@ -8,15 +8,11 @@ throws a flickering orange glow on the wall behind it.
 
 from __future__ import annotations
 
-import logging
-
 import cv2
 import numpy as np
 
 from streams.synthetic.drawing import FloatImage, Image, ScrollingNoise, vertical_gradient
 from streams.synthetic.scenes.base import Scene
-
-logger = logging.getLogger(__name__)
 
 #: Flame base centre, relative to the frame.
 FIRE_BASE = (0.42, 0.86)

@@ -7,7 +7,6 @@ carries ``DEMO_PLATES[0]`` (on the demo hotlist), the second ``DEMO_PLATES[1]``.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import cv2
@@ -23,8 +22,6 @@ from streams.synthetic.drawing import (
 )
 from streams.synthetic.plates import DEMO_PLATES, plate_image
 from streams.synthetic.scenes.base import Scene
-
-logger = logging.getLogger(__name__)
 
 # Plate width in pixels at scale 1.0 for a 960 px wide frame.
 _PLATE_W = 160

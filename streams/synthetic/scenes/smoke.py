@@ -9,15 +9,11 @@ smoke detector looks for: a hazy region that blurs the texture behind it).
 
 from __future__ import annotations
 
-import logging
-
 import cv2
 import numpy as np
 
 from streams.synthetic.drawing import FloatImage, Image, ScrollingNoise, vertical_gradient
 from streams.synthetic.scenes.base import Scene
-
-logger = logging.getLogger(__name__)
 
 #: Smoke source (the roof vent), relative to the frame.
 SMOKE_SOURCE = (0.36, 0.46)

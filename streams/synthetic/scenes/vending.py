@@ -9,15 +9,11 @@ so the region's pixels are constant apart from sensor noise once the stall is up
 
 from __future__ import annotations
 
-import logging
-
 import cv2
 import numpy as np
 
 from streams.synthetic.drawing import Color, Image, fill_poly_gradient, vertical_gradient
 from streams.synthetic.scenes.base import Scene
-
-logger = logging.getLogger(__name__)
 
 #: Where the stall stands, relative ``(x1, y1, x2, y2)``; a ``no_vending`` zone around
 #: it fires once the stall is up.

@@ -155,7 +155,7 @@ def test_group_stats_and_backlog_discard(redis_url: str, tmp_path: Path) -> None
     from benchmarks.city.cli import discard_backlog
     from benchmarks.city.scenario import city_config_dict
     from benchmarks.city.system import CitySystem
-    from citysight.contracts import detections_stream
+    from citysight.keys import detections_stream
 
     system = CitySystem(city_config_dict(1, http_port=1, shards=2), {}, tmp_path)
     r = redis.Redis.from_url(redis_url)

@@ -18,9 +18,9 @@ import redis
 
 from benchmarks.city.scenario import city_config_dict, make_tokens, principals
 from benchmarks.locust.run import check_target, main, summarise
+from citysight.app.services.redis_server import free_port
 from citysight.config import parse_config
 from citysight.contracts import Alert, AlertKind, Location, Severity
-from citysight.services.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -153,7 +153,9 @@ def test_tiny_locust_run(
     monkeypatch.setenv("CITYSIGHT_LOCUST_TOKENS", json.dumps(tokens))
     monkeypatch.setenv("CITYSIGHT_LOCUST_CAMERAS", "sim-00001,sim-00002")
     monkeypatch.setenv("CITYSIGHT_LOCUST_SHARDS", "2")
-    argv = ["--host", base, "--redis-url", redis_url, "-u", "4", "-r", "4", "-t", "4"]
+    # two users of each of the four classes, spawned at once, for long enough that each
+    # runs its tasks even on a loaded 2-core CI box
+    argv = ["--host", base, "--redis-url", redis_url, "-u", "8", "-r", "8", "-t", "8"]
     rc = main([*argv, "--name", "t", "--out-dir", str(tmp_path)])
     assert rc == 0
     doc = json.loads((tmp_path / "locust-t.json").read_text())

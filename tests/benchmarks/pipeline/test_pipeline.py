@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from testkit import need_shared
 
 from benchmarks.pipeline.cli import DETECTORS, main
-from citysight.testing import need_shared
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from citysight.plates import normalise_plate as normalize
 from inference.detectors.base import load_detector
 from inference.detectors.common import box_iou
 from inference.detectors.ocr import TextRecognizer
 from inference.detectors.plate import read_plate
-from inference.detectors.plate_grammar import correct, is_valid, normalize
+from inference.detectors.plate_grammar import correct, is_valid
 
 
 @pytest.mark.parametrize(

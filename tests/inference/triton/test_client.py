@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -333,3 +335,167 @@ def test_embedded_server_honours_the_configured_tiers(models_dir: Path) -> None:
         assert c.health()["detectors"]["face"]["tier"] == "haar"
     finally:
         c.close()
+
+
+# -- recovery: a living server keeps our regions, a restarted one lost them -----------------
+
+
+def _regions(url: str, prefix: str) -> dict[str, dict[str, Any]]:
+    """System shared-memory regions the server holds whose name starts with ``prefix``."""
+    import tritonclient.grpc as grpcclient
+
+    c = grpcclient.InferenceServerClient(url)
+    try:
+        regions = c.get_system_shared_memory_status(as_json=True).get("regions", {})
+    finally:
+        c.close()
+    return {k: v for k, v in regions.items() if k.startswith(prefix)}
+
+
+def _two_groups(cam: str) -> FrameBatch:
+    """Two detectors: two concurrent requests, so both slots of max_inflight=2 are used."""
+    frame = np.full((120, 160, 3), 90, np.uint8)
+    return _batch([frame, frame], cam, frozenset({"face", "fire_smoke"}))
+
+
+def _until_flowing(client: TritonClient, batch: FrameBatch, timeout_s: float) -> int:
+    """Infer until a whole batch comes back; the number of calls that took."""
+    deadline = time.monotonic() + timeout_s
+    calls = 0
+    while time.monotonic() < deadline:
+        calls += 1
+        if len(client.infer(batch)) == len(batch):
+            return calls
+        time.sleep(0.1)
+    pytest.fail(f"frames did not flow again within {timeout_s} s: {client.health()}")
+
+
+def test_transient_failure_keeps_the_living_servers_regions(triton: LocalTriton) -> None:
+    """A deadline that expires trips the breaker while Triton stays up; frames flow again.
+
+    The old client assumed a restart, re-registered regions the server still held and got
+    ALREADY_EXISTS, counted as a transport failure: down again, forever.
+    """
+    client = TritonClient(
+        InferenceService(type="triton", timeout_ms=60000, max_inflight=2),
+        server=triton,
+        url=triton.grpc_url,
+        use_shm=True,
+        retry_interval_s=0.1,
+    )
+    batch = _two_groups("transient")
+    prefix = client._all_slots[0].name.rsplit("_", 1)[0] + "_"
+    try:
+        assert len(client.infer(batch)) == 2
+        assert len(_regions(triton.grpc_url, prefix)) == 2  # both slots are registered
+        client.timeout_s = 0.0005  # a real gRPC deadline, far below any inference time
+        assert client.infer(batch) == []
+        h = client.health()
+        assert h["state"] == "down" and "deadline" in h["last_error"].lower(), h
+        assert len(_regions(triton.grpc_url, prefix)) == 2  # the server is alive and kept them
+        client.timeout_s = 60.0
+        _until_flowing(client, batch, 15)
+        for _ in range(5):  # and it stays up: every slot is used again
+            assert len(client.infer(batch)) == 2, client.health()
+        h = client.health()
+        assert h["state"] == "running" and h["recoveries"] == 1, h
+        assert h["regions_kept"] == 2 and h["server_resets"] == 0, h
+        assert "ALREADY_EXISTS" not in h["last_error"]
+        assert len(_regions(triton.grpc_url, prefix)) == 2
+    finally:
+        client.close()
+    assert _regions(triton.grpc_url, prefix) == {}  # close() unregisters what it registered
+
+
+def test_region_unregistered_behind_the_clients_back_loses_no_frame(triton: LocalTriton) -> None:
+    """Someone else unregisters our regions: the next batch re-registers and is not lost."""
+    import tritonclient.grpc as grpcclient
+
+    client = TritonClient(
+        InferenceService(type="triton", timeout_ms=60000, max_inflight=2),
+        server=triton,
+        url=triton.grpc_url,
+        use_shm=True,
+    )
+    batch = _two_groups("behind")
+    prefix = client._all_slots[0].name.rsplit("_", 1)[0] + "_"
+    other = grpcclient.InferenceServerClient(triton.grpc_url)
+    try:
+        assert len(client.infer(batch)) == 2
+        for name in _regions(triton.grpc_url, prefix):
+            deadline = time.monotonic() + 10
+            while True:  # the server releases a region shortly after the response
+                try:
+                    other.unregister_system_shared_memory(name)
+                    break
+                except Exception as exc:
+                    if "in use" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        assert _regions(triton.grpc_url, prefix) == {}
+        assert len(client.infer(batch)) == 2, client.health()
+        h = client.health()
+        assert h["state"] == "running" and h["frames_dropped"] == 0, h
+        assert h["reregistrations"] == 2 and h["recoveries"] == 0, h
+        assert len(_regions(triton.grpc_url, prefix)) == 2
+    finally:
+        other.close()
+        client.close()
+
+
+def test_restarted_triton_is_told_from_a_transient_failure(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A real restart (SIGKILL of tritonserver, started again): the client sees the server
+    lost its regions, registers them again, and counts a reset, not a kept region."""
+    server = LocalTriton(models_dir=models_dir, models=["face", "fire_smoke"], workdir=tmp_path)
+    server.start()
+    client = TritonClient(
+        InferenceService(type="triton", timeout_ms=20000, max_inflight=2),
+        server=server,
+        url=server.grpc_url,
+        use_shm=True,
+        retry_interval_s=0.2,
+    )
+    batch = _two_groups("restart")
+    try:
+        assert len(client.infer(batch)) == 2
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGKILL)  # as the OOM killer would
+        server.proc.wait(10)
+        assert client.infer(batch) == [] and client.health()["state"] == "down"
+        server.start(keep_ports=True)  # an operator (or a watchdog) starts it again
+        _until_flowing(client, batch, 30)
+        h = client.health()
+        assert h["state"] == "running" and h["recoveries"] == 1, h
+        assert h["server_resets"] == 1 and h["regions_kept"] == 0, h
+        assert len(client.infer(batch)) == 2
+    finally:
+        client.close()
+        server.close()
+
+
+def test_already_registered_region_is_kept_or_replaced(triton: LocalTriton) -> None:
+    """ALREADY_EXISTS: our region as the server holds it counts as registered; a stale
+    registration under our name (another size) is replaced, never an error."""
+    import tritonclient.grpc as grpcclient
+
+    from inference.triton.client import _Slot
+
+    c = grpcclient.InferenceServerClient(triton.grpc_url)
+    slot = _Slot(0, f"csalready{os.getpid()}")
+    try:
+        slot.ensure(1 << 20, c)
+        slot.registered = False  # forgotten, as after a recovery that could not ask the server
+        slot.ensure(1 << 20, c)  # ALREADY_EXISTS, same key and size: kept
+        assert _regions(triton.grpc_url, slot.name)[slot.name]["byte_size"] == str(1 << 20)
+        c.unregister_system_shared_memory(slot.name)
+        c.register_system_shared_memory(slot.name, slot.key, 4096)  # a stale, smaller one
+        slot.registered = False
+        slot.ensure(1 << 20, c)  # ALREADY_EXISTS, another size: replaced
+        assert _regions(triton.grpc_url, slot.name)[slot.name]["byte_size"] == str(1 << 20)
+        assert slot.registered
+    finally:
+        slot.drop(c)
+        c.close()
+    assert _regions(triton.grpc_url, slot.name) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import urllib.request
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from testkit import dashboard_queries, exposition_series, query_problems
 from tritonclient.utils import InferenceServerException
 
 from inference.triton.pymodel import canary_frame, find_canary_boxes
@@ -16,6 +18,7 @@ from inference.triton.server import LocalTriton, TritonStartError, prepare_serve
 
 REPO = Path(__file__).resolve().parents[3] / "model_repo"
 MODELS = ["canary", "face", "fire_smoke", "plate", "vending"]
+DASHBOARD = REPO.parent / "infra" / "monitoring" / "grafana-dashboard.json"
 
 
 def test_ready_and_canary(triton: LocalTriton) -> None:
@@ -28,6 +31,22 @@ def test_ready_and_canary(triton: LocalTriton) -> None:
     assert "nv_inference_request_success" in body
     cmd = " ".join(triton.command(Path("/x/bin/tritonserver")))
     assert "--rate-limit=execution_count" in cmd and "--http-address=127.0.0.1" in cmd
+
+
+def test_dashboard_triton_queries_match_the_real_server(triton: LocalTriton) -> None:
+    """Every nv_* series the shipped Grafana dashboard queries exists on a real Triton."""
+    body = urllib.request.urlopen(triton.metrics_url, timeout=5).read().decode()
+    series = exposition_series(body)
+    queries = dashboard_queries(json.loads(DASHBOARD.read_text()))
+    triton_queries = [(t, e) for t, e in queries if "nv_" in e]
+    assert triton_queries
+    problems = [
+        f"{title!r}: {p}"
+        for title, expr in triton_queries
+        for p in query_problems(expr, series, prefixes=("nv_",))
+    ]
+    assert problems == []
+    assert query_problems("sum(rate(nv_inference_request_sucess[1m]))", series, ("nv_",))
 
 
 def test_canary_helpers_agree() -> None:
@@ -126,3 +145,22 @@ def test_broken_model_is_unavailable_and_corrupt_file_falls_back(
     finally:
         server.close()
     assert server.proc is None
+
+
+def test_relative_workdir_starts_from_any_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative work dir (the demo's default ``.citysight``) must not reach Popen as is.
+
+    Popen resolves a relative executable against ``cwd=``, which is the work dir itself, so
+    the old code died with ``FileNotFoundError: '.citysight/triton/tritonserver/bin/...'``.
+    """
+    monkeypatch.chdir(tmp_path)
+    server = LocalTriton(models=["canary"], models_dir=tmp_path, workdir=Path("rel/triton"))
+    assert server.workdir == tmp_path / "rel" / "triton"
+    try:
+        server.start()
+        assert server.ready() and server.canary()
+    finally:
+        server.close()
+    assert (tmp_path / "rel/triton/tritonserver/bin/tritonserver").is_file()

@@ -3,11 +3,13 @@
 Real Redis, the production FastAPI app (Starlette TestClient, in process). Asserts 0
 cross-department leaks, BOLA (foreign ids answer exactly like missing ones), BFLA (write
 routes refuse tokens without the scope) and BOPLA (no unredacted evidence or plate data
-without the scope).
+without the scope). Escalated alerts (SLA escalation to ``duty``) are in scope for their
+owner *and* ``duty``, and for no other department.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,8 +19,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from benchmarks.fanout.world import ROLES, make_alert, seed_principals, token_of, world_config
-from citysight.config import CameraConfig, SiteConfig
+from benchmarks.fanout.world import ROLES, make_alert, seed_principals, token_of
+from citysight.config import CameraConfig, CitysightConfig
 from serve_app.http import create_api
 from serve_app.store.alerts import AlertStore
 from serve_app.store.cameras import CameraRegistry
@@ -28,11 +30,37 @@ from serve_app.store.plates import PlateReads
 DEPTS = ("fire", "enforcement", "police")
 ROLE_NAMES = list(ROLES)
 MISSING_ID = "al_does_not_exist_00000"
+# The supervisors: fire and police escalate to duty after 60 s without acknowledgement.
+DUTY = {"duty": {"department": "duty", "scopes": ["alerts:read", "alerts:dispatch"]}}
+ALL_ROLES = {**ROLES, **DUTY}
+ESC_ROLES = list(ALL_ROLES)
+ESC_DEPTS = ("fire", "police")
+CFG = CitysightConfig.model_validate(
+    {
+        "site": {"timezone": "Asia/Shanghai"},
+        "departments": [
+            {"id": "fire", "supervisor": "duty", "ack_sla_s": 60},
+            {"id": "enforcement"},
+            {"id": "police", "supervisor": "duty", "ack_sla_s": 60},
+            {"id": "duty"},
+        ],
+    }
+)
 
 
 def _sees(role: str, dept: str) -> bool:
     d = ROLES[role]["department"]
     return d == "*" or d == dept
+
+
+def _sees_escalated(role: str, owner: str) -> bool:
+    """An alert of ``owner`` escalated to duty: the owner, duty and admins see it."""
+    d = ALL_ROLES[role]["department"]
+    return d in ("*", owner, "duty")
+
+
+def _esc_id(dept: str, k: int) -> str:
+    return f"al_{dept}_{300 + k:06d}"
 
 
 def _has(role: str, scope: str) -> bool:
@@ -48,18 +76,31 @@ def client(redis_server: Any) -> Iterator[TestClient]:
     """App over a Redis seeded with principals, alerts, evidence, plates and a camera."""
     r = redis.Redis.from_url(redis_server.url)
     r.flushall()
-    cfg = world_config().model_copy(update={"site": SiteConfig(timezone="Asia/Shanghai")})
-    seed_principals(r)
+    cfg = CFG
+    seed_principals(r, ALL_ROLES)
     store = AlertStore(r, cfg)
     alerts = [make_alert(i, d) for d in DEPTS for i in range(3)]
     # One private alert per (role, department) for transition tests.
     alerts += [make_alert(100 + k, d) for d in DEPTS for k in range(len(ROLE_NAMES))]
     store.save_new(alerts)
+    # Escalated alerts: raised an hour ago, never acknowledged, escalated by the real SLA
+    # sweep (one to look at, plus one private alert per role for transitions).
+    now = time.time()
+    overdue = [
+        make_alert(300 + k, d, t=now - 3600 + k).model_copy(update={"raised_at": now - 3600})
+        for d in ESC_DEPTS
+        for k in range(len(ESC_ROLES) + 1)
+    ]
+    store.save_new(overdue)
+    escalated = store.escalate_overdue(now=now)
+    assert {a.id for a in escalated} == {a.id for a in overdue}
     img = np.full((96, 96, 3), 128, np.uint8)
     jpeg = cv2.imencode(".jpg", img)[1].tobytes()
     ev = EvidenceStore(r, cfg)
     for d in DEPTS:
         ev.put(f"al_{d}_000000", jpeg)
+    for d in ESC_DEPTS:
+        ev.put(_esc_id(d, 0), jpeg)
     PlateReads(r, cfg).add_many([("AB123", "cam-police", 1000.0, 0.9)])
     CameraRegistry(r).put(
         CameraConfig(
@@ -107,11 +148,11 @@ def test_list_never_leaks(client: TestClient, role: str) -> None:
     depts = {a["department"] for a in r.json()}
     assert depts == {d for d in DEPTS if _sees(role, d)}
     for d in DEPTS:
-        narrowed = client.get(f"/api/alerts?department={d}", headers=_h(role)).json()
+        narrowed = client.get(f"/api/alerts?department={d}&limit=500", headers=_h(role)).json()
         assert all(a["department"] == d for a in narrowed)
         assert bool(narrowed) == _sees(role, d)
         kind = make_alert(0, d).kind.value
-        by_kind = client.get(f"/api/alerts?kind={kind}", headers=_h(role)).json()
+        by_kind = client.get(f"/api/alerts?kind={kind}&limit=500", headers=_h(role)).json()
         assert all(a["department"] == d for a in by_kind)
         assert bool(by_kind) == _sees(role, d)
     inc = client.get("/api/incidents", headers=_h(role))
@@ -135,6 +176,75 @@ def test_transitions_function_level(client: TestClient, role: str, dept: str) ->
         events = client.get(f"/api/alerts/{aid}/events", headers=_h(role)).json()
         assert [e["to_state"] for e in events] == ["raised", "acknowledged"]
         assert events[-1]["actor"] == f"{role}-user"
+
+
+@pytest.mark.parametrize("role", ESC_ROLES)
+@pytest.mark.parametrize("dept", ESC_DEPTS)
+def test_escalated_alert_object_level_access(client: TestClient, role: str, dept: str) -> None:
+    """Issue 11: after escalation the owner still sees its alert, duty gains it, the other
+    departments still get exactly the 404 of a missing alert."""
+    aid = _esc_id(dept, 0)
+    for route in ALERT_ROUTES:
+        got = client.get(route.format(id=aid), headers=_h(role))
+        missing = client.get(route.format(id=MISSING_ID), headers=_h(role))
+        if not ALL_ROLES[role]["scopes"] or "alerts:read" not in ALL_ROLES[role]["scopes"]:
+            assert got.status_code == missing.status_code == 403, route
+        elif _sees_escalated(role, dept):
+            assert got.status_code == 200, (route, got.text)
+            if route == "/api/alerts/{id}":
+                body = got.json()
+                assert body["department"] == dept and body["escalated_to"] == ["duty"]
+                assert body["escalated"] is True
+        else:
+            assert got.status_code == 404, (route, got.text)
+            assert (got.status_code, got.json()) == (missing.status_code, missing.json())
+    events = client.get(f"/api/alerts/{aid}/events", headers=_h("admin")).json()
+    assert [(e["actor"], e["to_state"]) for e in events] == [("rules", "raised"), ("sla", "raised")]
+
+
+@pytest.mark.parametrize("role", ESC_ROLES)
+@pytest.mark.parametrize("dept", ESC_DEPTS)
+def test_escalated_alert_transitions(client: TestClient, role: str, dept: str) -> None:
+    """Owner and supervisor may act on an escalated alert; other departments get 404."""
+    aid = _esc_id(dept, 1 + ESC_ROLES.index(role))
+    r = client.post(f"/api/alerts/{aid}/transitions", json={"to": "acknowledged"}, headers=_h(role))
+    scopes = ALL_ROLES[role]["scopes"]
+    if "alerts:dispatch" not in scopes or "alerts:read" not in scopes:
+        assert r.status_code == 403
+    elif not _sees_escalated(role, dept):
+        assert r.status_code == 404
+        assert r.json() == {"detail": "alert not found"}
+    else:
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["state"] == "acknowledged"
+        assert body["department"] == dept and body["escalated_to"] == ["duty"]
+
+
+@pytest.mark.parametrize("role", ESC_ROLES)
+def test_escalated_alerts_in_lists(client: TestClient, role: str) -> None:
+    """Lists and the department filter include escalated alerts for owner and duty only."""
+    r = client.get("/api/alerts?limit=500", headers=_h(role))
+    if "alerts:read" not in ALL_ROLES[role]["scopes"]:
+        assert r.status_code == 403
+        return
+    listed = {a["id"] for a in r.json()}
+    esc = {_esc_id(d, k) for d in ESC_DEPTS for k in range(len(ESC_ROLES) + 1)}
+    want = {a for a in esc if _sees_escalated(role, a.split("_")[1])}
+    assert listed & esc == want
+    if role == "duty":
+        assert listed == esc  # nothing of its own, everything escalated to it
+    # ?department= narrows to one department's alerts: owned or gained by escalation.
+    mine = ALL_ROLES[role]["department"]
+    for d in ("duty", *ESC_DEPTS):
+        got = client.get(f"/api/alerts?department={d}&limit=500", headers=_h(role)).json()
+        ids = {a["id"] for a in got}
+        if mine not in ("*", d):
+            assert got == []  # a department outside the scope: nothing, never a widening
+        elif d == "duty":
+            assert ids == esc
+        else:
+            assert ids & esc == {a for a in esc if a.split("_")[1] == d}
 
 
 def test_forbidden_transition_lists_allowed(client: TestClient) -> None:
@@ -306,13 +416,13 @@ def test_me_health_metrics_openapi(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("query", "needle"),
-    [("limit=501", "limit"), ("kind=dragon", "kind"), ("since=yesterday", "since")],
+    ("query", "needle", "code"),
+    [("limit=501", "limit", 422), ("kind=dragon", "kind", 422), ("since=yesterday", "since", 400)],
 )
-def test_validation_errors_are_json(client: TestClient, query: str, needle: str) -> None:
-    """Bad query values answer 422 with a readable detail."""
+def test_validation_errors_are_json(client: TestClient, query: str, needle: str, code: int) -> None:
+    """Bad query values answer 422 (400 for times, tests/serve_app/api/test_bad_input.py)."""
     r = client.get(f"/api/alerts?{query}", headers=_h("admin"))
-    assert r.status_code == 422
+    assert r.status_code == code
     assert needle in r.json()["detail"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import redis
 
 from benchmarks.fanout.world import ROLES, ServerThread, seed_principals, token_of
 from benchmarks.map import run as bench
+from citysight.app.services.redis_server import free_port
 from citysight.config import CameraConfig, CitysightConfig
 from citysight.contracts import (
     Alert,
@@ -34,7 +36,6 @@ from citysight.contracts import (
     Location,
     Severity,
 )
-from citysight.services.redis_server import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -432,3 +433,247 @@ def test_read_only_viewer_and_resume_after_reconnect(browser: Any, world: World)
         assert v._test_errors == []
     finally:
         v.context.close()
+
+
+def test_camera_not_analysed_has_its_own_marker_colour(browser: Any, world: World) -> None:
+    """A running camera whose frames are not analysed is not shown as healthy."""
+    from serve_app.store.feed import publish_feed
+
+    def relay(analysed: bool) -> None:
+        st = CameraStatus(camera_id="cam-03", state=CameraState.RUNNING, analysed=analysed)
+        pipe = world.r.pipeline(transaction=False)
+        publish_feed(
+            pipe, type="camera_status", payload=st.model_dump(mode="json"), department="fire",
+            kind="camera_offline", camera_id="cam-03", severity="info", lat=CENTER[0],
+            lon=CENTER[1],
+        )  # fmt: skip
+        pipe.execute()
+
+    page = _open(browser, world, "admin")
+    try:
+        health = "window.citysight.state.cameras.get('cam-03').marker.options.health"
+        page.wait_for_function(f"{health} === 'running'", timeout=3000)
+        relay(False)
+        page.wait_for_function(f"{health} === 'not_analysed'", timeout=3000)
+        colour = page.evaluate(
+            "getComputedStyle(document.body).getPropertyValue('--not-analysed').trim()"
+        )
+        assert colour and colour != page.evaluate(
+            "getComputedStyle(document.body).getPropertyValue('--running').trim()"
+        )
+        relay(True)
+        page.wait_for_function(f"{health} === 'running'", timeout=3000)
+        assert page._test_errors == []
+    finally:
+        page.context.close()
+
+
+def test_escalated_alert_stays_with_its_owner_and_deleted_camera_leaves_the_map(
+    browser: Any, world: World
+) -> None:
+    """Issue 11: an escalated fire alert is on the fire map *and* the duty map; a camera
+    deleted through the API leaves every open map (WebSocket ``camera_removed``)."""
+    import httpx
+
+    from serve_app.store.alerts import AlertStore
+
+    seed_principals(world.r, {"duty": {"department": "duty", "scopes": ["alerts:read"]}})
+    extra = _camera(N_CAMERAS).model_copy(update={"id": "cam-temp", "name": "Temporary"})
+    from serve_app.store.cameras import CameraRegistry
+
+    CameraRegistry(world.r).put(extra)
+    fire = _open(browser, world, "fire")
+    duty = _open(browser, world, "duty")
+    try:
+        for page in (fire, duty):
+            expect(page.locator("body")).to_have_attribute("data-cameras", str(N_CAMERAS + 1))
+        alert = _alert(40, AlertKind.FIRE, "fire", Severity.CRITICAL)
+        sla = CitysightConfig.model_validate(
+            {"departments": [{"id": "fire", "supervisor": "duty", "ack_sla_s": 60}, {"id": "duty"}]}
+        )
+        ago = datetime.fromtimestamp(time.time() - 600, UTC)  # raised 10 min ago, not acked
+        world.inject(alert.model_copy(update={"raised_at": ago.timestamp(), "started_at": ago}))
+        expect(_item(fire, alert.id)).to_be_visible(timeout=2000)
+        assert [a.id for a in AlertStore(world.r, sla).escalate_overdue()] == [alert.id]
+        # Owner keeps it (with the escalation shown), duty gains it live.
+        expect(_item(duty, alert.id)).to_be_visible(timeout=2000)
+        expect(_item(fire, alert.id)).to_contain_text("fire + duty", timeout=2000)
+        expect(_item(fire, alert.id)).to_have_class(re.compile(r"\bescalated\b"))
+        duty.get_by_test_id("filter-department").select_option("duty")
+        expect(_item(duty, alert.id)).to_be_visible()
+        duty.get_by_test_id("filter-department").select_option("")
+        fire.reload()  # the REST listing agrees
+        fire.wait_for_selector("body[data-ready=true]")
+        expect(_item(fire, alert.id)).to_be_visible()
+        # Delete the camera: its marker leaves both maps without a reload.
+        r = httpx.delete(
+            f"{world.base_url}/api/cameras/cam-temp",
+            headers={"Authorization": f"Bearer {token_of('admin')}"},
+        )
+        assert r.status_code == 204
+        for page in (fire, duty):
+            expect(page.locator("body")).to_have_attribute(
+                "data-cameras", str(N_CAMERAS), timeout=3000
+            )
+            assert page.evaluate("window.citysight.state.cameras.has('cam-temp')") is False
+            assert page.locator(".cam[data-camera-id='cam-temp']").count() == 0
+        assert fire._test_errors == [] and duty._test_errors == []
+    finally:
+        fire.context.close()
+        duty.context.close()
+        CameraRegistry(world.r).delete("cam-temp")
+
+
+# ---- the critical counter and the marker layering (own server on Redis db 1, so the
+# alerts of the tests above do not count here)
+
+
+@pytest.fixture(scope="module")
+def fresh(redis_server: Any) -> Iterator[World]:
+    """A second API over an empty Redis database: principals, a few cameras, their health."""
+    from serve_app.http import create_api
+    from serve_app.store.cameras import CameraRegistry
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/1"
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    seed_principals(r)
+    reg = CameraRegistry(r)
+    for i in range(8):
+        reg.put(_camera(i))
+        st = CameraStatus(camera_id=f"cam-{i:02d}", state=CameraState.RUNNING)
+        r.hset("citysight:camera-health", st.camera_id, st.model_dump_json())
+    cfg = CitysightConfig.model_validate(
+        {"departments": [{"id": d} for d in ("fire", "enforcement", "police")]}
+    )
+    port = free_port()
+    server = ServerThread(create_api(cfg, url), port).start()
+    try:
+        yield World(r, cfg, f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+        r.flushdb()
+        r.close()
+
+
+def _open_critical(world: World, department: str | None) -> int:
+    """What the counter must show: open critical alerts in the department's scope."""
+    depts = None if department is None else {department}
+    return len(
+        world.store.query(
+            departments=depts,
+            states={"raised", "assigned", "acknowledged"},
+            severities={"critical"},
+            limit=100_000,
+        )
+    )
+
+
+def test_critical_counter_counts_open_critical_alerts_in_scope(browser: Any, fresh: World) -> None:
+    """Loaded at sign-in (however old), kept current by the feed; never arrivals."""
+    from datetime import timedelta
+
+    old = _alert(1, AlertKind.FIRE, "fire", Severity.CRITICAL).model_copy(
+        update={"started_at": datetime.now(UTC) - timedelta(days=2)}
+    )
+    fresh.inject(old)
+    fresh.inject(_alert(2, AlertKind.SMOKE, "fire", Severity.CRITICAL))
+    done = _alert(3, AlertKind.FIRE, "fire", Severity.CRITICAL)
+    fresh.inject(done)
+    fresh.store.transition(done.id, "false_alarm", actor="fire")  # not open any more
+    fresh.inject(_alert(4, AlertKind.VENDING, "enforcement", Severity.CRITICAL))
+    fresh.inject(_alert(5, AlertKind.FIRE, "fire", Severity.HIGH))  # open, not critical
+    # 500 newer fire alerts push the old critical one out of the map's first listing page.
+    newer = [
+        _alert(100 + i, AlertKind.SMOKE, "fire", Severity.LOW).model_copy(
+            update={"started_at": datetime.now(UTC) - timedelta(minutes=5)}
+        )
+        for i in range(500)
+    ]
+    assert len(fresh.store.save_new(newer)) == 500
+    assert _open_critical(fresh, "fire") == 2 and _open_critical(fresh, None) == 3
+
+    admin = _open(browser, fresh, "admin")
+    fire = _open(browser, fresh, "fire")
+    police = _open(browser, fresh, "police")
+    try:
+        expect(admin.get_by_test_id("critical-count")).to_have_text("3")
+        expect(fire.get_by_test_id("critical-count")).to_have_text("2")
+        expect(police.get_by_test_id("critical-count")).to_have_text("0")
+        expect(_item(fire, old.id)).to_be_attached()  # loaded although not among the newest
+        assert int(fire.locator("body").get_attribute("data-beeps") or 0) == 0  # none new
+
+        # A new critical alert: counted, and it beeps.
+        new = _alert(6, AlertKind.FIRE, "fire", Severity.CRITICAL)
+        fresh.inject(new)
+        expect(fire.get_by_test_id("critical-count")).to_have_text("3", timeout=3000)
+        expect(admin.get_by_test_id("critical-count")).to_have_text("4", timeout=3000)
+        assert int(fire.locator("body").get_attribute("data-beeps") or 0) == 1
+        # Acknowledged is still open; resolved is not (events from another session).
+        fresh.store.transition(new.id, "acknowledged", actor="fire")
+        fire.wait_for_timeout(500)
+        expect(fire.get_by_test_id("critical-count")).to_have_text("3")
+        fresh.store.transition(new.id, "resolved", actor="fire", outcome="handled")
+        fresh.store.transition(old.id, "false_alarm", actor="fire")
+        expect(fire.get_by_test_id("critical-count")).to_have_text("1", timeout=3000)
+        expect(admin.get_by_test_id("critical-count")).to_have_text("2", timeout=3000)
+        expect(police.get_by_test_id("critical-count")).to_have_text("0")
+        assert _open_critical(fresh, "fire") == 1
+        # Clicking the counter does not zero it: it lists the open alerts.
+        fire.get_by_test_id("critical-counter").click()
+        expect(fire.get_by_test_id("critical-count")).to_have_text("1")
+        expect(fire.get_by_test_id("filter-state")).to_have_value("open")
+        _shot(fire, "06-critical-counter")
+        for p in (admin, fire, police):
+            assert p._test_errors == []
+    finally:
+        for p in (admin, fire, police):
+            p.context.close()
+
+
+def test_alert_icon_leaves_its_camera_visible_and_clickable(browser: Any, fresh: World) -> None:
+    """An alert on a camera: the camera's health dot is on top, uncovered, and opens its popup."""
+    cam = _camera(2)
+    st = CameraStatus(camera_id=cam.id, state=CameraState.STALLED)
+    fresh.r.hset("citysight:camera-health", cam.id, st.model_dump_json())
+    alert = _alert(7, AlertKind.FIRE, "fire", Severity.CRITICAL, camera=2)
+    fresh.inject(alert)
+    page = _open(browser, fresh, "admin")
+    try:
+        page.evaluate(
+            f"window.citysight.state.map.setView([{cam.latitude}, {cam.longitude}], 18,"
+            " {animate: false})"
+        )
+        dot = page.locator(f".cam[data-camera-id='{cam.id}']")
+        icon = page.locator(f"[data-testid=alert-marker][data-alert-id='{alert.id}']")
+        expect(dot).to_be_visible()
+        expect(icon).to_be_visible()
+        expect(dot).to_have_class(re.compile(r"\bcam-stalled\b"))
+        d, i = dot.bounding_box(), icon.bounding_box()
+        assert d is not None and i is not None
+        # No overlap: the icon sits above the dot, centred on it.
+        assert i["y"] + i["height"] <= d["y"], (d, i)
+        assert abs((i["x"] + i["width"] / 2) - (d["x"] + d["width"] / 2)) <= 1, (d, i)
+        # The topmost element at every point of the dot is the dot (or inside it).
+        for fx, fy in ((0.5, 0.5), (0.2, 0.2), (0.8, 0.2), (0.5, 0.1)):
+            x, y = d["x"] + fx * d["width"], d["y"] + fy * d["height"]
+            top = page.evaluate(
+                "([x, y, id]) => { const e = document.elementFromPoint(x, y);"
+                " return !!e && !!e.closest(`.cam[data-camera-id='${id}']`); }",
+                [x, y, cam.id],
+            )
+            assert top, (fx, fy)
+        colour = dot.evaluate("e => getComputedStyle(e).backgroundColor")
+        assert colour == "rgb(224, 162, 27)"  # HEALTH_COLOURS.stalled
+        # Clicking the dot opens the camera, clicking the icon opens the alert.
+        dot.click()
+        expect(page.get_by_test_id("camera-popup")).to_contain_text(cam.name)
+        expect(page.get_by_test_id("alert-detail")).to_be_hidden()
+        page.keyboard.press("Escape")
+        icon.click()
+        expect(page.get_by_test_id("alert-detail")).to_be_visible()
+        expect(page.get_by_test_id("detail-camera")).to_contain_text(cam.id)
+        _shot(page, "07-alert-over-camera")
+        assert page._test_errors == []
+    finally:
+        page.context.close()

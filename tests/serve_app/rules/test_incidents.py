@@ -10,19 +10,14 @@ import numpy as np
 import pytest
 import redis
 
+from citysight import keys
 from citysight.config import CitysightConfig, IncidentsConfig
-from citysight.contracts import (
-    Alert,
-    AlertKind,
-    FrameResult,
-    Location,
-    ObjectClass,
-    Severity,
-    detections_stream,
-)
-from serve_app.consumer import GROUP, DetectionsConsumer
+from citysight.contracts import Alert, AlertKind, FrameResult, Location, ObjectClass, Severity
+from citysight.keys import RULES_GROUP as GROUP
+from citysight.keys import detections_stream
+from serve_app.consumer import DetectionsConsumer
 from serve_app.rules.incidents import IncidentIndex
-from serve_app.store import AlertStore, keys
+from serve_app.store import AlertStore
 
 T0 = 1_700_000_000.0
 LAT, LON = 20.03, 110.33

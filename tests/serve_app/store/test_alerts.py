@@ -148,7 +148,8 @@ def test_concurrent_transitions_lose_no_events(store: AlertStore) -> None:
     assert store.get(a.id).state == evs[-1].to_state
 
 
-def test_sla_escalation(store: AlertStore) -> None:
+def test_sla_escalation_adds_the_supervisor_and_keeps_the_owner(store: AlertStore) -> None:
+    """Escalation adds ``duty``; ``fire`` keeps the alert (index, scope, feed)."""
     t0 = 1_700_000_000.0
     late = make_alert(5, t=t0, raised_at=t0)
     acked = make_alert(6, t=t0, raised_at=t0)
@@ -159,16 +160,40 @@ def test_sla_escalation(store: AlertStore) -> None:
     out = store.escalate_overdue(now=t0 + 5 + 61)
     assert [a.id for a in out] == [late.id]
     got = store.get(late.id)
-    assert got.escalated and got.department == "duty" and got.state is S.RAISED
+    assert got.escalated and got.state is S.RAISED
+    assert got.department == "fire" and got.escalated_to == ["duty"]
+    assert got.departments() == ["fire", "duty"] and got.schema_version == 2
     assert "escalated to duty" in store.events(late.id)[-1].note
-    assert store.escalate_overdue(now=t0 + 1000) == [] or all(
-        a.id == fresh.id for a in store.escalate_overdue(now=t0 + 1000)
-    )
-    assert [a.id for a in store.query(departments={"duty"})][-1] == late.id
-    assert late.id not in [a.id for a in store.query(departments={"fire"})]
+    assert store.escalate_overdue(now=t0 + 66) == []  # once
+    again = store.escalate_overdue(now=t0 + 1000)
+    assert [a.id for a in again] == [fresh.id]
+    # Both departments list it; the owner's index still holds it.
+    assert late.id in [a.id for a in store.query(departments={"duty"})]
+    assert late.id in [a.id for a in store.query(departments={"fire"})]
+    assert nosup.id not in [a.id for a in store.query(departments={"duty"})]
+    both = [a.id for a in store.query(departments={"fire", "duty"}, limit=100)]
+    assert len(both) == len(set(both))  # in two indexes, listed once
     feed = read_feed(store.r, "0", 100)
     esc = [f for _, f in feed if f["type"] == "alert_event" and f["d"]["alert"]["id"] == late.id]
-    assert esc and esc[0]["department"] == "duty"
+    assert len(esc) == 1
+    assert esc[0]["department"] == "fire" and esc[0]["departments"] == "fire,duty"
+    # The owner acts on it afterwards: the event reaches both departments too.
+    store.transition(late.id, S.ACKNOWLEDGED, actor="fire-user")
+    feed = read_feed(store.r, "0", 1000)
+    ack = [f for _, f in feed if f["type"] == "alert_event" and f["d"]["alert"]["id"] == late.id]
+    assert ack[-1]["d"]["event"]["to_state"] == "acknowledged"
+    assert ack[-1]["departments"] == "fire,duty"
+    assert store.get(late.id).escalated_to == ["duty"]
+
+
+def test_v1_alert_records_still_read(store: AlertStore) -> None:
+    """Records written before escalated_to existed (schema 1) read with no escalation."""
+    a = make_alert(9)
+    raw = a.model_dump(mode="json")
+    raw.pop("escalated_to")
+    raw["schema_version"] = 1
+    old = Alert.model_validate(raw)
+    assert old.escalated_to == [] and old.departments() == ["fire"]
 
 
 def test_query_filters_and_cursor(store: AlertStore) -> None:
@@ -239,3 +264,17 @@ def test_save_new_raises_when_redis_refuses_the_write(store: AlertStore) -> None
     finally:
         r.config_set("maxmemory", "0")
     assert [a.id for a in store.save_new([make_alert(7)])] == [make_alert(7).id]
+
+
+def test_a_save_that_redis_refuses_leaves_nothing_half_saved(store: AlertStore) -> None:
+    """A wrong-typed index key fails the save before any write: the retry saves it whole."""
+    r = store.r
+    a = make_alert(11)
+    r.set("citysight:alerts:dept:fire", "corrupted")
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        store.save_new([a])
+    assert store.get(a.id) is None and store.events(a.id) == []
+    assert read_feed(r, "0", 10) == []
+    r.delete("citysight:alerts:dept:fire")
+    assert [x.id for x in store.save_new([a])] == [a.id]
+    assert len(store.events(a.id)) == 1 and [x.id for x in store.query()] == [a.id]

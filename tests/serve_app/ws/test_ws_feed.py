@@ -26,7 +26,7 @@ from benchmarks.fanout.world import (
     token_of,
     world_config,
 )
-from citysight.services.redis_server import free_port
+from citysight.app.services.redis_server import free_port
 from serve_app.http import create_api
 from serve_app.store.alerts import AlertStore
 
@@ -82,6 +82,11 @@ async def _collect(ws: Any, n: int, timeout_s: float) -> list[dict[str, Any]]:
         (_auth("noscope"), "", 403),
         (_auth("fire"), "?last_id=../../x", 400),
         (_auth("fire"), "?kinds=dragon", 400),
+        # Non-finite or impossible numbers never pass as a filter that matches nothing.
+        (_auth("fire"), "?bbox=nan,0,1,1", 400),
+        (_auth("fire"), "?bbox=0,0,inf,1", 400),
+        (_auth("fire"), "?bbox=-200,0,1,1", 400),
+        (_auth("fire"), "?bbox=0,-95,1,1", 400),
     ],
 )
 def test_refused_handshakes_get_no_frames(
@@ -300,3 +305,59 @@ def test_resume_while_live_traffic_continues(served: dict[str, Any]) -> None:
 
     got = asyncio.run(run())
     assert [m["alert"]["id"] for m in got] == [f"al_fire_{i:06d}" for i in range(1, 1501)]
+
+
+def test_escalation_event_reaches_owner_and_supervisor_only(served: dict[str, Any]) -> None:
+    """Issue 11: the escalation's alert_event goes to the owner (fire) and the supervisor
+    (duty); later events of the alert reach both; police and enforcement get nothing."""
+    from citysight.config import CitysightConfig
+
+    r = served["r"]
+    seed_principals(r, {"duty": {"department": "duty", "scopes": ["alerts:read"]}})
+    cfg = CitysightConfig.model_validate(
+        {
+            "departments": [
+                {"id": "fire", "supervisor": "duty", "ack_sla_s": 60},
+                {"id": "enforcement"},
+                {"id": "police"},
+                {"id": "duty"},
+            ]
+        }
+    )
+    store = AlertStore(r, cfg)
+    now = time.time()
+    late = make_alert(1, "fire", t=now - 600).model_copy(update={"raised_at": now - 600})
+    roles = ("fire", "duty", "police", "enforcement", "admin")
+
+    async def run() -> dict[str, list[dict[str, Any]]]:
+        socks = {
+            role: await connect(served["url"], additional_headers=_auth(role), close_timeout=2)
+            for role in roles
+        }
+        store.save_new([late])
+        assert [a.id for a in store.escalate_overdue(now=now)] == [late.id]
+        store.transition(late.id, "acknowledged", actor="duty-user")
+        # A sentinel per department: each socket reads up to its own (stream order).
+        publish_alerts(r, [make_alert(9, d) for d in ("police", "enforcement")])
+        got: dict[str, list[dict[str, Any]]] = {}
+        for role in roles:
+            want = {"fire": 3, "duty": 2, "admin": 5}.get(role, 1)
+            got[role] = await _collect(socks[role], want, 5)
+            await socks[role].close()
+        return got
+
+    got = asyncio.run(run())
+
+    def kinds(role: str) -> list[tuple[str, str]]:
+        return [
+            (m["type"], (m.get("event") or {}).get("actor", ""))
+            for m in got[role]
+            if m["alert"]["id"] == late.id
+        ]
+
+    assert kinds("fire") == [("alert", ""), ("alert_event", "sla"), ("alert_event", "duty-user")]
+    assert kinds("duty") == [("alert_event", "sla"), ("alert_event", "duty-user")]
+    assert kinds("police") == [] and kinds("enforcement") == []
+    assert [m["alert"]["id"] for m in got["police"]] == ["al_police_000009"]
+    esc = next(m for m in got["duty"] if m["event"]["actor"] == "sla")
+    assert esc["alert"]["department"] == "fire" and esc["alert"]["escalated_to"] == ["duty"]

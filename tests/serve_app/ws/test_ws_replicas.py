@@ -22,7 +22,7 @@ from benchmarks.fanout.world import (
     token_of,
     world_config,
 )
-from citysight.services.redis_server import free_port
+from citysight.app.services.redis_server import free_port
 from serve_app.http import create_api
 from serve_app.store.alerts import AlertStore
 

@@ -1,0 +1,1 @@
+"""``citysight bench metrics``: cost of a GET /metrics scrape at city scale."""

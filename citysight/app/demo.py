@@ -1,0 +1,185 @@
+"""The demo: a small synthetic city that raises every alert kind within two minutes.
+
+Five cameras around Haikou replay synthetic clips rendered on first start (see
+``streams.synthetic``): a car with the hotlisted plate 琼A12345, a face in a restricted
+corridor, a flame, a smoke plume, and a street stall that settles in a no-vending zone.
+The clips are synthetic; evaluation on real footage is ``citysight eval``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from citysight.config import CitysightConfig, parse_config
+from citysight.rulesets import demo_rules
+
+DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY")
+
+# (camera id, scene, name, lat, lon, jurisdiction, detectors)
+_CAMERAS: list[tuple[str, str, str, float, float, str, list[str]]] = [
+    ("cam-plate-01", "plate", "Binhai Ave / Longkun Rd", 20.0312, 110.3210, "longhua", ["plate"]),
+    ("cam-face-01", "face", "City hall, service corridor", 20.0265, 110.3305, "longhua", ["face"]),
+    ("cam-fire-01", "fire", "Old town warehouse row", 20.0456, 110.3420, "meilan", ["fire_smoke"]),
+    ("cam-smoke-01", "smoke", "Xiuying port roofs", 20.0180, 110.2870, "xiuying", ["fire_smoke"]),
+    ("cam-vending-01", "vending", "Jiefang Rd pavement", 20.0395, 110.3380, "meilan", ["vending"]),
+]
+
+
+# The reference city's departments and routing (also used by the city simulation).
+DEMO_DEPARTMENTS: tuple[dict[str, Any], ...] = (
+    {"id": "duty", "name": "Duty supervisors", "ack_sla_s": 600},
+    {"id": "police", "name": "Traffic police", "supervisor": "duty", "ack_sla_s": 300},
+    {"id": "enforcement", "name": "City enforcement", "supervisor": "duty", "ack_sla_s": 900},
+    {"id": "fire", "name": "Fire and emergency", "supervisor": "duty", "ack_sla_s": 120},
+)
+DEMO_ROUTING: tuple[dict[str, Any], ...] = (
+    {"kind": "fire", "department": "fire"},
+    {"kind": "smoke", "department": "fire"},
+    {"kind": "vending", "department": "enforcement"},
+    {"kind": "plate", "department": "police"},
+    {"kind": "face", "department": "police"},
+    {"kind": "camera_offline", "department": "duty"},
+    {"kind": "analytics_down", "department": "duty"},
+)
+
+
+def demo_tokens() -> dict[str, str]:
+    """Tokens per demo role: ``CITYSIGHT_DEMO_TOKEN_<ROLE>`` when set, otherwise generated.
+
+    Generated tokens are put into the environment so every component sees the same ones.
+    """
+    out = {}
+    for role in DEMO_ROLES:
+        var = f"CITYSIGHT_DEMO_TOKEN_{role}"
+        tok = os.environ.get(var) or secrets.token_urlsafe(24)
+        os.environ[var] = tok
+        out[role.lower()] = tok
+    return out
+
+
+def demo_config_dict(
+    clip_dir: Path, *, port: int = 8000, redis_port: int = 6390, workdir: Path = Path(".citysight")
+) -> dict[str, Any]:
+    """The demo configuration as a plain document (also written as an example file)."""
+    from streams.synthetic.clips import VENDING_STALL_REGION
+
+    x1, y1, x2, y2 = VENDING_STALL_REGION
+    pad = 0.08
+    vx1, vy1 = max(0.0, x1 - pad), max(0.0, y1 - pad)
+    vx2, vy2 = min(1.0, x2 + pad), min(1.0, y2 + pad)
+    cameras = []
+    for cid, scene, name, lat, lon, juris, dets in _CAMERAS:
+        cam: dict[str, Any] = {
+            "id": cid,
+            "name": name,
+            "url": str((clip_dir / f"{scene}.mp4").resolve()),
+            "latitude": lat,
+            "longitude": lon,
+            "jurisdiction": juris,
+            "detectors": dets,
+            "profile": {
+                "analytics_fps": 2.0,
+                "input_width": 960,
+                "input_height": 540,
+                "loop": True,
+                "no_frame_timeout_s": 10.0,
+            },
+        }
+        if scene == "vending":
+            cam["zones"] = [
+                {
+                    "id": "pavement",
+                    "type": "no_vending",
+                    "polygon": [[vx1, vy1], [vx2, vy1], [vx2, vy2], [vx1, vy2]],
+                }
+            ]
+        if scene == "face":
+            cam["zones"] = [
+                {
+                    "id": "corridor",
+                    "type": "restricted",
+                    "polygon": [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]],
+                }
+            ]
+        cameras.append(cam)
+    all_scopes = [
+        "alerts:read",
+        "alerts:dispatch",
+        "cameras:write",
+        "rules:write",
+        "evidence:unredacted",
+        "plates:query",
+        "audit:read",
+    ]
+    return {
+        "version": 1,
+        "site": {"timezone": "Asia/Shanghai"},  # Haikou: schedules run in China Standard Time
+        "cameras": cameras,
+        "rules": demo_rules(),
+        "plate_hotlist": [
+            {"plate": "琼A12345", "reason": "reported stolen (demo)", "severity": "high"}
+        ],
+        "departments": [dict(d) for d in DEMO_DEPARTMENTS],
+        "routing": [dict(r) for r in DEMO_ROUTING],
+        "tokens": [
+            {
+                "name": "admin",
+                "role": "admin",
+                "department": "*",
+                "scopes": all_scopes,
+                "token_env": "CITYSIGHT_DEMO_TOKEN_ADMIN",
+            },
+            {
+                "name": "police",
+                "role": "police",
+                "department": "police",
+                "scopes": ["alerts:read", "alerts:dispatch", "plates:query"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_POLICE",
+            },
+            {
+                "name": "enforcement",
+                "role": "enforcement",
+                "department": "enforcement",
+                "scopes": ["alerts:read", "alerts:dispatch"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_ENFORCEMENT",
+            },
+            {
+                "name": "fire",
+                "role": "fire",
+                "department": "fire",
+                "scopes": ["alerts:read", "alerts:dispatch"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_FIRE",
+            },
+            {
+                # Duty supervisors: camera_offline alerts, and every alert escalated to them
+                # (the owning department keeps those too).
+                "name": "duty",
+                "role": "duty",
+                "department": "duty",
+                "scopes": ["alerts:read", "alerts:dispatch"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_DUTY",
+            },
+        ],
+        "services": {
+            "redis": {"embedded_port": redis_port, "data_dir": str(workdir / "redis")},
+            "ray": {"temp_dir": f"/tmp/citysight-ray-{os.getuid()}"},
+            "inference": {"type": "triton", "models_dir": "model_repo/files"},
+            "http": {"host": "127.0.0.1", "port": port},
+            "streams": {"workers": 1, "shards": 2},
+        },
+    }
+
+
+def demo_config(workdir: Path, *, port: int = 8000, redis_port: int = 6390) -> CitysightConfig:
+    """Render the demo clips if needed and return the demo configuration."""
+    from streams.synthetic.clips import render_demo_clips
+
+    clip_dir = workdir / "demo-clips"
+    render_demo_clips(clip_dir)
+    return parse_config(
+        demo_config_dict(clip_dir, port=port, redis_port=redis_port, workdir=workdir),
+        "<demo config>",
+    )

@@ -1,0 +1,98 @@
+"""The configuration tree: typed, bounded, and strict about typos.
+
+Every model forbids unknown keys (``extra="forbid"``), every field has a title and a
+description, numeric fields have bounds and carry their unit in the name. Secrets never
+live in the YAML: tokens and passwords are read from environment variables (or files)
+named in the config. :func:`load_config` reports *every* problem with its path in the
+file, e.g. ``cameras[3].zones[0].polygon: needs at least 3 points``.
+
+One module per section (``cameras``, ``rules``, ``site``, ``departments``, ``auth``,
+``services``, ``map``), the root model in ``root``, loading in ``loader`` and the generated
+schema and reference in ``reference``; every public name is re-exported here, so
+``from citysight.config import X`` is the way to import them.
+"""
+
+from citysight.config.auth import RetentionConfig, Scope, TokenConfig
+from citysight.config.base import ID_PATTERN, Strict
+from citysight.config.cameras import (
+    CameraConfig,
+    CameraProfile,
+    Detector,
+    LineConfig,
+    Point,
+    ZoneConfig,
+    ZoneType,
+)
+from citysight.config.departments import DepartmentConfig, RouteConfig
+from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
+from citysight.config.map import GeoOverlay, MapConfig
+from citysight.config.reference import json_schema, schema_reference_markdown
+from citysight.config.root import CitysightConfig
+from citysight.config.rules import (
+    HotlistEntry,
+    PersistenceConfig,
+    RuleConfig,
+    RuleType,
+    ScheduleWindow,
+)
+from citysight.config.services import (
+    DECODERS,
+    DETECTOR_TIERS,
+    INFERENCE_BACKENDS,
+    DecoderName,
+    HttpService,
+    InferenceBackend,
+    InferenceService,
+    RayService,
+    RedisService,
+    RulesService,
+    ServicesConfig,
+    StreamsService,
+)
+from citysight.config.site import IncidentsConfig, SiteConfig, time_zone
+
+__all__ = [
+    "DECODERS",
+    "DETECTOR_TIERS",
+    "ID_PATTERN",
+    "INFERENCE_BACKENDS",
+    "CameraConfig",
+    "CameraProfile",
+    "CitysightConfig",
+    "ConfigError",
+    "DecoderName",
+    "DepartmentConfig",
+    "Detector",
+    "GeoOverlay",
+    "HotlistEntry",
+    "HttpService",
+    "IncidentsConfig",
+    "InferenceBackend",
+    "InferenceService",
+    "LineConfig",
+    "MapConfig",
+    "PersistenceConfig",
+    "Point",
+    "RayService",
+    "RedisService",
+    "RetentionConfig",
+    "RouteConfig",
+    "RuleConfig",
+    "RuleType",
+    "RulesService",
+    "ScheduleWindow",
+    "Scope",
+    "ServicesConfig",
+    "SiteConfig",
+    "StreamsService",
+    "Strict",
+    "TokenConfig",
+    "ZoneConfig",
+    "ZoneType",
+    "format_validation_error",
+    "json_schema",
+    "load_config",
+    "parse_config",
+    "schema_reference_markdown",
+    "time_zone",
+]

@@ -1,0 +1,104 @@
+"""The whole configuration (:class:`CitysightConfig`)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+
+from citysight.config.auth import RetentionConfig, TokenConfig
+from citysight.config.base import Strict, _f
+from citysight.config.cameras import CameraConfig
+from citysight.config.departments import DepartmentConfig, RouteConfig
+from citysight.config.map import MapConfig
+from citysight.config.rules import HotlistEntry, RuleConfig
+from citysight.config.services import ServicesConfig
+from citysight.config.site import IncidentsConfig, SiteConfig
+from citysight.contracts import AlertKind
+
+
+class CitysightConfig(Strict):
+    """The whole configuration."""
+
+    version: Literal[1] = _f("Version", "Config format version.", default=1)
+    site: SiteConfig = _f("Site", "The city: time zone.", default_factory=SiteConfig)
+    cameras: list[CameraConfig] = _f("Cameras", "Cameras.", default_factory=list)
+    rules: list[RuleConfig] = _f("Rules", "Alert rules.", default_factory=list)
+    plate_hotlist: list[HotlistEntry] = _f("Hotlist", "Plates of interest.", default_factory=list)
+    departments: list[DepartmentConfig] = _f("Departments", "Departments.", default_factory=list)
+    routing: list[RouteConfig] = _f(
+        "Routing", "Kind/jurisdiction to department; first match wins.", default_factory=list
+    )
+    tokens: list[TokenConfig] = _f("Tokens", "API principals.", default_factory=list)
+    incidents: IncidentsConfig = _f(
+        "Incidents", "Cross-camera incident merge.", default_factory=IncidentsConfig
+    )
+    retention: RetentionConfig = _f("Retention", "TTLs.", default_factory=RetentionConfig)
+    services: ServicesConfig = _f("Services", "Services.", default_factory=ServicesConfig)
+    map: MapConfig = _f("Map", "Map page.", default_factory=MapConfig)
+
+    @model_validator(mode="after")
+    def _references(self) -> CitysightConfig:
+        problems: list[str] = []
+        cam_ids = [c.id for c in self.cameras]
+        dup = sorted({c for c in cam_ids if cam_ids.count(c) > 1})
+        if dup:
+            problems.append(f"camera ids repeat: {', '.join(dup)}")
+        rule_ids = [r.id for r in self.rules]
+        dup = sorted({r for r in rule_ids if rule_ids.count(r) > 1})
+        if dup:
+            problems.append(f"rule ids repeat: {', '.join(dup)}")
+        deps = {d.id for d in self.departments}
+        for i, route in enumerate(self.routing):
+            if deps and route.department not in deps:
+                problems.append(f"routing[{i}].department: unknown department {route.department!r}")
+        for i, d in enumerate(self.departments):
+            if d.supervisor is not None and d.supervisor not in deps:
+                problems.append(f"departments[{i}].supervisor: unknown department {d.supervisor!r}")
+        for i, t in enumerate(self.tokens):
+            if t.department != "*" and deps and t.department not in deps:
+                problems.append(f"tokens[{i}].department: unknown department {t.department!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def with_absolute_paths(self, base: str | os.PathLike[str] | None = None) -> CitysightConfig:
+        """A copy whose file-system paths are absolute (relative ones taken from ``base``).
+
+        Relative paths mean "relative to where the command was started" (``base``, the
+        current directory by default), but the processes that use them may run elsewhere:
+        tritonserver runs with its work dir as cwd, Ray actors and Serve replicas in Ray's
+        own directories. Paths are therefore made absolute once, where a config enters a
+        running deployment: Redis data dir, Ray temp dir, models dir, map overlays and
+        file-camera URLs (``~`` is expanded).
+        """
+        root = Path(base) if base is not None else Path.cwd()
+
+        def absolute(p: str) -> str:
+            return os.path.normpath(root / Path(p).expanduser())
+
+        out = self.model_copy(deep=True)
+        svc = out.services
+        svc.redis.data_dir = absolute(svc.redis.data_dir)
+        svc.ray.temp_dir = absolute(svc.ray.temp_dir)
+        svc.inference.models_dir = absolute(svc.inference.models_dir)
+        for overlay in out.map.overlays:
+            overlay.path = absolute(overlay.path)
+        for cam in out.cameras:
+            if "://" not in cam.url:
+                cam.url = absolute(cam.url)
+        return out
+
+    def camera(self, camera_id: str) -> CameraConfig | None:
+        """The camera with this id, if any."""
+        return next((c for c in self.cameras if c.id == camera_id), None)
+
+    def route(self, kind: AlertKind | str, jurisdiction: str) -> str | None:
+        """Department for an alert kind in a jurisdiction (first matching route)."""
+        for r in self.routing:
+            if r.kind in ("*", kind) and fnmatch.fnmatchcase(jurisdiction, r.jurisdiction):
+                return r.department
+        return None

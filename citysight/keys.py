@@ -1,0 +1,139 @@
+"""The Redis layout: every key name, key builder and consumer group, spelled once.
+
+Every layer reads and writes Redis through these names (the table with types, writers and
+contents is ``serve_app/INTERFACES.md``). Also here: the parser of stream entry ids and
+:func:`text` for reply values, which every Redis reader needs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+PREFIX: Final = "citysight:"
+
+# -- streams ---------------------------------------------------------------------------
+
+DETECTIONS_STREAM_PREFIX: Final = "citysight:detections:"
+"""``citysight:detections:{shard}``: ``FrameResult`` msgpack in field ``d`` (stream workers)."""
+DEAD_LETTER_STREAM: Final = "citysight:detections:dead"
+CAMERA_STATUS_STREAM: Final = "citysight:camera-status"
+FEED_STREAM: Final = "citysight:feed"
+"""Every message the WebSocket delivers, in order (the ids are what clients resume from)."""
+AUDIT_STREAM: Final = "citysight:audit"
+RULES_GROUP: Final = "rules"
+"""Consumer group of the rules consumers on the detections and camera-status streams."""
+
+# -- hashes, sets and strings -----------------------------------------------------------
+
+ALERTS_ALL: Final = "citysight:alerts:all"
+AUDIT_HEAD: Final = "citysight:audit:head"
+CAMERAS: Final = "citysight:cameras"
+"""Hash: camera id → ``CameraConfig`` JSON (the camera registry)."""
+CAMERAS_CHANGED: Final = "citysight:cameras:changed"
+"""Pub/sub channel: a camera id whose registry entry changed."""
+CAMERA_HEALTH: Final = "citysight:camera-health"
+COMPONENTS: Final = "citysight:components"
+RULES_CONSUMERS: Final = "citysight:components:rules"
+"""Hash: rules consumer name → its own status (``rules`` in COMPONENTS is their summary)."""
+RULES_COOLDOWN: Final = "citysight:rules:cooldown"
+ANALYTICS_DOWN: Final = "citysight:analytics-down"
+"""Hash: camera id → ``{"ids": [open analytics_down alert ids], "since": unix}``."""
+PRINCIPALS: Final = "citysight:principals"
+"""Hash: sha256 hex of a bearer token → principal JSON (tokens themselves are never stored)."""
+WS_TICKET_PREFIX: Final = "citysight:ws-ticket:"
+METRICS_PREFIX: Final = "citysight:metrics:"
+METRICS_ROLES: Final = ("inference", "rules", "ingress")
+
+
+def detections_stream(shard: int) -> str:
+    """Name of the Redis Stream that carries frame results of one shard."""
+    return f"{DETECTIONS_STREAM_PREFIX}{shard}"
+
+
+def snapshot_key(camera_id: str, frame_no: int) -> str:
+    """String key of a short-lived JPEG of one frame (``FrameResult.snapshot_key``)."""
+    return f"citysight:snap:{camera_id}:{frame_no}"
+
+
+def ws_ticket_key(ticket: str) -> str:
+    """String key of a one-time WebSocket ticket (principal JSON, consumed with GETDEL)."""
+    return WS_TICKET_PREFIX + ticket
+
+
+def metrics_key(role: str) -> str:
+    """Hash holding the metric snapshots of one role's instances.
+
+    Raises:
+        ValueError: ``role`` is not one of :data:`METRICS_ROLES`.
+    """
+    if role not in METRICS_ROLES:
+        raise ValueError(f"unknown metrics role {role!r}; known: {', '.join(METRICS_ROLES)}")
+    return METRICS_PREFIX + role
+
+
+def alert_key(alert_id: str) -> str:
+    """String key holding one alert's JSON."""
+    return f"citysight:alert:{alert_id}"
+
+
+def events_key(alert_id: str) -> str:
+    """List key holding one alert's append-only events."""
+    return f"citysight:alert:{alert_id}:events"
+
+
+def dept_index(department: str) -> str:
+    """Sorted set of one department's alert ids (score = started_at)."""
+    return f"citysight:alerts:dept:{department}"
+
+
+def camera_system_alerts_key(camera_id: str) -> str:
+    """Set of the ids of a camera's open system alerts (``camera_offline``...), to resolve them."""
+    return f"citysight:camera:{camera_id}:system-alerts"
+
+
+def incident_key(incident_id: str) -> str:
+    """Sorted set of the alert ids of one cross-camera incident (score = started_at)."""
+    return f"citysight:incident:{incident_id}"
+
+
+def incident_index_keys(kind: str) -> list[str]:
+    """Keys of one alert kind's open incidents (see ``serve_app/rules/incidents.py``).
+
+    GEO set of incidents at their first location, zset of their latest alert time, hash of
+    their state, hash of the incident given to each alert id (replay memo).
+    """
+    base = f"citysight:incidents:{kind}"
+    return [f"{base}:geo", f"{base}:last", f"{base}:state", f"{base}:alerts"]
+
+
+def evidence_key(alert_id: str) -> str:
+    """String key holding an alert's JPEG snapshot."""
+    return f"citysight:evidence:{alert_id}"
+
+
+def plates_key(plate: str) -> str:
+    """Sorted set of reads of one plate (score = read time)."""
+    return f"citysight:plates:{plate}"
+
+
+# -- replies -----------------------------------------------------------------------------
+
+StreamId = tuple[int, int]
+
+
+def stream_id(entry_id: bytes | str) -> StreamId:
+    """A stream entry id ``"ms-seq"`` as a comparable ``(ms, seq)`` tuple (``"ms"``: seq 0).
+
+    Raises:
+        ValueError: Not a stream id.
+    """
+    text_ = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text_.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def text(value: bytes | str | None) -> str | None:
+    """Decode a Redis reply value (works with and without ``decode_responses``)."""
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else value

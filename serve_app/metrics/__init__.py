@@ -1,0 +1,1 @@
+"""Prometheus exposition of citysight: replica-local and city-wide (Redis) metrics."""

@@ -1,0 +1,35 @@
+"""The demo's roles: one token per department, duty included (issue 11)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from citysight.app.demo import DEMO_DEPARTMENTS, DEMO_ROLES, demo_config_dict, demo_tokens
+from citysight.app.runtime import _print_banner
+from citysight.config import parse_config
+
+
+def test_every_department_has_a_demo_token_duty_included(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for role in DEMO_ROLES:
+        monkeypatch.delenv(f"CITYSIGHT_DEMO_TOKEN_{role}", raising=False)
+    monkeypatch.setenv("CITYSIGHT_DEMO_TOKEN_DUTY", "duty-token-chosen-by-the-user-0001")
+    toks = demo_tokens()
+    assert toks["duty"] == "duty-token-chosen-by-the-user-0001"
+    assert len(set(toks.values())) == len(DEMO_ROLES)  # generated ones are distinct
+    cfg = parse_config(demo_config_dict(tmp_path), "<demo>")
+    by_dept = {t.department: t for t in cfg.tokens}
+    # Every department (the supervisors' duty too) can be signed in as and can dispatch.
+    assert set(by_dept) == {"*"} | {d["id"] for d in DEMO_DEPARTMENTS}
+    duty = by_dept["duty"]
+    assert duty.token_env == "CITYSIGHT_DEMO_TOKEN_DUTY"
+    assert {"alerts:read", "alerts:dispatch"} <= {s.value for s in duty.scopes}
+    # duty receives camera_offline alerts and the escalations of the other departments.
+    assert cfg.route("camera_offline", "meilan") == "duty"
+    assert {d.supervisor for d in cfg.departments if d.id != "duty"} == {"duty"}
+    _print_banner(cfg, demo=True)
+    out = capsys.readouterr().out
+    assert "token duty" in out and "duty-token-chosen-by-the-user-0001" in out
