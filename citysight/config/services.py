@@ -23,7 +23,7 @@ DECODERS: Final[tuple[str, ...]] = get_args(DecoderName)
 DETECTOR_TIERS: Final[dict[Detector, tuple[str, ...]]] = {
     Detector.FACE: ("yunet", "yunet_n", "haar"),
     Detector.PLATE: ("y5fu", "y5fu_640", "ocr_det"),
-    Detector.FIRE_SMOKE: ("yolo", "cnn", "classical"),
+    Detector.FIRE_SMOKE: ("det", "yolo", "cnn", "classical"),
     Detector.VENDING: ("yolox", "hog"),
 }
 """Tiers of each detector, strongest first (``services.inference.tiers``):

@@ -1,6 +1,10 @@
 """Fire and smoke.
 
-Tiers:
+Tiers (strongest first):
+* ``det``: citysight's trained fire/smoke box detector (ShuffleNetV2 + anchor-free heads,
+  ``inference.detectors.fire_smoke_net``), shipped in ``inference/models/`` with its model
+  card; an operator's ``fire_smoke_det.onnx`` in the models dir replaces it. Per-frame, no
+  temporal state.
 * ``yolo``: operator-supplied YOLO-format weights, ``fire_smoke.onnx`` in the models dir,
   with an optional ``fire_smoke.json`` (``{"layout": "yolov8", "classes": ["fire",
   "smoke"]}``) — no licence-clean pretrained weights ship with the project.
@@ -30,6 +34,7 @@ from citysight.config import Detector
 from citysight.contracts import ObjectClass
 from inference.detectors.base import DetectorOutput
 from inference.detectors.common import active_provider, ort_options, ort_session, require_file
+from inference.detectors.fire_smoke_net import NetFireSmoke, model_path
 from inference.detectors.yolo import YoloModel, YoloSpec
 
 WORK_WIDTH = 320
@@ -420,8 +425,14 @@ class CnnFireSmoke:
 # Tier factories (``inference.detectors.base.TIERS``): models_dir -> detector.
 
 
+def det(models_dir: Path) -> NetFireSmoke:
+    """citysight's trained fire/smoke box detector (the strongest tier; the file ships with
+    the project, an operator's ``fire_smoke_det.onnx`` in ``models_dir`` replaces it)."""
+    return NetFireSmoke(model_path(models_dir))
+
+
 def yolo(models_dir: Path) -> YoloFireSmoke:
-    """The operator-supplied YOLO fire/smoke detector (the strongest tier)."""
+    """The operator-supplied YOLO fire/smoke detector."""
     return YoloFireSmoke(models_dir / "fire_smoke.onnx")
 
 

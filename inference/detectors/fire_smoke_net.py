@@ -1,7 +1,8 @@
 """The project's trained fire/smoke box detector (ShuffleNetV2 + anchor-free heads), no torch.
 
 The network (``inference.training.fire_det``) ships as ``fire_smoke_det.onnx``
-(``model_repo/files-bundled/``; its ``MODEL_CARD.md`` says what it was trained on). This module
+(committed in ``inference/models/``; its ``MODEL_CARD.md`` there says what it was trained on,
+how, and how it scored). This module
 runs it with ONNX Runtime and decodes it in numpy:
 
 * **Input** ``images`` float32 ``[N, 3, H, W]``: BGR ``0..255`` (normalisation is inside the
@@ -50,6 +51,8 @@ F32 = npt.NDArray[np.float32]
 U8 = npt.NDArray[np.uint8]
 
 MODEL_FILE = "fire_smoke_det.onnx"
+#: The trained file that ships with the project (in the package, so a wheel carries it too).
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "models" / MODEL_FILE
 #: Output strides of the network, in the order of its cells.
 STRIDES: tuple[int, ...] = (8, 16, 32)
 #: Input sides are padded to a multiple of the largest stride.
@@ -105,6 +108,13 @@ class NetMeta:
         known = {"classes", "thresholds", "input_long_side", "strides"}
         extra = {k: v for k, v in props.items() if k not in known}
         return cls(classes, thresholds, side, strides, extra)
+
+
+def model_path(models_dir: Path) -> Path:
+    """The file the ``det`` tier runs: ``models_dir/fire_smoke_det.onnx`` when an operator put
+    one there (a retrained model), else the bundled :data:`BUNDLED_MODEL`."""
+    own = Path(models_dir) / MODEL_FILE
+    return own if own.is_file() else BUNDLED_MODEL
 
 
 def input_shape(h: int, w: int, long_side: int) -> tuple[int, int, float]:
@@ -263,14 +273,11 @@ class FireSmokeNetModel:
 
 
 class NetFireSmoke:
-    """Detector backend of the trained network (:class:`inference.detectors.base.DetectorBackend`).
-
-    Not registered as a ``fire_smoke`` tier yet: the lead wires it in after the detector
-    registry changes land.
-    """
+    """Detector backend of the trained network (:class:`inference.detectors.base.DetectorBackend`),
+    the ``det`` tier of ``fire_smoke``."""
 
     name = "fire_smoke"
-    tier = "net"
+    tier = "det"
 
     def __init__(self, model: Path, **kwargs: Any) -> None:
         self._model = FireSmokeNetModel(model, **kwargs)

@@ -4,7 +4,11 @@ One reproducible command trains, chooses the per-class thresholds on the clips h
 training, exports ``fire_smoke_det.onnx`` (with the thresholds and training facts in its
 metadata) and checks it against torch::
 
-    python -m inference.training.fire_det train --out runs/fire_det --seed 0   # [--resume]
+    citysight models train fire_smoke --out runs/fire_det --seed 0   # [--resume]
+
+(the same as ``python -m inference.training.fire_det train ...``, except that the
+``citysight`` command hands in the procedural demo scenes whose fire-free frames join the
+background bank; the bare module trains without them and says so).
 
 The defaults read ``../shared`` (``CITYSIGHT_SHARED`` overrides): the two training sets, the
 no-fire clips and the smoke plume video in ``data/videos``, and the pretrained backbone.
@@ -19,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +141,15 @@ def finish(run_dir: Path, epoch: int | None, onnx_out: Path, command: str) -> di
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
+def main(argv: list[str] | None = None, scenes: Mapping[str, Any] | None = None) -> int:
+    """Command line entry point.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+        scenes: The demo scenes for the background bank (``streams.synthetic.scenes.SCENES``;
+            ``citysight models train fire_smoke`` passes them, the bare module does not, and
+            then trains without demo-scene backgrounds, with a warning).
+    """
     ap = argparse.ArgumentParser(prog="python -m inference.training.fire_det", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train", help="train, choose thresholds on held-out clips, export ONNX")
@@ -209,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
         )
         t0 = time.perf_counter()
-        run(cfg, resume=args.resume)
+        run(cfg, resume=args.resume, scenes=scenes)
         report = finish(args.out, None, args.onnx or args.out / MODEL_NAME, command)
         report["wall_seconds_this_invocation"] = round(time.perf_counter() - t0, 1)
         (args.out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

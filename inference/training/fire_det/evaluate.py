@@ -2,7 +2,8 @@
 
 Scores follow ``../shared/data/README.md`` (an image is predicted positive when any box of the
 class is reported; box F1 matches greedily by descending score at IoU ≥ 0.3), using the same
-matcher as ``citysight eval`` (:func:`benchmarks.eval.scoring.match_boxes`). Detections are
+rule as ``citysight eval`` (:func:`inference.training.metrics.box_matches`, checked against
+``benchmarks.eval.scoring.match_boxes`` in the tests). Detections are
 kept down to :data:`FLOOR` once, so every threshold of a sweep is scored from one pass.
 """
 
@@ -17,10 +18,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.eval.scoring import Counts, image_level, match_boxes
 from inference.detectors.common import clip_boxes, read_image
 from inference.detectors.fire_smoke_net import decode
 from inference.training.fire_det.data import Item
+from inference.training.metrics import box_matches, prf
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def score_negative_frames(raw: RawFn, frames: list[U8], names: list[str]) -> lis
 def metrics(scored: list[Scored], cls: int, threshold: float) -> dict[str, Any]:
     """Image-level P/R/F1 and ``box_f1`` of class ``cls`` at ``threshold``."""
     pred, truth = [], []
-    boxes = Counts()
+    matched = detections = labelled = 0
     for s in scored:
         gt = s.gt[cls]
         if gt is None:
@@ -108,10 +109,14 @@ def metrics(scored: list[Scored], cls: int, threshold: float) -> dict[str, Any]:
         keep = sc >= threshold
         pred.append(bool(keep.any()))
         truth.append(len(gt) > 0)
-        c, _ = match_boxes(b[keep], sc[keep], gt.tolist(), [False] * len(gt), BOX_IOU)
-        boxes.add(c)
-    res = image_level(pred, truth)
-    res["box_f1"] = boxes.metrics()["f1"]
+        matched += box_matches(b[keep], sc[keep], gt, BOX_IOU)
+        detections += int(keep.sum())
+        labelled += len(gt)
+    res: dict[str, Any] = prf(pred, truth)
+    res["images"] = len(truth)
+    bp = matched / detections if detections else 0.0
+    br = matched / labelled if labelled else 0.0
+    res["box_f1"] = round(2 * bp * br / (bp + br), 4) if bp + br else 0.0
     res["threshold"] = threshold
     return res
 

@@ -6,7 +6,9 @@ epoch it is):
 * **Backgrounds** (:class:`Backgrounds`): frames of the no-fire street clips named in
   :data:`TRAIN_NEGATIVE_CLIPS` of ``../shared/data/videos`` (the other clips are kept out for
   the false-alarm measurement), and frames of the project's procedural demo scenes without
-  fire or smoke (``streams.synthetic``: plate, face, vending).
+  fire or smoke (``streams.synthetic``: plate, face, vending). The scenes are handed in by
+  the caller (``citysight models train fire_smoke`` passes ``streams.synthetic.scenes.SCENES``):
+  the inference layer does not import the streams layer.
 * **Smoke composites** (:func:`composite_smoke`): plumes cut from
   ``pyronear_test_smoke.mp4`` (a plume on black, Apache-2.0, pyronear/synthetic-dataset; its
   luminance is the plume's opacity) blended onto backgrounds at random scale, opacity and
@@ -21,8 +23,8 @@ epoch it is):
 
 from __future__ import annotations
 
-import functools
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,20 +100,26 @@ def video_frames(path: Path, count: int, long_side: int | None = BANK_SIZE) -> l
     return frames
 
 
-def demo_frames(scene: str, count: int, long_side: int = BANK_SIZE) -> list[U8]:
-    """``count`` BGR frames of a procedural demo scene (``streams.synthetic``)."""
-    return [f.copy() for f in _demo_frames(scene, count, long_side)]
+#: A procedural scene class (``streams.synthetic.scenes.SCENES`` values): ``(size, fps,
+#: seconds)`` → an object with ``num_frames`` and ``draw(index)`` (RGB ``uint8``).
+SceneFactory = Callable[[tuple[int, int], int, float], Any]
+_DEMO_CACHE: dict[tuple[int, str, int, int], tuple[U8, ...]] = {}
 
 
-@functools.lru_cache(maxsize=8)
-def _demo_frames(scene: str, count: int, long_side: int) -> tuple[U8, ...]:
+def demo_frames(
+    scenes: Mapping[str, SceneFactory], scene: str, count: int, long_side: int = BANK_SIZE
+) -> list[U8]:
+    """``count`` BGR frames of procedural demo scene ``scene`` drawn by ``scenes[scene]``."""
     # Drawing is deterministic and takes seconds: draw once per process.
-    from streams.synthetic.scenes import SCENES
-
-    w, h = long_side, round(long_side * 9 / 16) // 2 * 2
-    drawer = SCENES[scene]((w, h), 10, 20.0)
-    idx = np.linspace(0, drawer.num_frames - 1, count).round().astype(int)
-    return tuple(np.ascontiguousarray(drawer.draw(int(i))[:, :, ::-1]) for i in idx)
+    key = (id(scenes), scene, count, long_side)
+    if key not in _DEMO_CACHE:
+        w, h = long_side, round(long_side * 9 / 16) // 2 * 2
+        drawer = scenes[scene]((w, h), 10, 20.0)
+        idx = np.linspace(0, drawer.num_frames - 1, count).round().astype(int)
+        _DEMO_CACHE[key] = tuple(
+            np.ascontiguousarray(np.asarray(drawer.draw(int(i)), np.uint8)[:, :, ::-1]) for i in idx
+        )
+    return [f.copy() for f in _DEMO_CACHE[key]]
 
 
 @dataclass
@@ -123,10 +131,14 @@ class Backgrounds:
 
     @classmethod
     def load(
-        cls, videos_dir: Path | None, per_clip: int = 40, demo_per_scene: int = 24
+        cls,
+        videos_dir: Path | None,
+        per_clip: int = 40,
+        demo_per_scene: int = 24,
+        scenes: Mapping[str, SceneFactory] | None = None,
     ) -> Backgrounds:
         """Frames of :data:`TRAIN_NEGATIVE_CLIPS` (when ``videos_dir`` has them) and of the
-        demo scenes (always available: they are drawn here)."""
+        :data:`DEMO_BACKGROUND_SCENES` of ``scenes`` (none when ``scenes`` is ``None``)."""
         frames: list[U8] = []
         origins: list[str] = []
         if videos_dir is not None:
@@ -138,8 +150,11 @@ class Backgrounds:
                 got = video_frames(path, per_clip)
                 frames += got
                 origins += [name] * len(got)
-        for scene in DEMO_BACKGROUND_SCENES:
-            got = demo_frames(scene, demo_per_scene)
+        if scenes is None:
+            logger.warning("no demo scenes given: the background bank has no demo-scene frames")
+            scenes = {}
+        for scene in DEMO_BACKGROUND_SCENES if scenes else ():
+            got = demo_frames(scenes, scene, demo_per_scene)
             frames += got
             origins += [f"demo:{scene}"] * len(got)
         logger.info("background bank: %d frames from %d sources", len(frames), len(set(origins)))

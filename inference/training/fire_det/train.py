@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from inference.training.fire_det.synth import (
     SMOKE_VIDEO,
     VALIDATION_NEGATIVE_CLIPS,
     Backgrounds,
+    SceneFactory,
     load_plumes,
 )
 from inference.training.fire_det.targets import Assigner
@@ -253,8 +255,13 @@ def held_out_scores(
     )
 
 
-def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+def run(
+    cfg: TrainConfig, resume: bool = False, scenes: Mapping[str, SceneFactory] | None = None
+) -> dict[str, Any]:
     """Train (or resume) and return the final state summary (history, split, thresholds).
+
+    ``scenes``: the procedural demo scenes whose fire-free frames join the background bank
+    (``streams.synthetic.scenes.SCENES``, handed in by ``citysight models train fire_smoke``).
 
     Raises:
         FileNotFoundError: a data set or the backbone file is missing.
@@ -274,7 +281,7 @@ def run(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     np.random.seed(cfg.seed)
     train_items, held = load_split(cfg)
     videos = Path(cfg.videos) if cfg.videos else None
-    bank = Backgrounds.load(videos)
+    bank = Backgrounds.load(videos, scenes=scenes)
     plumes = (
         load_plumes(videos / SMOKE_VIDEO) if videos and (videos / SMOKE_VIDEO).is_file() else []
     )

@@ -12,7 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from citysight.testing import need_shared  # noqa: E402
+from testkit import need_shared  # noqa: E402
+
 from inference.detectors.fire_smoke_net import NetFireSmoke, cell_centres  # noqa: E402
 from inference.training.fire_det.__main__ import main  # noqa: E402
 from inference.training.fire_det.export import export_onnx, parity  # noqa: E402

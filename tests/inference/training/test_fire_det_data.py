@@ -187,3 +187,21 @@ def test_thresholds_capped_by_video_negative_frames(
     chosen, at = choose_thresholds(scored, max_negative_rate=cap)
     assert chosen[0] == pytest.approx(want)
     assert at[0]["video_negative_frame_rate"] <= cap
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_box_matches_agree_with_the_eval_matcher(seed: int) -> None:
+    """The training scorer counts box matches exactly as ``citysight eval`` does."""
+    from benchmarks.eval.scoring import match_boxes
+    from inference.training.metrics import box_matches
+
+    rng = np.random.default_rng(seed)
+
+    def boxes(n: int) -> np.ndarray:
+        xy = rng.uniform(0, 80, (n, 2))
+        return np.hstack([xy, xy + rng.uniform(5, 40, (n, 2))]).astype(np.float32)
+
+    det, gt = boxes(int(rng.integers(0, 9))), boxes(int(rng.integers(0, 6)))
+    scores = rng.random(len(det)).astype(np.float32)
+    counts, _ = match_boxes(det, scores, gt.tolist(), [False] * len(gt), 0.3)
+    assert box_matches(det, scores, gt, 0.3) == counts.matched
