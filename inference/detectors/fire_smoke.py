@@ -3,8 +3,9 @@
 Tiers (strongest first):
 * ``det``: citysight's trained fire/smoke box detector (ShuffleNetV2 + anchor-free heads,
   ``inference.detectors.fire_smoke_net``), shipped in ``inference/models/`` with its model
-  card; an operator's ``fire_smoke_det.onnx`` in the models dir replaces it. Per-frame, no
-  temporal state.
+  card; an operator's ``fire_smoke_det.onnx`` in the models dir replaces it. On video a box
+  must persist and flicker (fire) or drift (smoke) across the camera's recent frames
+  (``inference.detectors.fire_smoke_temporal``); a still image gets the per-frame answer.
 * ``yolo``: operator-supplied YOLO-format weights, ``fire_smoke.onnx`` in the models dir,
   with an optional ``fire_smoke.json`` (``{"layout": "yolov8", "classes": ["fire",
   "smoke"]}``) — no licence-clean pretrained weights ship with the project.
@@ -24,7 +25,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
@@ -36,6 +37,9 @@ from inference.detectors.base import DetectorOutput
 from inference.detectors.common import active_provider, ort_options, ort_session, require_file
 from inference.detectors.fire_smoke_net import NetFireSmoke, model_path
 from inference.detectors.yolo import YoloModel, YoloSpec
+
+if TYPE_CHECKING:
+    from inference.detectors.fire_smoke_temporal import TemporalFireSmoke
 
 WORK_WIDTH = 320
 HISTORY = 4
@@ -425,10 +429,14 @@ class CnnFireSmoke:
 # Tier factories (``inference.detectors.base.TIERS``): models_dir -> detector.
 
 
-def det(models_dir: Path) -> NetFireSmoke:
-    """citysight's trained fire/smoke box detector (the strongest tier; the file ships with
-    the project, an operator's ``fire_smoke_det.onnx`` in ``models_dir`` replaces it)."""
-    return NetFireSmoke(model_path(models_dir))
+def det(models_dir: Path) -> TemporalFireSmoke:
+    """citysight's trained fire/smoke box detector with per-camera temporal confirmation (the
+    strongest tier; the file ships with the project, an operator's ``fire_smoke_det.onnx`` in
+    ``models_dir`` replaces it)."""
+    # Imported here: the temporal module uses this module's classical smoke cue.
+    from inference.detectors.fire_smoke_temporal import TemporalFireSmoke
+
+    return TemporalFireSmoke(NetFireSmoke(model_path(models_dir)))
 
 
 def yolo(models_dir: Path) -> YoloFireSmoke:
