@@ -123,7 +123,11 @@ class ClassicalFireSmoke:
         strict_video_colour: bool = True,
         smoke_persist: float = 0.9,
         smoke_max_delta: int = 40,
+        fire: bool = True,
     ) -> None:
+        # fire=False: the smoke cue alone (the trained tier borrows it for faint smoke on
+        # video) at a fraction of the cost.
+        self.fire = fire
         self.smoke_max_delta = smoke_max_delta
         self.min_flicker_frac = min_flicker_frac
         self.colour_persist = colour_persist
@@ -167,14 +171,21 @@ class ClassicalFireSmoke:
             st = self._state[camera_id] = _CamState()
         area = small.shape[0] * small.shape[1]
         still = not st.greys
-        colour = fire_colour_mask(small, strict=still or self.strict_video_colour)
+        colour = (
+            fire_colour_mask(small, strict=still or self.strict_video_colour)
+            if self.fire
+            else np.zeros(grey.shape, np.uint8)
+        )
         if still:
             fire_mask = colour
             fire_min = int(self.min_area_frac * area * 2)
             smoke_mask = haze_mask(small)
             smoke_min = int(area * 0.15)  # a still smoke cue must cover much of the view
         else:
-            fire_mask, fire_min = self._fire_video(st, grey, colour, area)
+            if self.fire:
+                fire_mask, fire_min = self._fire_video(st, grey, colour, area)
+            else:
+                fire_mask, fire_min = colour, 0
             smoke_mask, smoke_min = self._smoke_video(st, small, grey, area)
         st.greys.append(grey)
         if st.background is None:
