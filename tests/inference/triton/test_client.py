@@ -504,14 +504,17 @@ def test_already_registered_region_is_kept_or_replaced(triton: LocalTriton) -> N
 def test_trained_fire_smoke_tier_through_triton(
     client: TritonClient, eval_images: Callable[..., Any]
 ) -> None:
-    """The default fire_smoke tier (the trained ``det`` network, bundled) gives through the
-    Triton python model exactly what it gives in process, and finds the fire."""
+    """The default fire_smoke tier (the trained ``det`` network, bundled, with its per-camera
+    temporal state) gives through the Triton python model exactly what it gives in process,
+    and finds the fire."""
     from inference.detectors.fire_smoke_net import BUNDLED_MODEL, NetFireSmoke
+    from inference.detectors.fire_smoke_temporal import TemporalFireSmoke
 
     assert client.health()["detectors"]["fire_smoke"]["tier"] == "det"
-    imgs = [im for im, _ in eval_images("fire", 3)]
-    res = client.infer(_batch(imgs, f"det-{client.use_shm}-", frozenset({"fire_smoke"})))
-    direct = NetFireSmoke(BUNDLED_MODEL).detect(imgs, ["x"] * len(imgs))
+    imgs = [im for im, _ in eval_images("fire", 4)]
+    batch = _batch(imgs, f"det-{client.use_shm}-", frozenset({"fire_smoke"}))
+    res = client.infer(batch)
+    direct = TemporalFireSmoke(NetFireSmoke(BUNDLED_MODEL)).detect(imgs, batch.camera_ids)
     assert sum(int((r.class_ids == ObjectClass.FIRE).sum()) for r in res) >= 2
     for r, d in zip(res, direct, strict=True):
         np.testing.assert_array_equal(r.class_ids, d.class_ids)
