@@ -155,7 +155,9 @@ class TemporalFireSmoke:
             self._cams[cam] = st
         self._cams.move_to_end(cam)
         while len(self._cams) > self.config.max_cameras:
-            self._cams.popitem(last=False)
+            gone, _ = self._cams.popitem(last=False)
+            if self._haze is not None:
+                self._haze.reset(gone)  # its per-camera state is bounded alike
         return st
 
     def _confirm(self, frame: U8, cam: str, out: DetectorOutput) -> DetectorOutput:

@@ -88,6 +88,7 @@ def test_cameras_are_bounded(net: NetFireSmoke) -> None:
     for i in range(10):
         t.detect([f], [f"cam{i}"])
     assert list(t._cams) == ["cam7", "cam8", "cam9"]
+    assert t._haze is not None and sorted(t._haze._state) == ["cam7", "cam8", "cam9"]
 
 
 @pytest.mark.parametrize(
