@@ -340,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-long-side", type=int, help="override the model's input size")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--skip-videos", action="store_true")
+    ap.add_argument(
+        "--demo-frames", type=int, default=20, help="frames per procedural demo scene (0: none)"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for p in (args.model, args.eval):
@@ -382,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_videos and args.videos.is_dir():
         res["video_false_detections"] = video_false_detections(tiers, args.videos, args.every)
         res["house6"] = house6(tiers, args.videos, args.every)
-    res["demo_scenes_synthetic"] = demo_scenes(tiers)
+    if args.demo_frames > 0:
+        res["demo_scenes_synthetic"] = demo_scenes(tiers, args.demo_frames)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
     print(table(res))
