@@ -138,7 +138,11 @@ class Backgrounds:
         scenes: Mapping[str, SceneFactory] | None = None,
     ) -> Backgrounds:
         """Frames of :data:`TRAIN_NEGATIVE_CLIPS` (when ``videos_dir`` has them) and of the
-        :data:`DEMO_BACKGROUND_SCENES` of ``scenes`` (none when ``scenes`` is ``None``)."""
+        :data:`DEMO_BACKGROUND_SCENES` of ``scenes`` (none when ``scenes`` is ``None``).
+
+        Raises:
+            ValueError: neither gave a frame.
+        """
         frames: list[U8] = []
         origins: list[str] = []
         if videos_dir is not None:
@@ -157,6 +161,11 @@ class Backgrounds:
             got = demo_frames(scenes, scene, demo_per_scene)
             frames += got
             origins += [f"demo:{scene}"] * len(got)
+        if not frames:
+            raise ValueError(
+                "no background frames: give the videos folder (--videos) or train through "
+                "`citysight models train fire_smoke`, which adds the demo scenes"
+            )
         logger.info("background bank: %d frames from %d sources", len(frames), len(set(origins)))
         return cls(frames, origins)
 

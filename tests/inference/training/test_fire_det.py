@@ -92,6 +92,9 @@ def _tiny_set(root: Path) -> Path:
 
 
 def test_tiny_run_exports_and_resume_equals_uninterrupted(tmp_path: Path) -> None:
+    # The demo scenes fill the background bank, as `citysight models train fire_smoke` does.
+    from streams.synthetic.scenes import SCENES
+
     data = _tiny_set(tmp_path / "set")
     common = [
         "--data",
@@ -115,9 +118,12 @@ def test_tiny_run_exports_and_resume_equals_uninterrupted(tmp_path: Path) -> Non
         "12",
     ]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert main(["train", "--out", str(straight), "--epochs", "2", *common]) == 0
-    assert main(["train", "--out", str(resumed), "--epochs", "1", *common]) == 0
-    assert main(["train", "--out", str(resumed), "--epochs", "2", "--resume", *common]) == 0
+    assert main(["train", "--out", str(straight), "--epochs", "2", *common], scenes=SCENES) == 0
+    assert main(["train", "--out", str(resumed), "--epochs", "1", *common], scenes=SCENES) == 0
+    assert (
+        main(["train", "--out", str(resumed), "--epochs", "2", "--resume", *common], scenes=SCENES)
+        == 0
+    )
     a = torch.load(straight / "last.pt", weights_only=False)
     b = torch.load(resumed / "last.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"]

@@ -205,3 +205,15 @@ def test_box_matches_agree_with_the_eval_matcher(seed: int) -> None:
     scores = rng.random(len(det)).astype(np.float32)
     counts, _ = match_boxes(det, scores, gt.tolist(), [False] * len(gt), 0.3)
     assert box_matches(det, scores, gt, 0.3) == counts.matched
+
+
+def test_background_bank_needs_videos_or_scenes() -> None:
+    """Without the videos folder and without the demo scenes (the bare module) the bank would
+    be empty: a clear error, not a crash deep in a data worker."""
+    from inference.training.fire_det.synth import Backgrounds
+    from streams.synthetic.scenes import SCENES
+
+    with pytest.raises(ValueError, match="citysight models train fire_smoke"):
+        Backgrounds.load(None)
+    bank = Backgrounds.load(None, demo_per_scene=2, scenes=SCENES)
+    assert len(bank.frames) == 6 and {o.split(":")[0] for o in bank.origins} == {"demo"}
