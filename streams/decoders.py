@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from citysight.config import DECODERS
+from citysight.choices import DECODERS
 from citysight.registry import Registry
 
 

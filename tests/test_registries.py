@@ -23,7 +23,7 @@ def _registries() -> list[tuple[str, Registry[object], tuple[str, ...]]]:
         ("inference", INFER, INFERENCE_BACKENDS),  # type: ignore[list-item]
         ("decoder", DECODE, DECODERS),  # type: ignore[list-item]
     ]
-    out += [(f"tiers:{d.value}", TIERS[d.value], n) for d, n in DETECTOR_TIERS.items()]  # type: ignore[misc]
+    out += [(f"tiers:{d}", TIERS[d], n) for d, n in DETECTOR_TIERS.items()]  # type: ignore[misc]
     return out
 
 

@@ -133,6 +133,14 @@ class Subscription:
     foreign: int = 0  # alerts received outside its department
 
 
+def alert_departments(alert: Mapping[str, Any]) -> set[str]:
+    """The departments an alert (its JSON) belongs to: its owner and ``escalated_to``."""
+    out = {str(d) for d in alert.get("escalated_to") or () if d}
+    if alert.get("department"):
+        out.add(str(alert["department"]))
+    return out
+
+
 def alert_losses(
     stored: Mapping[str, Mapping[str, Any]],
     subscribers: Sequence[Subscription],
@@ -142,10 +150,12 @@ def alert_losses(
     """Count lost alerts in ``window`` (by ``started_at``, Unix s).
 
     Args:
-        stored: Alert id -> alert (``started_s``, ``kind``) from the final store listing.
+        stored: Alert id -> alert (``started_s``, ``kind``, ``departments``) from the final
+            store listing.
         subscribers: Every subscriber's receipts.
         window: ``(start, end)`` in Unix seconds.
-        owner_of: ``kind -> department`` the alert was routed to when raised.
+        owner_of: ``kind -> department`` the alert was routed to when raised (for alerts
+            listed without ``departments``).
 
     Returns:
         ``stored_lost`` and ``undelivered`` counts with the ids (at most 20 each).
@@ -162,7 +172,8 @@ def alert_losses(
     misses = 0
     for sub in subscribers:
         for aid, a in in_window.items():
-            if sub.department not in ("*", owner_of(a["kind"])):
+            depts = set(a.get("departments") or ()) or {owner_of(a["kind"])}
+            if sub.department != "*" and sub.department not in depts:
                 continue
             if aid not in sub.received:
                 undelivered.add(aid)

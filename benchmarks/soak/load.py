@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.soak.accounting import Subscription
+from benchmarks.soak.accounting import Subscription, alert_departments
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,11 @@ class Subscribers:
         now = time.time()
         sub.received[aid] = now
         sub.arrivals.append((now, kind, aid, str(a.get("camera_id"))))
-        if sub.department != "*" and sub.owner_of(kind) != sub.department:
+        # in scope: the alert's own departments (its owner and any supervisor it was
+        # escalated to); analytics_down is raised once per department a camera feeds, so
+        # its kind alone does not say who owns it
+        depts = alert_departments(a) or {sub.owner_of(kind)}
+        if sub.department != "*" and sub.department not in depts:
             sub.foreign += 1
 
     def stop(self) -> None:

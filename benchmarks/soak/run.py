@@ -643,6 +643,7 @@ class Soak:
                         "kind": a["kind"],
                         "started_s": started_s(a),
                         "camera_id": a.get("camera_id"),
+                        "departments": sorted(acct.alert_departments(a)),
                     }
                 if len(items) < 500:
                     break

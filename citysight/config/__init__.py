@@ -12,6 +12,13 @@ schema and reference in ``reference``; every public name is re-exported here, so
 ``from citysight.config import X`` is the way to import them.
 """
 
+from citysight.choices import (
+    DECODERS,
+    DETECTOR_TIERS,
+    INFERENCE_BACKENDS,
+    DecoderName,
+    InferenceBackend,
+)
 from citysight.config.auth import RetentionConfig, Scope, TokenConfig
 from citysight.config.base import ID_PATTERN, Strict
 from citysight.config.cameras import (
@@ -36,12 +43,7 @@ from citysight.config.rules import (
     ScheduleWindow,
 )
 from citysight.config.services import (
-    DECODERS,
-    DETECTOR_TIERS,
-    INFERENCE_BACKENDS,
-    DecoderName,
     HttpService,
-    InferenceBackend,
     InferenceService,
     RayService,
     RedisService,

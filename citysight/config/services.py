@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Final, Literal, get_args
+from typing import Literal
 
 from pydantic import field_validator, model_validator
 
+# The names of every backend choice live in citysight.choices (no pydantic there).
+from citysight.choices import DETECTOR_TIERS, DecoderName, InferenceBackend
 from citysight.config.base import Strict, _f
 from citysight.config.cameras import Detector
-
-# -- the names of every backend choice (each layer's registry maps exactly these) ----------
-
-InferenceBackend = Literal["onnxruntime", "triton"]
-INFERENCE_BACKENDS: Final[tuple[str, ...]] = get_args(InferenceBackend)
-"""``services.inference.type``: ``inference.client.BACKENDS``."""
-
-DecoderName = Literal["pyav", "nvdec", "nvdec-cuda"]
-DECODERS: Final[tuple[str, ...]] = get_args(DecoderName)
-"""``services.streams.decoder``: ``streams.decoders.BACKENDS``."""
-
-DETECTOR_TIERS: Final[dict[Detector, tuple[str, ...]]] = {
-    Detector.FACE: ("yunet", "yunet_n", "haar"),
-    Detector.PLATE: ("y5fu", "y5fu_640", "ocr_det"),
-    Detector.FIRE_SMOKE: ("det", "yolo", "cnn", "classical"),
-    Detector.VENDING: ("yolox", "hog"),
-}
-"""Tiers of each detector, strongest first (``services.inference.tiers``):
-``inference.detectors.base.TIERS``."""
 
 
 class RedisService(Strict):
@@ -152,7 +135,7 @@ class InferenceService(Strict):
         if bad:
             raise ValueError(f"unknown detectors {bad}; known: {sorted(known)}")
         for det, names in v.items():
-            tiers = DETECTOR_TIERS[Detector(det)]
+            tiers = DETECTOR_TIERS[Detector(det).value]
             wrong = [n for n in names if n not in tiers]
             if wrong:
                 raise ValueError(f"unknown {det} tiers {wrong}; known: {list(tiers)}")

@@ -1,7 +1,7 @@
 """Detector protocol, per-frame output and the tiered registry.
 
 Each :class:`citysight.config.Detector` value maps to an ordered list of tiers, strongest
-first (:data:`TIERS`; the names are ``citysight.config.DETECTOR_TIERS``).
+first (:data:`TIERS`; the names are ``citysight.choices.DETECTOR_TIERS``).
 :func:`load_detector` tries them in order; a tier whose model file is missing or corrupt
 logs a warning and the next tier is tried, so a bad file never takes the process down.
 """
@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from citysight.config import DETECTOR_TIERS, Detector
+from citysight.choices import DETECTOR_TIERS
+from citysight.config import Detector
 from citysight.registry import Registry
 
 if TYPE_CHECKING:
@@ -100,13 +101,13 @@ _MODULES = {
     Detector.VENDING: "vending",
 }
 
-# The tiers of each detector, strongest first: names from citysight.config.DETECTOR_TIERS,
+# The tiers of each detector, strongest first: names from citysight.choices.DETECTOR_TIERS,
 # factories imported on first use (a tier's module, and its optional deps, cost nothing
 # until a config asks for it).
 TIERS: dict[str, Registry[TierFactory]] = {
-    det.value: Registry(
-        f"{det.value} tier",
-        {name: f"inference.detectors.{_MODULES[det]}:{name}" for name in names},
+    det: Registry(
+        f"{det} tier",
+        {name: f"inference.detectors.{_MODULES[Detector(det)]}:{name}" for name in names},
         names=names,
     )
     for det, names in DETECTOR_TIERS.items()

@@ -168,6 +168,24 @@ def test_alert_losses(
     )
 
 
+def test_an_alert_raised_for_several_departments_is_each_ones_business() -> None:
+    """analytics_down is raised once per department a camera feeds: the police copy is
+    police business though the kind routes to duty (the 30-minute soak counted 340 such
+    deliveries as out of scope), and a police subscriber that missed it is a loss."""
+    st = {
+        "ad-p": {"kind": "analytics_down", "started_s": 10, "departments": ["police"]},
+        "ad-d": {"kind": "analytics_down", "started_s": 10, "departments": ["duty"]},
+        "esc": {"kind": "fire", "started_s": 20, "departments": ["fire", "police"]},
+    }
+    police = _sub("police", "police", {"ad-p": 11})
+    out = acct.alert_losses(st, [police], (0.0, 100.0), OWNER)
+    assert (out["undelivered"], out["ids"]["undelivered"]) == (1, ["esc"])
+    assert acct.alert_departments({"department": "fire", "escalated_to": ["duty"]}) == {
+        "fire",
+        "duty",
+    }
+
+
 def test_kind_gaps_are_cooldown_aware() -> None:
     cd = {"plate": 120.0, "fire": 120.0, "vending": 300.0}
     arrivals = {"plate": [100.0, 230.0, 300.0], "fire": [50.0]}
