@@ -21,7 +21,7 @@ DECODERS: Final[tuple[str, ...]] = get_args(DecoderName)
 DETECTOR_TIERS: Final[dict[str, tuple[str, ...]]] = {
     "face": ("yunet", "yunet_n", "haar"),
     "plate": ("y5fu", "y5fu_640", "ocr_det"),
-    "fire_smoke": ("yolo", "cnn", "classical"),
+    "fire_smoke": ("det", "yolo", "cnn", "classical"),
     "vending": ("yolox", "hog"),
 }
 """Tiers of each detector (keyed by ``citysight.config.Detector`` value), strongest first

@@ -27,8 +27,8 @@ GATE: dict[str, dict[str, int | None]] = {
     "faces": {"yunet": None, "haar": 16},
     "plates": {"y5fu": None, "ocr_det": 6},
     "plate_text": {"": 64},
-    "fire": {"classical": None},
-    "smoke": {"classical": None},
+    "fire": {"det": None, "classical": None},
+    "smoke": {"det": None, "classical": None},
 }
 
 

@@ -25,7 +25,10 @@ DELEGATED: dict[str, str] = {
 }
 # command -> {sub-command -> target}; the target parses what follows the sub-command.
 GROUPS: dict[str, dict[str, str]] = {
-    "models": {"install": "inference.triton.models_install:main"},
+    "models": {
+        "install": "inference.triton.models_install:main",
+        "train": "citysight.app.training:main",
+    },
     "bench": {
         "decode": "benchmarks.decode.cli:main",
         "streams": "benchmarks.streams.cli:main",

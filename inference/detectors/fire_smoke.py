@@ -1,6 +1,11 @@
 """Fire and smoke.
 
-Tiers:
+Tiers (strongest first):
+* ``det``: citysight's trained fire/smoke box detector (ShuffleNetV2 + anchor-free heads,
+  ``inference.detectors.fire_smoke_net``), shipped in ``inference/models/`` with its model
+  card; an operator's ``fire_smoke_det.onnx`` in the models dir replaces it. On video a box
+  must persist and flicker (fire) or drift (smoke) across the camera's recent frames
+  (``inference.detectors.fire_smoke_temporal``); a still image gets the per-frame answer.
 * ``yolo``: operator-supplied YOLO-format weights, ``fire_smoke.onnx`` in the models dir,
   with an optional ``fire_smoke.json`` (``{"layout": "yolov8", "classes": ["fire",
   "smoke"]}``) — no licence-clean pretrained weights ship with the project.
@@ -20,7 +25,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import cv2
 import numpy as np
@@ -30,7 +35,11 @@ from citysight.config import Detector
 from citysight.contracts import ObjectClass
 from inference.detectors.base import DetectorOutput
 from inference.detectors.common import active_provider, ort_options, ort_session, require_file
+from inference.detectors.fire_smoke_net import NetFireSmoke, model_path
 from inference.detectors.yolo import YoloModel, YoloSpec
+
+if TYPE_CHECKING:
+    from inference.detectors.fire_smoke_temporal import TemporalFireSmoke
 
 WORK_WIDTH = 320
 HISTORY = 4
@@ -114,7 +123,11 @@ class ClassicalFireSmoke:
         strict_video_colour: bool = True,
         smoke_persist: float = 0.9,
         smoke_max_delta: int = 40,
+        fire: bool = True,
     ) -> None:
+        # fire=False: the smoke cue alone (the trained tier borrows it for faint smoke on
+        # video) at a fraction of the cost.
+        self.fire = fire
         self.smoke_max_delta = smoke_max_delta
         self.min_flicker_frac = min_flicker_frac
         self.colour_persist = colour_persist
@@ -158,14 +171,21 @@ class ClassicalFireSmoke:
             st = self._state[camera_id] = _CamState()
         area = small.shape[0] * small.shape[1]
         still = not st.greys
-        colour = fire_colour_mask(small, strict=still or self.strict_video_colour)
+        colour = (
+            fire_colour_mask(small, strict=still or self.strict_video_colour)
+            if self.fire
+            else np.zeros(grey.shape, np.uint8)
+        )
         if still:
             fire_mask = colour
             fire_min = int(self.min_area_frac * area * 2)
             smoke_mask = haze_mask(small)
             smoke_min = int(area * 0.15)  # a still smoke cue must cover much of the view
         else:
-            fire_mask, fire_min = self._fire_video(st, grey, colour, area)
+            if self.fire:
+                fire_mask, fire_min = self._fire_video(st, grey, colour, area)
+            else:
+                fire_mask, fire_min = colour, 0
             smoke_mask, smoke_min = self._smoke_video(st, small, grey, area)
         st.greys.append(grey)
         if st.background is None:
@@ -420,8 +440,18 @@ class CnnFireSmoke:
 # Tier factories (``inference.detectors.base.TIERS``): models_dir -> detector.
 
 
+def det(models_dir: Path) -> TemporalFireSmoke:
+    """citysight's trained fire/smoke box detector with per-camera temporal confirmation (the
+    strongest tier; the file ships with the project, an operator's ``fire_smoke_det.onnx`` in
+    ``models_dir`` replaces it)."""
+    # Imported here: the temporal module uses this module's classical smoke cue.
+    from inference.detectors.fire_smoke_temporal import TemporalFireSmoke
+
+    return TemporalFireSmoke(NetFireSmoke(model_path(models_dir)))
+
+
 def yolo(models_dir: Path) -> YoloFireSmoke:
-    """The operator-supplied YOLO fire/smoke detector (the strongest tier)."""
+    """The operator-supplied YOLO fire/smoke detector."""
     return YoloFireSmoke(models_dir / "fire_smoke.onnx")
 
 

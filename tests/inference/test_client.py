@@ -61,9 +61,13 @@ def test_results_per_frame_with_tracks_and_health(client: InferenceClient, data_
         "provider": "CPUExecutionProvider",
         "batchable": True,
     }
-    assert health["fire_smoke"]["provider"] is None  # classical: no ONNX Runtime session
-    assert {health[d]["tier"] for d in health} == {"yunet", "y5fu", "yolo", "yolox"} - {"yolo"} | {
-        "classical"
+    # The trained fire/smoke tier ships with the project: it runs without any installed file.
+    assert health["fire_smoke"]["provider"] == "CPUExecutionProvider"
+    assert {d: health[d]["tier"] for d in health} == {
+        "face": "yunet",
+        "plate": "y5fu",
+        "fire_smoke": "det",
+        "vending": "yolox",
     }
 
 
@@ -134,7 +138,8 @@ def test_corrupt_model_files_fall_back_and_show_in_health(
 ) -> None:
     from inference.backends.onnxruntime import OrtClient
 
-    for name in ("yunet_s_640_640.onnx", "y5fu_320x_sim.onnx", "yolox_nano.onnx"):
+    names = ("yunet_s_640_640.onnx", "y5fu_320x_sim.onnx", "yolox_nano.onnx", "fire_smoke_det.onnx")
+    for name in names:
         (tmp_path / name).write_bytes(b"\x08\x01garbage")
     with caplog.at_level("WARNING"):
         client = OrtClient(None, tmp_path)

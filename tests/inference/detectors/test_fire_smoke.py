@@ -140,3 +140,19 @@ def test_solid_grey_object_walking_by_is_not_smoke() -> None:
         frame[60:200, 40 + 10 * i : 100 + 10 * i] = 128  # a grey coat, opaque, moving
         out = det.detect([frame], ["cam"])[0]
         assert not (out.class_ids == ObjectClass.SMOKE).any()
+
+
+def test_smoke_only_cue_matches_the_full_tier_on_smoke_and_reports_no_fire() -> None:
+    """``ClassicalFireSmoke(fire=False)`` (the trained tier's faint-smoke cue) gives the full
+    tier's smoke boxes on video and never fire, on the demo's smoke and fire scenes."""
+    from streams.synthetic.scenes import SCENES
+
+    for scene_name in ("smoke", "fire"):
+        scene = SCENES[scene_name]((640, 360), 5, 20.0)
+        full, smoke_only = ClassicalFireSmoke(), ClassicalFireSmoke(fire=False)
+        for i in range(0, 100, 3):
+            f = np.ascontiguousarray(scene.draw(i)[:, :, ::-1])
+            a, b = full.detect([f], ["c"])[0], smoke_only.detect([f], ["c"])[0]
+            smoke = int(ObjectClass.SMOKE)
+            assert not (b.class_ids == int(ObjectClass.FIRE)).any()
+            np.testing.assert_array_equal(b.boxes, a.boxes[a.class_ids == smoke])

@@ -153,7 +153,7 @@ def test_health_reports_tiers_before_any_frame(triton: LocalTriton) -> None:
     assert tiers == {
         "face": "yunet",
         "plate": "y5fu",
-        "fire_smoke": "classical",
+        "fire_smoke": "det",
         "vending": "yolox",
     }
 
@@ -499,3 +499,24 @@ def test_already_registered_region_is_kept_or_replaced(triton: LocalTriton) -> N
         slot.drop(c)
         c.close()
     assert _regions(triton.grpc_url, slot.name) == {}
+
+
+def test_trained_fire_smoke_tier_through_triton(
+    client: TritonClient, eval_images: Callable[..., Any]
+) -> None:
+    """The default fire_smoke tier (the trained ``det`` network, bundled, with its per-camera
+    temporal state) gives through the Triton python model exactly what it gives in process,
+    and finds the fire."""
+    from inference.detectors.fire_smoke_net import BUNDLED_MODEL, NetFireSmoke
+    from inference.detectors.fire_smoke_temporal import TemporalFireSmoke
+
+    assert client.health()["detectors"]["fire_smoke"]["tier"] == "det"
+    imgs = [im for im, _ in eval_images("fire", 4)]
+    batch = _batch(imgs, f"det-{client.use_shm}-", frozenset({"fire_smoke"}))
+    res = client.infer(batch)
+    direct = TemporalFireSmoke(NetFireSmoke(BUNDLED_MODEL)).detect(imgs, batch.camera_ids)
+    assert sum(int((r.class_ids == ObjectClass.FIRE).sum()) for r in res) >= 2
+    for r, d in zip(res, direct, strict=True):
+        np.testing.assert_array_equal(r.class_ids, d.class_ids)
+        np.testing.assert_allclose(r.boxes, d.boxes, atol=1e-3)
+        np.testing.assert_allclose(r.scores, d.scores, atol=1e-5)
