@@ -30,23 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common.chromium import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.map.fake_api import FakeApi, make_alert, make_cameras
 
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "http://citysight.test"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 LONGTASK_OBSERVER = """
 window.__longtasks = [];
 new PerformanceObserver((l) => { for (const e of l.getEntries())

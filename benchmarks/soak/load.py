@@ -19,21 +19,10 @@ from typing import Any
 
 import httpx
 
+from benchmarks.common.chromium import CHROMIUM, CHROMIUM_ARGS
 from benchmarks.soak.accounting import Subscription, alert_departments
 
 logger = logging.getLogger(__name__)
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def started_s(alert: dict[str, Any]) -> float:
