@@ -145,6 +145,10 @@ def stream_id(entry_id: bytes | str) -> StreamId:
     return int(ms), int(seq or 0)
 
 
+#: Key the cluster harness writes through Sentinel while it fails the primary over.
+CLUSTER_FAILOVER_PROBE = "citysight:cluster:failover-probe"
+
+
 def text(value: bytes | str | None) -> str | None:
     """Decode a Redis reply value (works with and without ``decode_responses``)."""
     if value is None:

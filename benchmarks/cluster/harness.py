@@ -47,6 +47,7 @@ from benchmarks.cluster.spec import (
     ClusterSpec,
     Host,
 )
+from citysight import keys
 
 logger = logging.getLogger(__name__)
 
@@ -597,7 +598,7 @@ class Cluster:
             succeeds through a Sentinel-discovered client (``writes_resumed_s``), and how
             many writes failed in between.
         """
-        key = "citysight:cluster:failover-probe"
+        key = keys.CLUSTER_FAILOVER_PROBE
         redis_ha.write_until_ok(self.spec, key, 5.0)
         with redis_ha.SentinelEvents(self.spec) as events:
             old, t_kill = self.kill_redis_primary()

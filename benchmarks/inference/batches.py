@@ -55,8 +55,15 @@ def planner_section(results: dict[str, Any], gpu: str | None) -> dict[str, Any] 
 
 
 def _net(det: Any) -> Any:
-    """The detector's :class:`inference.detectors.batching.BatchedModel`, if it has one."""
-    return getattr(det, "net", None)
+    """The detector's :class:`inference.detectors.batching.BatchedModel`, if it has one (a
+    tier whose ``net`` is some other object, such as the temporal fire/smoke tier wrapping
+    its network, is measured through ``detect()`` only)."""
+    net = getattr(det, "net", None)
+    if net is None or not hasattr(det, "preprocess"):
+        return None
+    if not (hasattr(net, "max_batch") and callable(getattr(net, "run", None))):
+        return None
+    return net
 
 
 def bench_batches(
