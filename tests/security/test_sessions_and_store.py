@@ -527,9 +527,14 @@ def test_retention_trim_keeps_the_chain_verifiable(audit: AuditLog) -> None:
     for the new first one; appends after a trim of everything still verify."""
     assert audit.cfg is not None
     later = time.time() + audit.cfg.retention.audit_ttl_s
-    ids = [x["id"] for x in reversed(audit.list(10))]
-    cut_ms = keys.stream_id(ids[2])[0] / 1000 + audit.cfg.retention.audit_ttl_s + 0.0015
-    assert audit.trim(now=cut_ms) >= 1
+    # the fixture's records may share a millisecond on a fast box: append one a few ms
+    # later and cut at its millisecond, so the trim drops every older record and keeps it
+    time.sleep(0.01)
+    audit.append(actor="al", action="plates:query", target="XY999", reason="case 6")
+    newest = audit.list(1)[0]["id"]
+    cut = keys.stream_id(newest)[0] / 1000 + audit.cfg.retention.audit_ttl_s
+    assert audit.trim(now=cut) >= 1
+    assert audit.r.xlen(keys.AUDIT_STREAM) >= 1
     assert audit.verify_report().ok
     assert audit.trim(now=later + 10) >= 1 and audit.r.xlen(keys.AUDIT_STREAM) == 0
     assert audit.verify_report().ok
