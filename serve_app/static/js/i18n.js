@@ -102,10 +102,7 @@ export function applyDom(root = document) {
       el.setAttribute(attr, t(el.dataset[data]));
     }
   }
-  if (root === document) {
-    document.documentElement.lang = current;
-    document.title = t("page.title");
-  }
+  if (root === document) document.documentElement.lang = current;
 }
 
 /** Call ``fn(lang)`` after every language change (to re-render dynamic text). */
@@ -140,17 +137,23 @@ let zone = null;
 let zoneLabel = "";
 let TIME_FMT = null;
 let DATETIME_FMT = null;
+let OFFSET_FMT = null;
 
-/** The zone's offset label, e.g. "UTC+8" (from Intl's "GMT+8"; "UTC" for zero). */
+/** The zone's offset at ``at``, e.g. "UTC+8" (from Intl's "GMT+8"; "UTC" for zero). */
 export function offsetLabel(timeZone, at = new Date()) {
   try {
-    const parts = new Intl.DateTimeFormat("en-US", { timeZone: timeZone || undefined, timeZoneName: "shortOffset" })
-      .formatToParts(at);
-    const name = (parts.find((p) => p.type === "timeZoneName") || {}).value || "";
+    const fmt = timeZone === zone && OFFSET_FMT ? OFFSET_FMT
+      : new Intl.DateTimeFormat("en-US", { timeZone: timeZone || undefined, timeZoneName: "shortOffset" });
+    const name = (fmt.formatToParts(at).find((p) => p.type === "timeZoneName") || {}).value || "";
     return name === "GMT" ? "UTC" : name.replace(/^GMT/, "UTC");
   } catch (_) {
     return "";
   }
+}
+
+// The label of each time is its own offset (a zone with summer time has two in a year).
+function labelOf(d) {
+  return zoneLabel ? offsetLabel(zone, d) || zoneLabel : "";
 }
 
 /** Show times in this IANA zone (null or unknown: the browser's own). */
@@ -164,7 +167,9 @@ export function setTimeZone(timeZone) {
     tz = undefined;
   }
   zone = tz || null;
+  OFFSET_FMT = null;
   zoneLabel = offsetLabel(tz);
+  OFFSET_FMT = new Intl.DateTimeFormat("en-US", { timeZone: tz, timeZoneName: "shortOffset" });
   TIME_FMT = new Intl.DateTimeFormat(current, { ...base, timeZone: tz });
   DATETIME_FMT = new Intl.DateTimeFormat(current, { year: "numeric", month: "short", day: "numeric", ...base, timeZone: tz });
   const el = document.querySelector('[data-testid="time-zone"]');
@@ -188,7 +193,7 @@ export function fmtTime(iso, { withZone = true } = {}) {
   const d = valid(iso);
   if (!d) return "";
   if (!TIME_FMT) setTimeZone(zone);
-  return withZone && zoneLabel ? `${TIME_FMT.format(d)} ${zoneLabel}` : TIME_FMT.format(d);
+  return withZone && zoneLabel ? `${TIME_FMT.format(d)} ${labelOf(d)}` : TIME_FMT.format(d);
 }
 
 /** Date and time with the zone label, e.g. "2026年12月1日 14:03:22 UTC+8". */
@@ -196,8 +201,8 @@ export function fmtDateTime(iso) {
   const d = valid(iso);
   if (!d) return "";
   if (!DATETIME_FMT) setTimeZone(zone);
-  return zoneLabel ? `${DATETIME_FMT.format(d)} ${zoneLabel}` : DATETIME_FMT.format(d);
+  return zoneLabel ? `${DATETIME_FMT.format(d)} ${labelOf(d)}` : DATETIME_FMT.format(d);
 }
 
 // One global for code that is not a module (and for helpers' pages adopting the catalogue).
-window.citysightI18n = { t, tEnum, language, setLanguage, fmtTime, fmtDateTime };
+window.citysightI18n = { t, tEnum, language, setLanguage, onLanguageChange, fmtTime, fmtDateTime, setTimeZone };

@@ -294,6 +294,27 @@ def test_api_errors_follow_the_page_language(world: World, browser: Any) -> None
         ctx.close()
 
 
+def test_times_carry_their_own_offset(world: World, browser: Any) -> None:
+    """Each time is labelled with its zone's offset at that date (summer time included)."""
+    ctx = _context(browser, DESKTOP, locale="en-US")
+    page = ctx.new_page()
+    try:
+        page.goto(world.zh_url + "/")
+        page.wait_for_function("() => document.body.dataset.language === 'zh-CN'")
+        got = page.evaluate(
+            """() => { const i = window.citysightI18n;
+              i.setTimeZone('Europe/Berlin');
+              const w = i.fmtTime('2026-01-15T12:00:00Z'), s = i.fmtTime('2026-07-15T12:00:00Z');
+              i.setTimeZone('Asia/Shanghai');
+              return [w, s, i.fmtDateTime('2026-07-15T12:00:00Z'), i.fmtTime('')]; }"""
+        )
+        assert got[0] == "13:00:00 UTC+1" and got[1] == "14:00:00 UTC+2", got
+        assert got[2].endswith("20:00:00 UTC+8") and "2026" in got[2], got
+        assert got[3] == ""
+    finally:
+        ctx.close()
+
+
 def _tap_targets(page: Any) -> list[dict[str, Any]]:
     """Size of every visible control a finger uses (buttons, selects, inputs, list items)."""
     return page.evaluate(
