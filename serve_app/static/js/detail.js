@@ -3,6 +3,7 @@
 import { upsertAlert } from "./alerts.js";
 import { $, NEXT_ACTIONS, api, fmtDateTime, fmtTime, hasScope, kindIcon, state, tid } from "./core.js";
 import { showCamera } from "./map.js";
+import { decorateEvent } from "./timeline_extras.js";
 
 // -- alert detail ------------------------------------------------------------------------
 
@@ -73,6 +74,7 @@ export function appendTimeline(ev) {
   $("b", li).textContent = `${ev.from_state || "—"} → ${ev.to_state}`;
   $(".by", li).textContent = `by ${ev.actor}`;
   $(".x", li).textContent = extra;
+  decorateEvent(li, ev);
   // Keep sequence order even when a live event overtakes the initial fetch.
   const after = [...ol.children].find((x) => Number(x.dataset.seq) > Number(ev.seq));
   ol.insertBefore(li, after || null);
