@@ -175,7 +175,10 @@ def test_hostile_multipart_is_refused_and_stores_nothing(
 ) -> None:
     c, r, ids = world
     before = _count(r)
-    for url, role in (("/api/reports", "grid"), (f"/api/alerts/{ids['vending']}/feedback", "admin")):
+    for url, role in (
+        ("/api/reports", "grid"),
+        (f"/api/alerts/{ids['vending']}/feedback", "admin"),
+    ):
         res = c.post(url, headers={**_h(role), **headers}, content=body)
         assert res.status_code in codes, (why, url, res.status_code, res.text)
         assert "detail" in res.json()

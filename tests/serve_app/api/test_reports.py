@@ -122,7 +122,8 @@ def test_a_second_report_nearby_joins_the_open_alert(
     assert len(a["evidence"]) == 2
     evs = c.get(f"/api/alerts/{first['alert_id']}/events", headers=_h("admin")).json()
     assert [(e["actor"], e["action"]) for e in evs] == [
-        ("grid-user", "report"), ("grid2-user", "report")
+        ("grid-user", "report"),
+        ("grid2-user", "report"),
     ]
 
 
@@ -155,7 +156,10 @@ def test_feedback_photo_is_an_event_with_evidence(client: tuple[TestClient, redi
     (pid,) = res.json()["photos"]
     last = c.get(f"/api/alerts/{aid}/events", headers=_h("enforcement")).json()[-1]
     assert (last["action"], last["actor"], last["note"], last["evidence"]) == (
-        "feedback", "enforcement-user", "stall removed", [pid]
+        "feedback",
+        "enforcement-user",
+        "stall removed",
+        [pid],
     )
     assert last["from_state"] == last["to_state"] == "raised"
     item = c.get(f"/api/alerts/{aid}/evidence/{pid}", headers=_h("enforcement"))
@@ -169,17 +173,22 @@ def _png() -> bytes:
 
 
 BIG = b"\xff\xd8\xff" + b"\x00" * 300_001
+V = {**HERE, "kind": "vending"}
+
+
+def _one(name: str, data: bytes, ctype: str) -> list[Any]:
+    return [("photos", (name, data, ctype))]
 
 
 @pytest.mark.parametrize(
     ("fields", "files", "status", "needle"),
     [
-        ({**HERE, "kind": "vending"}, [("note", (None, b"hello"))], 422, "at least one photo"),
-        ({**HERE, "kind": "vending"}, [("note", ("n.txt", b"x", "text/plain"))], 422, "got a file"),
-        ({**HERE, "kind": "vending", "x": "1"}, [("photos", ("a.jpg", _jpeg(), "image/jpeg"))], 422, "unknown field"),
-        ({**HERE, "kind": "vending"}, [("photos", ("a.jpg", b"\xff\xd8\xffjunk" * 40, "image/jpeg"))], 422, "corrupt"),
-        ({**HERE, "kind": "vending"}, [("photos", ("a.jpg", BIG, "image/jpeg"))], 413, "over the limit"),
-        ({**HERE, "kind": "vending"}, [("photos", ("a.svg", b"<svg onload=alert(1)>", "image/svg+xml"))], 415, "not a JPEG"),
+        (V, [("note", (None, b"hello"))], 422, "at least one photo"),
+        (V, [("note", ("n.txt", b"x", "text/plain"))], 422, "got a file"),
+        ({**V, "x": "1"}, _one("a.jpg", _jpeg(), "image/jpeg"), 422, "unknown field"),
+        (V, _one("a.jpg", b"\xff\xd8\xffjunk" * 40, "image/jpeg"), 422, "corrupt"),
+        (V, _one("a.jpg", BIG, "image/jpeg"), 413, "over the limit"),
+        (V, _one("a.svg", b"<svg onload=alert(1)>", "image/svg+xml"), 415, "not a JPEG"),
         ({"latitude": "91", "longitude": "110", "kind": "vending"}, None, 422, "latitude"),
         ({"latitude": "nan", "longitude": "110", "kind": "vending"}, None, 422, "latitude"),
         ({"latitude": "20", "longitude": "inf", "kind": "vending"}, None, 422, "longitude"),
@@ -187,12 +196,14 @@ BIG = b"\xff\xd8\xff" + b"\x00" * 300_001
         ({"longitude": "110", "kind": "vending"}, None, 422, "latitude: required"),
         ({**HERE, "kind": "dragons"}, None, 422, "not reportable"),
         ({**HERE, "kind": "camera_offline"}, None, 422, "not reportable"),
-        ({**HERE, "kind": "vending", "note": "n" * 2001}, None, 422, "note: at most"),
-        ({**HERE, "kind": "vending"}, [("photos", ("a.jpg", _jpeg(), "image/jpeg"))] * 4, 400, "files"),
+        ({**V, "note": "n" * 2001}, None, 422, "note: at most"),
+        (V, _one("a.jpg", _jpeg(), "image/jpeg") * 4, 400, "files"),
     ],
-    ids=["no-photo", "note-as-file", "unknown-field", "corrupt", "huge-photo", "svg", "lat-91", "lat-nan",
-         "lon-inf", "lat-text", "lat-missing", "unknown-kind", "system-kind", "long-note",
-         "too-many-photos"],
+    ids=[
+        "no-photo", "note-as-file", "unknown-field", "corrupt", "huge-photo", "svg", "lat-91",
+        "lat-nan", "lon-inf", "lat-text", "lat-missing", "unknown-kind", "system-kind",
+        "long-note", "too-many-photos",
+    ],
 )  # fmt: skip
 def test_bad_reports_are_refused_and_store_nothing(
     client: tuple[TestClient, redis.Redis],

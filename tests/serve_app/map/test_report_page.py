@@ -66,7 +66,9 @@ def world(redis_server: Any) -> Iterator[tuple[str, redis.Redis, Any]]:
 
     r = redis.Redis.from_url(redis_server.url)
     r.flushall()
-    seed_principals(r, {**ROLES, "grid": {"department": "enforcement", "scopes": ["reports:write"]}})
+    seed_principals(
+        r, {**ROLES, "grid": {"department": "enforcement", "scopes": ["reports:write"]}}
+    )
     port = free_port()
     server = ServerThread(create_api(CFG, redis_server.url), port).start()
     consumer = DetectionsConsumer(
@@ -165,7 +167,9 @@ def test_report_from_the_phone_closes_after_the_camera_recheck(
     expect(item.get_by_test_id("report-state")).to_have_text("raised")
     _shot(phone, "phone-sent")
 
-    officer = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token_of('enforcement')}"})
+    officer = httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {token_of('enforcement')}"}
+    )
     a = officer.get(f"/api/alerts/{alert_id}").json()
     assert a["source"] == "report" and a["camera_id"] == "cam-vend"
     assert abs(a["location"]["lat"] - GEO["latitude"]) < 1e-6
@@ -196,7 +200,9 @@ def test_report_from_the_phone_closes_after_the_camera_recheck(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         n += 1
-        f = FrameResult(camera_id="cam-vend", frame_time=time.time(), frame_no=n, width=960, height=540)
+        f = FrameResult(
+            camera_id="cam-vend", frame_time=time.time(), frame_no=n, width=960, height=540
+        )
         r.xadd(detections_stream(0), {"d": f.to_msgpack()})
         if officer.get(f"/api/alerts/{alert_id}").json()["state"] == "closed":
             break
@@ -206,6 +212,7 @@ def test_report_from_the_phone_closes_after_the_camera_recheck(
     assert [e["action"] for e in events] == ["report", "", "", "", "feedback", "verified"]
     assert events[-1]["actor"] == "camera-check" and events[-1]["to_state"] == "closed"
     assert closed_after >= RECHECK_S
+    assert consumer.recheck.stats["verified"] == 1
 
     # The phone follows: closed (it refreshes on its own; a reload is what a worker does).
     phone.reload()

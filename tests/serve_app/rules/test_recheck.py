@@ -119,7 +119,10 @@ def test_quiet_camera_verifies_and_closes_after_recheck_s(r: redis.Redis, redis_
     took = time.monotonic() - t_resolved
     last = store.events(alert.id)[-1]
     assert (last.actor, last.action, last.from_state, last.to_state) == (
-        CAMERA_CHECK, "verified", AlertState.RESOLVED, AlertState.CLOSED
+        CAMERA_CHECK,
+        "verified",
+        AlertState.RESOLVED,
+        AlertState.CLOSED,
     )
     assert took >= RECHECK_S  # never before the camera watched for recheck_s
     assert r.zscore(keys.RECHECK_WATCHES, alert.id) is None
@@ -150,7 +153,9 @@ def test_condition_returning_reopens_with_the_new_sightings_evidence(
     a = store.get(alert.id)
     last = store.events(alert.id)[-1]
     assert (last.actor, last.action, last.from_state) == (
-        CAMERA_CHECK, "reopened", AlertState.RESOLVED
+        CAMERA_CHECK,
+        "reopened",
+        AlertState.RESOLVED,
     )
     assert a.outcome is None and len(last.evidence) == 1
     (ref,) = [e for e in a.evidence if e.id == last.evidence[0]]
