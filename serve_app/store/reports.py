@@ -22,7 +22,7 @@ from typing import Any, cast
 import redis
 
 from citysight import keys
-from citysight.config import CameraConfig, CitysightConfig, RuleConfig
+from citysight.config import CameraConfig, CitysightConfig, Detector, RuleConfig
 from citysight.contracts import Alert, AlertKind, EvidenceRef, Location, Severity
 from citysight.rulesets import default_rules
 from serve_app.photos import CleanPhoto
@@ -45,6 +45,27 @@ def distance_m(a: Location, b: Location) -> float:
     dp, dl = p2 - p1, math.radians(b.lon - a.lon)
     h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
+
+
+KIND_DETECTOR: dict[AlertKind, Detector] = {
+    AlertKind.FIRE: Detector.FIRE_SMOKE,
+    AlertKind.SMOKE: Detector.FIRE_SMOKE,
+    AlertKind.VENDING: Detector.VENDING,
+    AlertKind.FACE: Detector.FACE,
+    AlertKind.PLATE: Detector.PLATE,
+}
+"""The detector whose detections a rule of each kind looks at."""
+
+
+def can_watch(rule: RuleConfig, cam: CameraConfig) -> bool:
+    """Whether ``cam`` can see what ``rule`` looks for: the rule covers it, the camera runs
+    the rule's detector, and has a zone of the rule's zone types (when it names some)."""
+    if not rule.applies_to(cam.id):
+        return False
+    det = KIND_DETECTOR.get(rule.kind)
+    if det is not None and det not in cam.detectors:
+        return False
+    return not rule.zone_types or any(z.type in rule.zone_types for z in cam.zones)
 
 
 def recheck_rule(cfg: CitysightConfig, alert: Alert) -> RuleConfig | None:
@@ -103,7 +124,8 @@ class ReportStore:
 
     def place(self, kind: AlertKind, loc: Location) -> tuple[str, str]:
         """``(camera id, jurisdiction)`` of a report: the nearest camera within
-        ``camera_radius_m`` running a rule of ``kind`` (``""`` when none), and the
+        ``camera_radius_m`` that can watch a rule of ``kind`` (:func:`can_watch`; ``""``
+        when none), and the
         jurisdiction of the nearest camera within that radius (``default`` when none)."""
         rules = [r for r in (self.cfg.rules or default_rules()) if r.enabled and r.kind == kind]
         near = sorted(
@@ -113,7 +135,7 @@ class ReportStore:
             <= self.cfg.reports.camera_radius_m
         )  # fmt: skip
         juris = near[0][1].jurisdiction if near else "default"
-        cam = next((c.id for _, c in near if any(r.applies_to(c.id) for r in rules)), "")
+        cam = next((c.id for _, c in near if any(can_watch(r, c) for r in rules)), "")
         return cam, juris
 
     def find_open(self, kind: AlertKind, loc: Location, now: float) -> Alert | None:

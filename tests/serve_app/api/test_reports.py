@@ -234,3 +234,31 @@ def test_non_multipart_and_oversized_bodies(client: tuple[TestClient, redis.Redi
     )  # fmt: skip
     assert res.status_code == 413
     assert _stored(r) == before
+
+
+@pytest.mark.parametrize(
+    ("camera", "watches"),
+    [
+        ({}, True),
+        ({"detectors": ["plate"]}, False),  # does not run the vending detector
+        ({"zones": [{"id": "z", "type": "restricted", "polygon": [[0, 0], [1, 0], [1, 1]]}]},
+         False),  # no no_vending zone: the rule can never fire there
+        ({"zones": [{"id": "z", "type": "no_vending", "polygon": [[0, 0], [1, 0], [1, 1]]}]},
+         True),
+    ],
+)  # fmt: skip
+def test_a_reports_camera_must_be_able_to_see_the_rule(
+    camera: dict[str, Any], watches: bool
+) -> None:
+    from citysight.config import CameraConfig, RuleConfig
+    from serve_app.store.reports import can_watch
+
+    rule = RuleConfig.model_validate(
+        {"id": "v", "type": "dwell", "kind": "vending", "zone_types": ["no_vending"]}
+    )
+    cam = CameraConfig.model_validate(
+        {"id": "c", "url": "rtsp://10.0.0.9/x", "latitude": 0, "longitude": 0, **camera}
+    )
+    if not camera:
+        rule = rule.model_copy(update={"zone_types": []})
+    assert can_watch(rule, cam) is watches
