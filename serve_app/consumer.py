@@ -957,6 +957,7 @@ class DetectionsConsumer:
             "consumer": self.name,
             "shards": self.shards,
             "state_size": self.engine.state_size(),
+            "recheck": dict(self.recheck.stats),  # camera re-check: watching, verified, ...
             "reason": self.reason,
             "error": self.error,
             "last_error": self.last_error,

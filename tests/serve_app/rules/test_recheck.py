@@ -10,6 +10,7 @@ still verifies. Frame times are real wall times (the deadline is a wall time).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -127,6 +128,9 @@ def test_quiet_camera_verifies_and_closes_after_recheck_s(r: redis.Redis, redis_
     assert took >= RECHECK_S  # never before the camera watched for recheck_s
     assert r.zscore(keys.RECHECK_WATCHES, alert.id) is None
     assert c.recheck.stats["verified"] == 1
+    c._publish_status()  # what /health's rules component shows
+    status = json.loads(r.hget(keys.RULES_CONSUMERS, "rules-0"))
+    assert status["detail"]["recheck"]["verified"] == 1
     print(f"recheck verified {took:.2f} s after resolution (recheck_s {RECHECK_S})")
 
 
