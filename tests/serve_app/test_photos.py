@@ -69,11 +69,13 @@ def _bomb_png(w: int, h: int) -> bytes:
         (_img(), "text/html", 415, "is not image/jpeg"),
         (_img(), "image/png", 415, "declared image/png but the bytes are image/jpeg"),
         (_img()[:600], "image/jpeg", 422, "corrupt or truncated"),
+        (_img(800, 520)[:-60000], "image/jpeg", 422, "corrupt or truncated"),  # draft decode
         (b"\xff\xd8\xff" + bytes(range(256)) * 4, "image/jpeg", 422, "corrupt or truncated"),
         (_bomb_png(4000, 4000), "image/png", 413, "pixels is over the limit"),
         (_img(8, 8), "image/jpeg", 422, "too small"),
     ],
     ids=["empty", "huge", "html", "gif", "ctype-html", "ctype-mismatch", "truncated",
+         "truncated-large",
          "garbage-after-magic", "pixel-bomb", "tiny"],
 )  # fmt: skip
 def test_bad_photos_are_refused_with_a_reason(
