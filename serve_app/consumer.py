@@ -285,6 +285,8 @@ class DetectionsConsumer:
         with self._lock:
             self.engine.restore_cooldowns(cooldowns)
         if not self._replay_done:  # once: replaying into live state would count frames twice
+            with self._lock:  # the watches first, so replayed sightings can reopen alerts
+                self.recheck.tick(caught_up=False)
             self.replay()
             self._replay_done = True
         self._pending_due = True
@@ -347,7 +349,8 @@ class DetectionsConsumer:
             self.maintain()
         if self._every("recheck", self.recheck_interval_s):
             with self._lock:
-                self.recheck.tick()
+                # A full batch read means more may wait: no camera is called silent then.
+                self.recheck.tick(caught_up=n < self.count)
         if self._every("status", 1.0):
             self._publish_status()
         return n

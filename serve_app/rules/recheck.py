@@ -33,7 +33,7 @@ from citysight.contracts import Alert, AlertState
 from serve_app.rules.engine import EngineOutput, Sighting
 from serve_app.store.alerts import RECHECKED_STATES, AlertNotFound, AlertStore, InvalidTransition
 from serve_app.store.evidence import EvidenceStore
-from serve_app.store.reports import REPORT_SOURCE, recheck_rule
+from serve_app.store.reports import REPORT_SOURCE, recheck_rule, recheck_rules
 
 logger = logging.getLogger(__name__)
 
@@ -112,12 +112,20 @@ class Recheck:
             if hit is not None:
                 self._reopen(alert_id, w, hit)
 
-    def tick(self, now: float | None = None) -> None:
-        """Reload the watches from Redis; verify those whose camera looked long enough."""
+    def tick(self, now: float | None = None, *, caught_up: bool = True) -> None:
+        """Reload the watches from Redis; verify those whose camera looked long enough.
+
+        Args:
+            now: Wall time (default: now).
+            caught_up: Whether the consumer has no backlog of detections left: a camera is
+                declared silent (``recheck_failed``) only then, never while frames of the
+                re-check window may still wait in the stream.
+        """
         now = time.time() if now is None else now
         fresh: dict[str, Watch] = {}
-        for alert_id, resolved_at in self.alerts.recheck_watches():
-            w = self.watches.get(alert_id)
+        watches = self.alerts.recheck_watches()
+        rules = recheck_rules(self.cfg) if watches else []
+        for alert_id, resolved_at in watches:
             alert = self.alerts.get(alert_id)
             if alert is None or alert.state not in RECHECKED_STATES:
                 if alert is None or self.owns(alert.camera_id or "-"):
@@ -127,7 +135,7 @@ class Recheck:
                 if not alert.camera_id and self.primary:
                     self.alerts.end_watch(alert_id)  # no camera can check it
                 continue
-            rule = recheck_rule(self.cfg, alert)
+            rule = recheck_rule(self.cfg, alert, rules)
             if rule is None:
                 self.alerts.end_watch(alert_id)  # the rule re-checks nothing (or is gone)
                 continue
@@ -137,7 +145,7 @@ class Recheck:
             if seen >= w.deadline:
                 self._verify(alert_id, w)
                 del fresh[alert_id]
-            elif now > w.deadline + max(GRACE_MIN_S, rule.recheck_s):
+            elif caught_up and now > w.deadline + max(GRACE_MIN_S, rule.recheck_s):
                 self._failed(alert_id, w, seen)
                 del fresh[alert_id]
         self.watches = fresh

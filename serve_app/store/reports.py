@@ -68,13 +68,25 @@ def can_watch(rule: RuleConfig, cam: CameraConfig) -> bool:
     return not rule.zone_types or any(z.type in rule.zone_types for z in cam.zones)
 
 
-def recheck_rule(cfg: CitysightConfig, alert: Alert) -> RuleConfig | None:
+def recheck_rules(cfg: CitysightConfig) -> list[RuleConfig]:
+    """The enabled rules that re-check (``recheck_s`` > 0)."""
+    return [r for r in (cfg.rules or default_rules()) if r.enabled and r.recheck_s > 0]
+
+
+def recheck_rule(
+    cfg: CitysightConfig, alert: Alert, rules: list[RuleConfig] | None = None
+) -> RuleConfig | None:
     """The rule that re-checks ``alert`` on its camera, if any (``recheck_s`` > 0).
 
     A camera alert: its own rule. A field report: the first enabled rule of the report's
     kind that covers the report's camera.
+
+    Args:
+        cfg: Configuration.
+        alert: The resolved alert.
+        rules: :func:`recheck_rules` of ``cfg``, when the caller has them already.
     """
-    rules = [r for r in (cfg.rules or default_rules()) if r.enabled and r.recheck_s > 0]
+    rules = recheck_rules(cfg) if rules is None else rules
     if not alert.camera_id:
         return None
     if alert.source != REPORT_SOURCE:
