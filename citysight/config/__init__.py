@@ -35,6 +35,7 @@ from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
 from citysight.config.map import GeoOverlay, MapConfig
 from citysight.config.reference import json_schema, schema_reference_markdown
+from citysight.config.reports import ReportsConfig
 from citysight.config.root import CitysightConfig
 from citysight.config.rules import (
     HotlistEntry,
@@ -85,6 +86,7 @@ __all__ = [
     "Point",
     "RayService",
     "RedisService",
+    "ReportsConfig",
     "RetentionConfig",
     "RouteConfig",
     "RuleConfig",
