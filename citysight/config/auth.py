@@ -18,6 +18,7 @@ class Scope(enum.StrEnum):
     PLATES_QUERY = "plates:query"
     AUDIT_READ = "audit:read"
     MONITORING_READ = "monitoring:read"
+    VIDEO_LIVE = "video:live"
 
 
 class TokenConfig(Strict):

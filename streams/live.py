@@ -1,0 +1,296 @@
+"""Live view, worker side: a watched camera's packets go to a short Redis stream.
+
+:class:`LivePublisher` is a :class:`~streams.packets.PacketTap`. For every camera it keeps
+the packets since the last keyframe (the GOP, for a fast start) and, only while the camera
+has a viewer-interest key (``citysight:live:{id}:interest``, set by the ingress with a TTL),
+hands packets to a publisher thread that appends them to the capped stream
+``citysight:live:{id}:packets``. A new viewer therefore starts at a keyframe at once.
+
+The decode thread only copies references into a bounded deque: Redis is written by the
+publisher thread, so a slow or unreachable Redis drops live packets (counted) and never
+delays analytics. Timestamps are rebased to 90 kHz and kept monotonic across passes (a
+reconnect or a looped file restarts them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from citysight import keys
+from citysight.config import LiveService
+from streams.packets import Packet, StreamInfo
+
+logger = logging.getLogger(__name__)
+
+TS_HZ = 90_000
+"""Clock of the published ``pts``/``dts`` (MPEG's 90 kHz)."""
+PLAYABLE_CODECS = frozenset({"h264"})
+"""Codecs browsers play through Media Source Extensions (Debian's Chromium: H.264, not HEVC)."""
+NVDEC_UNAVAILABLE = (
+    "live view unavailable: this camera is decoded on the GPU (NVDEC), which offers no "
+    "compressed packets to remux; configure an H.264 substream or a CPU (pyav) worker"
+)
+STREAM_TTL_S = 30
+"""A packet stream nobody refreshes disappears (viewers gone, worker gone)."""
+
+
+@dataclass
+class _Camera:
+    """Live state of one camera (touched by the decode thread, ``want`` by the publisher)."""
+
+    info: StreamInfo | None = None
+    info_json: str = ""
+    tick_s: float = 0.0
+    unplayable: str = ""
+    rebase: bool = True
+    offset: int = 0
+    last_dts: int | None = None
+    last_pts: int | None = None
+    frame_ticks: int = 3600
+    gop: list[dict[str, Any]] = field(default_factory=list)
+    gop_full: bool = False
+    have_key: bool = False
+    want: bool = False
+    watched: bool = False
+    queue: deque[dict[str, Any]] = field(default_factory=deque)
+    last_notice: float = 0.0
+
+
+class LivePublisher:
+    """Publishes watched cameras' packets to Redis (see the module docstring).
+
+    Args:
+        r: Redis client (used by the publisher thread only).
+        cfg: Live-view settings (caps, TTLs).
+        camera_ids: The cameras this worker reads (told "unavailable" when they offer no
+            packets while watched).
+        unavailable: Why none of this worker's cameras can be watched (NVDEC decode), or
+            empty.
+        poll_s: Interval of the interest check.
+    """
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        cfg: LiveService,
+        camera_ids: Callable[[], list[str]] | None = None,
+        *,
+        unavailable: str = "",
+        poll_s: float = 0.25,
+    ) -> None:
+        self.r = r
+        self.cfg = cfg
+        self._camera_ids = camera_ids or (lambda: [])
+        self._unavailable = unavailable
+        self._poll_s = poll_s
+        self._cams: dict[str, _Camera] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.published = 0
+        self.dropped = 0  # packets lost to a full publish queue (viewers restart at a keyframe)
+        self.errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> LivePublisher:
+        """Start the publisher thread."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="live-publisher", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the publisher thread and wait for it."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and which cameras are watched now."""
+        return {
+            "published": self.published,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "watched": sorted(c for c, st in self._cams.items() if st.watched),
+        }
+
+    # -- PacketTap (decode threads) --------------------------------------------------
+
+    def opened(self, camera_id: str, info: StreamInfo) -> None:
+        """A pass starts: keep the stream info; the next packets are rebased."""
+        st = self._cams.setdefault(camera_id, _Camera())
+        st.info = info
+        st.tick_s = info.time_base[0] / info.time_base[1] if info.time_base[1] else 0.0
+        st.frame_ticks = max(1, round(TS_HZ / info.fps)) if info.fps > 0 else 3600
+        st.info_json = json.dumps(
+            {"codec": info.codec, "width": info.width, "height": info.height, "fps": info.fps}
+        )
+        st.unplayable = (
+            ""
+            if info.codec in PLAYABLE_CODECS
+            else f"live view unavailable: codec {info.codec} cannot be played by browsers "
+            "(Media Source Extensions need H.264); configure an H.264 substream"
+        )
+        st.rebase = True
+        st.have_key = False
+        st.gop = []
+        st.gop_full = False
+
+    def closed(self, camera_id: str) -> None:
+        """The pass ended (its GOP stays until the next pass replaces it)."""
+        st = self._cams.get(camera_id)
+        if st is not None:
+            st.have_key = False
+
+    def packet(self, camera_id: str, packet: Packet) -> None:
+        """Keep the GOP; queue the packet when the camera is watched (never blocks)."""
+        st = self._cams.get(camera_id)
+        if st is None or st.info is None or st.unplayable:
+            return
+        if packet.keyframe:
+            st.have_key = True
+        elif not st.have_key:
+            return  # nothing is decodable before this pass's first keyframe
+        entry = self._entry(st, packet)
+        if packet.keyframe:
+            st.gop = [entry]
+            st.gop_full = False
+        elif len(st.gop) < self.cfg.gop_max_packets:
+            st.gop.append(entry)
+        else:
+            st.gop_full = True  # a new viewer then waits for the next keyframe
+        if not st.want:
+            if st.watched:
+                st.watched = False
+                st.queue.clear()
+            return
+        if not st.watched:
+            if packet.keyframe or not st.gop_full:
+                st.queue.extend(st.gop)  # the fast start: from the last keyframe
+                st.watched = True
+                self._wake.set()
+            return
+        if len(st.queue) >= self.cfg.publish_queue_packets:
+            # Redis is behind: drop what is queued and restart viewers at a keyframe, never
+            # hand them a GOP with holes.
+            self.dropped += len(st.queue)
+            st.queue.clear()
+            st.watched = False
+            return
+        was_empty = not st.queue
+        st.queue.append(entry)
+        if was_empty:
+            self._wake.set()
+
+    def _entry(self, st: _Camera, packet: Packet) -> dict[str, Any]:
+        """The stream entry of one packet, its timestamps rebased to 90 kHz and monotonic."""
+        dts_in = packet.dts if packet.dts is not None else packet.pts
+        dts = round(dts_in * st.tick_s * TS_HZ) if dts_in is not None else None
+        pts = round(packet.pts * st.tick_s * TS_HZ) if packet.pts is not None else None
+        if st.rebase or dts is None:
+            # A new pass (or no timestamp): continue one frame after the last packet.
+            base = st.last_dts + st.frame_ticks if st.last_dts is not None else 0
+            st.offset = base - (dts if dts is not None else 0)
+            st.rebase = dts is None
+        out_dts = (dts if dts is not None else 0) + st.offset
+        if st.last_dts is not None and out_dts <= st.last_dts:
+            out_dts = st.last_dts + 1
+        out_pts = pts + st.offset if pts is not None else out_dts
+        out_pts = max(out_pts, out_dts)
+        st.last_dts, st.last_pts = out_dts, out_pts
+        entry: dict[str, Any] = {
+            "v": packet.data,
+            "p": out_pts,
+            "d": out_dts,
+            "k": 1 if packet.keyframe else 0,
+            "w": repr(packet.wall_s),
+        }
+        if packet.keyframe:
+            entry["i"] = st.info_json
+        return entry
+
+    # -- publisher thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_poll = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_poll:
+                try:
+                    self._poll_interest()
+                except redis.RedisError as exc:
+                    self.errors += 1
+                    logger.warning("live interest check failed: %s", exc)
+                except Exception:
+                    self.errors += 1
+                    logger.exception("live interest check failed")
+                next_poll = now + self._poll_s
+            try:
+                self._flush()
+            except redis.RedisError as exc:
+                self.errors += 1
+                logger.warning("live packets not published: %s", exc)
+            except Exception:
+                self.errors += 1
+                logger.exception("live packets not published")
+            self._wake.wait(min(self._poll_s, max(0.0, next_poll - time.monotonic())))
+            self._wake.clear()
+
+    def _poll_interest(self) -> None:
+        ids = sorted(set(self._cams) | set(self._camera_ids()))
+        if not ids:
+            return
+        found = self.r.mget([keys.live_interest_key(c) for c in ids])
+        mine = set(self._camera_ids())
+        now = time.monotonic()
+        pipe = self.r.pipeline(transaction=False)
+        notices = 0
+        for cid, raw in zip(ids, found, strict=True):
+            want = raw is not None
+            st = self._cams.get(cid)
+            if st is None:
+                if want and cid in mine and self._unavailable:
+                    st = self._cams.setdefault(cid, _Camera())
+                else:
+                    continue
+            st.want = want and self.cfg.enabled
+            reason = self._unavailable if st.info is None else st.unplayable
+            if st.want and reason and now - st.last_notice >= 1.0:
+                st.last_notice = now
+                pipe.xadd(keys.live_packets_key(cid), {"x": reason}, maxlen=50, approximate=True)
+                pipe.expire(keys.live_packets_key(cid), STREAM_TTL_S)
+                notices += 1
+        if notices:
+            pipe.execute()
+
+    def _flush(self) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        n = 0
+        for cid, st in list(self._cams.items()):
+            if not st.queue:
+                continue
+            key = keys.live_packets_key(cid)
+            while st.queue:
+                try:
+                    entry = st.queue.popleft()
+                except IndexError:
+                    break
+                pipe.xadd(key, entry, maxlen=self.cfg.stream_max_packets, approximate=True)
+                n += 1
+            pipe.expire(key, STREAM_TTL_S)
+        if n:
+            pipe.execute()
+            self.published += n
