@@ -73,14 +73,17 @@ class ClockCamera:
     with a keyframe), in real time at ``fps``.
     """
 
-    def __init__(self, width: int = 320, height: int = 240, fps: int = 25, gop: int = 25) -> None:
+    def __init__(
+        self, width: int = 320, height: int = 240, fps: int = 25, gop: int = 25, noise: bool = False
+    ) -> None:
         self.width, self.height, self.fps, self.gop = width, height, fps, gop
+        self.noise = noise  # random pixels below the clock: a high bit rate
         self.frames = 0
         self._stop = threading.Event()
         cam = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "video/mp2t")
                 self.end_headers()
@@ -128,6 +131,7 @@ class ClockCamera:
         }
         s.codec_context.time_base = Fraction(1, self.fps)
         frame = np.zeros((self.height, self.width, 3), np.uint8)
+        rng = np.random.default_rng(0)
         t0 = time.monotonic()
         i = 0
         try:
@@ -137,6 +141,8 @@ class ClockCamera:
                 if lag > 0:
                     time.sleep(lag)
                 frame[:] = 40
+                if self.noise:
+                    frame[self.height // 2 :] = rng.integers(0, 256, frame[self.height // 2 :].shape)
                 draw_clock(frame, int(time.time() * 1000))
                 vf = av.VideoFrame.from_ndarray(frame, format="bgr24")
                 vf.pts = i

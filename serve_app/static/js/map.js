@@ -1,7 +1,8 @@
 /* citysight operations map — The Leaflet map: graticule base layer, overlays, camera markers (clustered) and popups. */
 
-import { $, HEALTH_COLOURS, PANES, PANE_Z, api, fmtTime, setTimeZone, state } from "./core.js";
+import { $, HEALTH_COLOURS, PANES, PANE_Z, api, fmtTime, hasScope, setTimeZone, state } from "./core.js";
 import { openAlert } from "./detail.js";
+import { livePanel } from "./live.js";
 
 // -- map ---------------------------------------------------------------------------------
 
@@ -275,5 +276,6 @@ export function cameraPopup(id) {
     ul.appendChild(li);
   }
   if (!recent.length) ul.innerHTML = "<li class='none'>none</li>";
+  if (c.live_url && hasScope("video:live")) el.appendChild(livePanel(c));
   return el;
 }
