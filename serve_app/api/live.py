@@ -308,7 +308,7 @@ async def _pump(
             done, _ = await asyncio.wait({get, receiver}, return_when=asyncio.FIRST_COMPLETED)
             if receiver in done:
                 get.cancel()
-                return
+                break
             item = get.result()
             if item is None:
                 break
