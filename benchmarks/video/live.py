@@ -142,7 +142,9 @@ class ClockCamera:
                     time.sleep(lag)
                 frame[:] = 40
                 if self.noise:
-                    frame[self.height // 2 :] = rng.integers(0, 256, frame[self.height // 2 :].shape)
+                    frame[self.height // 2 :] = rng.integers(
+                        0, 256, frame[self.height // 2 :].shape
+                    )
                 draw_clock(frame, int(time.time() * 1000))
                 vf = av.VideoFrame.from_ndarray(frame, format="bgr24")
                 vf.pts = i

@@ -45,6 +45,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "soak": "benchmarks.soak.run:main",
         "redaction": "benchmarks.redaction.cli:main",
         "cluster": "benchmarks.cluster.bench:main",
+        "video": "benchmarks.video.cli:main",
     },
     # a multi-host cluster on this machine, one network namespace per host (as root)
     "cluster": {
