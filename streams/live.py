@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -288,7 +288,9 @@ class LivePublisher:
                     entry = st.queue.popleft()
                 except IndexError:
                     break
-                pipe.xadd(key, entry, maxlen=self.cfg.stream_max_packets, approximate=True)
+                pipe.xadd(
+                    key, cast(Any, entry), maxlen=self.cfg.stream_max_packets, approximate=True
+                )
                 n += 1
             pipe.expire(key, STREAM_TTL_S)
         if n:

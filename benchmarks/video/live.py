@@ -203,7 +203,7 @@ class LiveViewer:
 
     def _decode(self) -> None:
         try:
-            with av.open(self.pipe, format="mp4", options={"probesize": "32"}) as c:
+            with av.open(self.pipe, "r", format="mp4", options={"probesize": "32"}) as c:
                 st = c.streams.video[0]
                 st.thread_type = "SLICE"  # frame threads would hold frames back
                 for frame in c.decode(st):
@@ -211,7 +211,8 @@ class LiveViewer:
                     self.frames += 1
                     if time.monotonic() - self._t0 < self._warmup_s:
                         continue
-                    t = read_clock(frame.to_ndarray(format="gray"), int(now))
+                    gray = np.asarray(frame.to_ndarray(format="gray"), np.uint8)
+                    t = read_clock(gray, int(now))
                     if t is not None:
                         self.delays_ms.append(now - t)
         except Exception as exc:  # reported, not raised: the test reads errors

@@ -1,5 +1,6 @@
-"""A live-view world (tests and the video benchmark): real Redis, a live H.264 camera (HTTP MPEG-TS with a
-burnt-in clock), a real stream worker reading it and the real API under uvicorn."""
+"""A live-view world (tests and the video benchmark): real Redis, a live H.264 camera
+(HTTP MPEG-TS with a burnt-in clock), a real stream worker reading it and the real API
+under uvicorn."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from benchmarks.fanout.world import ServerThread
 from benchmarks.video.live import ClockCamera
 from citysight import keys
 from citysight.app.services.redis_server import free_port
-from citysight.config import CameraConfig, CameraProfile, CitysightConfig, StreamsService
+from citysight.config import (
+    AllowedNetwork,
+    CameraConfig,
+    CameraProfile,
+    CitysightConfig,
+    StreamsService,
+)
 from serve_app.http import create_api
 from serve_app.store.cameras import CameraRegistry
 from streams.testing.infer import empty_infer_factory
@@ -85,7 +92,9 @@ class LiveWorld:
         )
         CameraRegistry(self.r).put(self.cam)
         streams = StreamsService(
-            shards=1, allowed_networks=[{"cidr": "127.0.0.1/32"}], allowed_url_schemes=["http"]
+            shards=1,
+            allowed_networks=[AllowedNetwork(cidr="127.0.0.1/32")],
+            allowed_url_schemes=["http"],
         )
         self.worker = (
             StreamWorker(

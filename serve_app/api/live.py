@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -267,7 +268,6 @@ async def _serve(
         pass
     finally:
         hub.leave(camera_id, viewer)
-        await hub.release(camera_id, session)
         counters["bytes"] += viewer.bytes_sent
         ended = time.time()
         detail = {
@@ -278,16 +278,24 @@ async def _serve(
             "bytes": viewer.bytes_sent,
             "close": viewer.close_code or 1000,
         }
-        try:
-            await run_in_threadpool(
+        # Submitted to a thread before any await: a cancelled session (server shutdown,
+        # client gone mid-handshake) still gets its end record.
+        end = asyncio.get_running_loop().run_in_executor(
+            None,
+            functools.partial(
                 ctx.audit.append,
                 actor=principal.name,
                 action="live.end",
                 target=camera_id,
                 reason=json.dumps(detail, separators=(",", ":")),
-            )
+            ),
+        )
+        try:
+            await asyncio.shield(end)
         except Exception as exc:
             logger.warning("live.end of %s not audited: %r", session, exc)
+        finally:
+            await hub.release(camera_id, session)
 
 
 async def _pump(

@@ -82,7 +82,8 @@ class Fmp4Remuxer:
         self._sink = _Sink()
         self._out = av.open(self._sink, "w", format="mp4", options={"movflags": _MOVFLAGS})
         self._stream = self._out.add_mux_stream("h264", width=width, height=height)
-        self._stream.time_base = Fraction(1, TS_HZ)
+        self._tb = Fraction(1, TS_HZ)
+        self._stream.time_base = self._tb
         self._keys: deque[bool] = deque()
         self._pending = bytearray()
         self.init: bytes | None = None
@@ -92,7 +93,7 @@ class Fmp4Remuxer:
         keyframe (the muxer emits a frame's fragment when the next frame arrives)."""
         pk = av.Packet(data)
         pk.pts, pk.dts, pk.is_keyframe = pts, dts, keyframe
-        pk.time_base = self._stream.time_base
+        pk.time_base = self._tb
         pk.stream = self._stream
         self._keys.append(keyframe)
         self._out.mux(pk)
@@ -259,7 +260,7 @@ class Channel:
                     )
                     return
                 try:
-                    reply = await self.r.xread({key: last_id}, count=200, block=500)
+                    reply: Any = await self.r.xread({key: last_id}, count=200, block=500)
                 except (RedisError, OSError) as exc:
                     self.counters["read_errors"] += 1
                     logger.warning("live packets of %s unreadable: %s", self.camera_id, exc)
@@ -287,20 +288,22 @@ class Channel:
     async def _start_position(self, key: str) -> bytes | str:
         """Where to read from: the newest keyframe of a fresh stream, else new entries."""
         try:
-            recent = await self.r.xrevrange(key, count=self.cfg.stream_max_packets)
+            recent: Any = await self.r.xrevrange(key, count=self.cfg.stream_max_packets)
         except (RedisError, OSError):
             return "$"
         if not recent:
             return "0-0"
         newest_ms = keys.stream_id(recent[0][0])[0]
         if time.time() * 1000 - newest_ms > 2000:
-            return recent[0][0]  # stale: wait for the worker's fast start
+            stale: bytes = recent[0][0]
+            return stale  # stale: wait for the worker's fast start
         for entry_id, fields in recent:
             if fields.get(b"k") == b"1":
                 ms, seq = keys.stream_id(entry_id)
                 # Read from just before the keyframe, so it is the first entry read.
                 return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**63 - 1}"
-        return recent[0][0]
+        newest: bytes = recent[0][0]
+        return newest
 
     def _handle(self, fields: dict[bytes, bytes]) -> bool:
         """One stream entry; returns False when the channel must end."""

@@ -32,7 +32,9 @@ def world(redis_url: str) -> Iterator[LiveWorld]:
     w.close()
 
 
-async def _watch(url: str, headers: dict[str, str], seconds: float) -> tuple[list[str], LiveViewer, int]:
+async def _watch(
+    url: str, headers: dict[str, str], seconds: float
+) -> tuple[list[str], LiveViewer, int]:
     viewer = LiveViewer(warmup_s=1.0)
     texts: list[str] = []
     n = 0
@@ -69,6 +71,7 @@ def test_a_viewer_gets_playable_fragmented_mp4_within_two_seconds_and_is_audited
     # Glass to glass: the clock burnt in by the camera, read back from decoded frames.
     assert len(viewer.delays_ms) >= 10
     assert percentile(viewer.delays_ms, 0.5) <= 2000, viewer.delays_ms
+
     # One audit record before the first byte, one with the bytes at the end.
     def records() -> list[dict[bytes, bytes]]:
         return [f for _, f in world.r.xrange(keys.AUDIT_STREAM)]
@@ -111,7 +114,9 @@ def test_refused_viewers_get_no_bytes(
 def test_unknown_camera_and_ticket_subprotocol(world: LiveWorld) -> None:
     async def run() -> None:
         with pytest.raises(InvalidStatus) as info:
-            async with connect(world.ws_url.replace("clock", "nope"), additional_headers=_auth("admin")):
+            async with connect(
+                world.ws_url.replace("clock", "nope"), additional_headers=_auth("admin")
+            ):
                 pass
         assert info.value.response.status_code == 404
         t = httpx.post(world.http + "/api/ws-tickets", headers=_auth("viewer")).json()["ticket"]
@@ -169,7 +174,8 @@ def test_a_viewer_that_never_reads_is_dropped_and_analytics_go_on(noisy: LiveWor
     sock.sendall(
         b"GET /ws/live/clock HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer " + live_token("viewer").encode()
+        b"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer "
+        + live_token("viewer").encode()
         + b"\r\n\r\n"
     )
     metrics = world.app.state.ctx.metrics
@@ -177,7 +183,9 @@ def test_a_viewer_that_never_reads_is_dropped_and_analytics_go_on(noisy: LiveWor
         # A reading viewer alongside keeps getting video while the other is dropped.
         async def reader() -> int:
             got = 0
-            async with connect(world.ws_url, additional_headers=_auth("admin"), max_size=None) as ws:
+            async with connect(
+                world.ws_url, additional_headers=_auth("admin"), max_size=None
+            ) as ws:
                 deadline = time.monotonic() + 60
                 while metrics.live["dropped_slow"] < 1 and time.monotonic() < deadline:
                     msg = await asyncio.wait_for(ws.recv(), 15)
