@@ -118,6 +118,7 @@ def demo_config_dict(
         "plates:query",
         "audit:read",
         "monitoring:read",
+        "video:live",
     ]
     return {
         "version": 1,
@@ -164,7 +165,8 @@ def demo_config_dict(
                 "name": "duty",
                 "role": "duty",
                 "department": "duty",
-                "scopes": ["alerts:read", "alerts:dispatch"],
+                # The duty officer re-checks cases on live video.
+                "scopes": ["alerts:read", "alerts:dispatch", "video:live"],
                 "token_env": "CITYSIGHT_DEMO_TOKEN_DUTY",
             },
         ],
