@@ -26,8 +26,11 @@ from typing import Any, cast
 import redis
 
 from citysight import keys
-from citysight.config import LiveService
+from citysight.config import CameraConfig, LiveService
+from citysight.urls import ffmpeg_options, redact
+from streams.decoders import PyAVBackend, PyAVSession
 from streams.packets import Packet, StreamInfo
+from streams.reader import CameraReader, PermanentSourceError, ReaderOptions
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ class LivePublisher:
         unavailable: Why none of this worker's cameras can be watched (NVDEC decode), or
             empty.
         poll_s: Interval of the interest check.
+        camera_of: A camera's config by id (its ``substream_url``); ``None``: no sub-streams.
+        reader_options: URL policy, secrets and timeouts for sub-stream connections.
     """
 
     def __init__(
@@ -86,6 +91,8 @@ class LivePublisher:
         *,
         unavailable: str = "",
         poll_s: float = 0.25,
+        camera_of: Callable[[str], CameraConfig | None] | None = None,
+        reader_options: ReaderOptions | None = None,
     ) -> None:
         self.r = r
         self.cfg = cfg
@@ -96,6 +103,10 @@ class LivePublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._camera_of = camera_of or (lambda _cid: None)
+        self._reader_options = reader_options or ReaderOptions()
+        self._sub_ids: frozenset[str] = frozenset()  # cameras whose live view is a sub-stream
+        self._subs: dict[str, SubstreamReader] = {}
         self.published = 0
         self.dropped = 0  # packets lost to a full publish queue (viewers restart at a keyframe)
         self.errors = 0
@@ -117,6 +128,9 @@ class LivePublisher:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        for sub in list(self._subs.values()):
+            sub.stop()
+        self._subs.clear()
 
     def stats(self) -> dict[str, Any]:
         """Counters and which cameras are watched now."""
@@ -125,12 +139,29 @@ class LivePublisher:
             "dropped": self.dropped,
             "errors": self.errors,
             "watched": sorted(c for c, st in self._cams.items() if st.watched),
+            "substreams": sorted(self._subs),
         }
 
     # -- PacketTap (decode threads) --------------------------------------------------
 
     def opened(self, camera_id: str, info: StreamInfo) -> None:
-        """A pass starts: keep the stream info; the next packets are rebased."""
+        """A pass of the analysed stream starts (ignored when a sub-stream serves live)."""
+        if camera_id not in self._sub_ids:
+            self.source_opened(camera_id, info)
+
+    def closed(self, camera_id: str) -> None:
+        """The analysed stream's pass ended."""
+        if camera_id not in self._sub_ids:
+            self.source_closed(camera_id)
+
+    def packet(self, camera_id: str, packet: Packet) -> None:
+        """A packet of the analysed stream (ignored when a sub-stream serves live)."""
+        if camera_id not in self._sub_ids:
+            self.source_packet(camera_id, packet)
+
+    def source_opened(self, camera_id: str, info: StreamInfo) -> None:
+        """A pass of the live source starts: keep the stream info; the next packets are
+        rebased."""
         st = self._cams.setdefault(camera_id, _Camera())
         st.info = info
         st.tick_s = info.time_base[0] / info.time_base[1] if info.time_base[1] else 0.0
@@ -149,13 +180,13 @@ class LivePublisher:
         st.gop = []
         st.gop_full = False
 
-    def closed(self, camera_id: str) -> None:
-        """The pass ended (its GOP stays until the next pass replaces it)."""
+    def source_closed(self, camera_id: str) -> None:
+        """The live source's pass ended (its GOP stays until the next pass replaces it)."""
         st = self._cams.get(camera_id)
         if st is not None:
             st.have_key = False
 
-    def packet(self, camera_id: str, packet: Packet) -> None:
+    def source_packet(self, camera_id: str, packet: Packet) -> None:
         """Keep the GOP; queue the packet when the camera is watched (never blocks)."""
         st = self._cams.get(camera_id)
         if st is None or st.info is None or st.unplayable:
@@ -251,6 +282,11 @@ class LivePublisher:
 
     def _poll_interest(self) -> None:
         ids = sorted(set(self._cams) | set(self._camera_ids()))
+        subs = {c: cam for c in ids if (cam := self._camera_of(c)) and cam.substream_url}
+        self._sub_ids = frozenset(subs)
+        for cid in list(self._subs):
+            if cid not in subs:
+                self._subs.pop(cid).stop()
         if not ids:
             return
         found = self.r.mget([keys.live_interest_key(c) for c in ids])
@@ -262,12 +298,20 @@ class LivePublisher:
             want = raw is not None
             st = self._cams.get(cid)
             if st is None:
-                if want and cid in mine and self._unavailable:
+                if want and cid in mine and (self._unavailable or cid in subs):
                     st = self._cams.setdefault(cid, _Camera())
                 else:
                     continue
             st.want = want and self.cfg.enabled
-            reason = self._unavailable if st.info is None else st.unplayable
+            self._manage_substream(cid, subs.get(cid), st.want)
+            reason = (
+                st.unplayable
+                if cid in subs
+                else (self._unavailable if st.info is None else st.unplayable)
+            )
+            sub = self._subs.get(cid)
+            if sub is not None and sub.failure:
+                reason = sub.failure
             if st.want and reason and now - st.last_notice >= 1.0:
                 st.last_notice = now
                 pipe.xadd(keys.live_packets_key(cid), {"x": reason}, maxlen=50, approximate=True)
@@ -296,3 +340,105 @@ class LivePublisher:
         if n:
             pipe.execute()
             self.published += n
+
+    def _manage_substream(self, camera_id: str, camera: CameraConfig | None, want: bool) -> None:
+        """Run a camera's sub-stream reader exactly while it is watched."""
+        running = self._subs.get(camera_id)
+        if camera is None or not want:
+            if running is not None and not want:
+                self._subs.pop(camera_id).stop()
+            return
+        if running is not None and running.camera != camera:
+            self._subs.pop(camera_id).stop()  # its URL changed
+            running = None
+        if running is None:
+            self._cams.setdefault(camera_id, _Camera())
+            self._subs[camera_id] = SubstreamReader(camera, self._reader_options, self).start()
+
+
+class SubstreamReader:
+    """Demuxes a camera's sub-stream (no decoding) into a :class:`LivePublisher` while the
+    camera is watched.
+
+    The URL goes through the same checks as the analysed stream's (scheme, resolved address
+    against the network allow-list, the camera's secret bound to its host) at every
+    connect; a refusal is permanent and told to viewers (:attr:`failure`).
+    """
+
+    def __init__(self, camera: CameraConfig, opts: ReaderOptions, sink: LivePublisher) -> None:
+        self.camera = camera
+        self.opts = opts
+        self.sink = sink
+        self.failure = ""
+        self.packets = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"live-substream-{camera.id}", daemon=True
+        )
+
+    def start(self) -> SubstreamReader:
+        """Start reading."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the reader to stop (it leaves at its next packet or I/O timeout)."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        cam = self.camera
+        assert cam.substream_url is not None
+        # The reader's own URL checks, applied to the sub-stream's URL.
+        probe = CameraReader(
+            cam.model_copy(update={"url": cam.substream_url}), lambda *a: None, None, self.opts
+        )
+        while not self._stop.is_set():
+            session: PyAVSession | None = None
+            try:
+                url, live = probe._source()
+                opts = ffmpeg_options(
+                    url, transport=cam.profile.transport, timeout_s=self.opts.io_timeout_s
+                )
+                session = PyAVBackend().open(
+                    url,
+                    options=opts,
+                    timeout_s=self.opts.io_timeout_s,
+                    keyframe_only=False,
+                    threads=1,
+                    max_pixels=self.opts.max_pixels,
+                )
+                self._pass(session, live)
+            except PermanentSourceError as exc:
+                self.failure = f"live view unavailable: sub-stream refused: {exc}"
+                logger.warning("camera %s: sub-stream: %s", cam.id, exc)
+                return
+            except Exception as exc:
+                logger.warning(
+                    "camera %s: sub-stream error: %s: %s",
+                    cam.id,
+                    type(exc).__name__,
+                    redact(str(exc))[:300],
+                )
+            finally:
+                if session is not None:
+                    session.close()
+                    self.sink.source_closed(cam.id)
+            self._stop.wait(1.0)
+
+    def _pass(self, session: PyAVSession, live: bool) -> None:
+        self.sink.source_opened(self.camera.id, session.stream_info())
+        t0 = time.monotonic()
+        first: float | None = None
+        for unit in session.units():
+            if self._stop.is_set():
+                return
+            pkt = session.packet(unit)
+            if not live and pkt.dts is not None:
+                # A file sub-stream (tests, replays) is paced like a camera.
+                t = pkt.dts * float(unit.time_base or 0)
+                first = t if first is None else first
+                lag = t0 + (t - first) - time.monotonic()
+                if lag > 0 and self._stop.wait(lag):
+                    return
+            self.packets += 1
+            self.sink.source_packet(self.camera.id, pkt)

@@ -117,6 +117,8 @@ class StreamWorker:
                 live,
                 self.camera_ids,
                 unavailable=NVDEC_UNAVAILABLE if nvdec else "",
+                camera_of=self._camera_of,
+                reader_options=self.reader_options,
             )
             self.taps.add(self.live)
         self._infer_factory = infer_factory
@@ -248,6 +250,12 @@ class StreamWorker:
         with self._health_lock:  # after any health write already under way
             self.redis.hdel(keys.CAMERA_HEALTH, camera_id)
         return found
+
+    def _camera_of(self, camera_id: str) -> CameraConfig | None:
+        """The config of a camera read here (live view reads its sub-stream from it)."""
+        with self._lock:
+            reader = self._readers.get(camera_id)
+        return reader.camera if reader is not None else None
 
     def camera_ids(self) -> list[str]:
         """Ids of the cameras read by this worker."""

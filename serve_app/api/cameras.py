@@ -34,6 +34,8 @@ def public_camera(
     """API form of a camera: no credentials, with its health and live-view path."""
     d = cam.model_dump(mode="json", exclude={"url_password_env"})
     d["url"] = redact(cam.url, keep_user=False)
+    if cam.substream_url is not None:
+        d["substream_url"] = redact(cam.substream_url, keep_user=False)
     d["health"] = health or {"state": "unknown"}
     d["live_url"] = live
     return d
@@ -51,10 +53,13 @@ def check_camera(cam: CameraConfig, streams: StreamsService) -> None:
             "url_password_env: not accepted from the API; camera passwords are bound to "
             "camera ids by the operator (services.streams.camera_secrets)",
         )
-    try:
-        check_url(cam.url, streams.allowed_url_schemes, streams.network_policy())
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"url: {exc}") from None
+    for name, url in (("url", cam.url), ("substream_url", cam.substream_url)):
+        if url is None:
+            continue
+        try:
+            check_url(url, streams.allowed_url_schemes, streams.network_policy())
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: {exc}") from None
 
 
 @router.get("", summary="Cameras with health")

@@ -166,3 +166,37 @@ def test_off_or_unaudited_refuses(redis_url: str, services: dict[str, Any], deta
             pass
         assert info.value.status_code == 503
         assert detail in info.value.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("substream", "status", "detail"),
+    [
+        ("rtsp://admin:secret@10.0.0.9/sub", 422, "password"),
+        ("rtsp://127.0.0.1:8554/sub", 422, "substream_url"),  # loopback: not allowed
+        ("file:///etc/passwd", 422, "substream_url"),
+        ("rtsp://10.0.0.9:554/sub", 201, ""),
+    ],
+)
+def test_a_substream_url_passes_the_same_url_policy(
+    api: tuple[TestClient, redis.Redis], substream: str, status: int, detail: str
+) -> None:
+    client, r = api
+    rec = {"name": "ops", "role": "admin", "department": "*", "scopes": ["cameras:write"]}
+    r.hset(keys.PRINCIPALS, hashlib.sha256(b"ops-token-0123456789").hexdigest(), json.dumps(rec))
+    body = {
+        "id": "cam-new",
+        "url": "rtsp://10.0.0.9:554/main",
+        "substream_url": substream,
+        "latitude": 1,
+        "longitude": 1,
+    }
+    res = client.post(
+        "/api/cameras", json=body, headers={"Authorization": "Bearer ops-token-0123456789"}
+    )
+    assert res.status_code == status, res.text
+    if detail:
+        assert detail in res.text
+        assert CameraRegistry(r).get("cam-new") is None
+    else:
+        assert res.json()["substream_url"] == substream
+        assert res.json()["live_url"] == "/ws/live/cam-new"

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from testkit import loopback_policy
 
 from citysight import keys
 from citysight.config import CameraConfig, CameraProfile, LiveService
 from streams.live import NVDEC_UNAVAILABLE, LivePublisher
 from streams.packets import Packet, PacketTaps, StreamInfo
 from streams.reader import CameraReader, ReaderOptions
+from streams.testing.h264 import write_clip
+from streams.testing.rtsp_server import RtspTestServer, gst_rtsp_available
 
 
 @pytest.fixture
@@ -117,3 +120,72 @@ def test_a_watched_camera_without_playable_packets_says_why(
         pub.stop()
     (_, fields), *_ = r.xrange(keys.live_packets_key("cam-1"))
     assert expected in fields[b"x"].decode()
+
+
+needs_rtsp = pytest.mark.skipif(
+    not gst_rtsp_available(), reason="needs /usr/bin/python3 with python3-gi and GstRtspServer"
+)
+
+
+@needs_rtsp
+def test_a_watched_camera_with_a_substream_is_served_from_it(
+    r: redis.Redis, clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """The analysed stream is 320x240; live view reads the 160x120 sub-stream from a real
+    RTSP server, only while watched, with the reader's URL policy."""
+    small = write_clip(tmp_path / "sub.mp4", width=160, height=120, fps=10, seconds=30, gop=10)
+    with RtspTestServer({"sub": small}) as rtsp:
+        cam = CameraConfig(
+            id="cam-1",
+            url=str(clips["gop10"]),
+            substream_url=rtsp.url("sub"),
+            latitude=0,
+            longitude=0,
+            profile=CameraProfile(input_width=160, input_height=96, analytics_fps=5, loop=True),
+        )
+        opts = ReaderOptions(network_policy=loopback_policy())
+        pub = LivePublisher(
+            r,
+            LiveService(),
+            lambda: ["cam-1"],
+            poll_s=0.05,
+            camera_of=lambda c: cam,
+            reader_options=opts,
+        ).start()
+        taps = PacketTaps()
+        taps.add(pub)
+        reader = CameraReader(cam, lambda *a: None, None, ReaderOptions(pace_files=True), taps)
+        reader.start()
+        key = keys.live_packets_key("cam-1")
+        try:
+            _wait(lambda: taps.packets > 20)
+            assert pub.stats()["substreams"] == [] and r.xlen(key) == 0  # nobody watches
+            r.set(keys.live_interest_key("cam-1"), "1", ex=30)
+            _wait(lambda: r.xlen(key) > 20)
+            infos = [f[b"i"] for _, f in r.xrange(key) if b"i" in f]
+            assert infos and all(b'"width": 160' in i for i in infos)  # the sub-stream only
+            assert pub.stats()["substreams"] == ["cam-1"]
+            r.delete(keys.live_interest_key("cam-1"))
+            _wait(lambda: pub.stats()["substreams"] == [])
+        finally:
+            reader.stop()
+            pub.stop()
+
+
+def test_a_substream_outside_the_allow_list_is_refused_and_said(r: redis.Redis) -> None:
+    cam = CameraConfig(
+        id="cam-1",
+        url="rtsp://10.1.2.3/main",
+        substream_url="rtsp://127.0.0.1:8554/sub",  # loopback: not in the default allow-list
+        latitude=0,
+        longitude=0,
+    )
+    pub = LivePublisher(r, LiveService(), lambda: ["cam-1"], poll_s=0.05, camera_of=lambda c: cam)
+    r.set(keys.live_interest_key("cam-1"), "1", ex=30)
+    pub.start()
+    try:
+        _wait(lambda: r.xlen(keys.live_packets_key("cam-1")) > 0)
+    finally:
+        pub.stop()
+    (_, fields), *_ = r.xrange(keys.live_packets_key("cam-1"))
+    assert "sub-stream refused" in fields[b"x"].decode()
