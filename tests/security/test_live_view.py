@@ -200,3 +200,19 @@ def test_a_substream_url_passes_the_same_url_policy(
     else:
         assert res.json()["substream_url"] == substream
         assert res.json()["live_url"] == "/ws/live/cam-new"
+
+
+def test_the_per_node_cap_refuses_the_next_viewer(redis_url: str) -> None:
+    for client, _ in _client(redis_url, _cfg(live={"max_viewers_per_node": 1})):
+        with client.websocket_connect("/ws/live/cam-fire", headers=_h("viewer")):
+            with (
+                pytest.raises(WebSocketDenialResponse) as info,
+                client.websocket_connect("/ws/live/cam-police", headers=_h("admin")),
+            ):
+                pass
+            assert info.value.status_code == 503
+            assert "capacity" in info.value.json()["detail"]
+        assert client.app.state.ctx.metrics.live["refused_node_cap"] == 1  # type: ignore[attr-defined]
+        # The slot is free again once the first viewer left.
+        with client.websocket_connect("/ws/live/cam-police", headers=_h("admin")):
+            pass
