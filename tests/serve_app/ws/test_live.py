@@ -148,7 +148,11 @@ def test_the_per_camera_cap_refuses_the_next_viewer(world: LiveWorld) -> None:
                 async with connect(world.ws_url, additional_headers=_auth("viewer")):
                     pass
             assert info.value.response.status_code == 429
-        # Slots come back when viewers leave.
+        # Slots come back when viewers leave (their sessions end after the close).
+        deadline = time.monotonic() + 15
+        while world.app.state.ctx.live.viewers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert world.r.zcard(keys.live_viewers_key("clock")) == 0
         async with connect(world.ws_url, additional_headers=_auth("viewer")) as d:
             assert json.loads(await asyncio.wait_for(d.recv(), 15))["type"] == "init"
 
