@@ -191,7 +191,8 @@ class Channel:
         self.viewers.add(viewer)
         if self._remux is not None and self._remux.init is not None and self._gop:
             self._start(viewer, self._remux.init, self._gop)
-        if self._task is None:
+        if self._task is None or self._task.done():
+            # A task that ended (no video, unavailable) is started again for a new viewer.
             self._task = asyncio.create_task(self._run(), name=f"live-{self.camera_id}")
 
     def remove(self, viewer: Viewer) -> None:
