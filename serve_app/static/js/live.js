@@ -1,29 +1,18 @@
 /* citysight operations map — Live view of a camera in its popup: fragmented MP4 over a
    WebSocket (WS /ws/live/{id}) played through Media Source Extensions. */
 
-import { api } from "./core.js";
-
-// Until the message catalogues land, UI strings go through this shim (English).
-const MESSAGES = {
-  "live.watch": "▶ Live",
-  "live.stop": "■ Stop",
-  "live.connecting": "connecting…",
-  "live.playing": "live",
-  "live.unsupported": "this browser cannot play H.264 live video",
-  "live.ended": "live view ended",
-  "live.failed": "live view failed",
-};
-const t = (key) => MESSAGES[key] || key;
+import { api, t } from "./core.js";
 
 // Close codes of WS /ws/live (serve_app/api/live.py) worth telling the user about.
-const CLOSE_TEXT = {
-  4008: "too slow: the connection could not keep up",
-  4401: "session expired",
-  4403: "not allowed to watch this camera",
-  4404: "camera not found",
-  4429: "too many viewers of this camera",
-  4503: "live view is at capacity",
-  4504: "no video from this camera",
+const CLOSE_KEYS = {
+  4008: "live.close_slow",
+  4401: "live.close_expired",
+  4403: "live.close_forbidden",
+  4404: "live.close_not_found",
+  4429: "live.close_camera_cap",
+  4501: "live.close_unavailable",
+  4503: "live.close_capacity",
+  4504: "live.close_no_video",
 };
 
 /** A live-view panel for ``cam`` (a button; the player appears when pressed). */
@@ -124,7 +113,11 @@ function startLive(cam, el, status) {
     ws.onmessage = (ev) => {
       if (typeof ev.data === "string") {
         const msg = JSON.parse(ev.data);
-        if (msg.type === "init") { reset(msg.mime); status.textContent = t("live.playing"); }
+        if (msg.type === "init") {
+          reset(msg.mime);
+          status.textContent = t("live.playing");
+          status.dataset.state = "playing";
+        }
         return;
       }
       queue.push(ev.data);
@@ -133,8 +126,10 @@ function startLive(cam, el, status) {
     };
     ws.onclose = (ev) => {
       if (stopped) return;
-      status.textContent = CLOSE_TEXT[ev.code] || ev.reason || t("live.ended");
+      status.textContent = CLOSE_KEYS[ev.code] ? t(CLOSE_KEYS[ev.code]) : t("live.ended");
+      status.title = ev.reason || "";
       status.dataset.closeCode = String(ev.code);
+      status.dataset.state = "closed";
     };
   }
 

@@ -64,7 +64,9 @@ def test_the_camera_popup_plays_live_video(world: LiveWorld) -> None:
             popup = page.get_by_test_id("camera-popup")
             expect(popup).to_contain_text("Clock camera")
             popup.get_by_test_id("live-button").click()
-            expect(popup.get_by_test_id("live-status")).to_have_text("live", timeout=20000)
+            expect(popup.get_by_test_id("live-status")).to_have_attribute(
+                "data-state", "playing", timeout=20000
+            )
             t1 = _poll(
                 page,
                 "(() => { const v = document.querySelector('[data-testid=live-video]');"
