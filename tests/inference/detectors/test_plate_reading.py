@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -92,3 +93,29 @@ def test_synthetic_sets_200_per_kind() -> None:
         assert r["crops"] == 200
         assert r["exact"] >= want["exact"] - 0.02, (kind, r)
         assert r["wrong"] <= want["wrong"] + 0.01, (kind, r)
+
+
+def test_choose_threshold_weighs_wrong_reads() -> None:
+    from benchmarks.eval.synthetic_plates import SWEEP, choose_threshold
+
+    def kind(wrong_until: float) -> dict[str, Any]:
+        # exact falls by 0.01 per step; wrong reads vanish from ``wrong_until`` on
+        return {
+            "sweep": {
+                str(t): {"exact": 0.99 - 0.01 * i, "wrong": 0.0 if t >= wrong_until else 0.02}
+                for i, t in enumerate(SWEEP)
+            }
+        }
+
+    assert choose_threshold({"a": kind(0.3)}) == 0.3
+    assert choose_threshold({"a": kind(0.0)}) == 0.0
+    assert choose_threshold({"a": kind(0.3)}, wrong_cost=0.1) == 0.0
+
+
+def test_shipped_threshold_is_the_synthetic_choice() -> None:
+    """MIN_CHAR_CONF is what the committed synthetic sweep chose (never tuned on eval)."""
+    from inference.detectors.plate import MIN_CHAR_CONF
+
+    res = json.loads((RESULTS / "plates_synthetic.json").read_text(encoding="utf-8"))
+    assert res["synthetic"] is True and set(res["kinds"]) == set(KINDS)
+    assert res["chosen_threshold"] == MIN_CHAR_CONF == res["min_char_conf"]
