@@ -46,6 +46,11 @@ GROUPS: dict[str, dict[str, str]] = {
         "redaction": "benchmarks.redaction.cli:main",
         "cluster": "benchmarks.cluster.bench:main",
     },
+    # outbound webhooks: delivery status, dead letters (docs/integrations.md)
+    "webhooks": {
+        name: f"serve_app.webhooks.admin:{name}_main"
+        for name in ("status", "dead", "replay", "purge")
+    },
     # a multi-host cluster on this machine, one network namespace per host (as root)
     "cluster": {
         name: f"benchmarks.cluster.cli:{name}_main"
@@ -214,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     for group, help_ in (
         ("bench", "benchmarks"),
         ("models", "model files"),
+        ("webhooks", "webhook delivery status, dead letters and replay"),
         ("cluster", "a multi-host cluster in network namespaces, as root (docs/cluster.md)"),
     ):
         g = sub.add_parser(group, help=f"{help_}: " + ", ".join(GROUPS[group]))

@@ -7,8 +7,8 @@ named in the config. :func:`load_config` reports *every* problem with its path i
 file, e.g. ``cameras[3].zones[0].polygon: needs at least 3 points``.
 
 One module per section (``cameras``, ``rules``, ``site``, ``departments``, ``auth``,
-``services``, ``map``), the root model in ``root``, loading in ``loader`` and the generated
-schema and reference in ``reference``; every public name is re-exported here, so
+``services``, ``map``, ``webhooks``), the root model in ``root``, loading in ``loader`` and
+the generated schema and reference in ``reference``; every public name is re-exported here, so
 ``from citysight.config import X`` is the way to import them.
 """
 
@@ -55,12 +55,14 @@ from citysight.config.services import (
     StreamsService,
 )
 from citysight.config.site import IncidentsConfig, SiteConfig, time_zone
+from citysight.config.webhooks import WEBHOOK_EVENTS, WebhookConfig
 
 __all__ = [
     "DECODERS",
     "DETECTOR_TIERS",
     "ID_PATTERN",
     "INFERENCE_BACKENDS",
+    "WEBHOOK_EVENTS",
     "AllowedNetwork",
     "AuditConfig",
     "CameraConfig",
@@ -95,6 +97,7 @@ __all__ = [
     "StreamsService",
     "Strict",
     "TokenConfig",
+    "WebhookConfig",
     "ZoneConfig",
     "ZoneType",
     "format_validation_error",
