@@ -45,11 +45,12 @@ GROUPS: dict[str, dict[str, str]] = {
         "soak": "benchmarks.soak.run:main",
         "redaction": "benchmarks.redaction.cli:main",
         "cluster": "benchmarks.cluster.bench:main",
+        "webhooks": "benchmarks.webhooks.cli:main",
     },
     # outbound webhooks: delivery status, dead letters (docs/integrations.md)
     "webhooks": {
         name: f"serve_app.webhooks.admin:{name}_main"
-        for name in ("status", "dead", "replay", "purge")
+        for name in ("status", "dead", "replay", "purge", "receive")
     },
     # a multi-host cluster on this machine, one network namespace per host (as root)
     "cluster": {

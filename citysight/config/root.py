@@ -112,9 +112,9 @@ class CitysightConfig(Strict):
         if dup:
             problems.append(f"webhook names repeat: {', '.join(dup)}")
         for i, w in enumerate(self.webhooks):
-            for d in w.departments:
-                if deps and d not in deps:
-                    problems.append(f"webhooks[{i}].departments: unknown department {d!r}")
+            for dep in w.departments:
+                if deps and dep not in deps:
+                    problems.append(f"webhooks[{i}].departments: unknown department {dep!r}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

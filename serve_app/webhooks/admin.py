@@ -1,23 +1,34 @@
-"""Operator commands on webhook delivery: status, dead letters, replay, purge.
+"""Operator commands on webhook delivery: status, dead letters, replay, purge, a receiver.
 
 ``citysight webhooks status|dead|replay|purge --config FILE [--redis-url URL] [NAME]``
-(wired by ``citysight.app.cli``). Replay moves dead-lettered events back to the *end* of
-the webhook's outbox (they are delivered after what is queued now, with their original
-event ids, so receivers de-duplicate as usual).
+(wired by ``citysight.app.cli``); ``citysight webhooks receive`` is a small verifying
+receiver for trying a webhook out (the demo, a staging check). Replay moves dead-lettered
+events back to the *end* of the webhook's outbox (they are delivered after what is queued
+now, with their original event ids, so receivers de-duplicate as usual).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
 import redis
 
 from citysight import keys, redisconn
 from citysight.config import CitysightConfig, ConfigError, WebhookConfig, load_config
-from serve_app.webhooks.delivery import webhook_status
+from serve_app.webhooks.delivery import MIN_SECRET_LENGTH, webhook_status
+from serve_app.webhooks.payload import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    verify,
+)
 
 _OUTBOX_FIELDS = ("event_id", "body", "feed_ms", "feed_id")
 
@@ -137,3 +148,114 @@ def replay_main(argv: list[str]) -> int:
 def purge_main(argv: list[str]) -> int:
     """``citysight webhooks purge NAME``: drop its dead letters."""
     return main(argv, "purge")
+
+
+class VerifyingReceiver:
+    """A webhook receiver that checks what a production one should.
+
+    Signature over ``<timestamp>.<body>``, a timestamp within ``tolerance_s`` of now
+    (replays of old requests are refused), de-duplication by event id; each new event is
+    written as one JSON line to ``out``. Answers 401 to a bad signature, 400 to a stale
+    timestamp, 200 otherwise (also to a duplicate: the sender may move on).
+    """
+
+    def __init__(
+        self, secret: str, host: str = "127.0.0.1", port: int = 0, tolerance_s: float = 300.0,
+        out: Any = None,
+    ) -> None:  # fmt: skip
+        self.secret = secret
+        self.tolerance_s = tolerance_s
+        self.out = out or sys.stdout
+        self.seen: set[str] = set()
+        self.events: list[dict[str, Any]] = []
+        self.duplicates = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        rx = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._reply(rx.accept(dict(self.headers.items()), body))
+
+            def _reply(self, code: int) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        return Handler
+
+    def accept(self, headers: dict[str, str], body: bytes) -> int:
+        """Check one request; returns the HTTP status to answer."""
+        h = {k.lower(): v for k, v in headers.items()}
+        ts = h.get(TIMESTAMP_HEADER.lower(), "")
+        if not verify(self.secret, ts, body, h.get(SIGNATURE_HEADER.lower(), "")):
+            with self._lock:
+                self.refused += 1
+            return 401
+        if abs(time.time() - int(ts)) > self.tolerance_s:
+            with self._lock:
+                self.refused += 1
+            return 400
+        eid = h.get(EVENT_ID_HEADER.lower(), "")
+        with self._lock:
+            if eid in self.seen:
+                self.duplicates += 1
+                return 200
+            self.seen.add(eid)
+            event = json.loads(body)
+            self.events.append(event)
+            print(json.dumps(event, ensure_ascii=False), file=self.out, flush=True)
+        return 200
+
+    def serve_forever(self) -> None:
+        """Serve until :meth:`shutdown`."""
+        self.server.serve_forever()
+
+    def shutdown(self) -> None:
+        """Stop serving and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def receive_main(argv: list[str]) -> int:
+    """``citysight webhooks receive``: print verified events as JSON lines until Ctrl-C."""
+    p = argparse.ArgumentParser(prog="citysight webhooks receive")
+    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--secret-env", default="CITYSIGHT_WEBHOOK_SECRET", help="secret variable")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    args = p.parse_args(argv)
+    secret = os.environ.get(args.secret_env, "")
+    if len(secret) < MIN_SECRET_LENGTH:
+        print(
+            f"citysight webhooks receive: set {args.secret_env} to the webhook's secret "
+            f"({MIN_SECRET_LENGTH}+ characters)",
+            file=sys.stderr,
+        )
+        return 2
+    rx = VerifyingReceiver(secret, args.host, args.port)
+    print(f"receiving on http://{args.host}:{rx.port}/ (Ctrl-C stops)", file=sys.stderr)
+    t = threading.Thread(target=rx.serve_forever, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + args.duration if args.duration else None
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        rx.shutdown()
+    print(
+        f"{len(rx.events)} event(s), {rx.duplicates} duplicate(s), {rx.refused} refused",
+        file=sys.stderr,
+    )
+    return 0

@@ -71,6 +71,8 @@ RECENT_S = 3600.0
 STUCK_AFTER_S = 300.0
 """A failing webhook whose oldest pending event is older than this is ``stuck``."""
 USER_AGENT = "citysight-webhooks/1"
+READ_AHEAD = 32
+"""Outbox entries a sender reads per round trip (delivered one at a time, in order)."""
 
 # Append one feed entry's bodies to the matching outboxes and ack it, atomically.
 # KEYS: feed, then (outbox, stats) per webhook. ARGV: group, feed id, then per webhook
@@ -228,45 +230,63 @@ class Sender:
             timeout=w.timeout_s, follow_redirects=False, trust_env=False, verify=True
         )
         self._head: _Head | None = None
+        self._ahead: list[tuple[str, dict[str, str]]] = []
+        self._resumed = False
         self._last_id = "0-0"
 
     def close(self) -> None:
         """Close the HTTP client."""
         self.client.close()
 
+    def _reset(self) -> None:
+        # Read the outbox again from its head (a replay, a failover may have changed it).
+        self._head, self._ahead, self._resumed, self._last_id = None, [], False, "0-0"
+
     def run(self) -> None:
         """Deliver until :attr:`stop` is set."""
         while not self.stop.is_set():
             if not self.active.is_set():
+                self._reset()  # another instance may deliver meanwhile
                 self.stop.wait(0.2)
                 continue
             try:
                 self.step()
             except redis.RedisError as exc:
                 logger.warning("webhook %s: Redis error (%s); retrying", self.w.name, exc)
-                self._head = None
+                self._reset()
                 self.stop.wait(1.0)
             except Exception:
                 logger.exception("webhook %s: sender failed; retrying", self.w.name)
-                self._head = None
+                self._reset()
                 self.stop.wait(1.0)
 
     def _load_head(self, block_ms: int) -> _Head | None:
-        rows = cast("list[Any]", self.r.xrange(self.outbox, min="-", max="+", count=1))
-        if not rows:
-            # Nothing queued: wait for the next entry (or the timeout).
-            self.r.xread({self.outbox: self._last_id}, count=1, block=block_ms)
-            rows = cast("list[Any]", self.r.xrange(self.outbox, min="-", max="+", count=1))
-            if not rows:
-                return None
-        eid, raw = _t(rows[0][0]), _fields(rows[0][1])
-        if self._head is not None and self._head.id == eid:
+        if self._head is not None:
             return self._head
-        # A new head; its attempts survive restarts (stats hash).
-        hid, hatt = self.r.hmget(self.stats, ["head_id", "head_attempts"])
-        attempts = int(_t(hatt) or 0) if _t(hid) == eid else 0
+        if not self._ahead:
+            self._ahead = self._read_ahead()
+            if not self._ahead:
+                # Nothing queued: wait for the next entry (or the timeout).
+                self.r.xread({self.outbox: self._last_id}, count=1, block=block_ms)
+                self._ahead = self._read_ahead()
+                if not self._ahead:
+                    return None
+        eid, raw = self._ahead.pop(0)
+        attempts = 0
+        if not self._resumed:
+            # The first head after a (re)start: its failed attempts survive (stats hash).
+            hid, hatt = self.r.hmget(self.stats, ["head_id", "head_attempts"])
+            attempts = int(_t(hatt) or 0) if _t(hid) == eid else 0
+            self._resumed = True
         self._head = _Head(eid, raw, attempts)
         return self._head
+
+    def _read_ahead(self) -> list[tuple[str, dict[str, str]]]:
+        # A few entries per round trip; the outbox only loses entries at its head (deletes
+        # by this sender, trims of the oldest), so what follows them is still in order.
+        start = f"({self._last_id}" if self._last_id != "0-0" else "-"
+        rows = cast("list[Any]", self.r.xrange(self.outbox, min=start, max="+", count=READ_AHEAD))
+        return [(_t(i), _fields(f)) for i, f in rows]
 
     def step(self, block_ms: int = 500) -> str:
         """Try the head of the outbox once (or wait for one).
@@ -374,18 +394,14 @@ class Sender:
 
     def _dead(self, head: _Head, result: Attempt, now: float) -> None:
         pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(
-            keys.webhook_dead(self.w.name),
-            {
-                **head.fields,
-                "outbox_id": head.id,
-                "attempts": str(head.attempts),
-                "last_error": result.error[:300],
-                "dead_at": repr(now),
-            },
-            maxlen=DEAD_MAXLEN,
-            approximate=True,
-        )
+        dead: dict[Any, Any] = {
+            **head.fields,
+            "outbox_id": head.id,
+            "attempts": str(head.attempts),
+            "last_error": result.error[:300],
+            "dead_at": repr(now),
+        }
+        pipe.xadd(keys.webhook_dead(self.w.name), dead, maxlen=DEAD_MAXLEN, approximate=True)
         pipe.xdel(self.outbox, head.id)
         pipe.hincrby(self.stats, "dead_lettered", 1)
         pipe.hset(
@@ -625,6 +641,11 @@ class WebhookService:
 
     def start(self) -> WebhookService:
         """Create the consumer group and start the threads (returns at once)."""
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:
+            # httpx logs every request at INFO: one line per delivery would drown the log
+            # (failures are logged here, once per attempt, with the event id).
+            httpx_log.setLevel(logging.WARNING)
         enabled = [w for w in self.cfg.webhooks if w.enabled]
         r = self._client()
         self.fanout = Fanout(self.cfg, r)

@@ -61,7 +61,7 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 ts = self.headers.get("X-Citysight-Timestamp", "")
                 sig = self.headers.get("X-Citysight-Signature", "")
