@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import platform
 import sys
 import tempfile
 import threading
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import redis
 
     from benchmarks.common.stats import latency_summary
+    from citysight import keys
     from citysight.app.services.redis_server import EmbeddedRedis, free_port
     from citysight.config import CitysightConfig
     from serve_app.store import AlertStore
@@ -165,9 +168,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for lo in range(0, args.outage_events, 500):
             hi = min(args.outage_events, lo + 500)
             store.save_new([_alert(start + i) for i in range(lo, hi)])
-        outbox = "citysight:webhooks:bench:outbox"
+        outbox = keys.webhook_outbox("bench")
         queued = _wait(lambda: r.xlen(outbox) >= args.outage_events, args.timeout)
-        down_attempts = int(r.hget("citysight:webhooks:bench:stats", "attempts_failed") or 0)
+        down_attempts = int(r.hget(keys.webhook_stats("bench"), "attempts_failed") or 0)
         t_back = time.time()
         rx, _ = receiver()
         done = _wait(lambda: all(e in arrivals for e in ids), args.timeout)
@@ -195,6 +198,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "webhooks",
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+        },
         "baseline": baseline,
         "live": live,
         "outage": outage,

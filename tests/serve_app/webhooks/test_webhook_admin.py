@@ -69,3 +69,51 @@ def test_cli_unknown_webhook_and_bad_config(tmp_path: Path, redis_url: str) -> N
     bad = tmp_path / "bad.yaml"
     bad.write_text("webhooks:\n  - name: x\n    url: ftp://a/\n    secret_env: S\n")
     assert main(["webhooks", "status", "--config", str(bad), "--redis-url", redis_url]) == 2
+
+
+def test_receive_cli_verifies_and_dedups(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import threading
+    import time
+
+    import httpx
+
+    from citysight.app.services.redis_server import free_port
+    from serve_app.webhooks.admin import VerifyingReceiver
+    from serve_app.webhooks.payload import sign
+
+    secret = "receiver-secret-0123456789"
+    monkeypatch.delenv("CITYSIGHT_WEBHOOK_SECRET", raising=False)
+    assert main(["webhooks", "receive", "--duration", "0"]) == 2
+    assert "set CITYSIGHT_WEBHOOK_SECRET" in capsys.readouterr().err
+    monkeypatch.setenv("CITYSIGHT_WEBHOOK_SECRET", secret)
+    assert main(["webhooks", "receive", "--port", str(free_port()), "--duration", "0.1"]) == 0
+    assert "0 event(s), 0 duplicate(s), 0 refused" in capsys.readouterr().err
+
+    out = io.StringIO()
+    rx = VerifyingReceiver(secret, out=out)
+    t = threading.Thread(target=rx.serve_forever, daemon=True)
+    t.start()
+    try:
+        body = b'{"id":"al_1:0","type":"alert.raised"}'
+
+        def post(ts: int, key: str = secret, eid: str = "al_1:0") -> int:
+            headers = {
+                "X-Citysight-Timestamp": str(ts),
+                "X-Citysight-Signature": sign(key, ts, body),
+                "X-Citysight-Event-Id": eid,
+            }
+            url = f"http://127.0.0.1:{rx.port}/"
+            return httpx.post(url, content=body, headers=headers, trust_env=False).status_code
+
+        now = int(time.time())
+        assert post(now) == 200
+        assert post(now) == 200  # a retry of the same event: answered, not recorded again
+        assert post(now, key="x" * 20) == 401
+        assert post(now - 3600) == 400  # an old (replayed) request
+        assert rx.duplicates == 1 and rx.refused == 2
+        assert [json.loads(x)["id"] for x in out.getvalue().splitlines()] == ["al_1:0"]
+    finally:
+        rx.shutdown()

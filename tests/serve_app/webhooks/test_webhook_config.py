@@ -191,3 +191,18 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     w = WebhookConfig.model_validate(hook(backoff_initial_s=1, backoff_max_s=30))
     assert [backoff_s(w, n, lambda: 1.0) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
     assert [backoff_s(w, n, lambda: 0.0) for n in (1, 3, 9)] == [0.5, 2, 15]
+
+
+def test_demo_webhook_is_opt_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from citysight.app.demo import DEMO_WEBHOOK_URL_ENV, demo_config_dict
+
+    monkeypatch.delenv(DEMO_WEBHOOK_URL_ENV, raising=False)
+    assert "webhooks" not in demo_config_dict(tmp_path)
+    monkeypatch.setenv(DEMO_WEBHOOK_URL_ENV, "http://127.0.0.1:9000/")
+    cfg = parse_config(demo_config_dict(tmp_path), "<demo>")
+    (w,) = cfg.webhooks
+    assert (w.name, w.url, w.secret_env) == (
+        "demo",
+        "http://127.0.0.1:9000/",
+        "CITYSIGHT_DEMO_WEBHOOK_SECRET",
+    )
