@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -206,3 +207,32 @@ def test_demo_webhook_is_opt_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) 
         "http://127.0.0.1:9000/",
         "CITYSIGHT_DEMO_WEBHOOK_SECRET",
     )
+
+
+def test_runtime_starts_delivery_before_serve_and_stops_it(
+    redis_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    from citysight import keys
+
+    monkeypatch.setenv("HOOK_SECRET", "x" * 20)
+    cfg = CitysightConfig.model_validate(
+        {"webhooks": [hook()], "services": {"redis": {"url": redis_url}}}
+    )
+    rt = Runtime(cfg, tmp_path, serve=False)
+    rt._check_webhooks()
+    rt.redis_url = redis_url
+    rt._start_webhooks()
+    r = redis.Redis.from_url(redis_url)
+    try:
+        groups = r.xinfo_groups(keys.FEED_STREAM)
+        assert [g["name"] for g in groups] == [keys.WEBHOOKS_GROUP.encode()]
+        deadline = time.monotonic() + 20
+        while r.get(keys.WEBHOOKS_LEASE) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.get(keys.WEBHOOKS_LEASE) is not None
+    finally:
+        rt.stop()
+    assert rt.webhooks is None and r.get(keys.WEBHOOKS_LEASE) is None  # released
+    r.close()
