@@ -103,6 +103,13 @@ class WebhookConfig(Strict):
         ge=10,
         le=10_000_000,
     )
+    ca_file: str = _f(
+        "CA file",
+        "PEM file of the CAs trusted for this receiver's TLS certificate (an intranet CA); "
+        "empty: the system's trust store. The certificate is always verified.",
+        default="",
+        max_length=4096,
+    )
     allow_networks: list[str] = _f(
         "Allowed networks",
         "CIDRs where loopback/link-local/CGNAT receivers are allowed (e.g. 127.0.0.1/32).",

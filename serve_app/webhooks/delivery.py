@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -117,8 +118,11 @@ return 0
 def resolve_secrets(cfg: CitysightConfig, env: dict[str, str] | None = None) -> dict[str, str]:
     """The signing secret of every enabled webhook, read from its environment variable.
 
+    Also loads each ``ca_file`` once, so a missing or malformed one stops the start.
+
     Raises:
-        ValueError: A variable is unset or shorter than :data:`MIN_SECRET_LENGTH`.
+        ValueError: A variable is unset or shorter than :data:`MIN_SECRET_LENGTH`, or a
+            ``ca_file`` does not load.
     """
     env = dict(os.environ) if env is None else env
     out: dict[str, str] = {}
@@ -137,6 +141,11 @@ def resolve_secrets(cfg: CitysightConfig, env: dict[str, str] | None = None) -> 
                 f"{MIN_SECRET_LENGTH} characters"
             )
         out[w.name] = secret
+        if w.ca_file:
+            try:
+                ssl.create_default_context(cafile=w.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"webhook {w.name!r}: ca_file {w.ca_file}: {exc}") from None
     return out
 
 
@@ -167,7 +176,8 @@ def error_class(exc: BaseException | None, status: int | None) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timeout"
     if isinstance(exc, httpx.ConnectError):
-        return "connect"
+        text = str(exc)
+        return "tls" if "SSL" in text or "certificate" in text.lower() else "connect"
     if isinstance(exc, OSError):
         return "dns"
     if isinstance(exc, httpx.HTTPError):
@@ -225,9 +235,13 @@ class Sender:
         self.stats = keys.webhook_stats(w.name)
         self.allow: tuple[Net, ...] = parse_networks(w.allow_networks)
         # No proxies from the environment (the checked address is where we connect) and no
-        # redirects (a redirect would leave it).
+        # redirects (a redirect would leave it). The certificate is checked against the
+        # URL's host name (sent as the TLS server name), not the pinned address.
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=w.ca_file) if w.ca_file else True
+        )
         self.client = httpx.Client(
-            timeout=w.timeout_s, follow_redirects=False, trust_env=False, verify=True
+            timeout=w.timeout_s, follow_redirects=False, trust_env=False, verify=verify
         )
         self._head: _Head | None = None
         self._ahead: list[tuple[str, dict[str, str]]] = []

@@ -35,9 +35,15 @@ class Request:
 class Receiver:
     """Records requests; ``answer(n)`` gives the status for the n-th request (from 0)."""
 
-    def __init__(self, secret: str, answer: Callable[[int], int] = lambda n: 200) -> None:
+    def __init__(
+        self,
+        secret: str,
+        answer: Callable[[int], int] = lambda n: 200,
+        tls: tuple[str, str] | None = None,
+    ) -> None:
         self.secret = secret
         self.answer = answer
+        self.tls = tls  # (certificate, key) PEM files: HTTPS on "localhost"
         self.port = free_port()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
@@ -46,6 +52,8 @@ class Receiver:
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"https://localhost:{self.port}/hook"
         return f"http://127.0.0.1:{self.port}/hook"
 
     def accepted(self) -> list[Request]:
@@ -90,6 +98,12 @@ class Receiver:
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
         return self

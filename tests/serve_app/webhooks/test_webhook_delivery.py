@@ -313,3 +313,55 @@ def test_only_the_lease_holder_delivers(
     write_events(AlertStore(r, cfg), 1, start=5)
     wait_for(lambda: len(rx.accepted()) == 18, what="3 more")
     assert [q.event_id for q in rx.accepted()] == feed_event_ids(r)
+
+
+@pytest.fixture
+def localhost_cert(tmp_path: Any) -> tuple[str, str]:
+    """A self-signed certificate for ``localhost`` (made with the openssl command)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
+         cert, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_https_pins_the_address_and_verifies_the_name(
+    redis_url: str,
+    r: redis.Redis,
+    services: list[WebhookService],
+    receivers: list[Receiver],
+    localhost_cert: tuple[str, str],
+) -> None:
+    """``https://localhost``: connects to the checked 127.0.0.1 and verifies the certificate
+    for ``localhost`` (the TLS server name), trusting only the configured CA file."""
+    rx = Receiver(SECRET, tls=localhost_cert).start()
+    receivers.append(rx)
+    untrusted = config(rx.url, max_attempts=2)
+    start_service(untrusted, redis_url, services)
+    AlertStore(r, untrusted).save_new([make_alert(1)])
+    wait_for(lambda: r.xlen(keys.webhook_dead("ops")) == 1, what="refused certificate")
+    assert webhook_status(r, untrusted.webhooks[0]).detail["last_error_class"] == "tls"
+    assert rx.count() == 0  # nothing was sent to a server that failed verification
+    services.pop().stop()
+    trusted = config(rx.url, ca_file=localhost_cert[0])
+    start_service(trusted, redis_url, services)
+    AlertStore(r, trusted).save_new([make_alert(2)])
+    wait_for(lambda: len(rx.accepted()) == 1, what="delivery over TLS")
+    q = rx.accepted()[0]
+    assert q.event_id == "al_0002:0" and q.signature_ok
+    assert q.headers["Host"] == f"localhost:{rx.port}"
+
+
+def test_missing_ca_file_stops_the_start(tmp_path: Any) -> None:
+    from serve_app.webhooks.delivery import resolve_secrets
+
+    cfg = config("https://localhost:9/hook", ca_file=str(tmp_path / "none.pem"))
+    with pytest.raises(ValueError, match="webhook 'ops': ca_file"):
+        resolve_secrets(cfg, {"CS_TEST_WEBHOOK_SECRET": SECRET})
