@@ -18,7 +18,8 @@ Three parts, all in :class:`WebhookService` (started by the runtime, one thread 
   Delivery is at least once: a crash between the receiver's 2xx and the delete sends that
   event again, with the same ``X-Citysight-Event-Id``.
 * **Lease and status.** One instance delivers at a time (a renewed Redis lease); the holder
-  writes the ``webhooks`` component of ``/health`` every second.
+  writes the ``webhooks`` component of ``/health`` every second and enforces the alert
+  retention on outboxes and dead letters (:func:`enforce_retention`).
 
 The outbox is bounded (``max_pending``): beyond it the oldest undelivered events are dropped,
 counted (``trimmed``) and logged.
@@ -67,6 +68,8 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 DEAD_MAXLEN = 100_000
 LEASE_MS = 10_000
 STATUS_PERIOD_S = 1.0
+RETENTION_PERIOD_S = 60.0
+"""How often the delivering instance drops outbox entries and dead letters past retention."""
 RECENT_S = 3600.0
 """A dead-letter or a trim within this long keeps the webhook ``degraded``."""
 STUCK_AFTER_S = 300.0
@@ -556,6 +559,42 @@ class Fanout:
         return new
 
 
+def enforce_retention(
+    r: redis.Redis, w: WebhookConfig, ttl_s: float, now: float | None = None
+) -> tuple[int, int]:
+    """Drop outbox entries and dead letters of events older than ``ttl_s`` (the alert TTL).
+
+    An event is personal data with the alert's retention: it leaves Redis when the alert does,
+    delivered or not. Both streams are in event order (the outbox by construction, dead letters
+    because events die in order; a replayed one may wait behind a newer one until the next
+    pass), so this reads from their heads and stops at the first event still within retention.
+    Undelivered events dropped here are counted in ``trimmed`` and logged.
+
+    Returns:
+        ``(outbox entries dropped, dead letters dropped)``.
+    """
+    cutoff_ms = int(((time.time() if now is None else now) - ttl_s) * 1000)
+    dropped: list[int] = []
+    for key in (keys.webhook_outbox(w.name), keys.webhook_dead(w.name)):
+        n = 0
+        while True:
+            rows = cast("list[Any]", r.xrange(key, min="-", max="+", count=100))
+            old = [_t(i) for i, f in rows if int(_fields(f).get("feed_ms") or 0) < cutoff_ms]
+            if old:
+                r.xdel(key, *old)
+                n += len(old)
+            if len(old) < len(rows) or len(rows) < 100:
+                break
+        dropped.append(n)
+    if dropped[0]:
+        r.hincrby(keys.webhook_stats(w.name), "trimmed", dropped[0])
+        logger.warning(
+            "webhook %s: %d undelivered event(s) older than the alert retention (%.0f s) dropped",
+            w.name, dropped[0], ttl_s,
+        )  # fmt: skip
+    return dropped[0], dropped[1]
+
+
 @dataclass
 class WebhookStatus:
     """One webhook's delivery status (health detail and metrics)."""
@@ -698,6 +737,7 @@ class WebhookService:
     def _lease_loop(self) -> None:
         r = self._client()
         lease = r.register_script(_LEASE)
+        next_retention = 0.0
         while not self.stop_event.is_set():
             try:
                 held = int(lease(keys=[keys.WEBHOOKS_LEASE], args=[self.instance, LEASE_MS]))
@@ -706,6 +746,10 @@ class WebhookService:
                         logger.info("webhooks: delivering (lease taken by %s)", self.instance)
                     self.active.set()
                     self.fanout.check_gap()
+                    if time.monotonic() >= next_retention:
+                        next_retention = time.monotonic() + RETENTION_PERIOD_S
+                        for w in self.cfg.webhooks:
+                            enforce_retention(r, w, self.cfg.retention.alert_ttl_s)
                     self.write_status(r)
                 else:
                     self.active.clear()

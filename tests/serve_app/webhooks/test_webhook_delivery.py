@@ -365,3 +365,19 @@ def test_missing_ca_file_stops_the_start(tmp_path: Any) -> None:
     cfg = config("https://localhost:9/hook", ca_file=str(tmp_path / "none.pem"))
     with pytest.raises(ValueError, match="webhook 'ops': ca_file"):
         resolve_secrets(cfg, {"CS_TEST_WEBHOOK_SECRET": SECRET})
+
+
+def test_retention_drops_old_events_from_outbox_and_dead_letters(r: redis.Redis) -> None:
+    from serve_app.webhooks.delivery import enforce_retention
+
+    cfg = config("http://127.0.0.1:9/hook")
+    now = 1_800_000_000.0
+    for key in (keys.webhook_outbox("ops"), keys.webhook_dead("ops")):
+        for i, age_s in enumerate((7200, 3601, 3599, 10)):
+            ms = int((now - age_s) * 1000)
+            r.xadd(key, {"event_id": f"al_{i}:0", "body": "{}", "feed_ms": ms, "feed_id": ms})
+    assert enforce_retention(r, cfg.webhooks[0], 3600, now) == (2, 2)
+    for key in (keys.webhook_outbox("ops"), keys.webhook_dead("ops")):
+        assert [f[b"event_id"] for _, f in r.xrange(key)] == [b"al_2:0", b"al_3:0"]
+    assert webhook_status(r, cfg.webhooks[0]).detail["trimmed"] == 2  # counted, never silent
+    assert enforce_retention(r, cfg.webhooks[0], 3600, now) == (0, 0)
