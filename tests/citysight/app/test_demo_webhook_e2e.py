@@ -137,6 +137,10 @@ def test_demo_webhook_receiver_down_then_back_gets_every_event_once_in_order(
     assert proc.returncode == 0, out[-3000:]
     got = rx.accepted()
     ids = [q.event_id for q in got]
+    print(  # the numbers of the issue note (pytest -s)
+        f"webhook e2e: {len(ids)} events delivered after the outage, {len(rx.requests)} "
+        f"requests, {failing['detail']['webhooks']['demo']['pending']} pending while down"
+    )
     assert len(ids) == len(set(ids)), "an event arrived twice"
     feed_ids = [tuple(map(int, q.payload["feed_id"].split("-"))) for q in got]
     assert feed_ids == sorted(feed_ids), "events out of feed order"
