@@ -35,6 +35,7 @@ from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
 from citysight.config.map import GeoOverlay, MapConfig
 from citysight.config.reference import json_schema, schema_reference_markdown
+from citysight.config.reports import ReportsConfig
 from citysight.config.root import CitysightConfig
 from citysight.config.rules import (
     HotlistEntry,
@@ -55,6 +56,7 @@ from citysight.config.services import (
     StreamsService,
 )
 from citysight.config.site import IncidentsConfig, SiteConfig, time_zone
+from citysight.config.ui import UI_LANGUAGES, UiConfig
 from citysight.config.webhooks import WEBHOOK_EVENTS, WebhookConfig
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "DETECTOR_TIERS",
     "ID_PATTERN",
     "INFERENCE_BACKENDS",
+    "UI_LANGUAGES",
     "WEBHOOK_EVENTS",
     "AllowedNetwork",
     "AuditConfig",
@@ -85,6 +88,7 @@ __all__ = [
     "Point",
     "RayService",
     "RedisService",
+    "ReportsConfig",
     "RetentionConfig",
     "RouteConfig",
     "RuleConfig",
@@ -97,6 +101,7 @@ __all__ = [
     "StreamsService",
     "Strict",
     "TokenConfig",
+    "UiConfig",
     "WebhookConfig",
     "ZoneConfig",
     "ZoneType",

@@ -21,6 +21,9 @@ WebhookEvent = Literal[
     "reopened",
     "escalated",
     "updated",
+    "report",
+    "verified",
+    "recheck_failed",
 ]
 WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
 """Event types a webhook receives (payload ``type`` is ``alert.<event>``)."""

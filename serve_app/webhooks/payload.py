@@ -32,13 +32,31 @@ ATTEMPT_HEADER = "X-Citysight-Attempt"
 ALERT_FEED_TYPES = frozenset({"alert", "alert_event"})
 
 
-def event_type(event: dict[str, Any]) -> str:
-    """The webhook event type of an alert event (``raised``, ``reopened``, ``escalated``...).
+ACTIONS = frozenset({"report", "feedback", "verified", "reopened", "recheck_failed"})
+"""``AlertEvent.action`` values that name the webhook event type themselves."""
 
-    A transition is named after the state it reaches; ``→ raised`` from a finished state is
-    ``reopened``; an event that keeps the state is ``escalated`` when the SLA raised it,
-    else ``updated`` (notes, camera checks and whatever other writers append).
+
+def event_type(event: dict[str, Any]) -> str:
+    """The webhook event type of an alert event (``raised``, ``reopened``, ``verified``...).
+
+    An event's own action (a field report attached, feedback photos, the camera re-check's
+    verdict) names it; otherwise a transition is named after the state it reaches (see
+    :func:`transition_type`).
     """
+    action = str(event.get("action") or "")
+    return action if action in ACTIONS else transition_type(event)
+
+
+def event_names(event: dict[str, Any]) -> set[str]:
+    """Every name a webhook's ``events`` filter matches an event by: its type and its
+    transition's (a camera-verified close is both ``verified`` and ``closed``)."""
+    return {event_type(event), transition_type(event)}
+
+
+def transition_type(event: dict[str, Any]) -> str:
+    """The name of an event's transition: the state it reaches; ``→ raised`` from a finished
+    state is ``reopened``; an event that keeps the state is ``escalated`` when the SLA raised
+    it, else ``updated`` (notes and whatever other writers append)."""
     frm, to = event.get("from_state"), str(event.get("to_state") or "")
     if frm is None:
         return "raised"
@@ -101,7 +119,7 @@ def _any(values: list[str], patterns: list[str]) -> bool:
 def matches(w: WebhookConfig, item: dict[str, Any]) -> bool:
     """Whether webhook ``w`` wants this event (every filter it sets must match)."""
     alert, ev = item["alert"], item["event"]
-    if w.events and event_type(ev) not in w.events:
+    if w.events and not event_names(ev) & set(w.events):
         return False
     if w.kinds and alert.get("kind") not in {k.value for k in w.kinds}:
         return False
@@ -124,11 +142,15 @@ def _evidence_links(w: WebhookConfig, alert: dict[str, Any]) -> list[dict[str, A
     for i, ref in enumerate(alert.get("evidence") or []):
         if not isinstance(ref, dict):
             continue
+        item = str(ref.get("id") or "")
+        path = f"/api/alerts/{aid}/evidence" + (f"/{item}" if item else "")
         out.append(
             {
                 "index": i,
+                "id": item,
+                "source": ref.get("source", "snapshot"),
                 # The API serves it face-blurred, to a token that may read the alert.
-                "url": f"{base}/api/alerts/{aid}/evidence",
+                "url": base + path,
                 "media_type": ref.get("media_type", "image/jpeg"),
                 "frame_time": ref.get("frame_time", 0.0),
             }

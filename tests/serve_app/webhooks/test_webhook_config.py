@@ -138,6 +138,15 @@ EVENTS = [
     ({"from_state": "raised", "to_state": "raised", "actor": "sla"}, "escalated"),
     ({"from_state": "resolved", "to_state": "resolved", "actor": "camera-check"}, "updated"),
     ({"from_state": "raised", "to_state": "false_alarm"}, "false_alarm"),
+    ({"from_state": "raised", "to_state": "raised", "action": "report"}, "report"),
+    ({"from_state": "resolved", "to_state": "feedback", "action": "feedback"}, "feedback"),
+    ({"from_state": "resolved", "to_state": "closed", "action": "verified"}, "verified"),
+    ({"from_state": "resolved", "to_state": "raised", "action": "reopened"}, "reopened"),
+    (
+        {"from_state": "resolved", "to_state": "resolved", "action": "recheck_failed"},
+        "recheck_failed",
+    ),
+    ({"from_state": "resolved", "to_state": "closed", "action": "something_new"}, "closed"),
 ]
 
 
@@ -170,6 +179,14 @@ def test_filters(filters: dict[str, Any], wanted: bool) -> None:
     w = WebhookConfig.model_validate(hook(**filters))
     item = {"alert": ALERT, "event": {"from_state": None, "to_state": "raised"}}
     assert matches(w, item) is wanted
+
+
+def test_events_filter_matches_the_action_and_the_transition() -> None:
+    ev = {"from_state": "resolved", "to_state": "closed", "action": "verified"}
+    item = {"alert": ALERT, "event": ev}
+    for wanted in (["verified"], ["closed"]):
+        assert matches(WebhookConfig.model_validate(hook(events=wanted)), item)
+    assert not matches(WebhookConfig.model_validate(hook(events=["reopened"])), item)
 
 
 def test_jurisdiction_filter_matches_a_list_of_ancestors() -> None:

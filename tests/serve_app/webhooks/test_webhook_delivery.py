@@ -226,7 +226,11 @@ def test_filters_plate_privacy_and_evidence_links(
     start_service(cfg, redis_url, services)
     plate = make_alert(
         1, kind=AlertKind.PLATE, plate_text="京A12345", subject="京A12345",
-        summary="hotlist plate 京A12345", evidence=[EvidenceRef(key="citysight:evidence:x")],
+        summary="hotlist plate 京A12345",
+        evidence=[
+            EvidenceRef(key="citysight:evidence:x"),
+            EvidenceRef(key="citysight:evidence:y", id="ph1", source="report"),
+        ],
     )  # fmt: skip
     store.save_new([plate, make_alert(2, severity=Severity.LOW), make_alert(3, kind="smoke")])
     store.transition("al_0001", S.ACKNOWLEDGED, actor="op")  # not an event it wants
@@ -242,10 +246,20 @@ def test_filters_plate_privacy_and_evidence_links(
     assert alert["evidence"] == [
         {
             "index": 0,
+            "id": "",
+            "source": "snapshot",
             "url": "https://ops.example.org/api/alerts/al_0001/evidence",
             "media_type": "image/jpeg",
             "frame_time": 0.0,
-        }
+        },
+        {
+            "index": 1,
+            "id": "ph1",
+            "source": "report",
+            "url": "https://ops.example.org/api/alerts/al_0001/evidence/ph1",
+            "media_type": "image/jpeg",
+            "frame_time": 0.0,
+        },
     ]
     assert "citysight:evidence" not in body  # no internal storage keys
     assert got[0].payload["event"]["note"] == "[plate withheld]"
