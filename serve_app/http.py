@@ -35,6 +35,7 @@ from serve_app.api import (
     alerts,
     audit,
     cameras,
+    clips,
     evidence,
     health,
     incidents,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from serve_app.store.alerts import AlertStore
     from serve_app.store.audit import AuditLog
     from serve_app.store.cameras import CameraRegistry
+    from serve_app.store.clips import ClipService
     from serve_app.store.evidence import EvidenceStore
     from serve_app.store.plates import PlateReads
 
@@ -111,6 +113,13 @@ class ApiContext:
         from serve_app.store.evidence import EvidenceStore
 
         return EvidenceStore(self.redis, self.cfg)
+
+    @cached_property
+    def clips(self) -> ClipService:
+        """Evidence clips (records, files, the face-blurred copies)."""
+        from serve_app.store.clips import ClipService
+
+        return ClipService(self.redis, self.cfg)
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -400,6 +409,7 @@ def create_api(
         tickets,
         alerts,
         evidence,
+        clips,
         incidents,
         cameras,
         plates,
@@ -457,6 +467,7 @@ def map_page_headers(cfg: CitysightConfig) -> dict[str, str]:
             "style-src 'self'",
             "style-src-attr 'unsafe-inline'",
             f"img-src {' '.join(img)}",
+            "media-src 'self' blob:",  # evidence clips play from a blob URL
             "connect-src 'self'",
             "font-src 'self'",
             "base-uri 'none'",

@@ -31,6 +31,7 @@ from citysight.config.cameras import (
     ZoneConfig,
     ZoneType,
 )
+from citysight.config.clips import ClipsConfig, ClipStorage
 from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
 from citysight.config.map import GeoOverlay, MapConfig
@@ -67,6 +68,8 @@ __all__ = [
     "CameraProfile",
     "CameraSecret",
     "CitysightConfig",
+    "ClipStorage",
+    "ClipsConfig",
     "ConfigError",
     "DecoderName",
     "DepartmentConfig",

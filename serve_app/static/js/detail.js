@@ -1,6 +1,7 @@
 /* citysight operations map — The alert detail panel: snapshot with boxes, unredacted reveal, timeline, actions. */
 
 import { upsertAlert } from "./alerts.js";
+import { loadClip, resetClip } from "./clip.js";
 import { $, NEXT_ACTIONS, api, fmtDateTime, fmtTime, hasScope, kindIcon, state, tid } from "./core.js";
 import { showCamera } from "./map.js";
 
@@ -25,7 +26,7 @@ export async function openAlert(id) {
   if (state.selected !== id) return;
   renderDetail(a);
   if (entry && entry.marker && state.map) state.map.panTo(entry.marker.getLatLng());
-  loadEvidence(a, false);
+  loadEvidence(a, false).then(() => loadClip(a));
   try {
     const events = await api(`/api/alerts/${encodeURIComponent(id)}/events`);
     if (state.selected !== id) return;
@@ -121,6 +122,7 @@ export async function loadEvidence(a, unredacted, reason = "") {
 export function setupDetail() {
   tid("detail-close").addEventListener("click", () => {
     state.selected = null;
+    resetClip();
     tid("alert-detail").hidden = true;
     for (const li of document.querySelectorAll(".alert-item.selected")) li.classList.remove("selected");
   });

@@ -1,0 +1,85 @@
+/* citysight operations map — The evidence clip of the alert detail: the face-blurred MP4,
+   fetched with the bearer token into a blob URL (like the snapshot), the snapshot as its
+   poster while the clip is still being written. */
+
+import { api, state, tid } from "./core.js";
+
+// Local message shim until the i18n catalogue lands (the lead wires these keys to it).
+const MESSAGES = {
+  "clip.loading": "loading clip…",
+  "clip.pending": "clip is being written (snapshot shown meanwhile)…",
+  "clip.ready": "faces blurred · {from} – {to}",
+  "clip.none": "no clip: {reason}",
+  "clip.redaction": "clip unavailable: faces cannot be blurred right now",
+  "clip.error": "clip unavailable ({reason})",
+  "clip.gave_up": "clip still not written; reopen the alert to try again",
+};
+const t = (key, vars = {}) =>
+  (MESSAGES[key] || key).replace(/\{(\w+)\}/g, (_, k) => (vars[k] !== undefined ? String(vars[k]) : ""));
+
+const POLL_MS = 2000;
+const POLL_MAX = 90; // ~3 minutes of "pending" before giving up
+let clipUrl = null;
+let timer = null;
+
+function clockLabel(unixS) {
+  const opts = { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" };
+  if (state.timeZone) opts.timeZone = state.timeZone;
+  try {
+    return new Intl.DateTimeFormat(undefined, opts).format(new Date(unixS * 1000));
+  } catch (_) {
+    return new Date(unixS * 1000).toISOString();
+  }
+}
+
+/** Forget the clip on screen (closing or switching alerts). */
+export function resetClip() {
+  if (timer) { clearTimeout(timer); timer = null; }
+  const video = tid("clip-video");
+  if (video) { video.pause(); video.removeAttribute("src"); video.removeAttribute("poster"); video.load(); }
+  if (clipUrl) { URL.revokeObjectURL(clipUrl); clipUrl = null; }
+}
+
+/** Show alert ``a``'s clip; polls while it is being written. */
+export async function loadClip(a, attempt = 0) {
+  if (attempt === 0) resetClip();
+  const panel = tid("clip");
+  const video = tid("clip-video");
+  const msg = tid("clip-msg");
+  if (!panel || state.selected !== a.id) return;
+  panel.hidden = false;
+  panel.dataset.state = "loading";
+  if (attempt === 0) msg.textContent = t("clip.loading");
+  try {
+    const res = await api(`/api/alerts/${encodeURIComponent(a.id)}/clip`, { raw: true });
+    if (state.selected !== a.id) return;
+    if (res.status === 202) {
+      const body = await res.json();
+      panel.dataset.state = "pending";
+      msg.textContent = t("clip.pending");
+      if (state.evidenceUrl) video.poster = state.evidenceUrl; // the snapshot meanwhile
+      video.hidden = !state.evidenceUrl;
+      if (attempt >= POLL_MAX) { msg.textContent = t("clip.gave_up"); return; }
+      const wait = Math.max(POLL_MS, 1000 * Number(res.headers.get("Retry-After") || 0));
+      timer = setTimeout(() => loadClip(a, attempt + 1), wait);
+      return body;
+    }
+    const blob = await res.blob();
+    if (state.selected !== a.id) return;
+    clipUrl = URL.createObjectURL(blob);
+    video.src = clipUrl;
+    video.hidden = false;
+    panel.dataset.state = "ready";
+    const clip = (a.clip && a.clip.start_at) ? a.clip : null;
+    const from = clip ? clip.start_at : (a.detected_at || 0) - 10;
+    const to = clip ? clip.start_at + clip.duration_s : (a.detected_at || 0) + 10;
+    msg.textContent = t("clip.ready", { from: clockLabel(from), to: clockLabel(to) });
+  } catch (err) {
+    if (state.selected !== a.id) return;
+    panel.dataset.state = "none";
+    video.hidden = true;
+    if (err.status === 503) msg.textContent = t("clip.redaction");
+    else if (err.status === 404) msg.textContent = t("clip.none", { reason: err.message.replace(/^404: /, "") });
+    else msg.textContent = t("clip.error", { reason: err.message });
+  }
+}
