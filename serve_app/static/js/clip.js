@@ -70,10 +70,17 @@ export async function loadClip(a, attempt = 0) {
     video.src = clipUrl;
     video.hidden = false;
     panel.dataset.state = "ready";
-    const clip = (a.clip && a.clip.start_at) ? a.clip : null;
-    const from = clip ? clip.start_at : (a.detected_at || 0) - 10;
-    const to = clip ? clip.start_at + clip.duration_s : (a.detected_at || 0) + 10;
-    msg.textContent = t("clip.ready", { from: clockLabel(from), to: clockLabel(to) });
+    // The record on the alert names the clip's real span (it starts at a keyframe).
+    let clip = a.clip && a.clip.start_at ? a.clip : null;
+    if (!clip) {
+      try { clip = (await api(`/api/alerts/${encodeURIComponent(a.id)}`)).clip; } catch (_) { clip = null; }
+    }
+    if (state.selected !== a.id) return;
+    if (clip && clip.start_at) {
+      msg.textContent = t("clip.ready", { from: clockLabel(clip.start_at), to: clockLabel(clip.start_at + clip.duration_s) });
+    } else {
+      msg.textContent = t("clip.ready", { from: "", to: "" });
+    }
   } catch (err) {
     if (state.selected !== a.id) return;
     panel.dataset.state = "none";
