@@ -140,6 +140,11 @@ def clip_key(alert_id: str) -> str:
     return f"citysight:clip:{alert_id}"
 
 
+def clip_render_lock(alert_id: str, fingerprint: str) -> str:
+    """String key held by the ingress replica rendering a face-blurred copy of a clip."""
+    return f"citysight:clip:{alert_id}:render:{fingerprint}"
+
+
 def plates_key(plate: str) -> str:
     """Sorted set of reads of one plate (score = read time)."""
     return f"citysight:plates:{plate}"

@@ -143,7 +143,9 @@ class ApiContext:
         return CameraRegistry(self.redis)
 
     def close(self) -> None:
-        """Release the synchronous Redis pool."""
+        """Release the synchronous Redis pool (and stop the clip rendering thread)."""
+        if "clips" in self.__dict__:
+            self.clips.close()
         self.redis.close()
 
 

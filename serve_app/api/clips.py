@@ -7,7 +7,9 @@
 * ``POST /api/alerts/{id}/clip/unredacted`` with ``{"reason": "..."}``: the original, for
   ``evidence:unredacted``, audited (who, what, when, why) before the bytes leave; its
   ``ETag`` is the sha256 recorded on the alert.
-* While the clip is being written: ``202`` with the clip record (``state: pending``); with
+* While the clip is being written: ``202`` with the clip record (``state: pending``), and
+  while its face-blurred copy is being made (the first view: every frame goes through the
+  face detector) ``202`` with ``state: redacting``; with
   no clip (unavailable, failed, expired, never requested): ``404`` with the state and the
   reason. Out-of-scope alerts answer 404 exactly like missing ones.
 """
@@ -25,7 +27,7 @@ from citysight.config import Scope
 from serve_app.api.deps import ctx, scoped_alert
 from serve_app.api.evidence import UnredactRequest
 from serve_app.auth import Reader
-from serve_app.store.clips import ClipService, ClipUnavailable
+from serve_app.store.clips import ClipRendering, ClipService, ClipUnavailable
 from serve_app.store.evidence import RedactionUnavailable
 
 router = APIRouter(prefix="/api/alerts", tags=["evidence"])
@@ -75,13 +77,17 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _state_response(rec: ClipRecord | None, message: str) -> JSONResponse:
+def _state_response(
+    rec: ClipRecord | None, message: str, *, rendering: bool = False
+) -> JSONResponse:
     body: dict[str, Any] = {"detail": message}
     if rec is None:
         body["clip"] = {"state": "none", "reason": message}
         return JSONResponse(body, status.HTTP_404_NOT_FOUND)
     body["clip"] = rec.to_api()
-    if body["clip"]["state"] == ClipState.PENDING.value:
+    if rendering:  # written, its face-blurred copy not yet: come back shortly
+        body["clip"]["state"] = "redacting"
+    if body["clip"]["state"] in (ClipState.PENDING.value, "redacting"):
         return JSONResponse(
             body,
             status.HTTP_202_ACCEPTED,
@@ -149,6 +155,8 @@ def clip(
     try:
         rec = svc.ready(alert)
         name, size, etag = svc.redacted(rec)
+    except ClipRendering as exc:
+        return _state_response(exc.record, str(exc), rendering=True)
     except ClipUnavailable as exc:
         return _state_response(exc.record, str(exc))
     except RedactionUnavailable:

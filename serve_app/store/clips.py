@@ -14,8 +14,11 @@ detector failure on any frame, means no copy and nothing served.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import queue
 import tempfile
 import threading
 import time
@@ -46,6 +49,8 @@ from citysight.redaction import FaceRedactor, RedactionUnavailable
 logger = logging.getLogger(__name__)
 
 #: Alerts about the system itself have no scene worth a clip (or no video at all).
+RENDER_LOCK_S = 900  # longest a rendering may hold its lock (a 1080p clip on a busy box)
+
 NO_CLIP_KINDS = frozenset({AlertKind.CAMERA_OFFLINE, AlertKind.ANALYTICS_DOWN})
 
 
@@ -93,6 +98,10 @@ class ClipUnavailable(LookupError):
         self.record = record
 
 
+class ClipRendering(ClipUnavailable):
+    """The face-blurred copy is being made (ask again shortly)."""
+
+
 class ClipService:
     """Reads clip records and files; renders the face-blurred copy.
 
@@ -117,8 +126,13 @@ class ClipService:
             self.redactor = redactor
         if store is not None:
             self.store = store
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
+        self._queue: queue.Queue[tuple[ClipRecord, str, str]] = queue.Queue()
+        self._pending: set[str] = set()
+        self._failed: dict[str, Exception] = {}
+        self._jobs_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._me = f"{os.getpid()}:{id(self):x}"
         self.rendered = 0
         self.render_ms = 0.0
 
@@ -173,28 +187,69 @@ class ClipService:
         return hashlib.sha256(raw).hexdigest()[:24]
 
     def redacted(self, rec: ClipRecord) -> tuple[str, int, str]:
-        """Object name, size and ETag of the face-blurred copy (rendered on first use).
+        """Object name, size and ETag of the face-blurred copy.
+
+        The copy is rendered in the background on first use (it decodes, runs the face
+        detector on every frame and encodes again: seconds to minutes of CPU); until it is
+        stored this raises :class:`ClipRendering` (the route answers 202).
 
         Raises:
-            RedactionUnavailable: faces cannot be looked for (nothing is served).
+            RedactionUnavailable: faces cannot be looked for, now or while rendering this
+                copy (nothing is served).
+            ClipRendering: the copy is being made.
             ClipUnavailable: the original is gone.
         """
         if not self.redactor.available:  # fail closed before reading anything
             raise RedactionUnavailable(self.redactor.reason)
         fp = self.fingerprint(rec)
         name = redacted_name(rec.alert_id, fp)
-        with self._locks_lock:
-            lock = self._locks.setdefault(name, threading.Lock())
-        with lock:  # one rendering per copy, however many viewers ask at once
-            size = self.store.size(name)
-            if size is None:
+        etag = f"{rec.sha256[:32]}-r{fp[:16]}"
+        size = self.store.size(name)
+        if size is not None:
+            return name, size, etag
+        with self._jobs_lock:
+            failed = self._failed.pop(name, None)
+            if failed is not None:
+                if isinstance(failed, RedactionUnavailable):
+                    raise failed
+                raise ClipUnavailable(rec, str(failed))
+            if name not in self._pending:
+                # One rendering per copy across replicas: the first to take the lock.
+                lock = keys.clip_render_lock(rec.alert_id, fp)
+                if self.r.set(lock, self._me, nx=True, ex=RENDER_LOCK_S):
+                    self._pending.add(name)
+                    self._queue.put((rec, name, lock))
+                    self._ensure_worker()
+        raise ClipRendering(rec, "the face-blurred copy of the clip is being made")
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="clip-redact", daemon=True)
+            self._worker.start()
+
+    def _work(self) -> None:
+        while not self._closed.is_set():
+            try:
+                rec, name, lock = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
                 self._render(rec, name)
-                size = self.store.size(name)
-                if size is None:
-                    raise ClipUnavailable(rec, "the blurred clip could not be stored")
-        with self._locks_lock:
-            self._locks.pop(name, None)
-        return name, size, f"{rec.sha256[:32]}-r{fp[:16]}"
+            except Exception as exc:  # recorded for the next request, never lost
+                logger.warning("blurring the clip of %s failed: %s", rec.alert_id, exc)
+                with self._jobs_lock:
+                    self._failed[name] = exc
+            finally:
+                with self._jobs_lock:
+                    self._pending.discard(name)
+                with contextlib.suppress(redis.RedisError):  # otherwise it expires
+                    self.r.delete(lock)
+
+    def close(self) -> None:
+        """Stop the rendering thread (a rendering in progress is abandoned)."""
+        self._closed.set()
+        if self._worker is not None:
+            self._worker.join(5)
 
     def _render(self, rec: ClipRecord, name: str) -> None:
         raw = self.store.get(rec.object)

@@ -47,6 +47,17 @@ def _h(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token_of(role)}"}
 
 
+def _get(c: TestClient, url: str, headers: dict[str, str], timeout_s: float = 120) -> Any:
+    """GET, waiting out ``202 redacting`` (the blurred copy is made on the first view)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        res = c.get(url, headers=headers)
+        if res.status_code != 202 or res.json()["clip"]["state"] != "redacting":
+            return res
+        assert time.monotonic() < deadline, "the blurred copy was never made"
+        time.sleep(0.2)
+
+
 def _sees(role: str, dept: str) -> bool:
     d = ROLES[role]["department"]
     return d == "*" or d == dept
@@ -206,7 +217,10 @@ def test_the_blurred_clip_has_no_face_left_on_any_frame(
     world: dict[str, Any], models: Path
 ) -> None:
     c, tmp = world["client"], world["tmp"]
-    res = c.get("/api/alerts/al_fire_clip/clip", headers=_h("fire"))
+    first = c.get("/api/alerts/al_fire_clip/clip", headers=_h("fire"))
+    assert first.status_code == 202 and first.json()["clip"]["state"] == "redacting"
+    assert b"ftyp" not in first.content  # nothing served before the copy exists
+    res = _get(c, "/api/alerts/al_fire_clip/clip", _h("fire"))
     assert res.status_code == 200, res.text
     assert res.headers["content-type"] == "video/mp4" and res.headers["x-redacted"] == "true"
     assert res.headers["accept-ranges"] == "bytes"
@@ -258,7 +272,7 @@ def test_range_requests(
     world: dict[str, Any], header: str, status: int, part: slice | None
 ) -> None:
     c = world["client"]
-    full = c.get("/api/alerts/al_fire_clip/clip", headers=_h("fire")).content
+    full = _get(c, "/api/alerts/al_fire_clip/clip", _h("fire")).content
     res = c.get("/api/alerts/al_fire_clip/clip", headers={**_h("fire"), "Range": header})
     assert res.status_code == status, (header, res.status_code, res.text[:100])
     if part is None:
@@ -283,7 +297,7 @@ def test_etag_and_the_original_sha256(world: dict[str, Any]) -> None:
     part = c.post("/api/alerts/al_police_clip/clip/unredacted", json={"reason": "warrant 7"},
                   headers={**_h("police"), "Range": "bytes=0-9"})  # fmt: skip
     assert part.status_code == 206 and part.content == res.content[:10]
-    red = c.get("/api/alerts/al_police_clip/clip", headers=_h("police"))
+    red = _get(c, "/api/alerts/al_police_clip/clip", _h("police"))
     assert red.headers["etag"] != res.headers["etag"]
     nm = c.get("/api/alerts/al_police_clip/clip",
                headers={**_h("police"), "If-None-Match": red.headers["etag"]})  # fmt: skip
@@ -300,7 +314,7 @@ def test_clip_access_matrix(world: dict[str, Any], role: str, dept: str) -> None
     bytes); the original needs evidence:unredacted and a reason, and is audited."""
     c, r = world["client"], world["r"]
     aid = f"al_{dept}_clip"
-    red = c.get(f"/api/alerts/{aid}/clip", headers=_h(role))
+    red = _get(c, f"/api/alerts/{aid}/clip", _h(role))
     missing = c.get("/api/alerts/al_nope_000/clip", headers=_h(role))
     body = {"reason": "case 42"}
     orig = c.post(f"/api/alerts/{aid}/clip/unredacted", json=body, headers=_h(role))

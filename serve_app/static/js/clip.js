@@ -8,6 +8,7 @@ import { api, state, tid } from "./core.js";
 const MESSAGES = {
   "clip.loading": "loading clip…",
   "clip.pending": "clip is being written (snapshot shown meanwhile)…",
+  "clip.redacting": "blurring faces in the clip (snapshot shown meanwhile)…",
   "clip.ready": "faces blurred · {from} – {to}",
   "clip.none": "no clip: {reason}",
   "clip.redaction": "clip unavailable: faces cannot be blurred right now",
@@ -18,7 +19,7 @@ const t = (key, vars = {}) =>
   (MESSAGES[key] || key).replace(/\{(\w+)\}/g, (_, k) => (vars[k] !== undefined ? String(vars[k]) : ""));
 
 const POLL_MS = 2000;
-const POLL_MAX = 90; // ~3 minutes of "pending" before giving up
+const POLL_MAX = 300; // ~10 minutes of "pending" / "redacting" before giving up
 let clipUrl = null;
 let timer = null;
 
@@ -55,8 +56,9 @@ export async function loadClip(a, attempt = 0) {
     if (state.selected !== a.id) return;
     if (res.status === 202) {
       const body = await res.json();
-      panel.dataset.state = "pending";
-      msg.textContent = t("clip.pending");
+      const redacting = body.clip && body.clip.state === "redacting";
+      panel.dataset.state = redacting ? "redacting" : "pending";
+      msg.textContent = t(redacting ? "clip.redacting" : "clip.pending");
       if (state.evidenceUrl) video.poster = state.evidenceUrl; // the snapshot meanwhile
       video.hidden = !state.evidenceUrl;
       if (attempt >= POLL_MAX) { msg.textContent = t("clip.gave_up"); return; }
