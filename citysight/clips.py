@@ -283,17 +283,17 @@ class S3ClipStore:
 
     def put_file(self, name: str, path: Path) -> None:
         """Upload (an object appears whole or not at all)."""
+        key = self._key(name)
         try:
-            self._s3.upload_file(str(path), self.bucket, self._key(name))
+            self._s3.upload_file(str(path), self.bucket, key)
         except Exception as exc:
             raise ClipStoreError(f"cannot upload clip {name}: {type(exc).__name__}") from None
 
     def get(self, name: str) -> bytes | None:
         """The whole object, or ``None``."""
+        key = self._key(name)
         try:
-            return bytes(
-                self._s3.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read()
-            )
+            return bytes(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
         except Exception as exc:
             if self._missing(exc):
                 return None
@@ -301,8 +301,9 @@ class S3ClipStore:
 
     def size(self, name: str) -> int | None:
         """The object's size, or ``None``."""
+        key = self._key(name)
         try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=self._key(name))
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
             if self._missing(exc):
                 return None
@@ -311,10 +312,9 @@ class S3ClipStore:
 
     def open_range(self, name: str, start: int, end: int) -> bytes:
         """Bytes ``start`` to ``end`` inclusive (an HTTP range GET)."""
+        key = self._key(name)
         try:
-            obj = self._s3.get_object(
-                Bucket=self.bucket, Key=self._key(name), Range=f"bytes={start}-{end}"
-            )
+            obj = self._s3.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end}")
         except Exception as exc:
             if self._missing(exc):
                 raise KeyError(name) from None
