@@ -501,7 +501,7 @@ class StreamsService(Strict):
     )
 
     clips: ClipsConfig = _f(
-        "Clips", "Evidence clips around alerts (docs/video.md).", default_factory=ClipsConfig
+        "Clips", "Evidence clips around alerts (docs/clips.md).", default_factory=ClipsConfig
     )
 
     @field_validator("camera_secrets")
