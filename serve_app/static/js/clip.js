@@ -23,9 +23,18 @@ const POLL_MAX = 300; // ~10 minutes of "pending" / "redacting" before giving up
 let clipUrl = null;
 let timer = null;
 
-function clockLabel(unixS) {
+// The site's zone (site.timezone), asked once: the clip's times are labelled with it.
+let siteZone;
+async function zone() {
+  if (siteZone === undefined) {
+    try { siteZone = (await api("/api/config/map")).timezone || null; } catch (_) { siteZone = null; }
+  }
+  return siteZone;
+}
+
+function clockLabel(unixS, timeZone) {
   const opts = { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" };
-  if (state.timeZone) opts.timeZone = state.timeZone;
+  if (timeZone) opts.timeZone = timeZone;
   try {
     return new Intl.DateTimeFormat(undefined, opts).format(new Date(unixS * 1000));
   } catch (_) {
@@ -79,7 +88,8 @@ export async function loadClip(a, attempt = 0) {
     }
     if (state.selected !== a.id) return;
     if (clip && clip.start_at) {
-      msg.textContent = t("clip.ready", { from: clockLabel(clip.start_at), to: clockLabel(clip.start_at + clip.duration_s) });
+      const tz = await zone();
+      msg.textContent = t("clip.ready", { from: clockLabel(clip.start_at, tz), to: clockLabel(clip.start_at + clip.duration_s, tz) });
     } else {
       msg.textContent = t("clip.ready", { from: "", to: "" });
     }

@@ -101,7 +101,6 @@ let DATETIME_FMT = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", tim
 /** Show times in this IANA zone (null or unknown: the browser's own). */
 export function setTimeZone(timeZone) {
   if (!timeZone) return;
-  state.timeZone = timeZone; // for labels that name the zone (the clip's time range)
   try {
     TIME_FMT = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone });
     DATETIME_FMT = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium", timeZone });

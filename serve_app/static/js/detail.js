@@ -1,9 +1,9 @@
 /* citysight operations map — The alert detail panel: snapshot with boxes, unredacted reveal, timeline, actions. */
 
 import { upsertAlert } from "./alerts.js";
-import { loadClip, resetClip } from "./clip.js";
 import { $, NEXT_ACTIONS, api, fmtDateTime, fmtTime, hasScope, kindIcon, state, tid } from "./core.js";
 import { showCamera } from "./map.js";
+import { loadClip, resetClip } from "./clip.js";
 
 // -- alert detail ------------------------------------------------------------------------
 
