@@ -17,7 +17,7 @@ from citysight.config import CitysightConfig, parse_config
 from citysight.rulesets import demo_rules
 from citysight.urls import DEFAULT_ALLOWED_NETWORKS, DEFAULT_CAMERA_PORTS
 
-DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY")
+DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY", "GRID")
 
 DEMO_RTSP_PORTS = (8554, 8599)
 """Ports of 127.0.0.1 the demo's camera allow-list opens (a local RTSP test server)."""
@@ -34,10 +34,28 @@ _CAMERAS: list[tuple[str, str, str, float, float, str, list[str]]] = [
 
 # The reference city's departments and routing (also used by the city simulation).
 DEMO_DEPARTMENTS: tuple[dict[str, Any], ...] = (
-    {"id": "duty", "name": "Duty supervisors", "ack_sla_s": 600},
-    {"id": "police", "name": "Traffic police", "supervisor": "duty", "ack_sla_s": 300},
-    {"id": "enforcement", "name": "City enforcement", "supervisor": "duty", "ack_sla_s": 900},
-    {"id": "fire", "name": "Fire and emergency", "supervisor": "duty", "ack_sla_s": 120},
+    {"id": "duty", "name": "Duty supervisors", "names": {"zh-CN": "值班长"}, "ack_sla_s": 600},
+    {
+        "id": "police",
+        "name": "Traffic police",
+        "names": {"zh-CN": "交警"},
+        "supervisor": "duty",
+        "ack_sla_s": 300,
+    },
+    {
+        "id": "enforcement",
+        "name": "City enforcement",
+        "names": {"zh-CN": "城管执法"},
+        "supervisor": "duty",
+        "ack_sla_s": 900,
+    },
+    {
+        "id": "fire",
+        "name": "Fire and emergency",
+        "names": {"zh-CN": "消防救援"},
+        "supervisor": "duty",
+        "ack_sla_s": 120,
+    },
 )
 DEMO_ROUTING: tuple[dict[str, Any], ...] = (
     {"kind": "fire", "department": "fire"},
@@ -47,6 +65,9 @@ DEMO_ROUTING: tuple[dict[str, Any], ...] = (
     {"kind": "face", "department": "police"},
     {"kind": "camera_offline", "department": "duty"},
     {"kind": "analytics_down", "department": "duty"},
+    # Field reports only (no camera rule raises these kinds).
+    {"kind": "road_damage", "department": "enforcement"},
+    {"kind": "other", "department": "duty"},
 )
 
 
@@ -118,10 +139,12 @@ def demo_config_dict(
         "plates:query",
         "audit:read",
         "monitoring:read",
+        "reports:write",
     ]
     return {
         "version": 1,
         "site": {"timezone": "Asia/Shanghai"},  # Haikou: schedules run in China Standard Time
+        "ui": {"language": "zh-CN"},  # a Chinese city's operators: the map starts in Chinese
         "cameras": cameras,
         "rules": demo_rules(),
         "plate_hotlist": [
@@ -166,6 +189,15 @@ def demo_config_dict(
                 "department": "duty",
                 "scopes": ["alerts:read", "alerts:dispatch"],
                 "token_env": "CITYSIGHT_DEMO_TOKEN_DUTY",
+            },
+            {
+                # A grid worker's phone (the /report page at /report): sends field reports
+                # and follows their own, sees no department's alerts (no alerts:read).
+                "name": "grid-worker",
+                "role": "grid",
+                "department": "enforcement",
+                "scopes": ["reports:write"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_GRID",
             },
         ],
         "services": {

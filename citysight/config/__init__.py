@@ -36,6 +36,7 @@ from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
 from citysight.config.map import GeoOverlay, MapConfig
 from citysight.config.reference import json_schema, schema_reference_markdown
+from citysight.config.reports import ReportsConfig
 from citysight.config.root import CitysightConfig
 from citysight.config.rules import (
     HotlistEntry,
@@ -56,12 +57,14 @@ from citysight.config.services import (
     StreamsService,
 )
 from citysight.config.site import IncidentsConfig, SiteConfig, time_zone
+from citysight.config.ui import UI_LANGUAGES, UiConfig
 
 __all__ = [
     "DECODERS",
     "DETECTOR_TIERS",
     "ID_PATTERN",
     "INFERENCE_BACKENDS",
+    "UI_LANGUAGES",
     "AllowedNetwork",
     "AuditConfig",
     "CameraConfig",
@@ -86,6 +89,7 @@ __all__ = [
     "Point",
     "RayService",
     "RedisService",
+    "ReportsConfig",
     "RetentionConfig",
     "RouteConfig",
     "RuleConfig",
@@ -98,6 +102,7 @@ __all__ = [
     "StreamsService",
     "Strict",
     "TokenConfig",
+    "UiConfig",
     "ZoneConfig",
     "ZoneType",
     "format_validation_error",

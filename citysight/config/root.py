@@ -16,9 +16,11 @@ from citysight.config.base import Strict, _f
 from citysight.config.cameras import CameraConfig
 from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.map import MapConfig
+from citysight.config.reports import ReportsConfig
 from citysight.config.rules import HotlistEntry, RuleConfig
 from citysight.config.services import CameraSecret, ServicesConfig
 from citysight.config.site import IncidentsConfig, SiteConfig
+from citysight.config.ui import UiConfig
 from citysight.contracts import AlertKind
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class CitysightConfig(Strict):
 
     version: Literal[1] = _f("Version", "Config format version.", default=1)
     site: SiteConfig = _f("Site", "The city: time zone.", default_factory=SiteConfig)
+    ui: UiConfig = _f("User interface", "Default language.", default_factory=UiConfig)
     cameras: list[CameraConfig] = _f("Cameras", "Cameras.", default_factory=list)
     rules: list[RuleConfig] = _f("Rules", "Alert rules.", default_factory=list)
     plate_hotlist: list[HotlistEntry] = _f("Hotlist", "Plates of interest.", default_factory=list)
@@ -39,6 +42,9 @@ class CitysightConfig(Strict):
     tokens: list[TokenConfig] = _f("Tokens", "API principals.", default_factory=list)
     incidents: IncidentsConfig = _f(
         "Incidents", "Cross-camera incident merge.", default_factory=IncidentsConfig
+    )
+    reports: ReportsConfig = _f(
+        "Field reports", "Reports from grid workers' phones.", default_factory=ReportsConfig
     )
     retention: RetentionConfig = _f("Retention", "TTLs.", default_factory=RetentionConfig)
     audit: AuditConfig = _f("Audit", "Audit chain key and checks.", default_factory=AuditConfig)

@@ -33,3 +33,15 @@ def test_every_department_has_a_demo_token_duty_included(
     _print_banner(cfg, demo=True)
     out = capsys.readouterr().out
     assert "token duty" in out and "duty-token-chosen-by-the-user-0001" in out
+
+
+def test_the_demo_map_reads_in_chinese(tmp_path: Path) -> None:
+    """``citysight demo``: the page starts in zh-CN, departments have Chinese names."""
+    from serve_app.http import STATIC_DIR, map_page_html
+
+    cfg = parse_config(demo_config_dict(tmp_path), "<demo>")
+    assert cfg.ui.language == "zh-CN"
+    assert cfg.site.timezone == "Asia/Shanghai"
+    assert all(d.names.get("zh-CN") for d in cfg.departments)
+    page = map_page_html((STATIC_DIR / "index.html").read_text(encoding="utf-8"), cfg)
+    assert '<html lang="zh-CN" data-default-language="zh-CN">' in page
