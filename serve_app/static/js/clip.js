@@ -2,45 +2,12 @@
    fetched with the bearer token into a blob URL (like the snapshot), the snapshot as its
    poster while the clip is still being written. */
 
-import { api, state, tid } from "./core.js";
-
-// Local message shim until the i18n catalogue lands (the lead wires these keys to it).
-const MESSAGES = {
-  "clip.loading": "loading clip…",
-  "clip.pending": "clip is being written (snapshot shown meanwhile)…",
-  "clip.redacting": "blurring faces in the clip (snapshot shown meanwhile)…",
-  "clip.ready": "faces blurred · {from} – {to}",
-  "clip.none": "no clip: {reason}",
-  "clip.redaction": "clip unavailable: faces cannot be blurred right now",
-  "clip.error": "clip unavailable ({reason})",
-  "clip.gave_up": "clip still not written; reopen the alert to try again",
-};
-const t = (key, vars = {}) =>
-  (MESSAGES[key] || key).replace(/\{(\w+)\}/g, (_, k) => (vars[k] !== undefined ? String(vars[k]) : ""));
+import { api, fmtTime, state, t, tid } from "./core.js";
 
 const POLL_MS = 2000;
 const POLL_MAX = 300; // ~10 minutes of "pending" / "redacting" before giving up
 let clipUrl = null;
 let timer = null;
-
-// The site's zone (site.timezone), asked once: the clip's times are labelled with it.
-let siteZone;
-async function zone() {
-  if (siteZone === undefined) {
-    try { siteZone = (await api("/api/config/map")).timezone || null; } catch (_) { siteZone = null; }
-  }
-  return siteZone;
-}
-
-function clockLabel(unixS, timeZone) {
-  const opts = { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" };
-  if (timeZone) opts.timeZone = timeZone;
-  try {
-    return new Intl.DateTimeFormat(undefined, opts).format(new Date(unixS * 1000));
-  } catch (_) {
-    return new Date(unixS * 1000).toISOString();
-  }
-}
 
 /** Forget the clip on screen (closing or switching alerts). */
 export function resetClip() {
@@ -88,8 +55,8 @@ export async function loadClip(a, attempt = 0) {
     }
     if (state.selected !== a.id) return;
     if (clip && clip.start_at) {
-      const tz = await zone();
-      msg.textContent = t("clip.ready", { from: clockLabel(clip.start_at, tz), to: clockLabel(clip.start_at + clip.duration_s, tz) });
+      // Unix seconds, shown in the site's zone with its label (e.g. "14:03:22 UTC+8").
+      msg.textContent = t("clip.ready", { from: fmtTime(clip.start_at), to: fmtTime(clip.start_at + clip.duration_s) });
     } else {
       msg.textContent = t("clip.ready", { from: "", to: "" });
     }
