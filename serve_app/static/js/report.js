@@ -1,26 +1,8 @@
 /* citysight field report page: sign in, photograph, send the position, follow own reports. */
 
-// Until the message catalogues land, every string goes through this shim (English).
-const EN = {
-  "report.signin.bad": "Token not accepted: {detail}",
-  "report.signin.noscope": "This token cannot send reports (it lacks reports:write).",
-  "report.geo.asking": "Finding your position…",
-  "report.geo.ok": "Position found (±{acc} m). You can correct it below.",
-  "report.geo.denied": "No position from the phone ({why}): enter it below.",
-  "report.geo.none": "This browser gives no position: enter it below.",
-  "report.sending": "Sending…",
-  "report.sent.new": "Sent: a new alert was raised ({id}).",
-  "report.sent.joined": "Sent: added to an open alert nearby ({id}).",
-  "report.failed": "Not sent: {detail}",
-  "report.need.photo": "Take or pick a photo first.",
-  "report.need.where": "The position is missing: allow location or type it in.",
-  "report.by.me": "raised by you",
-  "report.joined": "added to an existing alert",
-};
-export function t(key, vars = {}) {
-  const s = EN[key] || key;
-  return s.replace(/\{(\w+)\}/g, (_, k) => (vars[k] !== undefined ? String(vars[k]) : ""));
-}
+import { applyDom, fmtDateTime, initI18n, t, tEnum } from "./i18n.js";
+
+export { t };
 
 const TOKEN_KEY = "citysight.report.token";
 const $ = (id) => document.querySelector(`[data-testid="${id}"]`);
@@ -61,7 +43,7 @@ async function signIn(token) {
   for (const k of st.config.kinds) {
     const o = document.createElement("option");
     o.value = k;
-    o.textContent = t(`kind.${k}`) === `kind.${k}` ? k.replace(/_/g, " ") : t(`kind.${k}`);
+    o.textContent = tEnum("kind", k);
     kind.appendChild(o);
   }
   $("report-login").hidden = true;
@@ -149,12 +131,13 @@ async function refresh() {
     li.dataset.testid = "report-item";
     li.dataset.alertId = r.alert_id;
     li.innerHTML = "<span class='kind'></span><span class='state'></span><time></time><span class='sub'></span>";
-    li.querySelector(".kind").textContent = r.kind.replace(/_/g, " ");
+    li.querySelector(".kind").textContent = tEnum("kind", r.kind);
     const s = li.querySelector(".state");
-    s.textContent = r.outcome ? `${r.state} · ${r.outcome}` : r.state;
+    s.textContent = r.outcome
+      ? `${tEnum("state", r.state)} · ${tEnum("outcome", r.outcome)}` : tEnum("state", r.state);
     s.dataset.state = r.state;
     s.dataset.testid = "report-state";
-    li.querySelector("time").textContent = new Date(r.reported_at * 1000).toLocaleString();
+    li.querySelector("time").textContent = fmtDateTime(r.reported_at);
     li.querySelector(".sub").textContent = r.raised_by_me ? t("report.by.me") : t("report.joined");
     ul.appendChild(li);
   }
@@ -182,4 +165,5 @@ function setup() {
   if (saved) signIn(saved).catch(() => sessionStorage.removeItem(TOKEN_KEY));
 }
 
-setup();
+// The catalogue first (the page's static text, then every message), then the page.
+initI18n().then(() => { applyDom(); setup(); });

@@ -1,15 +1,5 @@
 /* citysight operations map — Timeline extras: camera re-check verdicts, report and feedback photos. */
-import { api } from "./core.js";
-
-// Until the message catalogues land, strings go through this shim (English).
-const EN = {
-  "timeline.verified": "verified by camera",
-  "timeline.reopened": "reopened by camera",
-  "timeline.recheck_failed": "camera could not re-check",
-  "timeline.feedback": "feedback photo",
-  "timeline.report": "field report",
-};
-export function t(key) { return EN[key] || key; }
+import { api, t } from "./core.js";
 
 /** Label and photo thumbnails of one timeline event (a no-op for plain transitions). */
 export function decorateEvent(li, ev) {
@@ -33,6 +23,6 @@ export function decorateEvent(li, ev) {
     api(`/api/alerts/${encodeURIComponent(ev.alert_id)}/evidence/${encodeURIComponent(item)}`, { raw: true })
       .then((res) => res.blob())
       .then((blob) => { img.src = URL.createObjectURL(blob); })
-      .catch(() => { img.alt = "photo unavailable"; });
+      .catch(() => { img.alt = t("timeline.photo_unavailable"); });
   }
 }
