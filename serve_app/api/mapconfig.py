@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 
 from serve_app.api.deps import ctx
+from serve_app.api.live import live_url
 from serve_app.auth import Reader
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ def map_config(
     for cam in c.cameras.list():
         d = {f: getattr(cam, f) for f in _CAMERA_FIELDS}
         d["state"] = (health.get(cam.id) or {}).get("state", "unknown")
+        d["live_url"] = live_url(c.cfg, cam.id)
         cams.append(d)
     center = None
     if cams:
