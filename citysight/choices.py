@@ -18,6 +18,10 @@ DecoderName = Literal["pyav", "nvdec", "nvdec-cuda"]
 DECODERS: Final[tuple[str, ...]] = get_args(DecoderName)
 """``services.streams.decoder``: ``streams.decoders.BACKENDS``."""
 
+ClipStorageName = Literal["local", "s3"]
+CLIP_STORES: Final[tuple[str, ...]] = get_args(ClipStorageName)
+"""``services.streams.clips.storage.type``: ``citysight.clips.STORES``."""
+
 DETECTOR_TIERS: Final[dict[str, tuple[str, ...]]] = {
     "face": ("yunet", "yunet_n", "haar"),
     "plate": ("y5fu", "y5fu_640", "ocr_det"),

@@ -20,6 +20,12 @@ CAMERA_STATUS_STREAM: Final = "citysight:camera-status"
 FEED_STREAM: Final = "citysight:feed"
 """Every message the WebSocket delivers, in order (the ids are what clients resume from)."""
 AUDIT_STREAM: Final = "citysight:audit"
+CLIP_REQUESTS_PREFIX: Final = "citysight:clip-requests:"
+"""``citysight:clip-requests:{camera_id}``: clip requests of one camera (rules consumers write,
+the stream worker reading that camera consumes them in group :data:`CLIPS_GROUP`)."""
+CLIPS_GROUP: Final = "clips"
+CLIPS_EXPIRY: Final = "citysight:clips:expiry"
+"""Sorted set: alert id → when its clip files expire (unix s); swept by the stream workers."""
 RULES_GROUP: Final = "rules"
 """Consumer group of the rules consumers on the detections and camera-status streams."""
 
@@ -158,6 +164,21 @@ consumer restarts; the consumer owning the alert's camera removes the id when it
 def redacted_evidence_key(alert_id: str, fingerprint: str) -> str:
     """The redacted rendering of an alert's evidence (expires with the original)."""
     return f"citysight:evidence-redacted:{alert_id}:{fingerprint}"
+
+
+def clip_requests_stream(camera_id: str) -> str:
+    """Stream of the clip requests of one camera (see :data:`CLIP_REQUESTS_PREFIX`)."""
+    return CLIP_REQUESTS_PREFIX + camera_id
+
+
+def clip_key(alert_id: str) -> str:
+    """Hash of an alert's clip record: state, reason, sha256, duration, frames, size..."""
+    return f"citysight:clip:{alert_id}"
+
+
+def clip_render_lock(alert_id: str, fingerprint: str) -> str:
+    """String key held by the ingress replica rendering a face-blurred copy of a clip."""
+    return f"citysight:clip:{alert_id}:render:{fingerprint}"
 
 
 def plates_key(plate: str) -> str:

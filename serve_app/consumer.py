@@ -87,6 +87,7 @@ from serve_app.rules.recheck import Recheck
 from serve_app.store.alerts import AlertStore
 from serve_app.store.audit import AuditLog
 from serve_app.store.cameras import CameraRegistry
+from serve_app.store.clips import request_clips
 from serve_app.store.evidence import EvidenceStore
 from serve_app.store.feed import publish_feed, trim_feed
 from serve_app.store.plates import PlateReads
@@ -552,6 +553,9 @@ class DetectionsConsumer:
             self.evidence.copy_snapshots(
                 {a.id: out.snapshots[a.id] for a in shown if a.id in out.snapshots}
             )
+            # An evidence clip per alert, written by the worker reading its camera
+            # (idempotent: a retry keeps a clip already written).
+            request_clips(self.r, self.cfg, shown)
         if new:
             self.stats["alerts"] += len(new)
         if out.plate_reads:

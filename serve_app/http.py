@@ -37,6 +37,7 @@ from serve_app.api import (
     alerts,
     audit,
     cameras,
+    clips,
     evidence,
     health,
     incidents,
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from serve_app.store.alerts import AlertStore
     from serve_app.store.audit import AuditLog
     from serve_app.store.cameras import CameraRegistry
+    from serve_app.store.clips import ClipService
     from serve_app.store.evidence import EvidenceStore
     from serve_app.store.plates import PlateReads
     from serve_app.store.reports import ReportStore
@@ -129,6 +131,13 @@ class ApiContext:
         return EvidenceStore(self.redis, self.cfg)
 
     @cached_property
+    def clips(self) -> ClipService:
+        """Evidence clips (records, files, the face-blurred copies)."""
+        from serve_app.store.clips import ClipService
+
+        return ClipService(self.redis, self.cfg)
+
+    @cached_property
     def audit(self) -> AuditLog:
         """Audit log."""
         from serve_app.store.audit import AuditLog
@@ -157,7 +166,9 @@ class ApiContext:
         return ReportStore(self.redis, self.cfg, self.alerts, self.evidence, self.cameras.list)
 
     def close(self) -> None:
-        """Release the synchronous Redis pool."""
+        """Release the synchronous Redis pool (and stop the clip rendering thread)."""
+        if "clips" in self.__dict__:
+            self.clips.close()
         self.redis.close()
 
 
@@ -461,6 +472,7 @@ def create_api(
         tickets,
         alerts,
         evidence,
+        clips,
         reports,
         incidents,
         cameras,
@@ -544,6 +556,7 @@ def map_page_headers(cfg: CitysightConfig) -> dict[str, str]:
             "style-src 'self'",
             "style-src-attr 'unsafe-inline'",
             f"img-src {' '.join(img)}",
+            "media-src 'self' blob:",  # evidence clips play from a blob URL
             "connect-src 'self'",
             # Live view plays through Media Source Extensions (a blob: URL).
             "media-src 'self' blob:",

@@ -38,6 +38,7 @@ from citysight import keys, redisconn
 from citysight.config import CameraConfig, LiveService, StreamsService
 from citysight.contracts import CameraState, CameraStatus, FrameBatch, FrameResult, shard_of
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
+from streams.clips import ClipRecorder
 from streams.live import NVDEC_UNAVAILABLE, LivePublisher
 from streams.mux import FrameMux
 from streams.packets import PacketTaps
@@ -48,6 +49,7 @@ logger = logging.getLogger(__name__)
 SNAPSHOT_TTL_S = 600
 SNAPSHOT_MIN_INTERVAL_S = 1.0
 HEALTH_REFRESH_S = 2.0
+_RING_SHOWN = ("ring_bytes", "ring_seconds", "ring_dropped")  # in each camera's health
 
 InferFn = Callable[[FrameBatch], list[FrameResult]]
 InferFactory = Callable[[], InferFn]
@@ -107,6 +109,11 @@ class StreamWorker:
         self.mux = FrameMux(streams_cfg.queue_frames)
         # Consumers of the cameras' compressed packets (evidence clips, live view).
         self.taps = PacketTaps()
+        # Evidence clips: a packet ring per camera and the writer of alert clips.
+        self.clips: ClipRecorder | None = None
+        if streams_cfg.clips.enabled:
+            self.clips = ClipRecorder(streams_cfg.clips, self.redis, self.camera_ids)
+            self.taps.add(self.clips)
         live = live_cfg or LiveService()
         self.live: LivePublisher | None = None
         if live.enabled:
@@ -162,6 +169,8 @@ class StreamWorker:
             self._threads.append(t)
         for cam in self._initial:
             self.add_camera(cam)
+        if self.clips is not None:
+            self.clips.start()
 
     def stop(self) -> None:
         """Stop every reader and loop and wait for their threads."""
@@ -178,6 +187,8 @@ class StreamWorker:
             self.live.stop()
             self.live.r.close()
         self.mux.close()
+        if self.clips is not None:
+            self.clips.stop()
         for t in self._threads:
             t.join(10)
         self._threads.clear()
@@ -232,6 +243,8 @@ class StreamWorker:
             return False
         reader.stop()
         self.mux.remove_camera(camera_id)
+        if self.clips is not None:
+            self.clips.forget(camera_id)
         self._drain_status()
         with self._health_lock:
             if camera_id not in self._forgotten:
@@ -288,6 +301,7 @@ class StreamWorker:
                 for cid, st in self.statuses().items()
             },
             "inference": self._inference_health(),
+            "clips": self.clips.stats() if self.clips is not None else None,
             "live": self.live.stats() if self.live is not None else None,
         }
 
@@ -319,6 +333,9 @@ class StreamWorker:
         """Add what the worker knows to a reader's status: mux drops and analysis."""
         st.metrics["drops"] = float(self.mux.drops(st.camera_id))
         st.metrics["frames_analysed"] = float(self._analysed[st.camera_id])
+        if self.clips is not None:  # the clip ring's memory and drops, per camera
+            ring = self.clips.ring_stats(st.camera_id)
+            st.metrics.update({k: v for k, v in ring.items() if k in _RING_SHOWN})
         a = self._analysis.get(st.camera_id)
         if a is not None and st.analysed is None:
             st.analysed = a.analysed

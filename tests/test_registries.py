@@ -7,6 +7,7 @@ import importlib
 
 import pytest
 
+from citysight.choices import CLIP_STORES
 from citysight.config import DECODERS, DETECTOR_TIERS, INFERENCE_BACKENDS, RuleType
 from citysight.registry import Registry
 
@@ -15,6 +16,7 @@ OPTIONAL = {"PyNvVideoCodec", "cupy", "pyds", "torch", "tritonclient"}
 
 
 def _registries() -> list[tuple[str, Registry[object], tuple[str, ...]]]:
+    from citysight.clips import STORES
     from inference.client import BACKENDS as INFER
     from inference.detectors.base import TIERS
     from streams.decoders import BACKENDS as DECODE
@@ -22,6 +24,7 @@ def _registries() -> list[tuple[str, Registry[object], tuple[str, ...]]]:
     out: list[tuple[str, Registry[object], tuple[str, ...]]] = [
         ("inference", INFER, INFERENCE_BACKENDS),  # type: ignore[list-item]
         ("decoder", DECODE, DECODERS),  # type: ignore[list-item]
+        ("clip store", STORES, CLIP_STORES),
     ]
     out += [(f"tiers:{d}", TIERS[d], n) for d, n in DETECTOR_TIERS.items()]  # type: ignore[misc]
     return out

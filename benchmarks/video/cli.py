@@ -153,12 +153,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the JSON here")
     p.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
     p.add_argument("--small", action="store_true", help="320x240 camera, 3 s phases (CI)")
+    p.add_argument(
+        "--clips",
+        action="store_true",
+        help="also measure evidence clips (benchmarks/video/clips.py: ring memory per "
+        "camera-minute, clip write and blur time; minutes of CPU)",
+    )
     a = p.parse_args(argv)
-    res = {"live": live_bench(3.0, 320, 240) if a.small else live_bench(a.seconds)}
+    res: dict[str, Any] = {"live": live_bench(3.0, 320, 240) if a.small else live_bench(a.seconds)}
+    if a.clips:
+        from benchmarks.video.clips import clip_bench
+
+        res["clips"] = clip_bench(small=a.small)
     text = json.dumps(res, indent=2)
     if a.out:
         a.out.write_text(text + "\n")
-    print(text if a.json else _table(res["live"]))
+    if a.json:
+        print(text)
+    else:
+        print(_table(res["live"]))
+        if a.clips:
+            from benchmarks.video.clips import table
+
+            print(table(res["clips"]))
     return 0
 
 

@@ -226,6 +226,8 @@ class Runtime:
         audit = self.cfg.audit
         audit.key_file = audit.key_file or str(self.workdir / "audit.key")
         audit.head_file = audit.head_file or str(self.workdir / "audit-head.json")
+        clip_store = self.cfg.services.streams.clips.storage
+        clip_store.path = clip_store.path or str(self.workdir / "clips")
         self.demo = demo
         self.serve = serve  # False: the Serve app is deployed elsewhere (a RayService)
         self.redis: EmbeddedRedis | None = None

@@ -31,6 +31,7 @@ from citysight.config.cameras import (
     ZoneConfig,
     ZoneType,
 )
+from citysight.config.clips import ClipsConfig, ClipStorage
 from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.live import LiveService
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
@@ -73,6 +74,8 @@ __all__ = [
     "CameraProfile",
     "CameraSecret",
     "CitysightConfig",
+    "ClipStorage",
+    "ClipsConfig",
     "ConfigError",
     "DecoderName",
     "DepartmentConfig",

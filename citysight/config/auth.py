@@ -46,6 +46,12 @@ class RetentionConfig(Strict):
     evidence_ttl_s: int = _f(
         "Evidence TTL", "Seconds snapshots are kept.", default=7 * 86400, ge=60
     )
+    clip_ttl_s: int = _f(
+        "Clip TTL",
+        "Seconds evidence clips (and their face-blurred copies) are kept.",
+        default=7 * 86400,
+        ge=60,
+    )
     plate_read_ttl_s: int = _f(
         "Plate-read TTL", "Seconds plate reads are kept.", default=3 * 86400, ge=60
     )

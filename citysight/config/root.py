@@ -149,6 +149,8 @@ class CitysightConfig(Strict):
             out.audit.head_file = absolute(out.audit.head_file)
         svc.ray.temp_dir = absolute(svc.ray.temp_dir)
         svc.inference.models_dir = absolute(svc.inference.models_dir)
+        if svc.streams.clips.storage.path:
+            svc.streams.clips.storage.path = absolute(svc.streams.clips.storage.path)
         for overlay in out.map.overlays:
             overlay.path = absolute(overlay.path)
         for cam in out.cameras:

@@ -12,6 +12,7 @@ from pydantic import field_validator, model_validator
 from citysight.choices import DETECTOR_TIERS, DecoderName, InferenceBackend
 from citysight.config.base import ID_PATTERN, Strict, _f
 from citysight.config.cameras import ENV_NAME_PATTERN, Detector
+from citysight.config.clips import ClipsConfig
 from citysight.config.live import LiveService
 from citysight.urls import (
     DEFAULT_ALLOWED_NETWORKS,
@@ -498,6 +499,10 @@ class StreamsService(Strict):
         default=10,
         ge=1,
         le=300,
+    )
+
+    clips: ClipsConfig = _f(
+        "Clips", "Evidence clips around alerts (docs/clips.md).", default_factory=ClipsConfig
     )
 
     @field_validator("camera_secrets")

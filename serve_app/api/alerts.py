@@ -91,7 +91,11 @@ def get_alert(
     request: Request,
 ) -> dict[str, Any]:
     """The alert, or 404 when missing or outside the caller's scope."""
-    return for_principal(scoped_alert(ctx(request), alert_id, principal).to_api(), principal)
+    c = ctx(request)
+    out = for_principal(scoped_alert(c, alert_id, principal).to_api(), principal)
+    clip = c.clips.record(alert_id)  # the evidence clip's state (serve_app/api/clips.py)
+    out["clip"] = clip.to_api() if clip is not None else None
+    return out
 
 
 @router.get("/{alert_id}/events", summary="The alert's lifecycle events")

@@ -5,6 +5,7 @@ import {
   $, NEXT_ACTIONS, api, departmentName, fmtDateTime, fmtTime, hasScope, kindIcon, state, t, tEnum, tid,
 } from "./core.js";
 import { showCamera } from "./map.js";
+import { loadClip, resetClip } from "./clip.js";
 import { decorateEvent } from "./timeline_extras.js";
 
 // -- alert detail ------------------------------------------------------------------------
@@ -29,7 +30,7 @@ export async function openAlert(id) {
   if (state.selected !== id) return;
   renderDetail(a);
   if (entry && entry.marker && state.map) state.map.panTo(entry.marker.getLatLng());
-  loadEvidence(a, false);
+  loadEvidence(a, false).then(() => loadClip(a));
   try {
     const events = await api(`/api/alerts/${encodeURIComponent(id)}/events`);
     if (state.selected !== id) return;
@@ -135,6 +136,7 @@ export function rerenderDetail() {
 export function setupDetail() {
   tid("detail-close").addEventListener("click", () => {
     state.selected = null;
+    resetClip();
     tid("alert-detail").hidden = true;
     document.body.dataset.detail = "closed";
     for (const li of document.querySelectorAll(".alert-item.selected")) li.classList.remove("selected");
