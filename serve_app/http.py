@@ -42,6 +42,7 @@ from serve_app.api import (
     me,
     metrics,
     plates,
+    stats,
     tickets,
 )
 from serve_app.api.metrics import Metrics
@@ -405,6 +406,7 @@ def create_api(
         plates,
         audit,
         mapconfig,
+        stats,
         endpoint,
     ):
         app.include_router(module.router)

@@ -7,8 +7,8 @@ named in the config. :func:`load_config` reports *every* problem with its path i
 file, e.g. ``cameras[3].zones[0].polygon: needs at least 3 points``.
 
 One module per section (``cameras``, ``rules``, ``site``, ``departments``, ``auth``,
-``services``, ``map``), the root model in ``root``, loading in ``loader`` and the generated
-schema and reference in ``reference``; every public name is re-exported here, so
+``services``, ``map``, ``jurisdictions``), the root model in ``root``, loading in ``loader``
+and the generated schema and reference in ``reference``; every public name is re-exported here, so
 ``from citysight.config import X`` is the way to import them.
 """
 
@@ -32,6 +32,7 @@ from citysight.config.cameras import (
     ZoneType,
 )
 from citysight.config.departments import DepartmentConfig, RouteConfig
+from citysight.config.jurisdictions import JurisdictionArea, JurisdictionsConfig
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
 from citysight.config.map import GeoOverlay, MapConfig
 from citysight.config.reference import json_schema, schema_reference_markdown
@@ -77,6 +78,8 @@ __all__ = [
     "IncidentsConfig",
     "InferenceBackend",
     "InferenceService",
+    "JurisdictionArea",
+    "JurisdictionsConfig",
     "LineConfig",
     "MapConfig",
     "PersistenceConfig",

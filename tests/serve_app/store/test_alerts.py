@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from citysight.config import CitysightConfig
-from citysight.contracts import Alert, AlertKind, AlertState, Location, Severity
+from citysight.contracts import ALERT_SCHEMA_VERSION, Alert, AlertKind, AlertState, Location, Severity
 from serve_app.store import AlertNotFound, AlertStore, InvalidTransition, read_feed
 from serve_app.store.lifecycle import ALLOWED
 
@@ -162,7 +162,7 @@ def test_sla_escalation_adds_the_supervisor_and_keeps_the_owner(store: AlertStor
     got = store.get(late.id)
     assert got.escalated and got.state is S.RAISED
     assert got.department == "fire" and got.escalated_to == ["duty"]
-    assert got.departments() == ["fire", "duty"] and got.schema_version == 2
+    assert got.departments() == ["fire", "duty"] and got.schema_version == ALERT_SCHEMA_VERSION
     assert "escalated to duty" in store.events(late.id)[-1].note
     assert store.escalate_overdue(now=t0 + 66) == []  # once
     again = store.escalate_overdue(now=t0 + 1000)
