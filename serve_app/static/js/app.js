@@ -4,7 +4,7 @@
  * message updates only the DOM nodes and markers it concerns (no full re-render), and
  * messages are applied in batches once per animation frame so bursts stay cheap.
  * Modules: core (state, HTTP), map (base layer, cameras), alerts (list, markers, filters),
- * feed (WebSocket), detail (alert panel and actions).
+ * feed (WebSocket), detail (alert panel and actions), stats (statistics panel, CSV export).
  */
 
 import { ensureAudio, setupFilters, updateCounts, upsertAlert } from "./alerts.js";
@@ -12,6 +12,7 @@ import { TOKEN_KEY, api, logout, state, tid } from "./core.js";
 import { setupDetail } from "./detail.js";
 import { connectWs, flush, handleMessage } from "./feed.js";
 import { addCameras, refreshCameras, setCameraHealth, setupMap, showCamera } from "./map.js";
+import { setupStats } from "./stats.js";
 
 // -- login -------------------------------------------------------------------------------
 
@@ -74,6 +75,7 @@ async function loadOpenCritical() {
 
 async function start() {
   await setupMap();
+  setupStats();
   // Feed first, listing second: nothing raised in between is missed, and the listing's
   // copies never overwrite newer ones from the feed (upsertAlert compares updated_at).
   connectWs();
