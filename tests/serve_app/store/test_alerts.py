@@ -10,7 +10,14 @@ import pytest
 import redis
 
 from citysight.config import CitysightConfig
-from citysight.contracts import ALERT_SCHEMA_VERSION, Alert, AlertKind, AlertState, Location, Severity
+from citysight.contracts import (
+    ALERT_SCHEMA_VERSION,
+    Alert,
+    AlertKind,
+    AlertState,
+    Location,
+    Severity,
+)
 from serve_app.store import AlertNotFound, AlertStore, InvalidTransition, read_feed
 from serve_app.store.lifecycle import ALLOWED
 
