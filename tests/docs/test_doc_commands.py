@@ -157,8 +157,7 @@ COVERED: tuple[Covered, ...] = (
     ),
     # The CSV export of the alert list (issue 16).
     Covered(
-        r'curl -s -H "Authorization: Bearer \$TOKEN" -H "X-Audit-Reason: [^"]+" +'
-        r'"http://127\.0\.0\.1:8000/api/alerts\?format=csv[^"]*" > \S+\.csv',
+        r"curl -s -H .*X-Audit-Reason: .*http://127\.0\.0\.1:8000/api/alerts\?format=csv.*",
         "tests/serve_app/api/test_stats.py::test_csv_export_is_streamed_audited_and_safe",
     ),
     Covered(
