@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,6 +48,7 @@ from serve_app.api import (
 )
 from serve_app.api.metrics import Metrics
 from serve_app.auth import PrincipalResolver
+from serve_app.errors import error_body
 from serve_app.ws import endpoint
 from serve_app.ws.hub import Hub
 
@@ -193,17 +195,20 @@ class _GuardBodies:
         ):
             await self.app(scope, receive, send)
             return
+        lang = headers.get(b"accept-language", b"").decode("latin-1")
         refusal = await self._authenticate(headers.get(b"authorization", b""))
         if refusal is not None:
-            await _send_json(send, *refusal)
+            await _send_json(send, *refusal, accept_language=lang)
             return
         try:
             length = int(length_raw) if length_raw is not None else None
         except ValueError:
-            await _send_json(send, 400, "invalid Content-Length")
+            await _send_json(send, 400, "invalid Content-Length", accept_language=lang)
             return
         if length is not None and length > self.limit:
-            await _send_json(send, 413, f"request body is larger than {self.limit} bytes")
+            await _send_json(
+                send, 413, f"request body is larger than {self.limit} bytes", accept_language=lang
+            )
             return
         received = 0
         responded = False
@@ -217,7 +222,12 @@ class _GuardBodies:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     responded = True
-                    await _send_json(send, 413, f"request body is larger than {self.limit} bytes")
+                    await _send_json(
+                        send,
+                        413,
+                        f"request body is larger than {self.limit} bytes",
+                        accept_language=lang,
+                    )
                     return {"type": "http.disconnect"}
             return message
 
@@ -247,9 +257,14 @@ class _GuardBodies:
 
 
 async def _send_json(
-    send: Send, status_code: int, detail: str, headers: dict[str, str] | None = None
+    send: Send,
+    status_code: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    *,
+    accept_language: str | None = None,
 ) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps(error_body(status_code, detail, accept_language)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if status_code == 413:
@@ -307,30 +322,43 @@ async def _audit_loop(ctx: ApiContext, period_s: float) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    # Every error: the English ``detail`` as before, plus a stable ``code`` and a ``message``
+    # in the caller's Accept-Language (serve_app/errors.py). Starlette's own class, so the
+    # router's 404/405 answers get the same shape.
+    def lang(request: Request) -> str | None:
+        return request.headers.get("accept-language")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
-            {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+            error_body(exc.status_code, exc.detail, lang(request)),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = []
         for e in exc.errors():
             loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             errors.append({"loc": loc, "msg": e.get("msg", "invalid")})
         detail = "; ".join(f"{e['loc']}: {e['msg']}" if e["loc"] else e["msg"] for e in errors)
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+        body = error_body(422, detail, lang(request), fields=[e["loc"] for e in errors if e["loc"]])
+        return JSONResponse({**body, "errors": errors}, status_code=422)
 
     @app.exception_handler(RedisError)
-    async def _redis(_: Request, exc: RedisError) -> JSONResponse:
+    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
         logger.warning("redis error: %s", exc)
-        return JSONResponse({"detail": "storage unavailable, retry later"}, status_code=503)
+        return JSONResponse(
+            error_body(503, "storage unavailable, retry later", lang(request)), status_code=503
+        )
 
     @app.exception_handler(Exception)
-    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
         logger.error("unhandled error: %r", exc, exc_info=exc)
-        return JSONResponse({"detail": "internal server error"}, status_code=500)
+        return JSONResponse(
+            error_body(500, "internal server error", lang(request)), status_code=500
+        )
 
 
 def create_api(
@@ -414,15 +442,28 @@ def create_api(
     index = STATIC_DIR / "index.html"
     if index.is_file():
         page_headers = map_page_headers(cfg)
+        page = map_page_html(index.read_text(encoding="utf-8"), cfg)
 
         @app.get("/", include_in_schema=False)
-        def map_page() -> FileResponse:
-            return FileResponse(index, headers=page_headers)
+        def map_page() -> HTMLResponse:
+            return HTMLResponse(page, headers=page_headers)
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_docs(app)
     return app
+
+
+def map_page_html(html: str, cfg: CitysightConfig) -> str:
+    """The map page with the city's default language and zone on its ``<html>`` element.
+
+    The login form is shown before any API call can be made (the config routes need a
+    token), so the default language travels in the page itself: ``data-default-language``
+    (``ui.language``) and ``lang``; the browser script reads them (no inline script: CSP).
+    """
+    lang = cfg.ui.language
+    attrs = f'lang="{"en" if lang == "auto" else lang}" data-default-language="{lang}"'
+    return html.replace('lang="en" data-default-language="auto"', attrs, 1)
 
 
 def tile_origin(tile_url: str | None) -> str | None:
@@ -481,7 +522,6 @@ def _install_docs(app: FastAPI) -> None:
         get_swagger_ui_html,
         get_swagger_ui_oauth2_redirect_html,
     )
-    from fastapi.responses import HTMLResponse
 
     vendor = "/static/vendor"
     oauth2_redirect = "/docs/oauth2-redirect"

@@ -9,6 +9,7 @@ only when a ``pyav`` source is opened.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ import numpy.typing as npt
 
 from citysight.choices import DECODERS
 from citysight.registry import Registry
+from streams.packets import Packet, StreamInfo
 
 
 class DecoderUnavailable(RuntimeError):
@@ -60,6 +62,14 @@ class DecodeSession(Protocol):
         """Seek to the start (looping files)."""
         ...
 
+    def stream_info(self) -> StreamInfo | None:
+        """Parameters for remuxing the units (``None``: this backend's units cannot be)."""
+        ...
+
+    def packet(self, unit: Any) -> Packet:
+        """A unit as a compressed :class:`Packet` (only when ``stream_info()`` is set)."""
+        ...
+
     def close(self) -> None:
         """Release the source and the decoder."""
         ...
@@ -94,6 +104,17 @@ class PyAVSession:
         self.width = int(cc.width or 0)
         self.height = int(cc.height or 0)
         self.fps = float(stream.average_rate or stream.guessed_rate or 25)
+        self._bsf: Any = None  # Annex B filter for packets offered to taps; False: none
+
+    def _annexb_filter(self) -> Any:
+        cc = self.stream.codec_context
+        name = {"h264": "h264_mp4toannexb", "hevc": "hevc_mp4toannexb"}.get(str(cc.name))
+        extradata = bytes(cc.extradata or b"")
+        if name is None or not extradata or extradata[:1] != b"\x01":
+            return False  # already Annex B (RTSP, raw .h264) or another codec
+        import av
+
+        return av.BitStreamFilterContext(name, self.stream)
 
     def units(self) -> Iterator[Any]:
         """Non-empty packets of the video stream."""
@@ -116,6 +137,47 @@ class PyAVSession:
             format="bgr24", width=width, height=height, interpolation="FAST_BILINEAR"
         )
         return out
+
+    def stream_info(self) -> StreamInfo:
+        """Codec, size, rate, time base and extradata of the video stream."""
+        cc = self.stream.codec_context
+        tb = self.stream.time_base
+        return StreamInfo(
+            codec=str(cc.name),
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            time_base=(int(tb.numerator), int(tb.denominator)) if tb else (1, 90000),
+            extradata=bytes(cc.extradata or b""),
+        )
+
+    def packet(self, unit: Any) -> Packet:
+        """The packet's bytes and timestamps, copied (the demuxer reuses its buffers).
+
+        H.264/HEVC from MP4-style sources (length-prefixed NAL units, parameter sets in
+        ``extradata``) are rewritten to Annex B with the parameter sets before each
+        keyframe, the form RTSP delivers: a muxer then needs no extradata (PyAV cannot set
+        it on a stream it does not encode; FFmpeg's MP4 muxers take it from the first
+        keyframe), and a viewer can start at any keyframe.
+        """
+        if self._bsf is None:
+            self._bsf = self._annexb_filter()
+        data = bytes(unit)
+        if self._bsf is not False:
+            # The filter takes its input's buffers: give it a copy, the decoder needs unit.
+            import av
+
+            copy = av.Packet(data)
+            copy.pts, copy.dts, copy.is_keyframe = unit.pts, unit.dts, unit.is_keyframe
+            copy.time_base = unit.time_base
+            data = b"".join(bytes(p) for p in self._bsf.filter(copy))
+        return Packet(
+            data=data,
+            pts=unit.pts,
+            dts=unit.dts,
+            keyframe=bool(unit.is_keyframe),
+            wall_s=time.time(),
+        )
 
     def rewind(self) -> None:
         """Seek to 0 and flush the decoder."""

@@ -133,6 +133,15 @@ class NvDecSession:
         """Reopen the demuxer (PyNvVideoCodec's demuxer has no seek)."""
         self.demuxer = self._nvc.CreateDemuxer(filename=self._url)
 
+    def stream_info(self) -> None:
+        """``None``: PyNvVideoCodec's demuxed packets carry no timestamps a muxer can use,
+        so clips and live view are not offered from NVDEC sources (analytics unaffected)."""
+        return None
+
+    def packet(self, unit: Any) -> Any:
+        """Not offered (see :meth:`stream_info`)."""
+        raise NotImplementedError("NVDEC units are not remuxed")
+
     def close(self) -> None:
         """Drop the demuxer and decoder (freed by PyNvVideoCodec)."""
         self.demuxer = None

@@ -43,6 +43,7 @@ from streams.decoders import (
     SourceRefused,
     get_backend,
 )
+from streams.packets import PacketTaps
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,8 @@ class CameraReader:
             sampled frame, from the decode thread; must not block (push into the mux).
         on_status: Called with a :class:`CameraStatus` on every state change.
         options: Reader tunables.
+        taps: Consumers of the compressed packets (evidence clips, live view), shared by
+            the worker's readers; ``None``: no packet is copied.
     """
 
     def __init__(
@@ -174,8 +177,10 @@ class CameraReader:
         on_frame: FrameCallback,
         on_status: StatusCallback | None = None,
         options: ReaderOptions | None = None,
+        taps: PacketTaps | None = None,
     ) -> None:
         self.camera = camera
+        self.taps = taps
         self.on_frame = on_frame
         self.on_status = on_status
         self.opts = options or ReaderOptions()
@@ -468,6 +473,19 @@ class CameraReader:
         return got
 
     def _decode_pass(self, session: DecodeSession, live: bool) -> bool:
+        taps = self.taps
+        info = session.stream_info() if taps is not None else None
+        if taps is not None and info is not None:
+            taps.opened(self.camera.id, info)
+        else:
+            taps = None
+        try:
+            return self._decode_units(session, live, taps)
+        finally:
+            if taps is not None:
+                taps.closed(self.camera.id)
+
+    def _decode_units(self, session: DecodeSession, live: bool, taps: PacketTaps | None) -> bool:
         prof = self.camera.profile
         period = 1.0 / prof.analytics_fps
         frame_dur = 1.0 / max(session.fps, 1e-3)
@@ -481,6 +499,8 @@ class CameraReader:
         for unit in session.units():
             if self._stop.is_set():
                 break
+            if taps:
+                taps.packet(self.camera.id, session.packet(unit))
             t_start = time.perf_counter()
             try:
                 frames = session.decode(unit)

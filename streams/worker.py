@@ -39,6 +39,7 @@ from citysight.config import CameraConfig, StreamsService
 from citysight.contracts import CameraState, CameraStatus, FrameBatch, FrameResult, shard_of
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from streams.mux import FrameMux
+from streams.packets import PacketTaps
 from streams.reader import CameraReader, ReaderOptions
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class StreamWorker:
             camera_secrets=opts.camera_secrets or streams_cfg.camera_secrets,
         )
         self.mux = FrameMux(streams_cfg.queue_frames)
+        # Consumers of the cameras' compressed packets (evidence clips, live view).
+        self.taps = PacketTaps()
         self._infer_factory = infer_factory
         self._infer: InferFn | None = None
         self._readers: dict[str, CameraReader] = {}
@@ -179,7 +182,9 @@ class StreamWorker:
         if old is not None:
             old.stop()
         self.mux.add_camera(camera.id, frozenset(d.value for d in camera.detectors))
-        reader = CameraReader(camera, self.mux.push, self._put_status, self.reader_options)
+        reader = CameraReader(
+            camera, self.mux.push, self._put_status, self.reader_options, taps=self.taps
+        )
         with self._lock:
             self._readers[camera.id] = reader
             prev = self._analysis.get(camera.id)

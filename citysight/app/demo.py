@@ -67,10 +67,28 @@ DEMO_TOWNSHIP = "meilan"
 
 # The reference city's departments and routing (also used by the city simulation).
 DEMO_DEPARTMENTS: tuple[dict[str, Any], ...] = (
-    {"id": "duty", "name": "Duty supervisors", "ack_sla_s": 600},
-    {"id": "police", "name": "Traffic police", "supervisor": "duty", "ack_sla_s": 300},
-    {"id": "enforcement", "name": "City enforcement", "supervisor": "duty", "ack_sla_s": 900},
-    {"id": "fire", "name": "Fire and emergency", "supervisor": "duty", "ack_sla_s": 120},
+    {"id": "duty", "name": "Duty supervisors", "names": {"zh-CN": "值班长"}, "ack_sla_s": 600},
+    {
+        "id": "police",
+        "name": "Traffic police",
+        "names": {"zh-CN": "交警"},
+        "supervisor": "duty",
+        "ack_sla_s": 300,
+    },
+    {
+        "id": "enforcement",
+        "name": "City enforcement",
+        "names": {"zh-CN": "城管执法"},
+        "supervisor": "duty",
+        "ack_sla_s": 900,
+    },
+    {
+        "id": "fire",
+        "name": "Fire and emergency",
+        "names": {"zh-CN": "消防救援"},
+        "supervisor": "duty",
+        "ack_sla_s": 120,
+    },
 )
 DEMO_ROUTING: tuple[dict[str, Any], ...] = (
     {"kind": "fire", "department": "fire"},
@@ -154,6 +172,7 @@ def demo_config_dict(
     return {
         "version": 1,
         "site": {"timezone": "Asia/Shanghai"},  # Haikou: schedules run in China Standard Time
+        "ui": {"language": "zh-CN"},  # a Chinese city's operators: the map starts in Chinese
         "cameras": cameras,
         "rules": demo_rules(),
         "plate_hotlist": [

@@ -56,12 +56,14 @@ from citysight.config.services import (
     StreamsService,
 )
 from citysight.config.site import IncidentsConfig, SiteConfig, time_zone
+from citysight.config.ui import UI_LANGUAGES, UiConfig
 
 __all__ = [
     "DECODERS",
     "DETECTOR_TIERS",
     "ID_PATTERN",
     "INFERENCE_BACKENDS",
+    "UI_LANGUAGES",
     "AllowedNetwork",
     "AuditConfig",
     "CameraConfig",
@@ -98,6 +100,7 @@ __all__ = [
     "StreamsService",
     "Strict",
     "TokenConfig",
+    "UiConfig",
     "ZoneConfig",
     "ZoneType",
     "format_validation_error",

@@ -13,6 +13,12 @@ class DepartmentConfig(Strict):
 
     id: str = _f("Department id", "Unique id.", pattern=ID_PATTERN)
     name: str = _f("Name", "Display name.", default="")
+    names: dict[Literal["zh-CN", "en"], str] = _f(
+        "Names by language",
+        "Display name per UI language, e.g. {zh-CN: 消防救援}; the map falls back to name, "
+        "then the id.",
+        default_factory=dict,
+    )
     supervisor: str | None = _f(
         "Supervisor", "Department that gets alerts not acknowledged within the SLA.", default=None
     )

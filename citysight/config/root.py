@@ -20,6 +20,7 @@ from citysight.config.map import MapConfig
 from citysight.config.rules import HotlistEntry, RuleConfig
 from citysight.config.services import CameraSecret, ServicesConfig
 from citysight.config.site import IncidentsConfig, SiteConfig
+from citysight.config.ui import UiConfig
 from citysight.contracts import AlertKind
 from citysight.jurisdictions import Hierarchy
 
@@ -34,6 +35,7 @@ class CitysightConfig(Strict):
 
     version: Literal[1] = _f("Version", "Config format version.", default=1)
     site: SiteConfig = _f("Site", "The city: time zone.", default_factory=SiteConfig)
+    ui: UiConfig = _f("User interface", "Default language.", default_factory=UiConfig)
     cameras: list[CameraConfig] = _f("Cameras", "Cameras.", default_factory=list)
     rules: list[RuleConfig] = _f("Rules", "Alert rules.", default_factory=list)
     plate_hotlist: list[HotlistEntry] = _f("Hotlist", "Plates of interest.", default_factory=list)

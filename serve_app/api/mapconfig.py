@@ -24,7 +24,8 @@ def map_config(
     principal: Reader,
     request: Request,
 ) -> dict[str, Any]:
-    """Tile URL (``null`` = plain background), the city's time zone, overlays, cameras."""
+    """Tile URL (``null`` = plain background), the city's time zone, the default UI
+    language, departments' display names, overlays, cameras."""
     c = ctx(request)
     health = c.cameras.health()
     cams = []
@@ -46,6 +47,11 @@ def map_config(
     return {
         "tile_url": c.cfg.map.tile_url,
         "timezone": c.cfg.site.timezone,
+        # The page's default language (auto = the browser's); the user's switch wins.
+        "language": c.cfg.ui.language,
+        "departments": [
+            {"id": d.id, "name": d.name, "names": dict(d.names)} for d in c.cfg.departments
+        ],
         "overlays": [
             {"name": o.name, "url": f"/api/config/map/overlays/{i}"}
             for i, o in enumerate(c.cfg.map.overlays)

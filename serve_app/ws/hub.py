@@ -220,13 +220,18 @@ class Hub:
         """Start the reader and heartbeat tasks once (idempotent)."""
         if self._tasks:
             return
-        self._tasks = [asyncio.create_task(asyncio.sleep(0))]  # claim before awaiting
+        claim = asyncio.create_task(asyncio.sleep(0))
+        self._tasks = [claim]  # claim before awaiting
         try:
             last = cast(_Entries, await self.redis.xrevrange(keys.FEED_STREAM, count=1))
             self.last_id = last[0][0] if last else "0-0"
         except RedisError as exc:
             logger.warning("feed position unknown at start (%s); reading from 0", exc)
             self.last_id = "0-0"
+        if self._tasks != [claim]:
+            # stop() ran while the feed position was read: starting now would leave loops
+            # that nothing stops (they would outlive the app and its Redis).
+            return
         self._tasks = [
             asyncio.create_task(
                 self._supervised(self._read_loop, self.reader), name="citysight-feed-reader"

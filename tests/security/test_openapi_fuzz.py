@@ -36,12 +36,33 @@ def api_schema(redis_server: Any) -> Iterator[Any]:
     seed_principals(r)
     cfg = parse_config({"departments": [{"id": d} for d in ("fire", "enforcement", "police")]}, "f")
     # Schemathesis calls the ASGI app through one Starlette test client per request, each on
-    # its own event loop; the lifespan (WebSocket hub, metrics publisher) is not run, so no
-    # task is bound to another loop. The REST routes under test do not need it.
-    app = create_api(cfg, redis_server.url)
+    # its own event loop and each in a `with` block, which runs the app's lifespan: the
+    # WebSocket hub and the metrics publisher would start and stop around every request
+    # (slow, and a stop that does not finish leaves a thread that outlives pytest). The REST
+    # routes under test do not need them: the lifespan is answered without running it.
+    app = _without_lifespan(create_api(cfg, redis_server.url))
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     r.flushall()
     r.close()
+
+
+def _without_lifespan(app: Any) -> Any:
+    """``app`` with ASGI lifespan events acknowledged but not passed on."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    wrapped.openapi = app.openapi  # type: ignore[attr-defined]
+    return wrapped
 
 
 def _operations(schema: Any) -> list[Any]:

@@ -1,16 +1,22 @@
 /* citysight operations map — Alert list and alert markers: sorted in place, filtered, one marker per incident; sound. */
 
-import { OPEN_STATES, PANES, SEVERITY_RANK, fmtTime, kindIcon, kindIconNode, state, tid } from "./core.js";
+import {
+  OPEN_STATES, PANES, SEVERITY_RANK, departmentName, fmtTime, kindIcon, kindIconNode, state, t, tEnum, tid,
+} from "./core.js";
 import { openAlert, renderDetail } from "./detail.js";
 
+// On a phone (the layout's breakpoint) alert icons are finger-sized: 44 px, not 28.
+const PHONE = typeof matchMedia === "function" && matchMedia("(max-width: 700px)").matches;
+
 export function alertIcon(a) {
+  const size = PHONE ? 44 : 28;
   return L.divIcon({
     className: alertMarkerClass(a),
     html: kindIcon(a.kind),
-    iconSize: [28, 28],
+    iconSize: [size, size],
     // Drawn above its camera, pointing down at it (bottom edge 10 px above the point, clear
     // of the 14 px camera dot): the camera's health dot stays visible and clickable.
-    iconAnchor: [14, 38],
+    iconAnchor: [size / 2, size + 10],
   });
 }
 
@@ -71,15 +77,35 @@ export function renderItem(li, a, prev) {
     p.icon.className = `kind-icon kind-${a.kind}`;
     p.icon.replaceChildren(kindIconNode(a.kind));
   }
-  if (!prev || prev.summary !== a.summary || prev.camera_id !== a.camera_id) {
-    p.t.textContent = a.summary || `${a.kind} at ${a.camera_id}`;
+  if (!prev || prev.summary !== a.summary || prev.camera_id !== a.camera_id || prev.kind !== a.kind) {
+    p.t.textContent = alertTitle(a);
   }
   if (!prev || prev.severity !== a.severity || prev.department !== a.department || prev.escalated !== a.escalated ||
       prev.started_at !== a.started_at || prev.plate_text !== a.plate_text || prev.camera_id !== a.camera_id) {
-    p.s.textContent = `${a.severity} · ${alertDepartments(a).join(" + ")} · ${a.camera_id}${a.plate_text ? " · " + a.plate_text : ""} · ${fmtTime(a.started_at)}`;
+    p.s.textContent = [tEnum("severity", a.severity), alertDepartments(a).map(departmentName).join(" + "),
+      a.camera_id, a.plate_text, fmtTime(a.started_at)].filter(Boolean).join(" · ");
   }
-  p.badge.textContent = a.state.replace("_", " ");
+  p.badge.textContent = tEnum("state", a.state);
   li.hidden = !matchesFilters(a);
+}
+
+/** An alert's title: the catalogue's "alert.title" pattern (summary, kind, camera name). */
+export function alertTitle(a) {
+  const cam = state.cameras.get(a.camera_id);
+  const camera = (cam && cam.cam.name) || a.camera_id;
+  const kind = tEnum("kind", a.kind);
+  return a.summary ? t("alert.title", { summary: a.summary, kind, camera })
+    : t("alert.title_no_summary", { kind, camera });
+}
+
+/** Re-render every list item, marker title and count after a language change. */
+export function rerenderAlerts() {
+  for (const { alert, li, marker } of state.alerts.values()) {
+    renderItem(li, alert, null);
+    if (marker) marker.options.title = `${tEnum("kind", alert.kind)} ${tEnum("severity", alert.severity)}`;
+  }
+  for (const opt of tid("filter-department").options) if (opt.value) opt.textContent = departmentName(opt.value);
+  updateCounts();
 }
 
 export function alertMarkerClass(a) {
@@ -111,7 +137,7 @@ export function upsertAlert(a, { live = false } = {}) {
   if (ll) {
     if (!entry.marker) {
       entry.marker = L.marker(ll, { icon: alertIcon(a), zIndexOffset: 1000 + (SEVERITY_RANK[a.severity] || 0) * 100,
-        title: `${a.kind} ${a.severity}`, pane: PANES.alerts });
+        title: `${tEnum("kind", a.kind)} ${tEnum("severity", a.severity)}`, pane: PANES.alerts });
       entry.marker.on("click", () => openAlert(a.id));
       entry.marker.on("add", (e) => tagMarker(e.target, a.id));
     } else {
@@ -204,7 +230,7 @@ export function placeItem(entry, list) {
 export function addDepartment(dep) {
   state.departments.add(dep);
   const opt = document.createElement("option");
-  opt.value = dep; opt.textContent = dep;
+  opt.value = dep; opt.textContent = departmentName(dep);
   tid("filter-department").appendChild(opt);
 }
 
@@ -221,7 +247,7 @@ export function applyFilters() {
 export function updateCounts() {
   let n = 0;
   for (const { li } of state.alerts.values()) if (!li.hidden) n += 1;
-  tid("open-count").textContent = `${n} alert${n === 1 ? "" : "s"}`;
+  tid("open-count").textContent = t("topbar.alert_count", { n });
   tid("open-count").dataset.count = String(n);
 }
 
@@ -236,7 +262,12 @@ export function setupFilters() {
     const li = ev.target.closest("[data-alert-id]");
     if (li) openAlert(li.dataset.alertId);
   });
+  tid("list-toggle").addEventListener("click", () => {
+    // Phone layout: fold the list sheet away (the whole map) or bring it back.
+    document.body.dataset.sheet = document.body.dataset.sheet === "folded" ? "open" : "folded";
+  });
   tid("critical-counter").addEventListener("click", () => {
+    document.body.dataset.sheet = "open";
     // Seen: stop highlighting, and list the open alerts (critical ones sort first).
     tid("critical-counter").classList.remove("active");
     const sel = tid("filter-state");

@@ -7,27 +7,61 @@
  * feed (WebSocket), detail (alert panel and actions), stats (statistics panel, CSV export).
  */
 
-import { ensureAudio, setupFilters, updateCounts, upsertAlert } from "./alerts.js";
-import { TOKEN_KEY, api, logout, state, tid } from "./core.js";
-import { setupDetail } from "./detail.js";
-import { connectWs, flush, handleMessage } from "./feed.js";
-import { addCameras, refreshCameras, setCameraHealth, setupMap, showCamera } from "./map.js";
+import { ensureAudio, rerenderAlerts, setupFilters, updateCounts, upsertAlert } from "./alerts.js";
+import { TOKEN_KEY, api, departmentName, logout, state, t, tid } from "./core.js";
+import { rerenderDetail, setupDetail } from "./detail.js";
+import { connectWs, flush, handleMessage, rerenderWsStatus } from "./feed.js";
+import { initI18n, language, onLanguageChange, setLanguage, setTimeZone } from "./i18n.js";
+import { addCameras, addLayerControl, refreshCameras, setCameraHealth, setupMap, showCamera } from "./map.js";
 import { setupStats } from "./stats.js";
 
 // -- login -------------------------------------------------------------------------------
 
+// Catalogue first: nothing dynamic is rendered before its language is known (the
+// handlers below are attached at once, so an early click is not lost; they wait for it).
+const i18nReady = initI18n().catch((err) => console.error("i18n", err)).then(setupLanguage);
+
 async function login(token) {
+  await i18nReady;
   state.token = token;
   const me = await api("/api/me");
   state.me = me;
   sessionStorage.setItem(TOKEN_KEY, token);
+  // The map's settings first: department names and the city's zone label what follows.
+  state.mapConfig = await api("/api/config/map");
+  setTimeZone(state.mapConfig.timezone);
+  for (const d of state.mapConfig.departments || []) state.departmentInfo.set(d.id, d);
   tid("login").hidden = true;
   const v = tid("viewer");
   v.hidden = false;
-  v.textContent = `${me.name} · ${me.role} · ${me.department === "*" ? "all departments" : me.department}`;
+  renderViewer();
   v.dataset.role = me.role;
   tid("logout").hidden = false;
   await start();
+}
+
+function renderViewer() {
+  const me = state.me;
+  if (!me) return;
+  tid("viewer").textContent = t("topbar.viewer", {
+    name: me.name, role: me.role,
+    department: me.department === "*" ? t("topbar.all_departments") : departmentName(me.department),
+  });
+}
+
+function setupLanguage() {
+  for (const sel of document.querySelectorAll(".lang-switch")) {
+    sel.value = language();
+    sel.addEventListener("change", () => setLanguage(sel.value));
+  }
+  onLanguageChange((lang) => {
+    for (const sel of document.querySelectorAll(".lang-switch")) sel.value = lang;
+    renderViewer();
+    rerenderWsStatus();
+    rerenderAlerts();
+    rerenderDetail();
+    addLayerControl();
+  });
 }
 
 function setupLogin() {
@@ -40,7 +74,7 @@ function setupLogin() {
     } catch (err) {
       state.token = null;
       tid("login-error").textContent = err.status === 401 || err.status === 403
-        ? "Token not accepted." : `Sign-in failed: ${err.message}`;
+        ? t("login.rejected") : t("login.failed", { error: err.message });
     }
   });
   tid("logout").addEventListener("click", logout);

@@ -1,5 +1,7 @@
 /* citysight operations map — Shared state, constants, HTTP helper and small formatting helpers. */
 
+import { language } from "./i18n.js";
+
 export const TOKEN_KEY = "citysight.token";
 export const SEVERITY_RANK = { info: 0, low: 1, medium: 2, high: 3, critical: 4 };
 export const OPEN_STATES = new Set(["raised", "assigned", "acknowledged"]);
@@ -46,6 +48,8 @@ export const state = {
   incidents: new Map(),    // incident_id -> Set of alert ids (one marker per incident)
   order: [],               // alert ids in list order (severity desc, started_at desc)
   departments: new Set(),
+  departmentInfo: new Map(), // id -> {id, name, names} from /api/config/map
+  mapConfig: null,
   filters: { kind: "", department: "", state: "" },
   selected: null,
   openCritical: new Set(), // ids of open critical alerts in scope: the topbar counter
@@ -66,7 +70,9 @@ export const tid = (id, root = document) => root.querySelector(`[data-testid="${
 // -- HTTP --------------------------------------------------------------------------------
 
 export async function api(path, opts = {}) {
-  const headers = Object.assign({ Authorization: `Bearer ${state.token}` }, opts.headers || {});
+  // Accept-Language: the API answers errors with a ``message`` in the page's language.
+  const headers = Object.assign({ Authorization: `Bearer ${state.token}`, "Accept-Language": language() },
+    opts.headers || {});
   if (opts.json !== undefined) {
     headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(opts.json);
@@ -74,13 +80,29 @@ export async function api(path, opts = {}) {
   const res = await fetch(path, { method: opts.method || "GET", headers, body: opts.body });
   if (!res.ok) {
     let detail = res.statusText;
-    try { detail = (await res.json()).detail || detail; } catch (_) { /* not JSON */ }
+    let code = null;
+    try {
+      const body = await res.json();
+      code = body.code || null;
+      // The localized ``message`` when the server sent one, its English ``detail`` otherwise.
+      detail = body.message || body.detail || detail;
+    } catch (_) { /* not JSON */ }
     if (detail && typeof detail === "object") detail = detail.message || JSON.stringify(detail);
     const err = new Error(`${res.status}: ${detail}`);
     err.status = res.status;
+    err.code = code;
     throw err;
   }
   return opts.raw ? res : res.json();
+}
+
+/** A department's display name in the current language (configured names, else its id). */
+export function departmentName(id) {
+  const d = state.departmentInfo.get(id);
+  if (!d) return id;
+  const names = d.names || {};
+  const lang = language();
+  return names[lang] || names[lang.split("-")[0]] || d.name || id;
 }
 
 export function hasScope(scope) {
@@ -93,33 +115,8 @@ export function logout() {
   location.reload();
 }
 
-// Times are shown in the city's zone (site.timezone from /api/config/map), not the
-// browser's: an operator elsewhere sees what the schedules and the street see.
-let TIME_FMT = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-let DATETIME_FMT = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
-
-/** Show times in this IANA zone (null or unknown: the browser's own). */
-export function setTimeZone(timeZone) {
-  if (!timeZone) return;
-  try {
-    TIME_FMT = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone });
-    DATETIME_FMT = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium", timeZone });
-  } catch (err) {
-    console.warn("unknown time zone", timeZone, err);
-  }
-}
-
-export function fmtTime(iso) {
-  if (!iso) return "";
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? "" : TIME_FMT.format(d);
-}
-
-export function fmtDateTime(iso) {
-  if (!iso) return "";
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? "" : DATETIME_FMT.format(d);
-}
+// Messages and times live in i18n.js; re-exported here so modules keep one import.
+export { fmtDateTime, fmtTime, language, setTimeZone, t, tEnum } from "./i18n.js";
 
 export const KIND_TEMPLATES = {};
 

@@ -1,7 +1,9 @@
 /* citysight operations map — The alert detail panel: snapshot with boxes, unredacted reveal, timeline, actions. */
 
-import { upsertAlert } from "./alerts.js";
-import { $, NEXT_ACTIONS, api, fmtDateTime, fmtTime, hasScope, kindIcon, state, tid } from "./core.js";
+import { alertDepartments, alertTitle, upsertAlert } from "./alerts.js";
+import {
+  $, NEXT_ACTIONS, api, departmentName, fmtDateTime, fmtTime, hasScope, kindIcon, state, t, tEnum, tid,
+} from "./core.js";
 import { showCamera } from "./map.js";
 
 // -- alert detail ------------------------------------------------------------------------
@@ -13,6 +15,7 @@ export async function openAlert(id) {
   if (entry) entry.li.classList.add("selected");
   tid("alert-detail").hidden = false;
   tid("alert-detail").dataset.alertId = id;
+  document.body.dataset.detail = "open";  // the phone layout shows the detail sheet
   tid("action-error").textContent = "";
   tid("alert-timeline").innerHTML = "";
   let a = entry && entry.alert;
@@ -20,7 +23,7 @@ export async function openAlert(id) {
     a = await api(`/api/alerts/${encodeURIComponent(id)}`);
     upsertAlert(a);
   } catch (err) {
-    if (!a) { tid("detail-title").textContent = `alert unavailable (${err.status || err.message})`; return; }
+    if (!a) { tid("detail-title").textContent = t("detail.unavailable", { error: err.status || err.message }); return; }
   }
   if (state.selected !== id) return;
   renderDetail(a);
@@ -39,17 +42,19 @@ export function renderDetail(a) {
   panel.dataset.state = a.state;
   $("[data-role=icon]", panel).innerHTML = kindIcon(a.kind);
   $("[data-role=icon]", panel).className = `kind-icon kind-${a.kind}`;
-  tid("detail-title").textContent = a.summary || `${a.kind} at ${a.camera_id}`;
-  tid("detail-state").textContent = a.state.replace("_", " ");
-  tid("detail-severity").textContent = a.severity + (a.escalated ? " (escalated)" : "");
-  tid("detail-department").textContent = a.department;
+  tid("detail-title").textContent = alertTitle(a);
+  tid("detail-state").textContent = tEnum("state", a.state);
+  tid("detail-severity").textContent = a.escalated
+    ? t("detail.severity_escalated", { severity: tEnum("severity", a.severity) }) : tEnum("severity", a.severity);
+  tid("detail-department").textContent = alertDepartments(a).map(departmentName).join(" + ");
+  tid("detail-summary").textContent = a.summary || "—";
   const cams = (a.camera_ids && a.camera_ids.length > 1) ? a.camera_ids.join(", ") : a.camera_id;
   const camName = state.cameras.get(a.camera_id);
   tid("detail-camera").textContent = camName && camName.cam.name ? `${camName.cam.name} (${cams})` : cams;
   tid("detail-camera").onclick = () => showCamera(a.camera_id);
   tid("detail-started").textContent = fmtDateTime(a.started_at);
   tid("detail-unit").textContent = a.assigned_unit || "—";
-  tid("detail-outcome").textContent = a.outcome || "—";
+  tid("detail-outcome").textContent = a.outcome ? tEnum("outcome", a.outcome) : "—";
   const canDispatch = hasScope("alerts:dispatch");
   tid("actions").hidden = !canDispatch;
   const next = new Set(NEXT_ACTIONS[a.state] || []);
@@ -67,11 +72,12 @@ export function appendTimeline(ev) {
   li.dataset.seq = key;
   li.dataset.testid = "timeline-event";
   li.dataset.toState = ev.to_state;
-  const extra = [ev.unit && `unit ${ev.unit}`, ev.outcome && `outcome ${ev.outcome}`, ev.note].filter(Boolean).join(" · ");
+  const extra = [ev.unit && t("timeline.unit", { unit: ev.unit }),
+    ev.outcome && t("timeline.outcome", { outcome: tEnum("outcome", ev.outcome) }), ev.note].filter(Boolean).join(" · ");
   li.innerHTML = "<time></time> <b></b> <span class='by'></span><div class='x'></div>";
   $("time", li).textContent = fmtTime(ev.at);
-  $("b", li).textContent = `${ev.from_state || "—"} → ${ev.to_state}`;
-  $(".by", li).textContent = `by ${ev.actor}`;
+  $("b", li).textContent = `${ev.from_state ? tEnum("state", ev.from_state) : "—"} → ${tEnum("state", ev.to_state)}`;
+  $(".by", li).textContent = t("timeline.by", { actor: ev.actor });
   $(".x", li).textContent = extra;
   // Keep sequence order even when a live event overtakes the initial fetch.
   const after = [...ol.children].find((x) => Number(x.dataset.seq) > Number(ev.seq));
@@ -85,8 +91,8 @@ export async function loadEvidence(a, unredacted, reason = "") {
   svg.innerHTML = "";
   if (state.evidenceUrl) { URL.revokeObjectURL(state.evidenceUrl); state.evidenceUrl = null; }
   img.hidden = true;
-  if (!a.evidence || !a.evidence.length) { msg.textContent = "no snapshot"; return; }
-  msg.textContent = "loading snapshot…";
+  if (!a.evidence || !a.evidence.length) { msg.textContent = t("snapshot.none"); return; }
+  msg.textContent = t("snapshot.loading");
   // The reason of an unredacted view goes in a POST body, never in the URL (logs keep URLs).
   const base = `/api/alerts/${encodeURIComponent(a.id)}/evidence`;
   try {
@@ -108,20 +114,27 @@ export async function loadEvidence(a, unredacted, reason = "") {
         r.setAttribute("vector-effect", "non-scaling-stroke");
         svg.appendChild(r);
       }
-      msg.textContent = unredacted ? "UNREDACTED (access audited)" : "faces blurred";
+      msg.textContent = unredacted ? t("snapshot.unredacted") : t("snapshot.redacted");
       tid("snapshot").dataset.unredacted = String(unredacted);
     };
     img.src = state.evidenceUrl;
     img.hidden = false;
   } catch (err) {
-    msg.textContent = err.status === 404 ? "snapshot expired or missing" : `snapshot unavailable (${err.message})`;
+    msg.textContent = err.status === 404 ? t("snapshot.missing") : t("snapshot.unavailable", { error: err.message });
   }
+}
+
+/** Re-render the open detail (and its timeline) after a language change. */
+export function rerenderDetail() {
+  const entry = state.selected && state.alerts.get(state.selected);
+  if (entry) openAlert(state.selected);
 }
 
 export function setupDetail() {
   tid("detail-close").addEventListener("click", () => {
     state.selected = null;
     tid("alert-detail").hidden = true;
+    document.body.dataset.detail = "closed";
     for (const li of document.querySelectorAll(".alert-item.selected")) li.classList.remove("selected");
   });
   tid("actions").addEventListener("click", async (ev) => {
@@ -134,7 +147,7 @@ export function setupDetail() {
     if (note) body.note = note;
     if (to === "assigned") {
       const unit = tid("unit-input").value.trim();
-      if (!unit) { tid("action-error").textContent = "Enter a unit to assign."; return; }
+      if (!unit) { tid("action-error").textContent = t("action.unit_required"); return; }
       body.unit = unit;
     }
     if (to === "resolved") body.outcome = tid("outcome-select").value;
@@ -149,7 +162,7 @@ export function setupDetail() {
       for (const e of (Array.isArray(events) ? events : events.events || [])) appendTimeline(e);
     } catch (err) {
       tid("action-error").textContent = err.status === 409
-        ? `Not allowed from this state (${err.message})` : `Failed: ${err.message}`;
+        ? t("action.conflict", { error: err.message }) : t("action.failed", { error: err.message });
       const entry = state.alerts.get(id);
       if (entry) renderDetail(entry.alert);
     }

@@ -1,7 +1,7 @@
 /* citysight operations map — The WebSocket feed: ticket, resume by last_id, reconnect with backoff, batched apply. */
 
 import { updateCounts, upsertAlert } from "./alerts.js";
-import { api, logout, state, tid } from "./core.js";
+import { api, logout, state, t, tid } from "./core.js";
 import { appendTimeline } from "./detail.js";
 import { flushClusterRefresh, removeCamera, setCameraHealth } from "./map.js";
 
@@ -10,7 +10,12 @@ import { flushClusterRefresh, removeCamera, setCameraHealth } from "./map.js";
 export function setWsStatus(s) {
   const el = tid("ws-status");
   el.dataset.state = s;
-  el.textContent = s;
+  el.textContent = t(`ws.${s}`);
+}
+
+/** Re-label the connection state after a language change. */
+export function rerenderWsStatus() {
+  setWsStatus(tid("ws-status").dataset.state || "offline");
 }
 
 export async function connectWs() {

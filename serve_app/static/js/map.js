@@ -1,6 +1,6 @@
 /* citysight operations map — The Leaflet map: graticule base layer, overlays, camera markers (clustered) and popups. */
 
-import { $, HEALTH_COLOURS, PANES, PANE_Z, api, fmtTime, setTimeZone, state } from "./core.js";
+import { $, HEALTH_COLOURS, PANES, PANE_Z, api, fmtTime, setTimeZone, state, t, tEnum } from "./core.js";
 import { openAlert } from "./detail.js";
 
 // -- map ---------------------------------------------------------------------------------
@@ -67,7 +67,7 @@ function textNode(text) {
 }
 
 export async function setupMap() {
-  const cfg = await api("/api/config/map");
+  const cfg = state.mapConfig || await api("/api/config/map");
   setTimeZone(cfg.timezone);
   const map = L.map("map", { preferCanvas: true, zoomControl: true, worldCopyJump: true });
   state.map = map;
@@ -123,11 +123,19 @@ export async function setupMap() {
   state.alertLayer = L.layerGroup();
   map.addLayer(state.cluster);
   map.addLayer(state.alertLayer);
-  L.control.layers(null, Object.assign({ Cameras: state.cluster, Alerts: state.alertLayer }, overlays),
-    { collapsed: true }).addTo(map);
+  addLayerControl();
   L.control.scale().addTo(map);
 
   await addCameras(cams);
+}
+
+/** The layers control, labelled in the current language (rebuilt after a switch). */
+export function addLayerControl() {
+  if (!state.map) return;
+  if (state.layerControl) state.layerControl.remove();
+  const layers = { [t("map.layer_cameras")]: state.cluster, [t("map.layer_alerts")]: state.alertLayer };
+  state.layerControl = L.control.layers(null, Object.assign(layers, state.overlays || {}), { collapsed: true })
+    .addTo(state.map);
 }
 
 export const CAMERA_ICONS = new Map();
@@ -251,18 +259,23 @@ export function cameraPopup(id) {
   el.className = "cam-popup";
   el.dataset.testid = "camera-popup";
   const age = lastFrameAge(h);
-  const ageText = age == null ? "unknown" : age < 120 ? `${age.toFixed(1)} s` : `${Math.round(age / 60)} min`;
-  const prof = [p.analytics_fps != null ? `${p.analytics_fps} fps` : null,
-    p.keyframe_only ? "keyframes only" : null,
+  const ageText = age == null ? t("camera.age_unknown")
+    : age < 120 ? t("camera.age_s", { s: age.toFixed(1) }) : t("camera.age_min", { n: Math.round(age / 60) });
+  const prof = [p.analytics_fps != null ? t("camera.fps", { fps: p.analytics_fps }) : null,
+    p.keyframe_only ? t("camera.keyframes_only") : null,
     p.input_width ? `${p.input_width}×${p.input_height}` : null].filter(Boolean).join(", ");
   el.innerHTML = `<b></b><div class="sub"></div><table>
-    <tr><th>health</th><td class="h"></td></tr><tr><th>profile</th><td class="p"></td></tr>
-    <tr><th>last frame</th><td class="a"></td></tr></table><div class="recent"><i>recent alerts</i><ul></ul></div>`;
+    <tr><th class="lh"></th><td class="h"></td></tr><tr><th class="lp"></th><td class="p"></td></tr>
+    <tr><th class="la"></th><td class="a"></td></tr></table><div class="recent"><i></i><ul></ul></div>`;
+  $(".lh", el).textContent = t("camera.health");
+  $(".lp", el).textContent = t("camera.profile");
+  $(".la", el).textContent = t("camera.last_frame");
+  $(".recent i", el).textContent = t("camera.recent");
   $("b", el).textContent = c.name || c.id;
   $(".sub", el).textContent = [c.id, c.jurisdiction].filter(Boolean).join(" · ");
-  $(".h", el).textContent = healthState(h).replace("_", " ");
+  $(".h", el).textContent = tEnum("health", healthState(h));
   $(".h", el).className = `h health-${healthState(h)}`;
-  $(".p", el).textContent = prof || "default";
+  $(".p", el).textContent = prof || t("camera.profile_default");
   $(".a", el).textContent = ageText;
   const ul = $("ul", el);
   const recent = [...state.alerts.values()].map((e) => e.alert)
@@ -270,10 +283,16 @@ export function cameraPopup(id) {
     .sort((a, b) => Date.parse(b.started_at) - Date.parse(a.started_at)).slice(0, 5);
   for (const a of recent) {
     const li = document.createElement("li");
-    li.textContent = `${a.kind} · ${a.severity} · ${a.state} · ${fmtTime(a.started_at)}`;
+    li.textContent = [tEnum("kind", a.kind), tEnum("severity", a.severity), tEnum("state", a.state),
+      fmtTime(a.started_at)].join(" · ");
     li.addEventListener("click", () => openAlert(a.id));
     ul.appendChild(li);
   }
-  if (!recent.length) ul.innerHTML = "<li class='none'>none</li>";
+  if (!recent.length) {
+    const li = document.createElement("li");
+    li.className = "none";
+    li.textContent = t("camera.recent_none");
+    ul.appendChild(li);
+  }
   return el;
 }

@@ -54,3 +54,15 @@ def test_demo_city_has_townships_grids_and_a_township_token(tmp_path: Path) -> N
     (town,) = [t for t in cfg.tokens if t.jurisdiction != "*"]
     assert town.name == "township" and town.jurisdiction == DEMO_TOWNSHIP == "meilan"
     assert town.token_env == "CITYSIGHT_DEMO_TOKEN_TOWNSHIP" and town.department == "*"
+
+
+def test_the_demo_map_reads_in_chinese(tmp_path: Path) -> None:
+    """``citysight demo``: the page starts in zh-CN, departments have Chinese names."""
+    from serve_app.http import STATIC_DIR, map_page_html
+
+    cfg = parse_config(demo_config_dict(tmp_path), "<demo>")
+    assert cfg.ui.language == "zh-CN"
+    assert cfg.site.timezone == "Asia/Shanghai"
+    assert all(d.names.get("zh-CN") for d in cfg.departments)
+    page = map_page_html((STATIC_DIR / "index.html").read_text(encoding="utf-8"), cfg)
+    assert '<html lang="zh-CN" data-default-language="zh-CN">' in page

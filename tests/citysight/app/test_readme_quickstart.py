@@ -45,12 +45,17 @@ RAY_TEMP = f"/tmp/citysight-ray-{os.getuid()}"
 
 
 def _admin_kinds(token: str, banner_at: float, run: QuickStartRun) -> dict[str, dict]:
-    """Alerts per kind an admin WebSocket subscriber gets until 120 s after the banner."""
+    """Alerts per kind an admin WebSocket subscriber gets until 120 s after the banner.
+
+    The subscriber resumes from the start of the feed (``last_id=0-0``), as the map shows
+    every alert since the start: an alert raised while ``/health`` was still being polled
+    (a slow box) would otherwise be missed until its rule's cooldown (10 min for plates).
+    """
     from websockets.sync.client import connect
 
     seen: dict[str, dict] = {}
     with connect(
-        "ws://127.0.0.1:8000/ws",
+        "ws://127.0.0.1:8000/ws?last_id=0-0",
         additional_headers={"Authorization": f"Bearer {token}"},
         open_timeout=30,
     ) as ws:
@@ -76,6 +81,9 @@ def _inference_detail() -> dict[str, object]:
     return {"component_state": detail.get("state"), **{k: detail["detail"].get(k) for k in keys}}
 
 
+# Clone, install, first-start clip rendering, the banner wait (up to 600 s) and 240 s of
+# checks add up past pytest's default 600 s on a loaded 2-core box.
+@pytest.mark.timeout(1800)
 def test_quick_start_first_command_verbatim_in_a_clean_clone(tmp_path: Path) -> None:
     line = quick_start_commands()[0]
     try:

@@ -213,7 +213,13 @@ def test_escalated_alert_transitions(client: TestClient, role: str, dept: str) -
         assert r.status_code == 403
     elif not _sees_escalated(role, dept):
         assert r.status_code == 404
-        assert r.json() == {"detail": "alert not found"}
+        # Exactly a missing id's answer (BOLA); the body has the error fields of
+        # serve_app/errors.py besides the English detail.
+        missing = client.post(
+            f"/api/alerts/{MISSING_ID}/transitions", json={"to": "acknowledged"}, headers=_h(role)
+        )
+        assert r.json() == missing.json()
+        assert r.json()["detail"] == "alert not found" and r.json()["code"] == "not_found"
     else:
         assert r.status_code == 200, r.text
         body = r.json()
