@@ -3,39 +3,12 @@
  *
  * Everything is scoped on the server: a township officer's panel shows its township only.
  * The panel builds its own DOM (a button in the top bar and a floating section), so the
- * shared page needs no markup for it. Plain SVG, no chart library.
+ * shared page needs no markup for it; its strings are "stats.*" messages of the catalogues
+ * (i18n.js). Plain SVG, no chart library.
  */
 
 import { api, state, tid } from "./core.js";
-
-// Local message shim until the catalogues land (issue 16, i18n): keys with English text.
-const EN = {
-  "stats.button": "Statistics",
-  "stats.title": "Statistics",
-  "stats.range": "Range",
-  "stats.days": "{n} days",
-  "stats.perDay": "Alerts per day",
-  "stats.byArea": "By township",
-  "stats.byAreaFlat": "By jurisdiction",
-  "stats.area": "Area",
-  "stats.total": "Alerts",
-  "stats.open": "Open",
-  "stats.handled": "Handled",
-  "stats.ackMedian": "Ack. median",
-  "stats.ackP90": "Ack. p90",
-  "stats.resolveMedian": "Resolve median",
-  "stats.breaches": "SLA breaches",
-  "stats.reopen": "Reopened",
-  "stats.precision": "Precision",
-  "stats.all": "All",
-  "stats.csv": "Export CSV",
-  "stats.close": "Close",
-  "stats.none": "No alerts in this range.",
-  "stats.failed": "Statistics unavailable: {msg}",
-  "stats.falseAlarms": "false alarms",
-};
-const t = (key, vars = {}) =>
-  (EN[key] || key).replace(/\{(\w+)\}/g, (_, k) => (vars[k] !== undefined ? String(vars[k]) : ""));
+import { onLanguageChange, t } from "./i18n.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const OPEN = ["raised", "assigned", "acknowledged"];
@@ -79,7 +52,7 @@ function drawChart(host, days) {
     const bar = svg("rect", { x: x + 1, y: h - bh, width: Math.max(1, bw - 2), height: bh,
       class: "bar", "data-testid": "stats-bar", "data-date": d.date, "data-total": d.total });
     const tip = svg("title");
-    tip.textContent = `${d.date}: ${d.total} (${d.false_alarm} ${t("stats.falseAlarms")})`;
+    tip.textContent = t("stats.bar_title", { date: d.date, total: d.total, false_alarm: d.false_alarm });
     bar.appendChild(tip);
     root.appendChild(bar);
     if (d.false_alarm) {
@@ -107,8 +80,8 @@ function drawTable(host, groups, overall) {
   host.replaceChildren();
   const table = el("table", { class: "stats-table", "data-testid": "stats-table" });
   const head = el("tr");
-  for (const k of ["stats.area", "stats.total", "stats.open", "stats.handled", "stats.ackMedian",
-    "stats.ackP90", "stats.resolveMedian", "stats.breaches", "stats.reopen", "stats.precision"]) {
+  for (const k of ["stats.area", "stats.total", "stats.open", "stats.handled", "stats.ack_median",
+    "stats.ack_p90", "stats.resolve_median", "stats.breaches", "stats.reopen", "stats.precision"]) {
     head.appendChild(el("th", {}, t(k)));
   }
   table.appendChild(el("thead")).appendChild(head);
@@ -145,7 +118,7 @@ async function refresh(panel) {
   try {
     const [body, townships] = await fetchStats(days);
     panel.querySelector("[data-role=by-area]").textContent =
-      townships ? t("stats.byArea") : t("stats.byAreaFlat");
+      townships ? t("stats.by_township") : t("stats.by_jurisdiction");
     drawChart(panel.querySelector("[data-role=chart]"), body.by_day);
     drawTable(panel.querySelector("[data-role=table]"), body.groups, body.overall);
     if (!body.overall.total) msg.textContent = t("stats.none");
@@ -184,9 +157,9 @@ function buildPanel() {
     title: t("stats.close") }, "×");
   headRow.appendChild(close);
   panel.appendChild(headRow);
-  panel.appendChild(el("h3", {}, t("stats.perDay")));
+  panel.appendChild(el("h3", {}, t("stats.per_day")));
   panel.appendChild(el("div", { "data-role": "chart" }));
-  panel.appendChild(el("h3", { "data-role": "by-area" }, t("stats.byArea")));
+  panel.appendChild(el("h3", { "data-role": "by-area" }, t("stats.by_township")));
   panel.appendChild(el("div", { "data-role": "table", class: "stats-table-wrap" }));
   panel.appendChild(el("div", { class: "stats-msg", "data-testid": "stats-msg" }));
   range.addEventListener("change", () => refresh(panel));
@@ -200,9 +173,17 @@ function buildPanel() {
 /** Add the statistics button to the top bar and the panel to the page (once). */
 export function setupStats() {
   if (tid("stats-toggle")) return;
-  const panel = buildPanel();
+  let panel = buildPanel();
   document.querySelector("main.layout").appendChild(panel);
-  const button = el("button", { type: "button", "data-testid": "stats-toggle" }, t("stats.button"));
+  // A bar-chart icon and a label; phones show the icon only (the label stays as title).
+  const button = el("button", { type: "button", class: "stats-toggle", "data-testid": "stats-toggle",
+    title: t("stats.button"), "aria-label": t("stats.button") });
+  const icon = svg("svg", { viewBox: "0 0 16 16", width: 16, height: 16, "aria-hidden": "true" });
+  for (const [x, h] of [[2, 6], [7, 11], [12, 8]]) {
+    icon.appendChild(svg("rect", { x, y: 15 - h, width: 3, height: h, fill: "currentColor" }));
+  }
+  const label = el("span", { class: "stats-label" }, t("stats.button"));
+  button.append(icon, label);
   const bar = document.querySelector(".topbar");
   bar.insertBefore(button, bar.querySelector(".spacer"));
   button.addEventListener("click", () => {
@@ -210,4 +191,18 @@ export function setupStats() {
     if (!panel.hidden) refresh(panel);
   });
   state.stats = { refresh: () => refresh(panel) };
+  // A language switch rebuilds the labels (and the table, whose headers are messages).
+  onLanguageChange(() => {
+    label.textContent = t("stats.button");
+    button.title = t("stats.button");
+    button.setAttribute("aria-label", t("stats.button"));
+    const open = !panel.hidden;
+    const fresh = buildPanel();
+    fresh.hidden = !open;
+    const days = panel.querySelector("[data-testid=stats-range]").value;
+    fresh.querySelector("[data-testid=stats-range]").value = days;
+    panel.replaceWith(fresh);
+    panel = fresh;
+    if (open) refresh(panel);
+  });
 }

@@ -203,3 +203,48 @@ def test_township_officer_sees_its_township_and_exports_it(browser: Any, base_ur
         }
     finally:
         ctx.close()
+
+
+def test_panel_reads_in_chinese_and_fits_a_phone(browser: Any, base_url: str) -> None:
+    """The panel's strings come from the catalogues (zh-CN after the switch); at 390x844
+    the page does not scroll sideways and the panel stays on screen."""
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    try:
+        page.goto(base_url + "/")
+        page.get_by_test_id("token-input").fill(_tok("admin"))
+        page.get_by_test_id("login-button").click()
+        page.wait_for_selector("body[data-ready=true]")
+        page.get_by_test_id("language-switch").select_option("zh-CN")
+        expect(page.get_by_test_id("stats-toggle")).to_have_attribute("title", "统计")
+        # Every top-bar control stays on screen (the statistics button shows its icon only).
+        # On a phone the statistics button is a map button (icon only, 44 px), out of the
+        # top bar's flow: the other controls sit where they would without it.
+        b = page.get_by_test_id("stats-toggle").bounding_box()
+        assert b is not None and b["x"] >= 0 and b["x"] + b["width"] <= 390, b
+        assert b["height"] >= 44 and b["width"] >= 44, b
+        xs = "() => [...document.querySelectorAll('.topbar > *')].filter(e => e.dataset.testid"
+        xs += " !== 'stats-toggle').map(e => Math.round(e.getBoundingClientRect().x))"
+        with_button = page.evaluate(xs)
+        page.evaluate(
+            "() => { const b = document.querySelector('[data-testid=stats-toggle]');"
+            " window._statsNext = b.nextSibling; window._statsButton = b; b.remove(); }"
+        )
+        assert page.evaluate(xs) == with_button
+        page.evaluate(
+            "() => window._statsNext.parentNode"
+            ".insertBefore(window._statsButton, window._statsNext)"
+        )
+        page.get_by_test_id("stats-toggle").click()
+        panel = page.get_by_test_id("stats-panel")
+        expect(panel).to_have_attribute("data-loaded", "true")
+        expect(panel.locator("h2")).to_have_text("统计")
+        expect(panel.locator("th").first).to_have_text("辖区")
+        assert len(page.get_by_test_id("stats-row").all()) == 3
+        box = panel.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "stats-panel-phone-zh.png"))
+    finally:
+        ctx.close()
