@@ -35,8 +35,11 @@ SCHEMA_VERSION: Final = 1
 ALERT_SCHEMA_VERSION: Final = 3
 """Version of :class:`Alert`: 2 added ``escalated_to`` (escalation adds departments; the owning
 ``department`` never changes). Version 1 readers ignore the field and see the owner only.
-3 added ``jurisdiction_path`` (city → township → grid ids); older alerts read as an empty path,
-which jurisdiction-scoped principals never see (fail closed)."""
+3 added ``source`` (``camera`` or ``report``) and ``reporter`` (field reports),
+:class:`EvidenceRef` ``id``/``source`` (several evidence items per alert), and
+``jurisdiction_path`` (city → township → grid ids); older records read as camera alerts with
+one snapshot and an empty path, which jurisdiction-scoped principals never see (fail
+closed)."""
 MAX_TIME_S: Final = 253_402_300_799.0
 """Latest representable time (9999-12-31T23:59:59Z): later or non-finite times are malformed."""
 
@@ -411,6 +414,10 @@ class AlertKind(enum.StrEnum):
     VENDING = "vending"
     CAMERA_OFFLINE = "camera_offline"
     ANALYTICS_DOWN = "analytics_down"
+    ROAD_DAMAGE = "road_damage"
+    """Field reports only (no camera rule raises it)."""
+    OTHER = "other"
+    """Field reports only: anything else a grid worker sees."""
 
 
 class Severity(enum.StrEnum):
@@ -475,6 +482,14 @@ class EvidenceRef(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     key: str = Field(description="Storage key of the evidence object")
+    id: str = Field(
+        default="",
+        description="Item id under the alert (GET /api/alerts/{id}/evidence/{item}); empty "
+        "for the alert's own snapshot (GET /api/alerts/{id}/evidence)",
+    )
+    source: str = Field(
+        default="snapshot", description="snapshot, report, feedback or recheck (who made it)"
+    )
     media_type: str = "image/jpeg"
     frame_time: float = 0.0
     boxes: list[list[float]] = Field(default_factory=list)
@@ -524,6 +539,12 @@ class Alert(_Message):
         default_factory=list, description="Departments that gained the alert by escalation"
     )
     incident_id: str | None = None
+    source: str = Field(
+        default="camera", description="camera (raised by a rule) or report (a field report)"
+    )
+    reporter: str | None = Field(
+        default=None, description="Principal who sent the field report (source report)"
+    )
     evidence: list[EvidenceRef] = Field(default_factory=list)
     detected_at: float = Field(default=0.0, description="frame_time of the triggering detection")
     raised_at: float = Field(default=0.0, description="Wall time the alert was written")
@@ -559,6 +580,16 @@ class AlertEvent(_Message):
     note: str = ""
     unit: str | None = None
     outcome: str | None = None
+    action: str = Field(
+        default="",
+        description="What the event records beyond its transition: report (a field report "
+        "attached), feedback (photos after handling), verified (the camera re-check saw "
+        "nothing), reopened (the camera saw the condition again), recheck_failed (the camera "
+        "sent no analysed frames during the re-check); empty for plain transitions",
+    )
+    evidence: list[str] = Field(
+        default_factory=list, description="Ids of evidence items this event added"
+    )
 
 
 class CameraState(enum.StrEnum):

@@ -128,6 +128,23 @@ def evidence_key(alert_id: str) -> str:
     return f"citysight:evidence:{alert_id}"
 
 
+def evidence_item_key(alert_id: str, item_id: str) -> str:
+    """String key of one further evidence item of an alert (report or feedback photo, the
+    snapshot of a camera re-check); same retention as the snapshot."""
+    return f"citysight:evidence:{alert_id}:{item_id}"
+
+
+def reports_by_reporter_key(principal: str) -> str:
+    """Sorted set of the alert ids a principal reported or added a report to (score = time)."""
+    return f"citysight:reports:by:{principal}"
+
+
+RECHECK_WATCHES: Final = "citysight:recheck:watches"
+"""Sorted set: ids of resolved alerts the camera re-check still has to look at (score =
+resolved time). Written with the transition, so no resolution is missed while a rules
+consumer restarts; the consumer owning the alert's camera removes the id when it is done."""
+
+
 def redacted_evidence_key(alert_id: str, fingerprint: str) -> str:
     """The redacted rendering of an alert's evidence (expires with the original)."""
     return f"citysight:evidence-redacted:{alert_id}:{fingerprint}"

@@ -69,9 +69,22 @@ def demo_rules(*, vending_dwell_s: float = 8.0) -> list[dict[str, Any]]:
     """
     return _rules(
         {
+            # Camera re-check: shorter than production so the demo shows it within minutes.
             "fire": {"min_score": 0.3, "persistence": dict(_QUICK), "cooldown_s": 120},
-            "smoke": {"min_score": 0.3, "persistence": dict(_QUICK), "cooldown_s": 120},
-            "vending": {"dwell_s": vending_dwell_s, "min_score": 0.3, "cooldown_s": 300},
+            "smoke": {
+                "min_score": 0.3,
+                "persistence": dict(_QUICK),
+                "cooldown_s": 120,
+                "recheck_s": 30,
+                "recheck_close": True,
+            },
+            "vending": {
+                "dwell_s": vending_dwell_s,
+                "min_score": 0.3,
+                "cooldown_s": 300,
+                "recheck_s": 60,
+                "recheck_close": True,
+            },
             "face-restricted": {
                 "min_score": 0.5,
                 "persistence": {"on_frames": 2, "window_frames": 3, "off_frames": 6},
@@ -89,8 +102,10 @@ def default_rules(
 ) -> list[RuleConfig]:
     """The rules of a config that lists none (production timings).
 
-    * fire / smoke: anywhere, 3 of 5 frames, off after 10 quiet frames, 5 min cooldown.
-    * vending: a vending object tracked inside a ``no_vending`` zone for ``vending_dwell_s``.
+    * fire / smoke: anywhere, 3 of 5 frames, off after 10 quiet frames, 5 min cooldown;
+      a resolved smoke alert is re-checked on its camera for 5 min.
+    * vending: a vending object tracked inside a ``no_vending`` zone for ``vending_dwell_s``;
+      a resolved vending alert is re-checked for 10 min.
     * face: a face in a ``restricted`` zone during ``restricted_hours`` (crosses midnight).
     * plate: hotlist hits only (every read is stored as a plate-read event anyway).
 
@@ -107,9 +122,9 @@ def default_rules(
             },
             "smoke": {
                 "min_score": 0.5, "persistence": dict(_QUICK), "cooldown_s": 300,
-                "anchor": "center",
+                "anchor": "center", "recheck_s": 300,
             },
-            "vending": {"dwell_s": vending_dwell_s, "cooldown_s": 1800},
+            "vending": {"dwell_s": vending_dwell_s, "cooldown_s": 1800, "recheck_s": 600},
             "face-restricted": {
                 "persistence": {"on_frames": 2, "window_frames": 3, "off_frames": 10},
                 "schedule": [{"start": start, "end": end}],

@@ -323,3 +323,5 @@ PlateQuerier = Annotated[Principal, Depends(require(Scope.PLATES_QUERY))]
 """``plates:query``."""
 AuditReader = Annotated[Principal, Depends(require(Scope.AUDIT_READ))]
 """``audit:read``."""
+ReportWriter = Annotated[Principal, Depends(require(Scope.REPORTS_WRITE))]
+"""``reports:write`` (field reports)."""

@@ -70,6 +70,7 @@ from citysight.contracts import (
     CameraStatus,
     FrameResult,
     make_alert_id,
+    shard_of,
 )
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from citysight.metrics import publish_snapshot
@@ -82,6 +83,7 @@ from serve_app.rules.engine import (
     cooldown_key,
 )
 from serve_app.rules.incidents import IncidentIndex
+from serve_app.rules.recheck import Recheck
 from serve_app.store.alerts import AlertStore
 from serve_app.store.audit import AuditLog
 from serve_app.store.cameras import CameraRegistry
@@ -123,6 +125,8 @@ class DetectionsConsumer:
         escalate_interval_s: How often to run SLA escalation.
         maintenance_interval_s: How often to trim streams and prune indexes.
         feed_max_age_s: Age of feed messages kept (resume window of WebSocket clients).
+        recheck_interval_s: How often the camera re-check reloads its watches and verifies
+            those whose camera looked long enough (``serve_app/rules/recheck.py``).
         engine_kwargs: Extra arguments of :class:`RulesEngine`.
         on_batch: Optional callback ``(frames, new_alerts, done_time)`` after each write
             (benchmarks use it for latency).
@@ -147,6 +151,7 @@ class DetectionsConsumer:
         escalate_interval_s: float = 5.0,
         maintenance_interval_s: float = 10.0,
         feed_max_age_s: float = 86_400.0,
+        recheck_interval_s: float = 1.0,
         engine_kwargs: dict[str, Any] | None = None,
         on_batch: Callable[[list[FrameResult], list[Alert], float], None] | None = None,
     ) -> None:
@@ -167,6 +172,7 @@ class DetectionsConsumer:
         self.escalate_interval_s = escalate_interval_s
         self.maintenance_interval_s = maintenance_interval_s
         self.feed_max_age_s = feed_max_age_s
+        self.recheck_interval_s = recheck_interval_s
         self.on_batch = on_batch
         # The consumers whose statuses make up the ``rules`` component: every consumer of
         # the configured shard groups when this is one of them, else this one alone.
@@ -183,6 +189,9 @@ class DetectionsConsumer:
         self.cameras = CameraRegistry(self.r)
         self.analytics = AnalyticsWatch(
             self.r, self.alerts, cfg, self._camera_config, self.engine.camera_place
+        )
+        self.recheck = Recheck(
+            self.r, cfg, self.alerts, self.evidence, self._owns_camera, primary=0 in self.shards
         )
         self.stats: dict[str, Any] = {
             "processed": 0, "alerts": 0, "plate_reads": 0, "dead": 0, "failures": 0,
@@ -235,6 +244,7 @@ class DetectionsConsumer:
             self.alerts.cfg = self.evidence.cfg = self.plates.cfg = cfg
             self.incidents.cfg = cfg.incidents
             self.analytics.cfg = cfg
+            self.recheck.cfg = cfg
 
     def run(self) -> None:
         """Set up, replay, then consume until :meth:`stop` (errors are retried)."""
@@ -275,6 +285,8 @@ class DetectionsConsumer:
         with self._lock:
             self.engine.restore_cooldowns(cooldowns)
         if not self._replay_done:  # once: replaying into live state would count frames twice
+            with self._lock:  # the watches first, so replayed sightings can reopen alerts
+                self.recheck.tick(caught_up=False)
             self.replay()
             self._replay_done = True
         self._pending_due = True
@@ -288,6 +300,12 @@ class DetectionsConsumer:
             logger.warning("camera %s: registry entry unreadable", cid)
             cam = None
         return cam or self.cfg.camera(cid)
+
+    def _owns_camera(self, cid: str) -> bool:
+        """Whether this consumer evaluates the camera (frames seen, or its shard is ours)."""
+        if cid in self.recheck.seen:
+            return True
+        return shard_of(cid, self.cfg.services.streams.shards) in self.shards
 
     def _load_cameras(self) -> None:
         try:
@@ -329,6 +347,10 @@ class DetectionsConsumer:
             self.stats["escalated"] += len(self.alerts.escalate_overdue())
         if self._every("maintain", self.maintenance_interval_s):
             self.maintain()
+        if self._every("recheck", self.recheck_interval_s):
+            with self._lock:
+                # A full batch read means more may wait: no camera is called silent then.
+                self.recheck.tick(caught_up=n < self.count)
         if self._every("status", 1.0):
             self._publish_status()
         return n
@@ -470,6 +492,9 @@ class DetectionsConsumer:
                     out.plate_reads += one.plate_reads
                     out.snapshots.update(one.snapshots)
                     out.cooldowns.update(one.cooldowns)
+                    out.sightings.update(one.sightings)
+                    for cid, t in one.seen.items():
+                        out.seen[cid] = max(t, out.seen.get(cid, 0.0))
                     if one.failed:
                         out.failed.append(i)
                 return out
@@ -536,6 +561,7 @@ class DetectionsConsumer:
             self.r.hset(
                 keys.RULES_COOLDOWN, mapping=cast("dict[FieldT, EncodableT]", out.cooldowns)
             )
+        self.recheck.observe(out)
 
     def _write_isolated(self, out: EngineOutput) -> None:
         """Write ``out`` one alert / plate read at a time; dead-letter the unwritable ones.
@@ -935,6 +961,7 @@ class DetectionsConsumer:
             "consumer": self.name,
             "shards": self.shards,
             "state_size": self.engine.state_size(),
+            "recheck": dict(self.recheck.stats),  # camera re-check: watching, verified, ...
             "reason": self.reason,
             "error": self.error,
             "last_error": self.last_error,

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,6 +44,7 @@ from serve_app.api import (
     me,
     metrics,
     plates,
+    reports,
     stats,
     tickets,
 )
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from serve_app.store.cameras import CameraRegistry
     from serve_app.store.evidence import EvidenceStore
     from serve_app.store.plates import PlateReads
+    from serve_app.store.reports import ReportStore
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +139,13 @@ class ApiContext:
 
         return CameraRegistry(self.redis)
 
+    @cached_property
+    def reports(self) -> ReportStore:
+        """Field reports (over the alert and evidence stores)."""
+        from serve_app.store.reports import ReportStore
+
+        return ReportStore(self.redis, self.cfg, self.alerts, self.evidence, self.cameras.list)
+
     def close(self) -> None:
         """Release the synchronous Redis pool."""
         self.redis.close()
@@ -163,6 +173,8 @@ class _CountResponses:
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_UPLOAD_PATH = re.compile(r"^/api/(reports|alerts/[^/]+/feedback)$")
+"""Routes that take photos: their body limit is the photo limits' (``reports``)."""
 
 
 class _GuardBodies:
@@ -179,7 +191,10 @@ class _GuardBodies:
     def __init__(self, app: ASGIApp, ctx: ApiContext, max_body_bytes: int) -> None:
         self.app = app
         self.ctx = ctx
-        self.limit = max_body_bytes
+        self.default_limit = max_body_bytes
+        rc = ctx.cfg.reports
+        # Photo uploads: every photo at its limit plus the form's text fields and framing.
+        self.upload_limit = max(max_body_bytes, rc.max_photos * rc.max_photo_bytes + 65536)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -200,14 +215,19 @@ class _GuardBodies:
         if refusal is not None:
             await _send_json(send, *refusal, accept_language=lang)
             return
+        limit = (
+            self.upload_limit
+            if scope.get("method") == "POST" and _UPLOAD_PATH.match(scope.get("path", ""))
+            else self.default_limit
+        )
         try:
             length = int(length_raw) if length_raw is not None else None
         except ValueError:
             await _send_json(send, 400, "invalid Content-Length", accept_language=lang)
             return
-        if length is not None and length > self.limit:
+        if length is not None and length > limit:
             await _send_json(
-                send, 413, f"request body is larger than {self.limit} bytes", accept_language=lang
+                send, 413, f"request body is larger than {limit} bytes", accept_language=lang
             )
             return
         received = 0
@@ -220,12 +240,12 @@ class _GuardBodies:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     responded = True
                     await _send_json(
                         send,
                         413,
-                        f"request body is larger than {self.limit} bytes",
+                        f"request body is larger than {limit} bytes",
                         accept_language=lang,
                     )
                     return {"type": "http.disconnect"}
@@ -429,6 +449,7 @@ def create_api(
         tickets,
         alerts,
         evidence,
+        reports,
         incidents,
         cameras,
         plates,
@@ -447,6 +468,17 @@ def create_api(
         @app.get("/", include_in_schema=False)
         def map_page() -> HTMLResponse:
             return HTMLResponse(page, headers=page_headers)
+
+    report_file = STATIC_DIR / "report.html"
+    if report_file.is_file():
+        report_headers = map_page_headers(cfg)
+        report_html = map_page_html(report_file.read_text(encoding="utf-8"), cfg)
+
+        @app.get("/report", include_in_schema=False)
+        def field_report_page() -> HTMLResponse:
+            # The grid worker's phone page: same CSP as the map (own scripts only), in the
+            # city's default language like the map.
+            return HTMLResponse(report_html, headers=report_headers)
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -45,6 +45,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "stats": "benchmarks.stats.cli:main",
         "soak": "benchmarks.soak.run:main",
         "redaction": "benchmarks.redaction.cli:main",
+        "reports": "benchmarks.reports.cli:main",
         "cluster": "benchmarks.cluster.bench:main",
     },
     # a multi-host cluster on this machine, one network namespace per host (as root)

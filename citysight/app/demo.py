@@ -17,7 +17,7 @@ from citysight.config import CitysightConfig, parse_config
 from citysight.rulesets import demo_rules
 from citysight.urls import DEFAULT_ALLOWED_NETWORKS, DEFAULT_CAMERA_PORTS
 
-DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY", "TOWNSHIP")
+DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY", "GRID", "TOWNSHIP")
 
 DEMO_RTSP_PORTS = (8554, 8599)
 """Ports of 127.0.0.1 the demo's camera allow-list opens (a local RTSP test server)."""
@@ -98,6 +98,9 @@ DEMO_ROUTING: tuple[dict[str, Any], ...] = (
     {"kind": "face", "department": "police"},
     {"kind": "camera_offline", "department": "duty"},
     {"kind": "analytics_down", "department": "duty"},
+    # Field reports only (no camera rule raises these kinds).
+    {"kind": "road_damage", "department": "enforcement"},
+    {"kind": "other", "department": "duty"},
 )
 
 
@@ -168,6 +171,7 @@ def demo_config_dict(
         "plates:query",
         "audit:read",
         "monitoring:read",
+        "reports:write",
     ]
     return {
         "version": 1,
@@ -222,6 +226,15 @@ def demo_config_dict(
                 "department": "duty",
                 "scopes": ["alerts:read", "alerts:dispatch"],
                 "token_env": "CITYSIGHT_DEMO_TOKEN_DUTY",
+            },
+            {
+                # A grid worker's phone (the /report page at /report): sends field reports
+                # and follows their own, sees no department's alerts (no alerts:read).
+                "name": "grid-worker",
+                "role": "grid",
+                "department": "enforcement",
+                "scopes": ["reports:write"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_GRID",
             },
             {
                 # A township officer: every department's alerts, but only in Meilan

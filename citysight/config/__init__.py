@@ -36,6 +36,7 @@ from citysight.config.jurisdictions import JurisdictionArea, JurisdictionsConfig
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
 from citysight.config.map import GeoOverlay, MapConfig
 from citysight.config.reference import json_schema, schema_reference_markdown
+from citysight.config.reports import ReportsConfig
 from citysight.config.root import CitysightConfig
 from citysight.config.rules import (
     HotlistEntry,
@@ -88,6 +89,7 @@ __all__ = [
     "Point",
     "RayService",
     "RedisService",
+    "ReportsConfig",
     "RetentionConfig",
     "RouteConfig",
     "RuleConfig",

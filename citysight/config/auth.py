@@ -18,6 +18,8 @@ class Scope(enum.StrEnum):
     PLATES_QUERY = "plates:query"
     AUDIT_READ = "audit:read"
     MONITORING_READ = "monitoring:read"
+    REPORTS_WRITE = "reports:write"
+    """Send field reports (``POST /api/reports``) and read one's own (``GET /api/reports``)."""
 
 
 class TokenConfig(Strict):

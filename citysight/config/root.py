@@ -17,6 +17,7 @@ from citysight.config.cameras import CameraConfig
 from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.jurisdictions import JurisdictionsConfig
 from citysight.config.map import MapConfig
+from citysight.config.reports import ReportsConfig
 from citysight.config.rules import HotlistEntry, RuleConfig
 from citysight.config.services import CameraSecret, ServicesConfig
 from citysight.config.site import IncidentsConfig, SiteConfig
@@ -52,6 +53,9 @@ class CitysightConfig(Strict):
     tokens: list[TokenConfig] = _f("Tokens", "API principals.", default_factory=list)
     incidents: IncidentsConfig = _f(
         "Incidents", "Cross-camera incident merge.", default_factory=IncidentsConfig
+    )
+    reports: ReportsConfig = _f(
+        "Field reports", "Reports from grid workers' phones.", default_factory=ReportsConfig
     )
     retention: RetentionConfig = _f("Retention", "TTLs.", default_factory=RetentionConfig)
     audit: AuditConfig = _f("Audit", "Audit chain key and checks.", default_factory=AuditConfig)

@@ -98,6 +98,21 @@ class RuleConfig(Strict):
         "Schedule", "Active windows; empty means always.", default_factory=list
     )
     enabled: bool = _f("Enabled", "Disabled rules are skipped.", default=True)
+    recheck_s: float = _f(
+        "Re-check",
+        "Seconds the camera keeps watching after an alert of this rule is resolved: the "
+        "condition coming back reopens the alert (actor camera-check), none verifies it. "
+        "0: no re-check.",
+        default=0,
+        ge=0,
+        le=86400,
+    )
+    recheck_close: bool = _f(
+        "Close when verified",
+        "Close the alert when the camera re-check saw nothing (otherwise it stays resolved "
+        "with a verified event).",
+        default=False,
+    )
 
     @field_validator("classes")
     @classmethod

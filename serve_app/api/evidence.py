@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from citysight.config import Scope
@@ -107,3 +107,67 @@ def unredacted_evidence(
         actor=principal.name, action="evidence.unredacted", target=alert_id, reason=reason
     )
     return _jpeg(c.evidence.get(alert, unredacted=True), redacted=False)
+
+
+@router.get(
+    "/{alert_id}/evidence/{item_id}",
+    summary="One further evidence item of an alert (report/feedback photo, re-check snapshot)",
+    responses=_JPEG,
+    response_class=Response,
+)
+def evidence_item(
+    principal: Reader,
+    alert_id: str,
+    request: Request,
+    item_id: str = Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$"),
+) -> Response:
+    """Redacted JPEG of item ``item_id`` (ids are in the alert's ``evidence`` list)."""
+    c = ctx(request)
+    alert = scoped_alert(c, alert_id, principal)
+    if c.evidence.ref(alert, item_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such evidence item")
+    try:
+        jpeg = c.evidence.get(alert, unredacted=False, item_id=item_id)
+    except RedactionUnavailable:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "evidence redaction unavailable: faces cannot be detected right now, so no "
+            "redacted image is served (see the redaction component of /health)",
+            headers={"Retry-After": "30"},
+        ) from None
+    return _jpeg(jpeg, redacted=True)
+
+
+@router.post(
+    "/{alert_id}/evidence/{item_id}/unredacted",
+    summary="Unredacted evidence item (evidence:unredacted, audited with a reason)",
+    responses=_JPEG,
+    response_class=Response,
+)
+def unredacted_evidence_item(
+    principal: Reader,
+    alert_id: str,
+    body: UnredactRequest,
+    request: Request,
+    item_id: str = Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$"),
+) -> Response:
+    """The original item; the audit record is written before the bytes leave."""
+    c = ctx(request)
+    alert = scoped_alert(c, alert_id, principal)
+    if not principal.has(Scope.EVIDENCE_UNREDACTED):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing scope: evidence:unredacted")
+    reason = body.reason.strip()
+    if len(reason) < 3:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "reason is required (at least 3 characters) for unredacted evidence",
+        )
+    if c.evidence.ref(alert, item_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such evidence item")
+    c.audit.append(
+        actor=principal.name,
+        action="evidence.unredacted",
+        target=f"{alert_id}/{item_id}",
+        reason=reason,
+    )
+    return _jpeg(c.evidence.get(alert, unredacted=True, item_id=item_id), redacted=False)

@@ -70,6 +70,12 @@ class EngineOutput:
         cooldowns: cooldown key → alert time, for alerts raised here (persist these).
         failed: Indices (into the input) of frames whose evaluation raised.
         frames: Frames evaluated.
+        sightings: ``(camera, rule, zone)`` → latest sighting of the rule's condition in
+            this batch, whether or not it raised an alert (cooldowns and persistence only
+            gate alerts): what the camera re-check looks for. ``zone`` is the zone id of a
+            presence/count rule, ``*`` for other rule types.
+        seen: camera → latest frame time evaluated (the re-check's proof that a camera was
+            watched up to its deadline).
     """
 
     alerts: list[Alert] = field(default_factory=list)
@@ -78,6 +84,17 @@ class EngineOutput:
     cooldowns: dict[str, float] = field(default_factory=dict)
     failed: list[int] = field(default_factory=list)
     frames: int = 0
+    sightings: dict[tuple[str, str, str], Sighting] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class Sighting:
+    """The condition of a rule seen on a camera at ``t``, with the snapshot to show."""
+
+    t: float
+    snapshot_key: str = ""
+    evidence: EvidenceRef | None = None
 
 
 def _presence_summary(rule: RuleConfig, subject: str, count: int) -> str:
@@ -255,9 +272,12 @@ class RulesEngine:
         busy.update(c for c in {f.camera_id for f in frames} - busy if live.get(c))
         groups: dict[str, list[int]] = {}
         latest = self._latest_t
+        seen = out.seen
         for i, f in enumerate(frames):
             if f.frame_time > latest:
                 latest = f.frame_time
+            if f.frame_time > seen.get(f.camera_id, 0.0):
+                seen[f.camera_id] = f.frame_time
             if f.camera_id in busy:
                 groups.setdefault(f.camera_id, []).append(i)
             if f.snapshot_key and len(f.scores):
@@ -361,6 +381,8 @@ class RulesEngine:
                 st = states[key] = Persistence()
             for i in range(nf):
                 st.update(bool(hits[i]), b.times[i], rule.persistence)
+                if st.on and hits[i]:
+                    self._sighting(cam, rule, subject, b.frames[i], _frame_sel(b, i, m), out)
                 if st.on and not st.alerted:
                     t = b.times[i]
                     if not in_schedule(rule.schedule, t, self.tz):
@@ -400,6 +422,8 @@ class RulesEngine:
             if d is None or t - d[1] > self.track_gap_s:
                 d = self._dwell[key] = [t, t, 0.0]
             d[1] = max(d[1], t)
+            if t - d[0] >= rule.dwell_s:
+                self._sighting(cam, rule, "*", b.frames[i], np.array([j - b.offsets[i]]), out)
             if not d[2] and t - d[0] >= rule.dwell_s and in_schedule(rule.schedule, t, self.tz):
                 d[2] = 1.0
                 self._emit(
@@ -506,28 +530,61 @@ class RulesEngine:
         out.cooldowns[ck] = t
         alert_id = make_alert_id(cam.id, rule.id, subject, window_start)
         evidence = []
-        # Stream workers store at most about one snapshot per second per camera: when the
-        # triggering frame has none, the camera's latest snapshot within SNAPSHOT_MAX_AGE_S
-        # is the evidence, with that frame's own boxes of the same classes.
-        snap = frame if frame.snapshot_key else self._last_snap.get(cam.id)
-        if snap is not None and abs(snap.frame_time - t) <= SNAPSHOT_MAX_AGE_S:
-            faces = np.flatnonzero(snap.class_ids == _FACE)
-            if snap is frame:
-                shown = np.asarray(sel, np.intp)
-            else:
-                shown = np.flatnonzero(np.isin(snap.class_ids, frame.class_ids[sel]))
-            ev_idx = np.unique(np.concatenate([shown, faces]))
-            evidence.append(EvidenceRef(
-                key=evidence_key(alert_id), frame_time=snap.frame_time,
-                boxes=snap.boxes[ev_idx].round(1).tolist(),
-                class_ids=snap.class_ids[ev_idx].tolist(),
-            ))  # fmt: skip
-            out.snapshots[alert_id] = snap.snapshot_key
+        found = self._evidence(cam, frame, sel, evidence_key(alert_id))
+        if found is not None:
+            evidence.append(found[0])
+            out.snapshots[alert_id] = found[1]
         raw.append(self._alert(
             alert_id, rule.kind, severity or rule.severity, cam, rule.id, subject, window_start,
             t, score=float(frame.scores[sel].max()) if len(sel) else 0.0, summary=summary,
             plate_text=plate_text, evidence=evidence,
         ))  # fmt: skip
+
+    def _evidence(
+        self, cam: _Camera, frame: FrameResult, sel: npt.NDArray[np.intp], key: str
+    ) -> tuple[EvidenceRef, str] | None:
+        """The evidence of a detection: a reference (under ``key``) and the snapshot to copy.
+
+        Stream workers store at most about one snapshot per second per camera: when the
+        frame has none, the camera's latest snapshot within SNAPSHOT_MAX_AGE_S is the
+        evidence, with that frame's own boxes of the same classes.
+        """
+        t = frame.frame_time
+        snap = frame if frame.snapshot_key else self._last_snap.get(cam.id)
+        if snap is None or abs(snap.frame_time - t) > SNAPSHOT_MAX_AGE_S:
+            return None
+        faces = np.flatnonzero(snap.class_ids == _FACE)
+        if snap is frame:
+            shown = np.asarray(sel, np.intp)
+        else:
+            shown = np.flatnonzero(np.isin(snap.class_ids, frame.class_ids[sel]))
+        ev_idx = np.unique(np.concatenate([shown, faces]))
+        ref = EvidenceRef(
+            key=key, frame_time=snap.frame_time, boxes=snap.boxes[ev_idx].round(1).tolist(),
+            class_ids=snap.class_ids[ev_idx].tolist(),
+        )  # fmt: skip
+        return ref, snap.snapshot_key
+
+    def _sighting(
+        self,
+        cam: _Camera,
+        rule: RuleConfig,
+        zone: str,
+        frame: FrameResult,
+        sel: npt.NDArray[np.intp],
+        out: EngineOutput,
+    ) -> None:
+        """Remember the latest sighting of a rule's condition (for the camera re-check)."""
+        if rule.recheck_s <= 0:
+            return
+        key = (cam.id, rule.id, zone)
+        found = self._evidence(cam, frame, sel, "")
+        prev = out.sightings.get(key)
+        if prev is not None and prev.evidence is not None and found is None:
+            return  # an earlier frame of this batch showed it with a snapshot: keep that
+        out.sightings[key] = Sighting(
+            frame.frame_time, found[1] if found else "", found[0] if found else None
+        )
 
     def _alert(
         self,

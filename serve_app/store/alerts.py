@@ -25,7 +25,7 @@ import redis
 
 from citysight import keys
 from citysight.config import CitysightConfig
-from citysight.contracts import Alert, AlertEvent, AlertKind, AlertState
+from citysight.contracts import Alert, AlertEvent, AlertKind, AlertState, EvidenceRef
 from serve_app.store.feed import publish_feed
 from serve_app.store.lifecycle import (
     FALSE_OUTCOMES,
@@ -85,6 +85,8 @@ return 1
 """
 
 _PAGE = 200
+RECHECKED_STATES: frozenset[AlertState] = frozenset({AlertState.RESOLVED, AlertState.FEEDBACK})
+"""States in which a resolved alert waits for its camera re-check."""
 
 
 def _ts(dt: datetime) -> float:
@@ -147,13 +149,16 @@ class AlertStore:
         tree = self.cfg.tree()
         for alert in alerts:
             a = self._placed(alert.model_copy(update={"raised_at": alert.raised_at or now}))
+            report = a.source == "report"
             ev = AlertEvent(
                 alert_id=a.id,
                 seq=0,
                 from_state=None,
                 to_state=a.state,
-                actor="rules",
+                actor=(a.reporter or "reporter") if report else "rules",
                 note=a.summary,
+                action="report" if report else "",
+                evidence=[e.id for e in a.evidence if e.id] if report else [],
             )
             body = a.model_dump_json()
             jur_keys = [keys.jurisdiction_index(j) for j in a.jurisdiction_path if j in tree]
@@ -231,6 +236,79 @@ class AlertStore:
 
         return self._update(alert_id, change)
 
+    def add_event(
+        self,
+        alert_id: str,
+        *,
+        actor: str,
+        action: str,
+        note: str = "",
+        evidence: list[EvidenceRef] | None = None,
+        to_state: AlertState | None = None,
+        outcome: str | None = None,
+        only_from: frozenset[AlertState] | None = None,
+    ) -> Alert:
+        """Append an event that records more than a transition: evidence added (report and
+        feedback photos, a re-check snapshot) and an ``action``, optionally with a transition.
+
+        Args:
+            alert_id: The alert.
+            actor: Who (a principal, or ``camera-check``).
+            action: ``report``, ``feedback``, ``verified``, ``reopened``, ``recheck_failed``.
+            note: Free text.
+            evidence: Items to add to the alert's evidence (already stored).
+            to_state: A transition to make with the event (checked by the state machine);
+                ``None`` keeps the state.
+            outcome: Outcome recorded with a ``resolved`` or ``closed`` transition.
+            only_from: The event is made only while the alert is in one of these states
+                (otherwise :class:`InvalidTransition`): a re-check never acts on an alert a
+                person moved meanwhile.
+
+        Raises:
+            AlertNotFound: No such alert.
+            InvalidTransition: Forbidden transition, or the alert left ``only_from``.
+        """
+        refs = list(evidence or [])
+
+        def change(alert: Alert) -> tuple[Alert, AlertEvent]:
+            if only_from is not None and alert.state not in only_from:
+                raise InvalidTransition(
+                    alert.state, to_state or alert.state, f"alert is {alert.state.value} now"
+                )
+            target = alert.state if to_state is None else AlertState(to_state)
+            update: dict[str, Any] = {"updated_at": datetime.now(UTC)}
+            if target is not alert.state:
+                check_transition(alert.state, target, unit="-", outcome=outcome or "-")
+                update["state"] = target
+                if target is AlertState.RAISED:  # reopened: the verdict no longer holds
+                    update.update(outcome=None, assigned_unit=None, ended_at=None)
+                elif outcome:
+                    update["outcome"] = outcome
+            if refs:
+                known = {e.id for e in alert.evidence}
+                update["evidence"] = [*alert.evidence, *(e for e in refs if e.id not in known)]
+            ev = AlertEvent(
+                alert_id=alert_id, seq=0, from_state=alert.state, to_state=target, actor=actor,
+                note=note, outcome=update.get("outcome"), action=action,
+                evidence=[e.id for e in refs],
+            )  # fmt: skip
+            return alert.model_copy(update=update), ev
+
+        return self._update(alert_id, change)
+
+    def recheck_watches(self, limit: int = 1000) -> list[tuple[str, float]]:
+        """Resolved alerts waiting for their camera re-check: ``(alert id, resolved at)``,
+        oldest first."""
+        rows = cast(
+            "list[tuple[bytes | str, float]]",
+            self.r.zrange(keys.RECHECK_WATCHES, 0, limit - 1, withscores=True),
+        )
+        return [(keys.text(m) or "", float(t)) for m, t in rows]
+
+    def end_watch(self, alert_id: str) -> None:
+        """The camera re-check of ``alert_id`` is over (verified, reopened, or not needed)."""
+        self.r.zrem(keys.RECHECK_WATCHES, alert_id)
+
     def _update(self, alert_id: str, change: Callable[[Alert], tuple[Alert, AlertEvent]]) -> Alert:
         akey, ekey = keys.alert_key(alert_id), keys.events_key(alert_id)
         for _ in range(self.max_retries):
@@ -253,6 +331,14 @@ class AlertStore:
                     for d in after:
                         if d not in before:
                             pipe.zadd(keys.dept_index(d), {alert_id: _ts(new.started_at)})
+                    # The camera re-check learns of every resolution in the same transaction
+                    # (durable: a rules consumer restarting meanwhile still finds it); any
+                    # other move by a person (reopened, closed) ends the watch.
+                    if new.kind not in SYSTEM_KINDS:
+                        if new.state in RECHECKED_STATES and old.state not in RECHECKED_STATES:
+                            pipe.zadd(keys.RECHECK_WATCHES, {alert_id: time.time()})
+                        elif new.state not in RECHECKED_STATES:
+                            pipe.zrem(keys.RECHECK_WATCHES, alert_id)
                     # Every department that saw the alert before or sees it now gets the event
                     # (the owner learns of the escalation, the supervisor of the alert).
                     told = [*after, *(d for d in before if d not in after)]

@@ -1,7 +1,8 @@
 """The dispatch lifecycle: which state transitions are allowed.
 
 ``raised → assigned(unit) → acknowledged → resolved(outcome) → feedback → closed``, plus
-``false_alarm`` from any open state and reopening (``→ raised``) of finished alerts.
+``false_alarm`` from any open state and reopening (``→ raised``) of finished alerts (also by
+the camera re-check, actor ``camera-check``, from ``resolved`` or ``feedback``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ ALLOWED: Final[dict[AlertState, frozenset[AlertState]]] = {
     S.ASSIGNED: frozenset({S.ACKNOWLEDGED, S.FALSE_ALARM}),
     S.ACKNOWLEDGED: frozenset({S.RESOLVED, S.FALSE_ALARM}),
     S.RESOLVED: frozenset({S.FEEDBACK, S.CLOSED, S.RAISED}),
-    S.FEEDBACK: frozenset({S.CLOSED}),
+    S.FEEDBACK: frozenset({S.CLOSED, S.RAISED}),
     S.FALSE_ALARM: frozenset({S.CLOSED, S.RAISED}),
     S.CLOSED: frozenset({S.RAISED}),
 }

@@ -245,3 +245,21 @@ def test_frame_batch_checks_shapes() -> None:
         FrameBatch([f], ["c", "d"], [0], [0.0], [frozenset()])
     with pytest.raises(ContractError):
         FrameBatch([np.zeros((4, 4), np.uint8)], ["c"], [0], [0.0], [frozenset()])
+
+
+def test_alert_v2_records_read_as_camera_alerts_with_one_snapshot() -> None:
+    """Version 3 added source/reporter and evidence item ids: a v2 record still reads."""
+    v2 = {
+        "schema_version": 2, "id": "al_old", "kind": "smoke", "severity": "high",
+        "camera_id": "c1", "location": {"lat": 20.0, "lon": 110.0}, "department": "fire",
+        "started_at": "2026-01-01T00:00:00Z",
+        "evidence": [{"key": "citysight:evidence:al_old", "boxes": [[1, 2, 3, 4]]}],
+    }  # fmt: skip
+    a = Alert.model_validate(v2)
+    assert a.source == "camera" and a.reporter is None
+    assert [(e.id, e.source) for e in a.evidence] == [("", "snapshot")]
+    ev = AlertEvent.model_validate(
+        {"alert_id": "al_old", "seq": 0, "from_state": None, "to_state": "raised", "actor": "rules"}
+    )
+    assert ev.action == "" and ev.evidence == []
+    assert AlertKind("road_damage") is AlertKind.ROAD_DAMAGE

@@ -35,6 +35,9 @@ export const KIND_SVG = {
   vending: '<path d="M3 9l2-5h14l2 5z"/><rect x="5" y="10" width="14" height="9" fill="none" stroke="currentColor" stroke-width="2.4"/>',
   camera_offline: '<rect x="2" y="7" width="14" height="10" rx="2"/><path d="M16 11l6-3v8l-6-3z"/>' +
     '<path d="M3 3l18 18" stroke="currentColor" stroke-width="2.6"/>',
+  // Field-report kinds (no camera rule raises them).
+  road_damage: '<path d="M8 2h8l6 20H2z"/><path d="M12 5l-2 5 3 3-2 6" fill="none" stroke="#fff" stroke-width="1.8"/>',
+  other: '<circle cx="12" cy="12" r="10"/><path d="M11 6h2v8h-2zM11 16h2v2h-2z" fill="#fff"/>',
 };
 
 export const state = {

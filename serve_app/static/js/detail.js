@@ -5,6 +5,7 @@ import {
   $, NEXT_ACTIONS, api, departmentName, fmtDateTime, fmtTime, hasScope, kindIcon, state, t, tEnum, tid,
 } from "./core.js";
 import { showCamera } from "./map.js";
+import { decorateEvent } from "./timeline_extras.js";
 
 // -- alert detail ------------------------------------------------------------------------
 
@@ -79,6 +80,7 @@ export function appendTimeline(ev) {
   $("b", li).textContent = `${ev.from_state ? tEnum("state", ev.from_state) : "—"} → ${tEnum("state", ev.to_state)}`;
   $(".by", li).textContent = t("timeline.by", { actor: ev.actor });
   $(".x", li).textContent = extra;
+  decorateEvent(li, ev);
   // Keep sequence order even when a live event overtakes the initial fetch.
   const after = [...ol.children].find((x) => Number(x.dataset.seq) > Number(ev.seq));
   ol.insertBefore(li, after || null);
