@@ -82,6 +82,7 @@ PRINCIPALS: dict[str, dict[str, Any]] = {
     "north-fire": {"department": "fire", "jurisdiction": "north",
                    "scopes": ["alerts:read", "alerts:dispatch"]},
     "grid": {"department": "*", "jurisdiction": "north-g1", "scopes": ["alerts:read"]},
+    "reporter": {"department": "fire", "scopes": ["reports:write"]},
 }  # fmt: skip
 MISSING = "al_does_not_exist_00000"
 N_PER = 3
@@ -158,7 +159,7 @@ def world(redis_server: Any) -> Iterator[tuple[TestClient, redis.Redis]]:
     r.close()
 
 
-ROLES = list(PRINCIPALS)
+ROLES = [r for r in PRINCIPALS if r != "reporter"]  # the reporter reads no alerts
 ALL_IDS = [a for t in TOWNS for a in _ids(t)]
 
 
@@ -407,3 +408,25 @@ def test_every_api_route_is_in_the_jurisdiction_matrix(
     assert "/api/alerts" in paths and "/api/stats" in paths  # the listing is real
     unknown = sorted(paths - COVERED - set(NOT_JURISDICTION_DATA))
     assert not unknown, f"routes missing from the jurisdiction matrix: {unknown}"
+
+
+# Last: it adds an alert to the module's world that the counts above do not expect.
+def test_a_field_report_is_placed_by_its_position_and_scoped(
+    world: tuple[TestClient, redis.Redis],
+) -> None:
+    """A report sent from inside South (no camera near) is South's: North never sees it."""
+    client, _ = world
+    jpeg = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
+    lat, lon = POS["south"]
+    res = client.post(
+        "/api/reports",
+        data={"latitude": str(lat + 0.02), "longitude": str(lon + 0.1), "kind": "fire"},
+        files=[("photos", ("p.jpg", jpeg, "image/jpeg"))],
+        headers=_h("reporter"),
+    )
+    assert res.status_code == 201, res.text
+    aid = res.json()["alert_id"]
+    a = client.get(f"/api/alerts/{aid}", headers=_h("admin")).json()
+    assert a["jurisdiction_path"] == ["city", "south"] and a["source"] == "report"
+    assert client.get(f"/api/alerts/{aid}", headers=_h("south")).status_code == 200
+    assert client.get(f"/api/alerts/{aid}", headers=_h("north")).status_code == 404
