@@ -68,6 +68,25 @@ def ws_sessions_key(token_key: str) -> str:
     return f"citysight:ws-sessions:{token_key}"
 
 
+def live_interest_key(camera_id: str) -> str:
+    """String with a TTL: someone watches the camera live (refreshed by the ingress while a
+    viewer is open); stream workers publish the camera's packets only while it exists."""
+    return f"citysight:live:{camera_id}:interest"
+
+
+def live_packets_key(camera_id: str) -> str:
+    """Capped stream of a camera's compressed packets for live viewers (stream workers;
+    fields ``v`` data, ``p``/``d`` pts/dts at 90 kHz, ``k`` keyframe, ``w`` demux wall time,
+    ``i`` stream info JSON on keyframes, ``x`` a reason live view is unavailable)."""
+    return f"citysight:live:{camera_id}:packets"
+
+
+def live_viewers_key(camera_id: str) -> str:
+    """Sorted set of a camera's open live viewers across replicas (member = session id,
+    score = last seen, ms): what ``services.live.max_viewers_per_camera`` counts."""
+    return f"citysight:live:{camera_id}:viewers"
+
+
 def metrics_key(role: str) -> str:
     """Hash holding the metric snapshots of one role's instances.
 

@@ -40,6 +40,7 @@ from serve_app.api import (
     evidence,
     health,
     incidents,
+    live,
     mapconfig,
     me,
     metrics,
@@ -55,6 +56,7 @@ from serve_app.ws import endpoint
 from serve_app.ws.hub import Hub
 
 if TYPE_CHECKING:
+    from serve_app.api.live import LiveHub
     from serve_app.store.alerts import AlertStore
     from serve_app.store.audit import AuditLog
     from serve_app.store.cameras import CameraRegistry
@@ -103,6 +105,15 @@ class ApiContext:
             max_sockets=http.websocket_limit(),
             max_per_principal=http.ws_max_per_principal,
         )
+
+    @cached_property
+    def live(self) -> LiveHub:
+        """Live-view channels of this replica (``WS /ws/live/{camera_id}``)."""
+        from serve_app.api.live import LiveHub
+
+        hub = LiveHub(self.redis_url, self.cfg.services.live, self.metrics.live)
+        self.metrics.live_gauges = hub.gauges
+        return hub
 
     @cached_property
     def alerts(self) -> AlertStore:
@@ -424,6 +435,8 @@ def create_api(
             with contextlib.suppress(RedisError, OSError):
                 await ctx.hub.redis.hdel(metrics_key("ingress"), ctx.metrics.replica)
             await ctx.hub.stop()
+            if "live" in ctx.__dict__:  # only when a viewer came
+                await ctx.live.close()
             ctx.close()
 
     app = FastAPI(
@@ -457,6 +470,7 @@ def create_api(
         mapconfig,
         stats,
         endpoint,
+        live,
     ):
         app.include_router(module.router)
 
@@ -533,6 +547,8 @@ def map_page_headers(cfg: CitysightConfig) -> dict[str, str]:
             "style-src-attr 'unsafe-inline'",
             f"img-src {' '.join(img)}",
             "connect-src 'self'",
+            # Live view plays through Media Source Extensions (a blob: URL).
+            "media-src 'self' blob:",
             "font-src 'self'",
             "base-uri 'none'",
             "form-action 'self'",

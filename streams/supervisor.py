@@ -24,7 +24,7 @@ import redis
 from pydantic import ValidationError
 
 from citysight import keys, redisconn
-from citysight.config import CameraConfig, StreamsService, format_validation_error
+from citysight.config import CameraConfig, LiveService, StreamsService, format_validation_error
 from streams.reader import ReaderOptions
 from streams.ring import HashRing
 from streams.worker import InferFactory, StreamWorkerActor
@@ -45,6 +45,7 @@ class StreamSupervisor:
         autostart: Start in the constructor (what the Ray actor needs).
         max_respawns: Respawns allowed per worker name within ``respawn_window_s``.
         respawn_window_s: Window of ``max_respawns``.
+        live_cfg: Live-view settings passed to every worker (default: the defaults).
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class StreamSupervisor:
         autostart: bool = True,
         max_respawns: int = 3,
         respawn_window_s: float = 300.0,
+        live_cfg: LiveService | None = None,
     ) -> None:
         self.cfg = streams_cfg
+        self.live_cfg = live_cfg
         self.redis_url = redis_url
         self.redis = redisconn.connect(redis_url)
         self.infer_factory = infer_factory
@@ -142,7 +145,12 @@ class StreamSupervisor:
 
     def _spawn(self) -> Any:
         return StreamWorkerActor.options(**self._actor_options()).remote(
-            [], self.cfg, self.redis_url, self.infer_factory, self.reader_options
+            [],
+            self.cfg,
+            self.redis_url,
+            self.infer_factory,
+            self.reader_options,
+            live_cfg=self.live_cfg,
         )
 
     # -- queries ----------------------------------------------------------------------

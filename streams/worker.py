@@ -35,9 +35,10 @@ import ray
 import redis
 
 from citysight import keys, redisconn
-from citysight.config import CameraConfig, StreamsService
+from citysight.config import CameraConfig, LiveService, StreamsService
 from citysight.contracts import CameraState, CameraStatus, FrameBatch, FrameResult, shard_of
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
+from streams.live import NVDEC_UNAVAILABLE, LivePublisher
 from streams.mux import FrameMux
 from streams.packets import PacketTaps
 from streams.reader import CameraReader, ReaderOptions
@@ -75,6 +76,7 @@ class StreamWorker:
             process); returns ``infer(batch) -> list[FrameResult]``.
         reader_options: Reader tunables; restarts default to ``streams_cfg``'s.
         autostart: Start threads in the constructor (what the Ray actor needs).
+        live_cfg: Live-view settings (``services.live``); live view is off when disabled.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class StreamWorker:
         infer_factory: InferFactory,
         reader_options: ReaderOptions | None = None,
         autostart: bool = True,
+        live_cfg: LiveService | None = None,
     ) -> None:
         self.cfg = streams_cfg
         self.redis = redisconn.connect(redis_url)
@@ -104,6 +107,20 @@ class StreamWorker:
         self.mux = FrameMux(streams_cfg.queue_frames)
         # Consumers of the cameras' compressed packets (evidence clips, live view).
         self.taps = PacketTaps()
+        live = live_cfg or LiveService()
+        self.live: LivePublisher | None = None
+        if live.enabled:
+            # Its own Redis client: the publisher thread never shares the inference loop's.
+            nvdec = streams_cfg.decoder != "pyav"
+            self.live = LivePublisher(
+                redisconn.connect(redis_url),
+                live,
+                self.camera_ids,
+                unavailable=NVDEC_UNAVAILABLE if nvdec else "",
+                camera_of=self._camera_of,
+                reader_options=self.reader_options,
+            )
+            self.taps.add(self.live)
         self._infer_factory = infer_factory
         self._infer: InferFn | None = None
         self._readers: dict[str, CameraReader] = {}
@@ -137,6 +154,8 @@ class StreamWorker:
             return
         self._infer = self._infer_factory()
         self._stop.clear()
+        if self.live is not None:
+            self.live.start()
         for target, name in ((self._infer_loop, "infer"), (self._health_loop, "health")):
             t = threading.Thread(target=target, name=f"stream-worker-{name}", daemon=True)
             t.start()
@@ -155,6 +174,9 @@ class StreamWorker:
             r.stop()
             self.mux.remove_camera(r.camera_id)
         self._stop.set()
+        if self.live is not None:
+            self.live.stop()
+            self.live.r.close()
         self.mux.close()
         for t in self._threads:
             t.join(10)
@@ -229,6 +251,12 @@ class StreamWorker:
             self.redis.hdel(keys.CAMERA_HEALTH, camera_id)
         return found
 
+    def _camera_of(self, camera_id: str) -> CameraConfig | None:
+        """The config of a camera read here (live view reads its sub-stream from it)."""
+        with self._lock:
+            reader = self._readers.get(camera_id)
+        return reader.camera if reader is not None else None
+
     def camera_ids(self) -> list[str]:
         """Ids of the cameras read by this worker."""
         with self._lock:
@@ -260,6 +288,7 @@ class StreamWorker:
                 for cid, st in self.statuses().items()
             },
             "inference": self._inference_health(),
+            "live": self.live.stats() if self.live is not None else None,
         }
 
     def _inference_health(self) -> dict[str, Any] | None:

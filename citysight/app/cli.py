@@ -47,6 +47,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "redaction": "benchmarks.redaction.cli:main",
         "reports": "benchmarks.reports.cli:main",
         "cluster": "benchmarks.cluster.bench:main",
+        "video": "benchmarks.video.cli:main",
     },
     # a multi-host cluster on this machine, one network namespace per host (as root)
     "cluster": {

@@ -172,6 +172,7 @@ def demo_config_dict(
         "audit:read",
         "monitoring:read",
         "reports:write",
+        "video:live",
     ]
     return {
         "version": 1,
@@ -224,7 +225,8 @@ def demo_config_dict(
                 "name": "duty",
                 "role": "duty",
                 "department": "duty",
-                "scopes": ["alerts:read", "alerts:dispatch"],
+                # The duty officer re-checks cases on live video.
+                "scopes": ["alerts:read", "alerts:dispatch", "video:live"],
                 "token_env": "CITYSIGHT_DEMO_TOKEN_DUTY",
             },
             {

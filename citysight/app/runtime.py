@@ -421,6 +421,7 @@ class Runtime:
             self.redis_url,
             # Each worker's inference, measured for GET /metrics (citysight.metrics).
             functools.partial(metered_inference, factory, self.redis_url),
+            live_cfg=self.cfg.services.live,
         )
         self._health_thread = threading.Thread(
             target=self._report_streams, name="streams-health", daemon=True

@@ -33,6 +33,7 @@ from citysight.config.cameras import (
 )
 from citysight.config.departments import DepartmentConfig, RouteConfig
 from citysight.config.jurisdictions import JurisdictionArea, JurisdictionsConfig
+from citysight.config.live import LiveService
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
 from citysight.config.map import GeoOverlay, MapConfig
 from citysight.config.reference import json_schema, schema_reference_markdown
@@ -84,6 +85,7 @@ __all__ = [
     "JurisdictionArea",
     "JurisdictionsConfig",
     "LineConfig",
+    "LiveService",
     "MapConfig",
     "PersistenceConfig",
     "Point",

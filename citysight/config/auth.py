@@ -20,6 +20,7 @@ class Scope(enum.StrEnum):
     MONITORING_READ = "monitoring:read"
     REPORTS_WRITE = "reports:write"
     """Send field reports (``POST /api/reports``) and read one's own (``GET /api/reports``)."""
+    VIDEO_LIVE = "video:live"
 
 
 class TokenConfig(Strict):

@@ -117,6 +117,16 @@ class CameraConfig(Strict):
         min_length=1,
         max_length=MAX_URL_LENGTH,
     )
+    substream_url: str | None = _f(
+        "Sub-stream URL",
+        "The camera's second, lower-resolution stream, preferred for live view when set "
+        "(analytics keep reading url). Same rules as url: no password (the camera's secret "
+        "in services.streams.camera_secrets applies when its host matches), the same URL "
+        "policy, checked again at every connect.",
+        default=None,
+        min_length=1,
+        max_length=MAX_URL_LENGTH,
+    )
     url_password_env: str | None = _f(
         "Password variable (deprecated)",
         "Deprecated, config file only: moved at load into services.streams.camera_secrets "
@@ -149,12 +159,12 @@ class CameraConfig(Strict):
     )
     lines: list[LineConfig] = _f("Lines", "Counting lines.", default_factory=list, max_length=256)
 
-    @field_validator("url")
+    @field_validator("url", "substream_url")
     @classmethod
-    def _no_inline_password(cls, v: str) -> str:
+    def _no_inline_password(cls, v: str | None) -> str | None:
         # The length cap (max_length) has refused anything longer than MAX_URL_LENGTH before
         # this runs, and has_password is linear: no URL can make parsing the registry slow.
-        if has_password(v):
+        if v is not None and has_password(v):
             raise ValueError(
                 "the URL holds a password: bind it to the camera id in "
                 "services.streams.camera_secrets instead"

@@ -12,6 +12,7 @@ from pydantic import field_validator, model_validator
 from citysight.choices import DETECTOR_TIERS, DecoderName, InferenceBackend
 from citysight.config.base import ID_PATTERN, Strict, _f
 from citysight.config.cameras import ENV_NAME_PATTERN, Detector
+from citysight.config.live import LiveService
 from citysight.urls import (
     DEFAULT_ALLOWED_NETWORKS,
     DEFAULT_CAMERA_PORTS,
@@ -537,6 +538,7 @@ class ServicesConfig(Strict):
     http: HttpService = _f("HTTP", "API.", default_factory=HttpService)
     streams: StreamsService = _f("Streams", "Ingest.", default_factory=StreamsService)
     rules: RulesService = _f("Rules", "Rules consumers.", default_factory=RulesService)
+    live: LiveService = _f("Live view", "Live view of cameras.", default_factory=LiveService)
 
     @model_validator(mode="after")
     def _consumers_have_shards(self) -> ServicesConfig:

@@ -19,6 +19,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from citysight.config import CameraConfig, StreamsService
 from citysight.urls import check_url, redact
 from serve_app.api.deps import camera_path, ctx, sees_camera
+from serve_app.api.live import live_url
 from serve_app.auth import CameraWriter, Principal, Reader
 from serve_app.store.alerts import CAMERA_REMOVED
 
@@ -28,12 +29,19 @@ router = APIRouter(prefix="/api/cameras", tags=["cameras"])
 
 
 def public_camera(
-    cam: CameraConfig, health: dict[str, Any] | None, path: list[str] | None = None
+    cam: CameraConfig,
+    health: dict[str, Any] | None,
+    live: str | None = None,
+    path: list[str] | None = None,
 ) -> dict[str, Any]:
-    """API form of a camera: no credentials, with its health and jurisdiction path."""
+    """API form of a camera: no credentials, with its health, live-view path and
+    jurisdiction path."""
     d = cam.model_dump(mode="json", exclude={"url_password_env"})
     d["url"] = redact(cam.url, keep_user=False)
+    if cam.substream_url is not None:
+        d["substream_url"] = redact(cam.substream_url, keep_user=False)
     d["health"] = health or {"state": "unknown"}
+    d["live_url"] = live
     if path is not None:
         d["jurisdiction"] = path[-1] if path else cam.jurisdiction
         d["jurisdiction_path"] = path
@@ -76,10 +84,13 @@ def check_camera(cam: CameraConfig, streams: StreamsService) -> None:
             "url_password_env: not accepted from the API; camera passwords are bound to "
             "camera ids by the operator (services.streams.camera_secrets)",
         )
-    try:
-        check_url(cam.url, streams.allowed_url_schemes, streams.network_policy())
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"url: {exc}") from None
+    for name, url in (("url", cam.url), ("substream_url", cam.substream_url)):
+        if url is None:
+            continue
+        try:
+            check_url(url, streams.allowed_url_schemes, streams.network_policy())
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: {exc}") from None
 
 
 @router.get("", summary="Cameras with health")
@@ -94,7 +105,7 @@ def list_cameras(
     for cam in c.cameras.list():
         path = camera_path(c, cam)
         if principal.sees_place(path):
-            out.append(public_camera(cam, health.get(cam.id), path))
+            out.append(public_camera(cam, health.get(cam.id), live_url(c.cfg, cam.id), path))
     return out
 
 
@@ -109,7 +120,9 @@ def get_camera(
     cam = c.cameras.get(camera_id)
     if cam is None or not sees_camera(c, cam, principal):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
-    return public_camera(cam, c.cameras.health().get(camera_id), camera_path(c, cam))
+    return public_camera(
+        cam, c.cameras.health().get(camera_id), live_url(c.cfg, cam.id), camera_path(c, cam)
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Register a camera")
@@ -127,7 +140,7 @@ def create_camera(
     c.cameras.put(cam)
     c.audit.append(actor=principal.name, action="camera.create", target=cam.id)
     logger.info("camera %s created by %s", cam.id, principal.name)
-    return public_camera(cam, None)
+    return public_camera(cam, None, live_url(c.cfg, cam.id))
 
 
 @router.put("/{camera_id}", summary="Replace a camera")
@@ -150,7 +163,7 @@ def replace_camera(
     cam = _placed(request, cam, principal)
     c.cameras.put(cam)
     c.audit.append(actor=principal.name, action="camera.update", target=cam.id)
-    return public_camera(cam, c.cameras.health().get(camera_id))
+    return public_camera(cam, c.cameras.health().get(camera_id), live_url(c.cfg, cam.id))
 
 
 @router.delete("/{camera_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove a camera")

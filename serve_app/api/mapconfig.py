@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 
 from serve_app.api.deps import camera_path, ctx
+from serve_app.api.live import live_url
 from serve_app.auth import Reader
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def map_config(
         d["jurisdiction"] = path[-1] if path else cam.jurisdiction
         d["jurisdiction_path"] = path
         d["state"] = (health.get(cam.id) or {}).get("state", "unknown")
+        d["live_url"] = live_url(c.cfg, cam.id)
         cams.append(d)
     center = None
     if cams:

@@ -67,6 +67,8 @@ class Metrics:
         self.feed_messages = 0
         self.delivery_ms = Histogram(DELIVERY_BUCKETS_MS)
         self.http_requests: dict[tuple[str, int], int] = defaultdict(int)
+        self.live: dict[str, int] = defaultdict(int)  # live view (serve_app/api/live.py)
+        self.live_gauges: Any = None  # () -> {"viewers", "channels"}, set by the live hub
 
     def observe_delivery(self, ms: float) -> None:
         """Record one WebSocket delivery latency (feed write to send done)."""
@@ -93,6 +95,7 @@ class Metrics:
             "alerts_total": dict(self.alerts_total),
             "delivery_ms": self.delivery_ms.to_dict(),
             "http_requests": requests,
+            "live": {**self.live, **(self.live_gauges() if self.live_gauges else {})},
             "updated_at": time.time(),
         }
 
@@ -188,10 +191,39 @@ def render_ingress(exp: Exposition, replicas: dict[str, dict[str, Any]]) -> None
             h.get("counts") or [0] * (len(DELIVERY_BUCKETS_MS) + 1),
             float(h.get("sum") or 0),
         )
+    render_live(exp, items)
     exp.family("citysight_http_requests_total", "counter", "HTTP responses by method and status.")
     for r, s in items:
         for method, code, n in s.get("http_requests") or []:
             exp.sample(n, {"replica": r, "method": str(method), "status": str(code)})
+
+
+_LIVE_COUNTERS: tuple[tuple[str, str], ...] = (
+    ("sessions", "Live-view sessions accepted."),
+    ("bytes", "Bytes of fragmented MP4 sent to live viewers (counted when a session ends)."),
+    ("packets", "Packets remuxed for live viewers."),
+    ("dropped_slow", "Live viewers closed for being too slow (queue overflow, send timeout)."),
+    ("refused_auth", "Live handshakes refused: no valid token or ticket."),
+    ("refused_scope", "Live handshakes refused: missing scope or camera outside scope."),
+    ("refused_camera_cap", "Live handshakes refused by services.live.max_viewers_per_camera."),
+    ("refused_node_cap", "Live handshakes refused by services.live.max_viewers_per_node."),
+    ("closed_revoked", "Live sessions closed because the token was revoked or changed."),
+    ("unavailable", "Live sessions closed: the camera offers no playable packets."),
+    ("no_video", "Live sessions closed: no video within services.live.start_timeout_s."),
+    ("read_errors", "Failed reads of live packet streams (retried)."),
+)
+
+
+def render_live(exp: Exposition, items: list[tuple[str, dict[str, Any]]]) -> None:
+    """The live-view families, one series per replica."""
+
+    def each(key: str) -> list[tuple[dict[str, str], float]]:
+        return [({"replica": r}, float((s.get("live") or {}).get(key) or 0)) for r, s in items]
+
+    exp.gauge("citysight_live_viewers", "Open live viewers per replica.", each("viewers"))
+    exp.gauge("citysight_live_channels", "Cameras watched live per replica.", each("channels"))
+    for key, help_ in _LIVE_COUNTERS:
+        exp.counter(f"citysight_live_{key}_total", help_, each(key))
 
 
 def render_metrics(c: ApiContext) -> str:

@@ -144,6 +144,10 @@ COVERED: tuple[Covered, ...] = (
         "tests/benchmarks/redaction/test_redaction_bench.py::test_bench_redaction_small",
     ),
     Covered(
+        r"citysight bench video --json",
+        "tests/benchmarks/video/test_video_bench.py::test_bench_video_small",
+    ),
+    Covered(
         r"citysight bench metrics( --[a-z]+ \d+)* --json",
         "tests/benchmarks/metrics/test_metrics_bench.py::test_bench_metrics_small",
     ),

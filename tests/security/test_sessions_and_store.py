@@ -756,3 +756,32 @@ def test_one_crashing_stream_does_not_stop_its_workers_other_cameras(
     finally:
         w.stop()
         r.close()
+
+
+def test_an_append_during_verification_is_not_a_broken_chain(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Live-view sessions append records at any moment: one landing between the last page
+    read and the head read made the old verification report the chain broken."""
+
+    class AppendBeforeHeadRead(redis.Redis):
+        appender: AuditLog | None = None
+
+        def get(self, name: Any) -> Any:
+            if name == keys.AUDIT_HEAD and self.appender is not None:
+                appender, self.appender = self.appender, None  # once, at the worst moment
+                appender.append(actor="viewer", action="live.start", target="cam-1")
+            return super().get(name)
+
+    cfg = _config(tmp_path)
+    plain = redis.Redis.from_url(redis_url)
+    racy = AppendBeforeHeadRead.from_url(redis_url)
+    writer, verifier = AuditLog(plain, cfg), AuditLog(racy, cfg)
+    for i in range(3):
+        writer.append(actor="alice", action="evidence:unredacted", target=f"al_{i}", reason="x")
+    racy.appender = writer
+    report = verifier.verify_report()
+    assert report.ok, report.reason
+    assert report.records == 4
+    plain.close()
+    racy.close()

@@ -1,7 +1,8 @@
 /* citysight operations map — The Leaflet map: graticule base layer, overlays, camera markers (clustered) and popups. */
 
-import { $, HEALTH_COLOURS, PANES, PANE_Z, api, fmtTime, setTimeZone, state, t, tEnum } from "./core.js";
+import { $, HEALTH_COLOURS, PANES, PANE_Z, api, fmtTime, hasScope, setTimeZone, state, t, tEnum } from "./core.js";
 import { openAlert } from "./detail.js";
+import { livePanel } from "./live.js";
 
 // -- map ---------------------------------------------------------------------------------
 
@@ -294,5 +295,6 @@ export function cameraPopup(id) {
     li.textContent = t("camera.recent_none");
     ul.appendChild(li);
   }
+  if (c.live_url && hasScope("video:live")) el.appendChild(livePanel(c));
   return el;
 }
