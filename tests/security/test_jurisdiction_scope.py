@@ -83,6 +83,8 @@ PRINCIPALS: dict[str, dict[str, Any]] = {
                    "scopes": ["alerts:read", "alerts:dispatch"]},
     "grid": {"department": "*", "jurisdiction": "north-g1", "scopes": ["alerts:read"]},
     "reporter": {"department": "fire", "scopes": ["reports:write"]},
+    "live-north": {"department": "*", "jurisdiction": "north",
+                   "scopes": ["alerts:read", "video:live"]},
 }  # fmt: skip
 MISSING = "al_does_not_exist_00000"
 N_PER = 3
@@ -159,7 +161,7 @@ def world(redis_server: Any) -> Iterator[tuple[TestClient, redis.Redis]]:
     r.close()
 
 
-ROLES = [r for r in PRINCIPALS if r != "reporter"]  # the reporter reads no alerts
+ROLES = [r for r in PRINCIPALS if r not in ("reporter", "live-north")]  # not alert readers
 ALL_IDS = [a for t in TOWNS for a in _ids(t)]
 
 
@@ -232,6 +234,23 @@ def test_feedback_photos_on_another_townships_alert_answer_like_missing(
     assert missing.status_code == 404
     res = post("al_south_fire_0")
     assert res.status_code == 404 and res.json() == missing.json()
+
+
+def test_live_view_of_another_townships_camera_answers_like_a_missing_one(
+    world: tuple[TestClient, redis.Redis],
+) -> None:
+    from starlette.testclient import WebSocketDenialResponse
+
+    client, _ = world
+    codes = {}
+    for cam in ("cam-south", "cam-missing"):
+        with (
+            pytest.raises(WebSocketDenialResponse) as ei,
+            client.websocket_connect(f"/ws/live/{cam}", headers=_h("live-north")),
+        ):
+            pass
+        codes[cam] = (ei.value.status_code, ei.value.json())
+    assert codes["cam-south"] == codes["cam-missing"] and codes["cam-south"][0] == 404
 
 
 def test_own_alerts_are_reachable(world: tuple[TestClient, redis.Redis]) -> None:
