@@ -174,6 +174,30 @@ def plates_key(plate: str) -> str:
     return f"citysight:plates:{plate}"
 
 
+WEBHOOKS_GROUP: Final = "webhooks"
+"""Consumer group of the webhook fan-out on the feed stream (its position survives restarts)."""
+WEBHOOKS_LEASE: Final = "citysight:webhooks:lease"
+"""String: the instance that delivers webhooks now (one at a time, renewed; expires)."""
+WEBHOOKS_PREFIX: Final = "citysight:webhooks:"
+WEBHOOKS_FANOUT: Final = "citysight:webhooks:fanout"
+"""Hash: fan-out counters (``feed_lost``: feed entries trimmed before the fan-out read them)."""
+
+
+def webhook_outbox(name: str) -> str:
+    """Stream of one webhook's undelivered events, oldest first (delivered ones are deleted)."""
+    return f"{WEBHOOKS_PREFIX}{name}:outbox"
+
+
+def webhook_dead(name: str) -> str:
+    """Stream of one webhook's dead-lettered events (inspect and replay with the CLI)."""
+    return f"{WEBHOOKS_PREFIX}{name}:dead"
+
+
+def webhook_stats(name: str) -> str:
+    """Hash of one webhook's delivery counters and last success/error (metrics, health)."""
+    return f"{WEBHOOKS_PREFIX}{name}:stats"
+
+
 # -- replies -----------------------------------------------------------------------------
 
 StreamId = tuple[int, int]

@@ -18,7 +18,7 @@ from citysight.plates import normalise_plate
 from inference.detectors.base import DetectorBackend, load_detector
 from inference.detectors.common import read_image
 from inference.detectors.ocr import TextRecognizer
-from inference.detectors.plate import read_plate
+from inference.detectors.plate import MIN_CHAR_CONF, read_plate
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,9 @@ def eval_boxes(
 def eval_plate_text(images: list[LabelledImage], skipped: list[str]) -> dict[str, Any]:
     """Read every rectified crop; ``text_exact`` = exact readings / crops.
 
-    ``precision`` is exact / crops given a valid reading, ``recall`` exact / crops.
+    ``precision`` is exact / crops given a reading, ``recall`` exact / crops. A crop is
+    either read exactly, read wrong (``wrong_rate``: a wrong plate reported) or
+    unreadable (``unreadable_rate``: no plate reported, never a guess).
     """
     rec = TextRecognizer()
     ok = read = total = 0
@@ -102,10 +104,13 @@ def eval_plate_text(images: list[LabelledImage], skipped: list[str]) -> dict[str
         text, _ = read_plate(rec, img)
         total += 1
         read += bool(text)
-        ok += normalise_plate(text) == normalise_plate(labelled[0].text or "")
+        ok += bool(text) and normalise_plate(text) == normalise_plate(labelled[0].text or "")
     c = Counts(matched=ok, detections=read, labelled=total)
     res = c.metrics()
     res["text_exact"] = round(ok / total, 4) if total else 0.0
+    res["wrong_rate"] = round((read - ok) / total, 4) if total else 0.0
+    res["unreadable_rate"] = round((total - read) / total, 4) if total else 0.0
+    res["min_char_conf"] = MIN_CHAR_CONF
     return res
 
 

@@ -48,6 +48,12 @@ GROUPS: dict[str, dict[str, str]] = {
         "reports": "benchmarks.reports.cli:main",
         "cluster": "benchmarks.cluster.bench:main",
         "video": "benchmarks.video.cli:main",
+        "webhooks": "benchmarks.webhooks.cli:main",
+    },
+    # outbound webhooks: delivery status, dead letters (docs/integrations.md)
+    "webhooks": {
+        name: f"serve_app.webhooks.admin:{name}_main"
+        for name in ("status", "dead", "replay", "purge", "receive")
     },
     # a multi-host cluster on this machine, one network namespace per host (as root)
     "cluster": {
@@ -217,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     for group, help_ in (
         ("bench", "benchmarks"),
         ("models", "model files"),
+        ("webhooks", "webhook delivery status, dead letters and replay"),
         ("cluster", "a multi-host cluster in network namespaces, as root (docs/cluster.md)"),
     ):
         g = sub.add_parser(group, help=f"{help_}: " + ", ".join(GROUPS[group]))

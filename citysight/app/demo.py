@@ -19,6 +19,10 @@ from citysight.urls import DEFAULT_ALLOWED_NETWORKS, DEFAULT_CAMERA_PORTS
 
 DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY", "GRID", "TOWNSHIP")
 
+DEMO_WEBHOOK_URL_ENV = "CITYSIGHT_DEMO_WEBHOOK_URL"
+DEMO_WEBHOOK_SECRET_ENV = "CITYSIGHT_DEMO_WEBHOOK_SECRET"
+"""Opt-in demo webhook: its URL (e.g. ``citysight webhooks receive``'s) and signing secret."""
+
 DEMO_RTSP_PORTS = (8554, 8599)
 """Ports of 127.0.0.1 the demo's camera allow-list opens (a local RTSP test server)."""
 
@@ -174,7 +178,7 @@ def demo_config_dict(
         "reports:write",
         "video:live",
     ]
-    return {
+    doc: dict[str, Any] = {
         "version": 1,
         "site": {"timezone": "Asia/Shanghai"},  # Haikou: schedules run in China Standard Time
         "ui": {"language": "zh-CN"},  # a Chinese city's operators: the map starts in Chinese
@@ -272,6 +276,27 @@ def demo_config_dict(
                 ],
             },
         },
+    }
+    hook_url = os.environ.get(DEMO_WEBHOOK_URL_ENV)
+    if hook_url:
+        doc["webhooks"] = [demo_webhook(hook_url)]
+    return doc
+
+
+def demo_webhook(url: str) -> dict[str, Any]:
+    """The opt-in demo webhook (every alert event to ``url``, a local receiver allowed).
+
+    Only with ``CITYSIGHT_DEMO_WEBHOOK_URL`` set: a webhook without a receiver would only
+    fail, so the plain demo has none (docs/integrations.md, "Try it in the demo").
+    """
+    return {
+        "name": "demo",
+        "url": url,
+        "secret_env": DEMO_WEBHOOK_SECRET_ENV,
+        "allow_networks": ["127.0.0.0/8", "::1/128"],  # the receiver runs on this machine
+        "backoff_initial_s": 0.5,
+        "backoff_max_s": 10.0,
+        "max_attempts": 1000,
     }
 
 

@@ -1,10 +1,10 @@
 """The main job: start every service in order, run, and shut down cleanly.
 
 Order: preflight checks → Redis (embedded or external) → principals and camera registry
-→ Triton (when configured) → private local Ray → the Serve app (API, WebSocket, rules)
-→ stream workers. Anything that fails stops what was already started, prints one line
-naming the cause and what to do, and exits non-zero. Ctrl-C (SIGINT) or SIGTERM stops
-everything in reverse order and leaves no processes behind.
+→ webhook delivery (when configured) → Triton (when configured) → private local Ray → the
+Serve app (API, WebSocket, rules) → stream workers. Anything that fails stops what was
+already started, prints one line naming the cause and what to do, and exits non-zero.
+Ctrl-C (SIGINT) or SIGTERM stops everything in reverse order and leaves no processes behind.
 """
 
 from __future__ import annotations
@@ -236,6 +236,7 @@ class Runtime:
         self.ray_started = False
         self.serve_started = False
         self.supervisor: Any = None
+        self.webhooks: Any = None
         self._stopped = False
         self._halt = threading.Event()
         self._health_thread: threading.Thread | None = None
@@ -248,6 +249,7 @@ class Runtime:
             self._preflight()
             self._start_redis()
             self._seed_redis()
+            self._start_webhooks()
             self._start_triton()
             self._start_ray()
             if self.serve:
@@ -276,6 +278,25 @@ class Runtime:
                 raise ServiceError(
                     f"camera {cam.id}: video file {cam.url} not found: fix cameras[].url"
                 )
+        self._check_webhooks()
+
+    def _check_webhooks(self) -> None:
+        if not self.cfg.webhooks:
+            return
+        from serve_app.webhooks.delivery import resolve_secrets
+
+        try:
+            resolve_secrets(self.cfg)
+        except ValueError as exc:
+            raise ServiceError(str(exc)) from None
+
+    def _start_webhooks(self) -> None:
+        if not any(w.enabled for w in self.cfg.webhooks):
+            return
+        from serve_app.webhooks.delivery import WebhookService
+
+        # Before the Serve app: its consumer group exists before the first alert event.
+        self.webhooks = WebhookService(self.cfg, self.redis_url).start()
 
     def _start_redis(self) -> None:
         import redis
@@ -480,6 +501,7 @@ class Runtime:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("streams", self._stop_streams),
             ("serve", self._stop_serve),
+            ("webhooks", self._stop_webhooks),
             ("ray", self._stop_ray),
             ("triton", self._stop_triton),
             ("redis", self._stop_redis),
@@ -494,6 +516,11 @@ class Runtime:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None
+
+    def _stop_webhooks(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.stop()
+            self.webhooks = None
 
     def _stop_serve(self) -> None:
         if self.serve_started:

@@ -7,8 +7,9 @@ named in the config. :func:`load_config` reports *every* problem with its path i
 file, e.g. ``cameras[3].zones[0].polygon: needs at least 3 points``.
 
 One module per section (``cameras``, ``rules``, ``site``, ``departments``, ``auth``,
-``services``, ``map``, ``jurisdictions``), the root model in ``root``, loading in ``loader``
-and the generated schema and reference in ``reference``; every public name is re-exported here, so
+``services``, ``map``, ``jurisdictions``, ``webhooks``), the root model in ``root``, loading
+in ``loader`` and the generated schema and reference in ``reference``; every public name is
+re-exported here, so
 ``from citysight.config import X`` is the way to import them.
 """
 
@@ -59,6 +60,7 @@ from citysight.config.services import (
 )
 from citysight.config.site import IncidentsConfig, SiteConfig, time_zone
 from citysight.config.ui import UI_LANGUAGES, UiConfig
+from citysight.config.webhooks import WEBHOOK_EVENTS, WebhookConfig
 
 __all__ = [
     "DECODERS",
@@ -66,6 +68,7 @@ __all__ = [
     "ID_PATTERN",
     "INFERENCE_BACKENDS",
     "UI_LANGUAGES",
+    "WEBHOOK_EVENTS",
     "AllowedNetwork",
     "AuditConfig",
     "CameraConfig",
@@ -105,6 +108,7 @@ __all__ = [
     "Strict",
     "TokenConfig",
     "UiConfig",
+    "WebhookConfig",
     "ZoneConfig",
     "ZoneType",
     "format_validation_error",

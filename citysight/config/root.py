@@ -22,6 +22,7 @@ from citysight.config.rules import HotlistEntry, RuleConfig
 from citysight.config.services import CameraSecret, ServicesConfig
 from citysight.config.site import IncidentsConfig, SiteConfig
 from citysight.config.ui import UiConfig
+from citysight.config.webhooks import WebhookConfig
 from citysight.contracts import AlertKind
 from citysight.jurisdictions import Hierarchy
 
@@ -61,6 +62,9 @@ class CitysightConfig(Strict):
     audit: AuditConfig = _f("Audit", "Audit chain key and checks.", default_factory=AuditConfig)
     services: ServicesConfig = _f("Services", "Services.", default_factory=ServicesConfig)
     map: MapConfig = _f("Map", "Map page.", default_factory=MapConfig)
+    webhooks: list[WebhookConfig] = _f(
+        "Webhooks", "Outbound alert-event webhooks (docs/integrations.md).", default_factory=list
+    )
 
     @model_validator(mode="after")
     def _camera_secrets(self) -> CitysightConfig:
@@ -120,6 +124,14 @@ class CitysightConfig(Strict):
         for i, t in enumerate(self.tokens):
             if t.department != "*" and deps and t.department not in deps:
                 problems.append(f"tokens[{i}].department: unknown department {t.department!r}")
+        names = [w.name for w in self.webhooks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.append(f"webhook names repeat: {', '.join(dup)}")
+        for i, w in enumerate(self.webhooks):
+            for dep in w.departments:
+                if deps and dep not in deps:
+                    problems.append(f"webhooks[{i}].departments: unknown department {dep!r}")
         tree = self.jurisdictions.tree()
         for i, t in enumerate(self.tokens):
             if t.jurisdiction == "*":

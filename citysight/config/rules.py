@@ -11,6 +11,7 @@ from pydantic import field_validator, model_validator
 from citysight.config.base import ID_PATTERN, Strict, _f
 from citysight.config.cameras import ZoneType
 from citysight.contracts import AlertKind, ObjectClass, Severity
+from citysight.plates import normalise_plate
 
 
 class PersistenceConfig(Strict):
@@ -134,3 +135,11 @@ class HotlistEntry(Strict):
     plate: str = _f("Plate", "Plate text without separators.", min_length=2, max_length=16)
     reason: str = _f("Reason", "Why the plate is wanted.", default="")
     severity: Severity = _f("Severity", "Alert severity on a hit.", default=Severity.HIGH)
+
+    @field_validator("plate")
+    @classmethod
+    def _plate(cls, v: str) -> str:
+        # An entry of separators only would be the unreadable plate ("") once normalised.
+        if len(normalise_plate(v)) < 2:
+            raise ValueError(f"hotlist plate {v!r} has fewer than 2 plate characters")
+        return v

@@ -59,6 +59,12 @@ class TextRecognizer:
 
     def __call__(self, images: list[npt.NDArray[np.uint8]]) -> list[tuple[str, float]]:
         """Read each image (one text line); empty input gives an empty list."""
+        return [("".join(c), float(np.mean(p)) if p else 0.0) for c, p in self.read_chars(images)]
+
+    def read_chars(
+        self, images: list[npt.NDArray[np.uint8]]
+    ) -> list[tuple[list[str], list[float]]]:
+        """Read each image into its characters and each character's confidence."""
         if not images:
             return []
         ratios = [im.shape[1] / max(1, im.shape[0]) for im in images]
@@ -72,15 +78,14 @@ class TextRecognizer:
             probs = self._sess.run(None, {self._input: batch})[0]  # type: ignore[attr-defined]
         return [self._decode(p) for p in probs]
 
-    def _decode(self, probs: F32) -> tuple[str, float]:
+    def _decode(self, probs: F32) -> tuple[list[str], list[float]]:
         idx = probs.argmax(axis=1)
         conf = probs.max(axis=1)
         keep = np.ones(len(idx), bool)
         keep[1:] = idx[1:] != idx[:-1]
         keep &= idx != 0
-        chars = [self.charset[i] if i < len(self.charset) else "" for i in idx[keep]]
-        score = float(conf[keep].mean()) if keep.any() else 0.0
-        return "".join(chars), score
+        keep &= idx < len(self.charset)
+        return [self.charset[i] for i in idx[keep]], [float(c) for c in conf[keep]]
 
 
 class TextDetector:

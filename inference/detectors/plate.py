@@ -10,6 +10,7 @@ Tiers:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,45 +19,140 @@ import numpy.typing as npt
 
 from citysight.config import Detector
 from citysight.contracts import ObjectClass
+from citysight.plates import normalise_plate
 from inference.detectors.base import DetectorOutput
 from inference.detectors.batching import BatchedModel
 from inference.detectors.common import clip_boxes, letterbox, nms
 from inference.detectors.ocr import TextDetector, TextRecognizer, order_quad, warp_quad
-from inference.detectors.plate_grammar import correct
+from inference.detectors.plate_grammar import Reading, correct_reading
 
 CROP_SIZE = (168, 48)
 DOUBLE_CROP_SIZE = (160, 100)
 CROP_PADDINGS = (0.0, 0.04)
-# A double-layer plate is 440×220 mm; a single-layer one 440×140 mm.
+# A double-layer plate is 440×220 mm (aspect 2.0), a single-layer one 440×140 (3.1) or
+# 480×140 (3.4, new energy). Crops between these bounds (padding, perspective) are read
+# both ways and the more confident valid reading wins: a single-layer plate split in two
+# can still pass the grammar with a wrong province.
 DOUBLE_LAYER_MAX_ASPECT = 2.5
+SURE_DOUBLE_ASPECT = 1.9
+SURE_SINGLE_ASPECT = 2.9
+#: A grammar-valid reading whose least confident character is below this is reported
+#: unreadable (``""``) rather than risk a wrong plate. Chosen on synthetic degraded crops,
+#: never on ../shared/data/eval (see docs/detectors.md, "Plate reading").
+MIN_CHAR_CONF = 0.45
 
 F32 = npt.NDArray[np.float32]
 
 
-def read_plate(
-    rec: TextRecognizer, crop: npt.NDArray[np.uint8], double: bool | None = None
-) -> tuple[str, float]:
-    """Read a rectified plate crop; returns (valid plate text or ``""``, score).
+@dataclass(frozen=True)
+class PlateRead:
+    """What the plate reader made of one crop.
+
+    Attributes:
+        text: The plate (normalised), ``""`` when unreadable.
+        score: Mean character confidence of the reading (0.0 when unreadable).
+        plate_type: Grammar type (``plate_grammar.PATTERNS``), ``None`` when unreadable.
+        min_conf: Least confident character of the best valid reading (0.0 if none).
+        status: ``"ok"``; ``"no_plate"`` (no reading passed the grammar) or
+            ``"low_confidence"`` (one did, below ``MIN_CHAR_CONF``): both unreadable.
+        double: Read as a double-layer plate.
+    """
+
+    text: str
+    score: float
+    plate_type: str | None
+    min_conf: float
+    status: str
+    double: bool
+
+    @property
+    def unreadable(self) -> bool:
+        """True when no plate is reported (never a guess)."""
+        return not self.text
+
+
+def _aligned(chars: list[str], confs: list[float]) -> tuple[str, list[float]]:
+    """Raw characters and confidences → normalised text with one confidence per character."""
+    text, out = "", []
+    for ch, c in zip(chars, confs, strict=True):
+        n = normalise_plate(ch)
+        text += n
+        out += [c] * len(n)
+    return text, out
+
+
+def _reading(parts: list[tuple[list[str], list[float]]]) -> Reading | None:
+    text, conf = "", []
+    for chars, confs in parts:
+        t, c = _aligned(chars, confs)
+        text += t
+        conf += c
+    return correct_reading(text, conf)
+
+
+def read_plate_full(
+    rec: TextRecognizer,
+    crop: npt.NDArray[np.uint8],
+    double: bool | None = None,
+    min_conf: float = MIN_CHAR_CONF,
+) -> PlateRead:
+    """Read a rectified plate crop (see :class:`PlateRead`).
 
     Args:
         rec: The recogniser.
         crop: BGR plate image, roughly the plate's extent.
-        double: Double-layer plate; ``None`` guesses from the aspect ratio.
+        double: Double-layer plate; ``None`` decides from the aspect ratio (both ways
+            when it is ambiguous).
+        min_conf: Rejection threshold on the least confident character.
     """
     h, w = crop.shape[:2]
+    aspect = w / max(1, h)
     if double is None:
-        double = w / max(1, h) < DOUBLE_LAYER_MAX_ASPECT
-    if double:
-        # Top row (province + letter) is narrower and about 40 % of the height.
-        top = crop[: int(h * 0.42), int(w * 0.18) : int(w * 0.82)]
-        bottom = crop[int(h * 0.36) :, :]
-        (t_txt, t_sc), (b_txt, b_sc) = rec([top, bottom])
-        text, score = correct(t_txt + b_txt), (t_sc + b_sc) / 2
-        if text:
-            return text, score
-    candidates = rec([crop])
-    txt, score = candidates[0]
-    return correct(txt), score
+        layouts = (
+            [True]
+            if aspect < SURE_DOUBLE_ASPECT
+            else [False]
+            if aspect >= SURE_SINGLE_ASPECT
+            else [aspect < DOUBLE_LAYER_MAX_ASPECT, aspect >= DOUBLE_LAYER_MAX_ASPECT]
+        )
+    else:
+        # A double-layer crop whose split fails is still read whole (a detector's layer
+        # class is sometimes wrong).
+        layouts = [True, False] if double else [False]
+    best: tuple[Reading, bool] | None = None
+    for dbl in layouts:
+        if dbl:
+            # Top row (province + letter) is narrower and about 40 % of the height.
+            top = crop[: int(h * 0.42), int(w * 0.18) : int(w * 0.82)]
+            bottom = crop[int(h * 0.36) :, :]
+            r = _reading(rec.read_chars([top, bottom]))
+        else:
+            r = _reading(rec.read_chars([crop]))
+        if r is not None and (best is None or r.min_conf > best[0].min_conf):
+            best = (r, dbl)
+        if best is not None and double is not None:
+            break  # the caller knows the layout: the first valid reading stands
+    if best is None:
+        return PlateRead("", 0.0, None, 0.0, "no_plate", bool(layouts[0]))
+    r, dbl = best
+    if r.min_conf < min_conf:
+        return PlateRead("", 0.0, None, r.min_conf, "low_confidence", dbl)
+    return PlateRead(r.text, float(np.mean(r.conf)), r.plate_type, r.min_conf, "ok", dbl)
+
+
+def read_plate(
+    rec: TextRecognizer,
+    crop: npt.NDArray[np.uint8],
+    double: bool | None = None,
+    min_conf: float = MIN_CHAR_CONF,
+) -> tuple[str, float]:
+    """Read a rectified plate crop; returns (valid plate text or ``""``, score).
+
+    ``""`` (unreadable) when no reading passes the grammar or its least confident
+    character is below ``min_conf``; see :func:`read_plate_full`.
+    """
+    r = read_plate_full(rec, crop, double, min_conf)
+    return r.text, r.score
 
 
 def _plates(
@@ -84,8 +180,10 @@ class Y5fuPlate:
         conf: float = 0.4,
         iou: float = 0.5,
         require_text: bool = False,
+        min_char_conf: float = MIN_CHAR_CONF,
     ) -> None:
         self.tier = tier
+        self.min_char_conf = min_char_conf
         self.model_file = str(model)
         self.net = BatchedModel(model)
         self.batchable = self.net.batchable
@@ -144,7 +242,12 @@ class Y5fuPlate:
         # CCPD scenes; the tight crop alone loses characters of 8-character plates).
         return _best_reading(
             [
-                read_plate(self._rec, warp_quad(frame, _pad_quad(quad, p), size), double)
+                read_plate(
+                    self._rec,
+                    warp_quad(frame, _pad_quad(quad, p), size),
+                    double,
+                    self.min_char_conf,
+                )
                 for p in CROP_PADDINGS
             ]
         )
@@ -191,7 +294,8 @@ class OcrDetPlate:
     name = Detector.PLATE.value
     tier = "ocr_det"
 
-    def __init__(self) -> None:
+    def __init__(self, min_char_conf: float = MIN_CHAR_CONF) -> None:
+        self.min_char_conf = min_char_conf
         self._det = TextDetector()
         self._rec = TextRecognizer()
         self.model_file = self._det.model_file
@@ -209,7 +313,7 @@ class OcrDetPlate:
                 if qh < 8 or qw < 2 * qh:
                     continue
                 crop = warp_quad(frame, quad, (max(16, int(qw)), max(8, int(qh))))
-                text, tsc = read_plate(self._rec, crop, double=False)
+                text, tsc = read_plate(self._rec, crop, False, self.min_char_conf)
                 if not text:
                     continue
                 boxes.append([*quad.min(axis=0), *quad.max(axis=0)])

@@ -13,6 +13,10 @@ Semantics (docs/architecture.md, "Health"):
   removed (its process was replaced); a component silent for ``STALE_AFTER_S`` is ``stale``.
 * ``cameras`` is derived from ``citysight:camera-health`` for the enabled cameras of the
   registry: ``running`` when every camera's reader runs and its frames are analysed.
+* ``webhooks`` (only when webhooks are configured) is written by the delivery service
+  (``serve_app/webhooks``): ``degraded`` while a receiver fails or after a dead-letter,
+  ``stuck`` when a failing receiver's oldest event waited over 5 minutes; ``unknown`` until
+  the service first reports, ``stale`` when it stopped.
 * ``redaction`` is the face redaction of evidence shown without ``evidence:unredacted``:
   ``failed`` when no face detector tier loads (redacted views answer 503).
 * ``status`` is ``ok`` when every component is ``running``; ``down`` (HTTP 503) when Redis
@@ -277,6 +281,10 @@ def health(request: Request) -> JSONResponse:
     comps["redaction"] = c.evidence.redactor.status()
     for name in COMPONENTS:
         comps.setdefault(name, {"state": "unknown", "detail": {}})
+    if any(w.enabled for w in c.cfg.webhooks):
+        comps.setdefault("webhooks", {"state": "unknown", "detail": {}})
+    else:
+        comps.pop("webhooks", None)  # left by an earlier config with webhooks
     inference_down = comps["inference"].get("state") == "down"
     no_detections = enabled > 0 and not flowing and (not starting or inference_down)
     if comps["redis"]["state"] != "running" or no_detections:

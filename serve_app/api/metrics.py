@@ -24,6 +24,7 @@ from citysight.metrics import Histogram, instance_id
 from serve_app.auth import monitoring_denial
 from serve_app.metrics.exposition import Exposition
 from serve_app.metrics.fleet import live_snapshots, read_fleet, render_fleet
+from serve_app.metrics.webhooks import render_webhooks
 
 if TYPE_CHECKING:
     from serve_app.http import ApiContext
@@ -235,6 +236,7 @@ def render_metrics(c: ApiContext) -> str:
     replicas[c.metrics.replica] = c.metrics.snapshot()  # our own numbers, fresh
     render_ingress(exp, replicas)
     render_fleet(exp, st)
+    render_webhooks(exp, c.redis, c.cfg)
     exp.gauge(
         "citysight_metrics_scrape_redis_commands",
         "Redis commands this scrape sent (in two pipelines; independent of camera count).",

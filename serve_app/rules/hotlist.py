@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from citysight.config import HotlistEntry
-from citysight.plates import normalise_plate
+from citysight.plates import is_readable, normalise_plate
 
 # Characters OCR mixes up, mapped to one representative per confusion class.
 CONFUSIONS: Final = {
@@ -48,9 +48,9 @@ class Hotlist:
 
     def match(self, read: str) -> HotlistHit | None:
         """The entry a plate read matches, exact matches first."""
+        if not is_readable(read):
+            return None  # an unreadable plate never matches, not even tolerantly
         p = normalise_plate(read)
-        if not p:
-            return None
         if p in self.exact:
             return HotlistHit(self.exact[p], p, True)
         e = self.tolerant.get(canonical(p))

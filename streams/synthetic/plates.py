@@ -187,3 +187,87 @@ def plate_image(text: str, width: int) -> Image:
     height = max(1, round(width * PLATE_MM[1] / PLATE_MM[0]))
     out = cv2.resize(plate_master(text), (width, height), interpolation=cv2.INTER_AREA)
     return np.asarray(out, dtype=np.uint8)
+
+
+# -- other plate kinds (GA 36-2018), for reading tests and the synthetic plate benchmark --
+
+#: kind -> (plate size in mm, grammar). ``blue`` is :func:`plate_master`'s plate.
+PLATE_KINDS: dict[str, tuple[tuple[int, int], re.Pattern[str]]] = {
+    "blue": (PLATE_MM, PLATE_PATTERN),
+    # Green new-energy, small car: D/F, a letter or digit, four digits (8 characters).
+    "green_nev": ((480, 140), re.compile(rf"^[{PROVINCES}][A-HJ-NP-Z][DF][A-HJ-NP-Z0-9]\d{{4}}$")),
+    # Yellow large vehicle, double layer: province + letter on top, five below.
+    "yellow_double": ((440, 220), PLATE_PATTERN),
+}
+_BLACK = (20, 20, 20)
+_YELLOW = (250, 190, 20)
+
+
+def _paste_text(
+    img: PILImage.Image,
+    text: str,
+    lefts: list[float],
+    top: float,
+    box: tuple[float, float],
+    colour: tuple[int, int, int],
+) -> None:
+    """Draws ``text``, one character per ``lefts`` cell (mm), at 2 px/mm."""
+    s = _PX_PER_MM
+    box_w, box_h = round(box[0] * s), round(box[1] * s)
+    ink = PILImage.new("RGB", (box_w, box_h), colour)
+    for ch, left in zip(text, lefts, strict=True):
+        g = _glyph(ch, box_w, box_h)
+        x = round(left * s + (box_w - g.size[0]) / 2)
+        img.paste(ink.crop((0, 0, *g.size)), (x, round(top * s)), g)
+
+
+@functools.cache
+def plate_master_kind(text: str, kind: str) -> Image:
+    """Renders plate ``text`` of ``kind`` (a :data:`PLATE_KINDS` key) at 2 px/mm.
+
+    Raises:
+        ValueError: unknown kind, or ``text`` is not a plate of that kind.
+    """
+    if kind not in PLATE_KINDS:
+        raise ValueError(f"unknown plate kind {kind!r}; known: {sorted(PLATE_KINDS)}")
+    (wmm, hmm), pattern = PLATE_KINDS[kind]
+    if not pattern.match(text):
+        raise ValueError(f"not a {kind} plate: {text!r}")
+    if kind == "blue":
+        return plate_master(text)
+    s = _PX_PER_MM
+    w, h = wmm * s, hmm * s
+    img = PILImage.new("RGB", (w, h), _YELLOW)
+    draw = ImageDraw.Draw(img)
+    if kind == "green_nev":
+        # Small NEV plates fade from white-green at the top to green at the bottom.
+        top_c, bot_c = np.array([235, 250, 235]), np.array([60, 190, 90])
+        for y in range(h):
+            c = top_c + (bot_c - top_c) * y / h
+            draw.line([(0, y), (w, y)], fill=tuple(int(v) for v in c))
+        draw.rounded_rectangle(
+            (2 * s, 2 * s, w - 2 * s, h - 2 * s), radius=8 * s, outline=_BLACK, width=2 * s
+        )
+        # 8 cells of 43 × 90 mm: 2, a gap with the dot, then 6.
+        lefts = [15.5, 67.5] + [143.5 + 53 * i for i in range(6)]
+        _paste_text(img, text, lefts, 25, (43, 90), _BLACK)
+        cx, cy, r = round(129 * s), h // 2, 4 * s
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_BLACK)
+    else:
+        draw.rounded_rectangle(
+            (3 * s, 3 * s, w - 3 * s, h - 3 * s), radius=8 * s, outline=_BLACK, width=2 * s
+        )
+        # Top row 80 × 60 mm cells centred; bottom row five 65 × 110 mm cells.
+        _paste_text(img, text[:2], [110, 250], 15, (80, 60), _BLACK)
+        _paste_text(img, text[2:], [27.5 + 80 * i for i in range(5)], 95, (65, 110), _BLACK)
+        cx, cy, r = 220 * s, 45 * s, 5 * s
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_BLACK)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def plate_image_kind(text: str, kind: str, width: int) -> Image:
+    """Returns plate ``text`` of ``kind`` scaled to ``width`` pixels (RGB)."""
+    (wmm, hmm), _ = PLATE_KINDS.get(kind, (PLATE_MM, PLATE_PATTERN))
+    master = plate_master_kind(text, kind)
+    height = max(1, round(width * hmm / wmm))
+    return np.asarray(cv2.resize(master, (width, height), interpolation=cv2.INTER_AREA), np.uint8)

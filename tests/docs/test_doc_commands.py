@@ -178,6 +178,22 @@ COVERED: tuple[Covered, ...] = (
         r"mypy citysight inference streams serve_app benchmarks",
         "tests/test_lint.py::test_tool_is_clean",
     ),
+    # docs/integrations.md: webhook operations against a real Redis and receiver.
+    Covered(
+        r"citysight webhooks (status|dead|replay|purge) --config \S+( [\w-]+)*( # .*)?",
+        "tests/serve_app/webhooks/test_webhook_admin.py::test_cli_status_dead_replay_purge",
+        doc="docs/integrations.md",
+    ),
+    Covered(
+        r"citysight webhooks receive( --[a-z-]+ \S+)*",
+        "tests/serve_app/webhooks/test_webhook_admin.py::test_receive_cli_verifies_and_dedups",
+        doc="docs/integrations.md",
+    ),
+    Covered(
+        r"citysight bench webhooks( --[a-z-]+ \S+)*",
+        "tests/benchmarks/webhooks/test_webhooks_bench.py::test_small_run_writes_results",
+        doc="docs/benchmarks.md",
+    ),
     # docs/cluster.md: root and network namespaces, the `cluster` tier.
     Covered(
         r"citysight cluster (up|status|down)",

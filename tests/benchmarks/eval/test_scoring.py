@@ -46,3 +46,15 @@ def test_baseline_catches_regression_and_missing_tier() -> None:
     assert check({"faces": {"tier": "haar", "precision": 1, "recall": 1, "f1": 1}}, base) == [
         "faces/yunet: not measured"
     ]
+
+
+def test_baseline_caps_wrong_plate_reads() -> None:
+    """``wrong_rate`` is a ceiling: more wrong plates fail the gate, fewer do not."""
+    measured = {"plate_text": {"tier": "ppocrv4_rec", "text_exact": 0.99, "wrong_rate": 0.0}}
+    base = make_baseline(measured)
+    assert base == {"plate_text/ppocrv4_rec": {"text_exact": 0.96, "wrong_rate": 0.03}}
+    assert check(measured, base) == []
+    worse = {"plate_text": {"tier": "ppocrv4_rec", "text_exact": 0.99, "wrong_rate": 0.05}}
+    assert check(worse, base) == ["plate_text/ppocrv4_rec: wrong_rate 0.05 > baseline ceiling 0.03"]
+    unmeasured = {"plate_text": {"tier": "ppocrv4_rec", "text_exact": 0.99}}
+    assert len(check(unmeasured, base)) == 1

@@ -400,3 +400,27 @@ def test_evidence_falls_back_to_the_cameras_latest_snapshot(
         assert ev.frame_time == t1 - snap_age_s and ev.class_ids == [int(FIRE)]
     else:
         assert out.snapshots == {} and a.evidence == []
+
+
+@pytest.mark.parametrize("unreadable", ["", None, " ·-"])
+def test_unreadable_plates_never_match_or_store(unreadable) -> None:
+    """An unreadable plate is neither a plate read nor a hotlist hit; the readable one is."""
+    eng = RulesEngine(cfg())
+    dets = [(ObjectClass.PLATE, 0.3, 0.5, 1), (ObjectClass.PLATE, 0.7, 0.5, 2)]
+    out = eng.evaluate([fr("c2", 0, dets, plates=[unreadable, "AB1234"])])
+    assert [r[0] for r in out.plate_reads] == ["AB1234"]
+    assert len(out.alerts) == 1 and out.alerts[0].plate_text == "AB1234"
+    only = eng.evaluate([fr("c2", 1, dets[:1], plates=[unreadable])])
+    assert only.plate_reads == [] and only.alerts == []
+
+
+def test_hotlist_never_matches_unreadable() -> None:
+    from citysight.config import HotlistEntry
+    from citysight.plates import UNREADABLE
+    from serve_app.rules.hotlist import Hotlist
+
+    hl = Hotlist([HotlistEntry(plate="AB1234"), HotlistEntry(plate="0000")])
+    for read in (UNREADABLE, "·", " - ", None):
+        assert hl.match(read) is None  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fewer than 2 plate characters"):
+        HotlistEntry(plate="·-")
