@@ -35,9 +35,11 @@ SCHEMA_VERSION: Final = 1
 ALERT_SCHEMA_VERSION: Final = 3
 """Version of :class:`Alert`: 2 added ``escalated_to`` (escalation adds departments; the owning
 ``department`` never changes). Version 1 readers ignore the field and see the owner only.
-3 added ``source`` (``camera`` or ``report``) and ``reporter`` (field reports), and
-:class:`EvidenceRef` ``id``/``source`` (several evidence items per alert); older records
-read as camera alerts with one snapshot."""
+3 added ``source`` (``camera`` or ``report``) and ``reporter`` (field reports),
+:class:`EvidenceRef` ``id``/``source`` (several evidence items per alert), and
+``jurisdiction_path`` (city → township → grid ids); older records read as camera alerts with
+one snapshot and an empty path, which jurisdiction-scoped principals never see (fail
+closed)."""
 MAX_TIME_S: Final = 253_402_300_799.0
 """Latest representable time (9999-12-31T23:59:59Z): later or non-finite times are malformed."""
 
@@ -515,6 +517,11 @@ class Alert(_Message):
     camera_ids: list[str] = Field(default_factory=list)
     location: Location
     jurisdiction: str = ""
+    jurisdiction_path: list[str] = Field(
+        default_factory=list,
+        description="Jurisdiction ids from the city down to ``jurisdiction`` (the store fills "
+        "it from the configured hierarchy when the writer left it empty)",
+    )
     department: str
     state: AlertState = AlertState.RAISED
     rule_id: str = ""

@@ -119,6 +119,15 @@ def dept_index(department: str) -> str:
     return f"citysight:alerts:dept:{department}"
 
 
+def jurisdiction_index(jurisdiction: str) -> str:
+    """Sorted set of the alert ids in one jurisdiction or below it (score = started_at).
+
+    Written for every configured area on an alert's ``jurisdiction_path`` when it is raised
+    (a jurisdiction never changes afterwards).
+    """
+    return f"citysight:alerts:jurisdiction:{jurisdiction}"
+
+
 def camera_system_alerts_key(camera_id: str) -> str:
     """Set of the ids of a camera's open system alerts (``camera_offline``...), to resolve them."""
     return f"citysight:camera:{camera_id}:system-alerts"

@@ -7,7 +7,10 @@ within :data:`CACHE_TTL_S`.
 
 Department scoping is enforced here, on the server: a principal sees an alert only when its
 department is ``*`` or one of the alert's departments (the owner, plus any department the
-alert was escalated to). Client filters can only narrow that.
+alert was escalated to). Jurisdiction scoping comes on top: a principal limited to a
+jurisdiction (a township officer) sees an alert or a camera only when that jurisdiction is on
+its ``jurisdiction_path``; anything without a path is outside (fail closed). Client filters
+can only narrow that.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from citysight import keys
 from citysight.config import Scope
+from citysight.contracts import Alert
 
 logger = logging.getLogger(__name__)
 
 TICKET_TTL_S: Final = 30
 CACHE_TTL_S: Final = 5.0
 ALL_DEPARTMENTS: Final = "*"
+ALL_JURISDICTIONS: Final = "*"
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -48,6 +53,8 @@ class Principal:
         role: Role name (admin, police...).
         department: Department id, or ``*`` for every department.
         scopes: Rights the principal holds.
+        jurisdiction: Jurisdiction id the principal is limited to (with everything below
+            it), or ``*`` for the whole city.
         key: sha256 hex of the token it was resolved from (the ``citysight:principals``
             field): what open WebSockets are re-checked and counted by. Not part of equality
             or of :meth:`to_dict`.
@@ -57,6 +64,7 @@ class Principal:
     role: str
     department: str
     scopes: frozenset[str] = field(default_factory=frozenset)
+    jurisdiction: str = ALL_JURISDICTIONS
     key: str = field(default="", compare=False)
 
     @classmethod
@@ -67,6 +75,7 @@ class Principal:
             role=str(d.get("role", "")),
             department=str(d["department"]),
             scopes=frozenset(str(s) for s in d.get("scopes", [])),
+            jurisdiction=str(d.get("jurisdiction") or ALL_JURISDICTIONS),
             key=key,
         )
 
@@ -77,6 +86,7 @@ class Principal:
             "role": self.role,
             "department": self.department,
             "scopes": sorted(self.scopes),
+            "jurisdiction": self.jurisdiction,
         }
 
     def has(self, scope: Scope | str) -> bool:
@@ -90,6 +100,23 @@ class Principal:
     def sees_any(self, departments: Iterable[str]) -> bool:
         """Whether an alert belonging to ``departments`` (``Alert.departments()``) is in scope."""
         return self.department == ALL_DEPARTMENTS or self.department in departments
+
+    @property
+    def city_wide(self) -> bool:
+        """Whether the principal is not limited to a jurisdiction."""
+        return self.jurisdiction == ALL_JURISDICTIONS
+
+    def sees_place(self, path: Iterable[str]) -> bool:
+        """Whether something on jurisdiction ``path`` (city first) is in scope."""
+        return self.city_wide or self.jurisdiction in path
+
+    def sees_alert(self, alert: Alert) -> bool:
+        """Department and jurisdiction scope of an alert together."""
+        return self.sees_any(alert.departments()) and self.sees_place(alert.jurisdiction_path)
+
+    def jurisdiction_filter(self) -> str | None:
+        """The jurisdiction a query must stay in (``None``: the whole city)."""
+        return None if self.city_wide else self.jurisdiction
 
     def departments(self, requested: str | None = None) -> set[str] | None:
         """Departments a query may cover: ``None`` means all.

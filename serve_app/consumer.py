@@ -703,6 +703,7 @@ class DetectionsConsumer:
                 department=self.cfg.route(AlertKind.CAMERA_OFFLINE, jurisdiction) or "unrouted",
                 kind=AlertKind.CAMERA_OFFLINE.value, camera_id=st.camera_id,
                 severity="info", lat=loc.lat, lon=loc.lon,
+                jurisdictions=self.cfg.jurisdiction_path(jurisdiction),
             )  # fmt: skip
         pipe.execute()
         ack.extend((CAMERA_STATUS_STREAM, e[1]) for i, e in enumerate(refs) if i not in failed)

@@ -47,6 +47,7 @@ from serve_app.api import (
     metrics,
     plates,
     reports,
+    stats,
     tickets,
 )
 from serve_app.api.metrics import Metrics
@@ -479,6 +480,7 @@ def create_api(
         plates,
         audit,
         mapconfig,
+        stats,
         endpoint,
         live,
     ):

@@ -42,6 +42,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "nvdec": "benchmarks.nvdec.cli:main",
         "metrics": "benchmarks.metrics.cli:main",
         "urls": "benchmarks.urls.cli:main",
+        "stats": "benchmarks.stats.cli:main",
         "soak": "benchmarks.soak.run:main",
         "redaction": "benchmarks.redaction.cli:main",
         "reports": "benchmarks.reports.cli:main",

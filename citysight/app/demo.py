@@ -17,7 +17,7 @@ from citysight.config import CitysightConfig, parse_config
 from citysight.rulesets import demo_rules
 from citysight.urls import DEFAULT_ALLOWED_NETWORKS, DEFAULT_CAMERA_PORTS
 
-DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY", "GRID")
+DEMO_ROLES = ("ADMIN", "POLICE", "ENFORCEMENT", "FIRE", "DUTY", "GRID", "TOWNSHIP")
 
 DEMO_WEBHOOK_URL_ENV = "CITYSIGHT_DEMO_WEBHOOK_URL"
 DEMO_WEBHOOK_SECRET_ENV = "CITYSIGHT_DEMO_WEBHOOK_SECRET"
@@ -26,7 +26,9 @@ DEMO_WEBHOOK_SECRET_ENV = "CITYSIGHT_DEMO_WEBHOOK_SECRET"
 DEMO_RTSP_PORTS = (8554, 8599)
 """Ports of 127.0.0.1 the demo's camera allow-list opens (a local RTSP test server)."""
 
-# (camera id, scene, name, lat, lon, jurisdiction, detectors)
+# (camera id, scene, name, lat, lon, jurisdiction, detectors). The jurisdiction column is
+# the township the camera lies in; the demo config leaves it out and the cameras are placed
+# in their grid by position (DEMO_JURISDICTIONS).
 _CAMERAS: list[tuple[str, str, str, float, float, str, list[str]]] = [
     ("cam-plate-01", "plate", "Binhai Ave / Longkun Rd", 20.0312, 110.3210, "longhua", ["plate"]),
     ("cam-face-01", "face", "City hall, service corridor", 20.0265, 110.3305, "longhua", ["face"]),
@@ -34,6 +36,37 @@ _CAMERAS: list[tuple[str, str, str, float, float, str, list[str]]] = [
     ("cam-smoke-01", "smoke", "Xiuying port roofs", 20.0180, 110.2870, "xiuying", ["fire_smoke"]),
     ("cam-vending-01", "vending", "Jiefang Rd pavement", 20.0395, 110.3380, "meilan", ["vending"]),
 ]
+
+
+def _box(lon0: float, lat0: float, lon1: float, lat1: float) -> dict[str, Any]:
+    ring = [[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1], [lon0, lat0]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+# Synthetic polygons drawn around the demo cameras: a city, three townships and four grids
+# (a Qionghai-like hierarchy in miniature). They are NOT real administrative boundaries.
+DEMO_JURISDICTIONS: tuple[dict[str, Any], ...] = (
+    {"id": "haikou", "name": "Haikou (demo)", "level": "city",
+     "geometry": _box(110.25, 19.98, 110.40, 20.08)},
+    {"id": "xiuying", "name": "Xiuying (synthetic)", "level": "township", "parent": "haikou",
+     "geometry": _box(110.25, 19.98, 110.305, 20.08)},
+    {"id": "longhua", "name": "Longhua (synthetic)", "level": "township", "parent": "haikou",
+     "geometry": _box(110.305, 19.98, 110.335, 20.035)},
+    {"id": "meilan", "name": "Meilan (synthetic)", "level": "township", "parent": "haikou",
+     "geometry": {"type": "Polygon", "coordinates": [[
+         [110.305, 20.035], [110.335, 20.035], [110.335, 19.98], [110.40, 19.98],
+         [110.40, 20.08], [110.305, 20.08], [110.305, 20.035]]]}},
+    {"id": "longhua-g1", "name": "Longhua grid 1 (synthetic)", "level": "grid",
+     "parent": "longhua", "geometry": _box(110.305, 19.98, 110.325, 20.035)},
+    {"id": "longhua-g2", "name": "Longhua grid 2 (synthetic)", "level": "grid",
+     "parent": "longhua", "geometry": _box(110.325, 19.98, 110.335, 20.035)},
+    {"id": "meilan-g1", "name": "Meilan grid 1 (synthetic)", "level": "grid",
+     "parent": "meilan", "geometry": _box(110.335, 19.98, 110.34, 20.08)},
+    {"id": "meilan-g2", "name": "Meilan grid 2 (synthetic)", "level": "grid",
+     "parent": "meilan", "geometry": _box(110.34, 19.98, 110.40, 20.08)},
+)  # fmt: skip
+DEMO_TOWNSHIP = "meilan"
+"""Jurisdiction of the demo's township token (the fire and vending cameras lie in it)."""
 
 
 # The reference city's departments and routing (also used by the city simulation).
@@ -100,14 +133,13 @@ def demo_config_dict(
     vx1, vy1 = max(0.0, x1 - pad), max(0.0, y1 - pad)
     vx2, vy2 = min(1.0, x2 + pad), min(1.0, y2 + pad)
     cameras = []
-    for cid, scene, name, lat, lon, juris, dets in _CAMERAS:
+    for cid, scene, name, lat, lon, _township, dets in _CAMERAS:
         cam: dict[str, Any] = {
             "id": cid,
             "name": name,
             "url": str((clip_dir / f"{scene}.mp4").resolve()),
             "latitude": lat,
             "longitude": lon,
-            "jurisdiction": juris,
             "detectors": dets,
             "profile": {
                 "analytics_fps": 2.0,
@@ -155,6 +187,11 @@ def demo_config_dict(
         "plate_hotlist": [
             {"plate": "琼A12345", "reason": "reported stolen (demo)", "severity": "high"}
         ],
+        "jurisdictions": {
+            "source": "synthetic demo polygons drawn around the demo cameras, not real "
+            "administrative boundaries",
+            "areas": [dict(a) for a in DEMO_JURISDICTIONS],
+        },
         "departments": [dict(d) for d in DEMO_DEPARTMENTS],
         "routing": [dict(r) for r in DEMO_ROUTING],
         "tokens": [
@@ -204,6 +241,16 @@ def demo_config_dict(
                 "department": "enforcement",
                 "scopes": ["reports:write"],
                 "token_env": "CITYSIGHT_DEMO_TOKEN_GRID",
+            },
+            {
+                # A township officer: every department's alerts, but only in Meilan
+                # (its cameras, evidence, map and statistics too).
+                "name": "township",
+                "role": "township",
+                "department": "*",
+                "jurisdiction": DEMO_TOWNSHIP,
+                "scopes": ["alerts:read", "alerts:dispatch"],
+                "token_env": "CITYSIGHT_DEMO_TOKEN_TOWNSHIP",
             },
         ],
         "services": {

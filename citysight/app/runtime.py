@@ -82,6 +82,7 @@ def resolve_principals(cfg: CitysightConfig) -> dict[str, dict[str, Any]]:
             "name": t.name,
             "role": t.role,
             "department": t.department,
+            "jurisdiction": t.jurisdiction,
             "scopes": [str(s) for s in t.scopes],
         }
     return out

@@ -7,8 +7,9 @@ named in the config. :func:`load_config` reports *every* problem with its path i
 file, e.g. ``cameras[3].zones[0].polygon: needs at least 3 points``.
 
 One module per section (``cameras``, ``rules``, ``site``, ``departments``, ``auth``,
-``services``, ``map``, ``webhooks``), the root model in ``root``, loading in ``loader`` and
-the generated schema and reference in ``reference``; every public name is re-exported here, so
+``services``, ``map``, ``jurisdictions``, ``webhooks``), the root model in ``root``, loading
+in ``loader`` and the generated schema and reference in ``reference``; every public name is
+re-exported here, so
 ``from citysight.config import X`` is the way to import them.
 """
 
@@ -33,6 +34,7 @@ from citysight.config.cameras import (
 )
 from citysight.config.clips import ClipsConfig, ClipStorage
 from citysight.config.departments import DepartmentConfig, RouteConfig
+from citysight.config.jurisdictions import JurisdictionArea, JurisdictionsConfig
 from citysight.config.live import LiveService
 from citysight.config.loader import ConfigError, format_validation_error, load_config, parse_config
 from citysight.config.map import GeoOverlay, MapConfig
@@ -86,6 +88,8 @@ __all__ = [
     "IncidentsConfig",
     "InferenceBackend",
     "InferenceService",
+    "JurisdictionArea",
+    "JurisdictionsConfig",
     "LineConfig",
     "LiveService",
     "MapConfig",

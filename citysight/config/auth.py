@@ -29,6 +29,14 @@ class TokenConfig(Strict):
     name: str = _f("Name", "Principal name (appears in the audit log).", pattern=ID_PATTERN)
     role: str = _f("Role", "Role name, e.g. admin, police.", pattern=ID_PATTERN)
     department: str = _f("Department", "Department id, or * for all departments.")
+    jurisdiction: str = _f(
+        "Jurisdiction",
+        "Jurisdiction id (jurisdictions) the principal is limited to, with everything below "
+        "it, or * for the whole city. A township officer sees only that township's alerts, "
+        "cameras, evidence and statistics.",
+        default="*",
+        max_length=64,
+    )
     scopes: list[Scope] = _f("Scopes", "Rights.", default_factory=lambda: [Scope.ALERTS_READ])
     token_env: str = _f(
         "Token variable",

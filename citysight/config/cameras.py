@@ -141,7 +141,9 @@ class CameraConfig(Strict):
     )
     jurisdiction: str = _f(
         "Jurisdiction",
-        "Administrative area (e.g. township) used for routing.",
+        "Administrative area (e.g. township) used for routing and scoping. Left out (default) "
+        "while jurisdictions are configured: the deepest area containing the camera's "
+        "position; otherwise it must name one of them.",
         default="default",
         max_length=200,
     )

@@ -11,10 +11,11 @@ from typing import Literal
 from pydantic import model_validator
 
 from citysight.config.audit import AuditConfig
-from citysight.config.auth import RetentionConfig, TokenConfig
+from citysight.config.auth import RetentionConfig, Scope, TokenConfig
 from citysight.config.base import Strict, _f
 from citysight.config.cameras import CameraConfig
 from citysight.config.departments import DepartmentConfig, RouteConfig
+from citysight.config.jurisdictions import JurisdictionsConfig
 from citysight.config.map import MapConfig
 from citysight.config.reports import ReportsConfig
 from citysight.config.rules import HotlistEntry, RuleConfig
@@ -23,8 +24,12 @@ from citysight.config.site import IncidentsConfig, SiteConfig
 from citysight.config.ui import UiConfig
 from citysight.config.webhooks import WebhookConfig
 from citysight.contracts import AlertKind
+from citysight.jurisdictions import Hierarchy
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_JURISDICTION = "default"
+"""A camera's jurisdiction when the config names none (placed by position when it can)."""
 
 
 class CitysightConfig(Strict):
@@ -36,6 +41,12 @@ class CitysightConfig(Strict):
     cameras: list[CameraConfig] = _f("Cameras", "Cameras.", default_factory=list)
     rules: list[RuleConfig] = _f("Rules", "Alert rules.", default_factory=list)
     plate_hotlist: list[HotlistEntry] = _f("Hotlist", "Plates of interest.", default_factory=list)
+    jurisdictions: JurisdictionsConfig = _f(
+        "Jurisdictions",
+        "Administrative hierarchy (city, townships, grids) as GeoJSON polygons: cameras are "
+        "placed in it by position, alerts carry their path, routes and tokens match any level.",
+        default_factory=JurisdictionsConfig,
+    )
     departments: list[DepartmentConfig] = _f("Departments", "Departments.", default_factory=list)
     routing: list[RouteConfig] = _f(
         "Routing", "Kind/jurisdiction to department; first match wins.", default_factory=list
@@ -121,6 +132,31 @@ class CitysightConfig(Strict):
             for dep in w.departments:
                 if deps and dep not in deps:
                     problems.append(f"webhooks[{i}].departments: unknown department {dep!r}")
+        tree = self.jurisdictions.tree()
+        for i, t in enumerate(self.tokens):
+            if t.jurisdiction == "*":
+                continue
+            if t.jurisdiction not in tree:
+                problems.append(
+                    f"tokens[{i}].jurisdiction: unknown jurisdiction {t.jurisdiction!r}"
+                    + ("" if tree else " (no jurisdictions are configured)")
+                )
+            if Scope.AUDIT_READ in t.scopes:
+                # The audit log is city-wide: a township token must not read the rest's.
+                problems.append(
+                    f"tokens[{i}]: a jurisdiction-scoped token cannot hold audit:read "
+                    "(the audit log covers the whole city)"
+                )
+        for i, cam in enumerate(self.cameras):
+            if not tree:
+                continue
+            if cam.jurisdiction == DEFAULT_JURISDICTION:
+                cam.jurisdiction = tree.locate(cam.latitude, cam.longitude) or DEFAULT_JURISDICTION
+            elif cam.jurisdiction not in tree:
+                problems.append(
+                    f"cameras[{i}].jurisdiction: unknown jurisdiction {cam.jurisdiction!r} "
+                    "(leave it out to place the camera by its position)"
+                )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -151,6 +187,8 @@ class CitysightConfig(Strict):
         svc.inference.models_dir = absolute(svc.inference.models_dir)
         if svc.streams.clips.storage.path:
             svc.streams.clips.storage.path = absolute(svc.streams.clips.storage.path)
+        if out.jurisdictions.file:
+            out.jurisdictions.file = absolute(out.jurisdictions.file)
         for overlay in out.map.overlays:
             overlay.path = absolute(overlay.path)
         for cam in out.cameras:
@@ -162,9 +200,29 @@ class CitysightConfig(Strict):
         """The camera with this id, if any."""
         return next((c for c in self.cameras if c.id == camera_id), None)
 
+    def tree(self) -> Hierarchy:
+        """The jurisdiction hierarchy (empty when none is configured)."""
+        return self.jurisdictions.tree()
+
+    def jurisdiction_path(self, jurisdiction: str) -> list[str]:
+        """Ids from the city down to ``jurisdiction`` (``[jurisdiction]`` outside the tree)."""
+        return self.tree().path(jurisdiction)
+
+    def place(self, camera: CameraConfig) -> str:
+        """A camera's jurisdiction: the configured one, else the area its position lies in."""
+        if camera.jurisdiction != DEFAULT_JURISDICTION or not self.tree():
+            return camera.jurisdiction
+        found = self.tree().locate(camera.latitude, camera.longitude)
+        return found or DEFAULT_JURISDICTION
+
     def route(self, kind: AlertKind | str, jurisdiction: str) -> str | None:
-        """Department for an alert kind in a jurisdiction (first matching route)."""
+        """Department for an alert kind in a jurisdiction (first matching route).
+
+        A route's jurisdiction glob matches any level of the jurisdiction's path, so a
+        route for a township covers its grids, and one for a grid only that grid.
+        """
+        path = self.jurisdiction_path(jurisdiction) or [jurisdiction]
         for r in self.routing:
-            if r.kind in ("*", kind) and fnmatch.fnmatchcase(jurisdiction, r.jurisdiction):
+            if r.kind in ("*", kind) and any(fnmatch.fnmatchcase(j, r.jurisdiction) for j in path):
                 return r.department
         return None

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from citysight.contracts import AlertKind, AlertState, Severity
 from serve_app.api.deps import NOT_FOUND, csv_set, ctx, parse_time_range, scoped_alert
+from serve_app.api.export import DEFAULT_EXPORT, MAX_EXPORT, export_csv, wants_csv
 from serve_app.auth import Dispatcher, Reader
 from serve_app.plate_privacy import events_for_principal, for_principal
 
@@ -45,7 +46,11 @@ def _enum_set(value: str | None, enum: Any, name: str) -> set[str] | None:
     return items
 
 
-@router.get("", summary="List alerts in the caller's scope, newest first")
+@router.get(
+    "",
+    summary="List alerts in the caller's scope, newest first (JSON, or CSV export)",
+    responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
+)
 def list_alerts(
     principal: Reader,
     request: Request,
@@ -58,30 +63,49 @@ def list_alerts(
     since: str | None = Query(None, description="started_at >= (Unix s or ISO 8601)"),
     until: str | None = Query(None, description="started_at <= (Unix s or ISO 8601)"),
     severity: str | None = Query(None, description="Severity(ies), comma-separated"),
-    limit: int = Query(50, ge=1, le=MAX_LIMIT),
+    limit: int | None = Query(
+        None,
+        ge=1,
+        le=MAX_EXPORT,
+        description=f"Most alerts: default 50 and at most {MAX_LIMIT} for JSON; default "
+        f"{DEFAULT_EXPORT} and at most {MAX_EXPORT} for CSV",
+    ),
     before: str | None = Query(None, max_length=128, description="Cursor: last id seen"),
-) -> list[dict[str, Any]]:
-    """Alerts visible to the caller (department scope applied on the server)."""
+    format: str | None = Query(
+        None, pattern="^(json|csv)$", description="csv: a streamed CSV export (audited)"
+    ),
+) -> Any:
+    """Alerts visible to the caller (department and jurisdiction scope applied on the server).
+
+    ``format=csv`` or ``Accept: text/csv`` streams the same selection as CSV (see
+    :mod:`serve_app.api.export`); the export is audited before the first byte leaves.
+    """
     c = ctx(request)
+    as_csv = format == "csv" or (format is None and wants_csv(request.headers.get("accept", "")))
+    if not as_csv and limit is not None and limit > MAX_LIMIT:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"limit: at most {MAX_LIMIT} for JSON (page with before=, or export format=csv)",
+        )
     lo, hi = parse_time_range(since, until)
     departments = principal.departments(department)
+    filters: dict[str, Any] = {
+        "departments": departments,
+        "kinds": _enum_set(kind, AlertKind, "kind"),
+        "states": _enum_set(state, AlertState, "state"),
+        "camera_ids": csv_set(camera_id),
+        "since": lo,
+        "until": hi,
+        "severities": _enum_set(severity, Severity, "severity"),
+        "jurisdiction": principal.jurisdiction_filter(),
+    }
+    if as_csv:
+        return export_csv(c, principal, filters, limit or DEFAULT_EXPORT, before, request)
     if departments is not None and not departments:
         return []
-    alerts = c.alerts.query(
-        departments=departments,
-        kinds=_enum_set(kind, AlertKind, "kind"),
-        states=_enum_set(state, AlertState, "state"),
-        camera_ids=csv_set(camera_id),
-        since=lo,
-        until=hi,
-        limit=limit,
-        before=before,
-        severities=_enum_set(severity, Severity, "severity"),
-    )
+    alerts = c.alerts.query(**filters, limit=limit or 50, before=before)
     # Defence in depth: never return an alert outside the caller's scope.
-    return [
-        for_principal(a.to_api(), principal) for a in alerts if principal.sees_any(a.departments())
-    ]
+    return [for_principal(a.to_api(), principal) for a in alerts if principal.sees_alert(a)]
 
 
 @router.get("/{alert_id}", summary="One alert")

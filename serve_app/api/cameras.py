@@ -18,9 +18,9 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from citysight.config import CameraConfig, StreamsService
 from citysight.urls import check_url, redact
-from serve_app.api.deps import ctx
+from serve_app.api.deps import camera_path, ctx, sees_camera
 from serve_app.api.live import live_url
-from serve_app.auth import CameraWriter, Reader
+from serve_app.auth import CameraWriter, Principal, Reader
 from serve_app.store.alerts import CAMERA_REMOVED
 
 logger = logging.getLogger(__name__)
@@ -29,16 +29,47 @@ router = APIRouter(prefix="/api/cameras", tags=["cameras"])
 
 
 def public_camera(
-    cam: CameraConfig, health: dict[str, Any] | None, live: str | None = None
+    cam: CameraConfig,
+    health: dict[str, Any] | None,
+    live: str | None = None,
+    path: list[str] | None = None,
 ) -> dict[str, Any]:
-    """API form of a camera: no credentials, with its health and live-view path."""
+    """API form of a camera: no credentials, with its health, live-view path and
+    jurisdiction path."""
     d = cam.model_dump(mode="json", exclude={"url_password_env"})
     d["url"] = redact(cam.url, keep_user=False)
     if cam.substream_url is not None:
         d["substream_url"] = redact(cam.substream_url, keep_user=False)
     d["health"] = health or {"state": "unknown"}
     d["live_url"] = live
+    if path is not None:
+        d["jurisdiction"] = path[-1] if path else cam.jurisdiction
+        d["jurisdiction_path"] = path
     return d
+
+
+def _placed(request: Request, cam: CameraConfig, principal: Principal) -> CameraConfig:
+    """The submitted camera with its jurisdiction resolved and checked against the caller.
+
+    A camera that names no jurisdiction is placed by its position; one naming an area
+    outside the hierarchy is refused (422), and a jurisdiction-scoped writer may only
+    register cameras inside its own jurisdiction (403).
+    """
+    c = ctx(request)
+    tree = c.cfg.tree()
+    if tree and cam.jurisdiction != "default" and cam.jurisdiction not in tree:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"jurisdiction: unknown jurisdiction {cam.jurisdiction!r} (leave it out to place "
+            "the camera by its position)",
+        )
+    placed = cam.model_copy(update={"jurisdiction": c.cfg.place(cam)})
+    if not sees_camera(c, placed, principal):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"the camera lies outside your jurisdiction ({principal.jurisdiction})",
+        )
+    return placed
 
 
 def check_camera(cam: CameraConfig, streams: StreamsService) -> None:
@@ -70,9 +101,12 @@ def list_cameras(
     """Every registered camera with its reader health; credentials never leave."""
     c = ctx(request)
     health = c.cameras.health()
-    return [
-        public_camera(cam, health.get(cam.id), live_url(c.cfg, cam.id)) for cam in c.cameras.list()
-    ]
+    out = []
+    for cam in c.cameras.list():
+        path = camera_path(c, cam)
+        if principal.sees_place(path):
+            out.append(public_camera(cam, health.get(cam.id), live_url(c.cfg, cam.id), path))
+    return out
 
 
 @router.get("/{camera_id}", summary="One camera with health")
@@ -81,12 +115,14 @@ def get_camera(
     camera_id: str,
     request: Request,
 ) -> dict[str, Any]:
-    """One camera, or 404."""
+    """One camera, or 404 (also for a camera outside the caller's jurisdiction)."""
     c = ctx(request)
     cam = c.cameras.get(camera_id)
-    if cam is None:
+    if cam is None or not sees_camera(c, cam, principal):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
-    return public_camera(cam, c.cameras.health().get(camera_id), live_url(c.cfg, cam.id))
+    return public_camera(
+        cam, c.cameras.health().get(camera_id), live_url(c.cfg, cam.id), camera_path(c, cam)
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Register a camera")
@@ -98,6 +134,7 @@ def create_camera(
     """Add a camera (409 when the id exists)."""
     c = ctx(request)
     check_camera(cam, c.cfg.services.streams)
+    cam = _placed(request, cam, principal)
     if c.cameras.get(cam.id) is not None:
         raise HTTPException(status.HTTP_409_CONFLICT, f"camera {cam.id!r} already exists")
     c.cameras.put(cam)
@@ -120,8 +157,10 @@ def replace_camera(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "id: must match the camera id in the path"
         )
     check_camera(cam, c.cfg.services.streams)
-    if c.cameras.get(camera_id) is None:
+    old = c.cameras.get(camera_id)
+    if old is None or not sees_camera(c, old, principal):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
+    cam = _placed(request, cam, principal)
     c.cameras.put(cam)
     c.audit.append(actor=principal.name, action="camera.update", target=cam.id)
     return public_camera(cam, c.cameras.health().get(camera_id), live_url(c.cfg, cam.id))
@@ -140,7 +179,12 @@ def delete_camera(
     event by ``system``.
     """
     c = ctx(request)
-    if not c.cameras.delete(camera_id):
+    old = c.cameras.get(camera_id)
+    if (
+        old is None
+        or not sees_camera(c, old, principal)
+        or not c.cameras.delete(camera_id, camera_path(c, old))
+    ):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "camera not found")
     c.audit.append(actor=principal.name, action="camera.delete", target=camera_id)
     closed = c.alerts.resolve_camera_alerts(

@@ -11,6 +11,7 @@ from fastapi import HTTPException, Request, status
 from serve_app.auth import Principal
 
 if TYPE_CHECKING:
+    from citysight.config import CameraConfig
     from citysight.contracts import Alert
     from serve_app.http import ApiContext
 
@@ -75,9 +76,10 @@ def parse_time_range(
 
 
 def scoped_alert(c: ApiContext, alert_id: str, principal: Principal) -> Alert:
-    """The alert if it exists AND is within the principal's department scope.
+    """The alert if it exists AND is within the principal's department and jurisdiction scope.
 
-    In scope means the principal's department owns the alert or gained it by escalation.
+    In scope means the principal's department owns the alert or gained it by escalation,
+    and the principal's jurisdiction (if limited) is on the alert's jurisdiction path.
 
     A foreign alert answers exactly like a missing one (404, same body) so ids of other
     departments' alerts cannot be probed.
@@ -86,9 +88,27 @@ def scoped_alert(c: ApiContext, alert_id: str, principal: Principal) -> Alert:
         HTTPException: 404.
     """
     alert = c.alerts.get(alert_id) if len(alert_id) <= 128 else None
-    if alert is None or not principal.sees_any(alert.departments()):
+    if alert is None or not principal.sees_alert(alert):
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
     return alert
+
+
+def camera_path(c: ApiContext, cam: CameraConfig) -> list[str]:
+    """A camera's jurisdiction path (placed by position when its config names none)."""
+    return c.cfg.jurisdiction_path(c.cfg.place(cam))
+
+
+def sees_camera(c: ApiContext, cam: CameraConfig, principal: Principal) -> bool:
+    """Whether the camera lies in the principal's jurisdiction (cameras are city data
+    for every department; only the jurisdiction limits them)."""
+    return principal.city_wide or principal.jurisdiction in camera_path(c, cam)
+
+
+def visible_camera_ids(c: ApiContext, principal: Principal) -> set[str] | None:
+    """Ids of the cameras a jurisdiction-scoped principal may see (``None``: all)."""
+    if principal.city_wide:
+        return None
+    return {cam.id for cam in c.cameras.list() if sees_camera(c, cam, principal)}
 
 
 def csv_set(value: str | None) -> set[str] | None:

@@ -20,7 +20,7 @@ def _scoped(c: Any, incident_id: str, principal: Principal) -> dict[str, Any] | 
     if inc is None:
         return None
     alerts = [a for a in (c.alerts.get(i) for i in inc["alert_ids"]) if a is not None]
-    mine = [a for a in alerts if principal.sees_any(a.departments())]
+    mine = [a for a in alerts if principal.sees_alert(a)]
     if not mine:
         return None
     cams: list[str] = []
@@ -40,8 +40,13 @@ def list_incidents(
     """Incidents with at least one alert the caller may see (other alerts are left out)."""
     c = ctx(request)
     seen: list[str] = []
-    for a in c.alerts.query(departments=principal.departments(), limit=SCAN):
-        if a.incident_id and a.incident_id not in seen and principal.sees_any(a.departments()):
+    scan = c.alerts.query(
+        departments=principal.departments(),
+        jurisdiction=principal.jurisdiction_filter(),
+        limit=SCAN,
+    )
+    for a in scan:
+        if a.incident_id and a.incident_id not in seen and principal.sees_alert(a):
             seen.append(a.incident_id)
     out = []
     for iid in seen:

@@ -74,8 +74,10 @@ def camera_departments(cfg: CitysightConfig, camera: CameraConfig) -> set[str]:
 
 
 def camera_in_scope(cfg: CitysightConfig, camera: CameraConfig, principal: Principal) -> bool:
-    """Whether ``principal`` may watch ``camera`` (its department receives the camera's alerts)."""
-    return principal.sees_any(camera_departments(cfg, camera))
+    """Whether ``principal`` may watch ``camera``: its department receives the camera's alerts
+    and, for a jurisdiction-scoped principal, the camera lies in its jurisdiction."""
+    in_place = principal.sees_place(cfg.jurisdiction_path(cfg.place(camera)))
+    return in_place and principal.sees_any(camera_departments(cfg, camera))
 
 
 class LiveHub:

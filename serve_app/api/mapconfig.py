@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
 
-from serve_app.api.deps import ctx
+from serve_app.api.deps import camera_path, ctx
 from serve_app.api.live import live_url
 from serve_app.auth import Reader
 
@@ -31,7 +31,12 @@ def map_config(
     health = c.cameras.health()
     cams = []
     for cam in c.cameras.list():
+        path = camera_path(c, cam)
+        if not principal.sees_place(path):
+            continue  # a township officer's map holds only the township's cameras
         d = {f: getattr(cam, f) for f in _CAMERA_FIELDS}
+        d["jurisdiction"] = path[-1] if path else cam.jurisdiction
+        d["jurisdiction_path"] = path
         d["state"] = (health.get(cam.id) or {}).get("state", "unknown")
         d["live_url"] = live_url(c.cfg, cam.id)
         cams.append(d)
@@ -55,7 +60,19 @@ def map_config(
         ],
         "center": center,
         "cameras": cams,
+        "jurisdictions": _jurisdictions(c, principal),
         "principal": principal.to_dict(),
+    }
+
+
+def _jurisdictions(c: Any, principal: Reader) -> dict[str, Any]:
+    """The areas the caller may see (its own jurisdiction and below; all for city-wide)."""
+    tree = c.cfg.tree()
+    ids = list(tree.areas) if principal.city_wide else tree.subtree(principal.jurisdiction)
+    return {
+        "levels": tree.levels(),
+        "source": c.cfg.jurisdictions.source,
+        "areas": [tree.public(i) for i in ids],
     }
 
 

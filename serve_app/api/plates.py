@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from serve_app.api.deps import ctx, parse_time_range
+from serve_app.api.deps import ctx, parse_time_range, visible_camera_ids
 from serve_app.auth import PlateQuerier
 from serve_app.store.plates import MAX_QUERY_READS
 
@@ -59,4 +59,7 @@ def plate_reads(
     since, until = parse_time_range(_time_text(body.from_), _time_text(body.to), ("from", "to"))
     c.audit.append(actor=principal.name, action="plates.query", target=plate, reason=reason)
     reads = c.plates.query(plate, since, until, limit=body.limit)
+    cams = visible_camera_ids(c, principal)
+    if cams is not None:  # a township officer sees reads of its own cameras only
+        reads = [r for r in reads if r.get("camera_id") in cams]
     return {"plate": plate, "reads": reads, "limit": body.limit}

@@ -240,7 +240,7 @@ class RulesEngine:
                 cam = _Camera(cid, Location(lat=0.0, lon=0.0), "default", [], {})
             else:
                 cam = _Camera(
-                    cid, Location(lat=cc.latitude, lon=cc.longitude), cc.jurisdiction,
+                    cid, Location(lat=cc.latitude, lon=cc.longitude), self.cfg.place(cc),
                     [(z.id, z.type.value, np.asarray(z.polygon, np.float64)) for z in cc.zones],
                     {ln.id: (np.asarray(ln.start, np.float64), np.asarray(ln.end, np.float64),
                              ln.direction) for ln in cc.lines},
@@ -609,7 +609,8 @@ class RulesEngine:
             dept = "unrouted"
         return Alert(
             id=alert_id, kind=kind, severity=severity, camera_id=cam.id, camera_ids=[cam.id],
-            location=cam.location, jurisdiction=cam.jurisdiction, department=dept,
+            location=cam.location, jurisdiction=cam.jurisdiction,
+            jurisdiction_path=self.cfg.jurisdiction_path(cam.jurisdiction), department=dept,
             rule_id=rule_id, subject=subject,
             started_at=datetime.fromtimestamp(window_start, UTC), detected_at=t, **kw,
         )  # fmt: skip

@@ -59,9 +59,10 @@ CAMERA_REMOVED = "camera_removed"
 _SAVE_NEW = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local want = {'list', 'zset', 'zset', 'stream', 'zset'}
-for i = 2, 6 do
+for i = 2, #KEYS do
   local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'none' and t ~= want[i - 1] then
+  local w = want[i - 1] or 'zset'
+  if t ~= 'none' and t ~= w then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t)
   end
 end
@@ -70,6 +71,9 @@ redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
 if ARGV[6] ~= '' then
   redis.call('ZADD', KEYS[6], ARGV[4], ARGV[5])
   redis.call('EXPIRE', KEYS[6], ARGV[2])
+end
+for i = 7, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[4], ARGV[5])
 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
@@ -91,6 +95,8 @@ def _ts(dt: datetime) -> float:
 
 def _feed_fields(alert: Alert, type_: str, payload: dict[str, Any]) -> list[str]:
     extra = ["departments", ",".join(alert.departments())] if alert.escalated_to else []
+    if alert.jurisdiction_path:
+        extra += ["jurisdictions", ",".join(alert.jurisdiction_path)]
     return [
         "type", type_,
         "department", alert.department,
@@ -140,8 +146,9 @@ class AlertStore:
         now = time.time()
         calls: list[list[Any]] = []
         prepared: list[Alert] = []
+        tree = self.cfg.tree()
         for alert in alerts:
-            a = alert.model_copy(update={"raised_at": alert.raised_at or now})
+            a = self._placed(alert.model_copy(update={"raised_at": alert.raised_at or now}))
             report = a.source == "report"
             ev = AlertEvent(
                 alert_id=a.id,
@@ -154,10 +161,11 @@ class AlertStore:
                 evidence=[e.id for e in a.evidence if e.id] if report else [],
             )
             body = a.model_dump_json()
+            jur_keys = [keys.jurisdiction_index(j) for j in a.jurisdiction_path if j in tree]
             calls.append([
-                6, keys.alert_key(a.id), keys.events_key(a.id), keys.ALERTS_ALL,
+                6 + len(jur_keys), keys.alert_key(a.id), keys.events_key(a.id), keys.ALERTS_ALL,
                 keys.dept_index(a.department), keys.FEED_STREAM,
-                keys.incident_key(a.incident_id or ""),
+                keys.incident_key(a.incident_id or ""), *jur_keys,
                 body, self.ttl_s, ev.model_dump_json(), _ts(a.started_at), a.id,
                 a.incident_id or "", *_feed_fields(a, "alert", a.to_api()),
             ])  # fmt: skip
@@ -167,6 +175,22 @@ class AlertStore:
         if failed is not None:
             raise failed  # the consumer keeps the batch and writes it again (idempotent)
         return [a for a, ok in zip(prepared, results, strict=True) if int(ok) == 1]
+
+    def _placed(self, a: Alert) -> Alert:
+        """The alert with its jurisdiction and path filled from the hierarchy.
+
+        Writers that know only a position (a report) get the area it lies in; writers that
+        know only the jurisdiction get its path. A path given by the writer is kept.
+        """
+        tree = self.cfg.tree()
+        if a.jurisdiction_path or not tree:
+            if not a.jurisdiction_path and a.jurisdiction:
+                return a.model_copy(update={"jurisdiction_path": [a.jurisdiction]})
+            return a
+        jur = a.jurisdiction
+        if not jur or jur == "default":
+            jur = tree.locate(a.location.lat, a.location.lon) or jur
+        return a.model_copy(update={"jurisdiction": jur, "jurisdiction_path": tree.path(jur)})
 
     def transition(
         self,
@@ -323,7 +347,7 @@ class AlertStore:
                         payload={"event": ev.model_dump(mode="json"), "alert": new.to_api()},
                         department=new.department, kind=new.kind.value, camera_id=new.camera_id,
                         severity=new.severity.value, lat=new.location.lat, lon=new.location.lon,
-                        departments=told,
+                        departments=told, jurisdictions=new.jurisdiction_path,
                     )  # fmt: skip
                     pipe.execute()
                     return new
@@ -514,13 +538,16 @@ class AlertStore:
     def prune_indexes(self, now: float | None = None) -> int:
         """Drop index entries of alerts past their TTL (the alerts themselves expire).
 
-        Covers the configured departments and ``unrouted`` (no keyspace scan).
+        Covers the configured departments, ``unrouted`` and the configured jurisdictions
+        (no keyspace scan).
         """
         cutoff = (time.time() if now is None else now) - self.ttl_s
         pipe = self.r.pipeline(transaction=False)
         pipe.zremrangebyscore(keys.ALERTS_ALL, "-inf", cutoff)
         for dept in {d.id for d in self.cfg.departments} | {"unrouted"}:
             pipe.zremrangebyscore(keys.dept_index(dept), "-inf", cutoff)
+        for jur in self.cfg.tree().areas:
+            pipe.zremrangebyscore(keys.jurisdiction_index(jur), "-inf", cutoff)
         return int(sum(int(x) for x in pipe.execute()))
 
     # -- reads -----------------------------------------------------------------------------
@@ -587,6 +614,7 @@ class AlertStore:
         limit: int = 50,
         before: str | None = None,
         severities: set[str] | None = None,
+        jurisdiction: str | None = None,
     ) -> list[Alert]:
         """Alerts newest first (by ``started_at``, then id), filtered.
 
@@ -600,6 +628,8 @@ class AlertStore:
             limit: Maximum number of alerts.
             before: Cursor: only alerts strictly after this alert id in the order.
             severities: Severities to include.
+            jurisdiction: Only alerts in this jurisdiction or below it (read from its
+                index, so a township's list never walks the whole city's).
         """
         if limit <= 0:
             return []
@@ -612,11 +642,7 @@ class AlertStore:
                 return []
             cursor = (float(score), before)
             hi = min(hi, float(score))
-        indexes = (
-            [keys.ALERTS_ALL]
-            if departments is None
-            else [keys.dept_index(d) for d in sorted(departments)]
-        )
+        indexes = self._indexes(departments, jurisdiction)
         streams = [self._index_iter(ix, hi, lo) for ix in indexes]
         merged = heapq.merge(*streams, key=lambda x: (-x[0], _neg(x[1])))
         out: list[Alert] = []
@@ -629,6 +655,8 @@ class AlertStore:
                     continue
                 a = Alert.model_validate_json(raw)
                 if departments is not None and departments.isdisjoint(a.departments()):
+                    continue
+                if jurisdiction is not None and jurisdiction not in a.jurisdiction_path:
                     continue
                 if kinds and a.kind.value not in kinds:
                     continue
@@ -659,6 +687,81 @@ class AlertStore:
         flush()
         return out[:limit]
 
+    def _indexes(self, departments: set[str] | None, jurisdiction: str | None) -> list[str]:
+        """The sorted sets to read for a scope (the smallest that covers it)."""
+        # A configured area has its own index; anything else matches no alert path that
+        # the hierarchy wrote, so the department indexes (filtered) are read.
+        if jurisdiction is not None and jurisdiction in self.cfg.tree():
+            return [keys.jurisdiction_index(jurisdiction)]
+        if departments is None:
+            return [keys.ALERTS_ALL]
+        return [keys.dept_index(d) for d in sorted(departments)]
+
+    def iter_pages(
+        self,
+        since: float,
+        until: float,
+        *,
+        departments: set[str] | None = None,
+        jurisdiction: str | None = None,
+        page: int = 500,
+    ) -> Iterator[list[Alert]]:
+        """Every alert in scope whose ``started_at`` lies in ``[since, until]``, in pages.
+
+        Reads only the index entries inside the range (``ZRANGEBYSCORE``, O(log N + M)) and
+        the alerts themselves in ``MGET`` pages of ``page``: memory holds one page, never
+        the whole range. An alert in several department indexes comes once. Oldest first.
+        """
+        indexes = self._indexes(departments, jurisdiction)
+        seen: set[str] = set()
+        for ix in indexes:
+            offset = 0
+            while True:
+                rows = cast(
+                    "list[bytes | str]",
+                    self.r.zrangebyscore(ix, since, until, start=offset, num=page),
+                )
+                ids = [i for i in (keys.text(m) or "" for m in rows) if i not in seen]
+                if len(indexes) > 1:
+                    seen.update(ids)
+                out: list[Alert] = []
+                for raw in self._mget(ids):
+                    if raw is None:
+                        continue
+                    a = Alert.model_validate_json(raw)
+                    if departments is not None and departments.isdisjoint(a.departments()):
+                        continue
+                    if jurisdiction is not None and jurisdiction not in a.jurisdiction_path:
+                        continue
+                    out.append(a)
+                if out:
+                    yield out
+                if len(rows) < page:
+                    break
+                offset += page
+
+    def count_range(
+        self,
+        since: float,
+        until: float,
+        *,
+        departments: set[str] | None = None,
+        jurisdiction: str | None = None,
+    ) -> int:
+        """Index entries in ``[since, until]`` for a scope (an upper bound, ``ZCOUNT``)."""
+        return sum(
+            int(self.r.zcount(ix, since, until)) for ix in self._indexes(departments, jurisdiction)
+        )
+
+    def events_many(self, alert_ids: list[str]) -> list[list[AlertEvent]]:
+        """The events of several alerts in one round trip (oldest first each)."""
+        if not alert_ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for aid in alert_ids:
+            pipe.lrange(keys.events_key(aid), 0, -1)
+        return [[AlertEvent.model_validate_json(x) for x in rows] for rows in pipe.execute()]
+
     def precision(self) -> dict[str, Any]:
         """Per-rule and per-camera verdict counts from outcomes.
 
@@ -675,13 +778,7 @@ class AlertStore:
                 if raw is None:
                     continue
                 a = Alert.model_validate_json(raw)
-                verdict = (
-                    "pending"
-                    if a.outcome is None
-                    else "false_alarm"
-                    if a.outcome in FALSE_OUTCOMES
-                    else "confirmed"
-                )
+                verdict = verdict_of(a)
                 for group, key in (
                     ("by_rule", a.rule_id or a.kind.value),
                     ("by_camera", a.camera_id),
@@ -693,6 +790,13 @@ class AlertStore:
                 judged = c["confirmed"] + c["false_alarm"]
                 c["precision"] = c["confirmed"] / judged if judged else None
         return by
+
+
+def verdict_of(a: Alert) -> str:
+    """``confirmed``, ``false_alarm`` or ``pending`` (no outcome yet) from the outcome."""
+    if a.outcome is None:
+        return "pending"
+    return "false_alarm" if a.outcome in FALSE_OUTCOMES else "confirmed"
 
 
 class _Skip(Exception):

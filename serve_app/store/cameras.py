@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -61,11 +62,12 @@ class CameraRegistry:
         pipe.publish(keys.CAMERAS_CHANGED, cam.id)
         pipe.execute()
 
-    def delete(self, cid: str) -> bool:
+    def delete(self, cid: str, jurisdictions: Sequence[str] | None = None) -> bool:
         """Remove a camera with its health entry; ``False`` when it did not exist.
 
         In one transaction: the registry entry, the ``citysight:camera-health`` entry, the
-        change notification and a ``camera_removed`` feed message (the map drops its marker).
+        change notification and a ``camera_removed`` feed message (the map drops its marker)
+        carrying the camera's jurisdiction path (``jurisdictions``) for scoped subscribers.
         """
         raw = self.r.hget(keys.CAMERAS, cid)
         if raw is None:
@@ -82,6 +84,7 @@ class CameraRegistry:
         publish_feed(
             pipe, type="camera_removed", payload={"camera_id": cid}, department="",
             kind="", camera_id=cid, severity="info", lat=lat, lon=lon,
+            jurisdictions=list(jurisdictions or ()),
         )  # fmt: skip
         return bool(pipe.execute()[0])
 

@@ -23,6 +23,7 @@ def publish_feed(
     lat: float,
     lon: float,
     departments: list[str] | None = None,
+    jurisdictions: list[str] | None = None,
 ) -> None:
     """Queue one feed message on a pipeline (or client).
 
@@ -39,6 +40,9 @@ def publish_feed(
         departments: Every department that sees the message when more than ``department``
             (an escalated alert: owner and supervisors), stored comma-separated in field
             ``departments``; subscribers of any of them receive the message once.
+        jurisdictions: The jurisdiction path of the message (city first), stored
+            comma-separated in field ``jurisdictions``: jurisdiction-scoped subscribers get
+            only messages whose path holds their jurisdiction (none without the field).
     """
     fields = {
         "type": type,
@@ -52,6 +56,8 @@ def publish_feed(
     }
     if departments and any(d != department for d in departments):
         fields["departments"] = ",".join(departments)
+    if jurisdictions:
+        fields["jurisdictions"] = ",".join(jurisdictions)
     pipe.xadd(FEED_STREAM, fields)
 
 

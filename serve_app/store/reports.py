@@ -137,8 +137,8 @@ class ReportStore:
     def place(self, kind: AlertKind, loc: Location) -> tuple[str, str]:
         """``(camera id, jurisdiction)`` of a report: the nearest camera within
         ``camera_radius_m`` that can watch a rule of ``kind`` (:func:`can_watch`; ``""``
-        when none), and the
-        jurisdiction of the nearest camera within that radius (``default`` when none)."""
+        when none), and the jurisdiction: the area of the hierarchy containing the report's
+        position, else that of the nearest camera within that radius (``default`` when none)."""
         rules = [r for r in (self.cfg.rules or default_rules()) if r.enabled and r.kind == kind]
         near = sorted(
             (d, c)
@@ -146,7 +146,10 @@ class ReportStore:
             if (d := distance_m(loc, Location(lat=c.latitude, lon=c.longitude)))
             <= self.cfg.reports.camera_radius_m
         )  # fmt: skip
-        juris = near[0][1].jurisdiction if near else "default"
+        # With a jurisdiction hierarchy the report's own position decides (its grid), not
+        # the nearest camera's.
+        located = self.cfg.tree().locate(loc.lat, loc.lon) if self.cfg.tree() else None
+        juris = located or (near[0][1].jurisdiction if near else "default")
         cam = next((c.id for _, c in near if any(can_watch(r, c) for r in rules)), "")
         return cam, juris
 

@@ -197,6 +197,7 @@ async def _receive_loop(ws: WebSocket, hub: Hub, client: Any) -> None:
                 {
                     "type": "subscribed",
                     "department": client.principal.department,
+                    "jurisdiction": client.principal.jurisdiction,
                     "kinds": sorted(s.kinds) if s.kinds is not None else None,
                     "cameras": sorted(s.cameras) if s.cameras is not None else None,
                     "min_severity_rank": s.min_severity,

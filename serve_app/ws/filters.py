@@ -1,6 +1,6 @@
 """Which feed entries a WebSocket subscriber receives.
 
-The principal's department scope is always applied first; the client's subscription
+The principal's department and jurisdiction scope is always applied first; the client's subscription
 (kinds, cameras, minimum severity, bounding box) can only narrow it. Matching works on the
 feed entry's index fields (``department`` or, for escalated alerts, ``departments``,
 ``kind``, ``camera_id``, ``severity``, ``lat``, ``lon``) so the JSON payload is never parsed
@@ -100,6 +100,12 @@ def visible(principal: Principal, sub: Subscription, fields: dict[str, str]) -> 
         True when the entry is in scope and passes every filter.
     """
     mtype = fields.get("type", "")
+    if not principal.city_wide:
+        # Jurisdiction scope covers every message type, camera health included; a message
+        # without a path (older writers) is outside it: fail closed.
+        path = fields.get("jurisdictions", "")
+        if not path or principal.jurisdiction not in path.split(","):
+            return False
     if mtype in ("camera_status", "camera_removed"):
         # Camera health is not department data: every authenticated subscriber sees it
         # (the camera list is readable by all roles), subject to the camera filter.

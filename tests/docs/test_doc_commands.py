@@ -156,6 +156,15 @@ COVERED: tuple[Covered, ...] = (
         "tests/benchmarks/urls/test_urls_bench.py::test_bench_urls_small",
     ),
     Covered(
+        r"citysight bench stats --json",
+        "tests/benchmarks/stats/test_stats_bench.py::test_bench_stats_small",
+    ),
+    # The CSV export of the alert list (issue 16).
+    Covered(
+        r"curl -s -H .*X-Audit-Reason: .*http://127\.0\.0\.1:8000/api/alerts\?format=csv.*",
+        "tests/serve_app/api/test_stats.py::test_csv_export_is_streamed_audited_and_safe",
+    ),
+    Covered(
         r"citysight bench locust( --[a-z-]+ \w+)*",
         "tests/benchmarks/locust/test_locust_run.py::test_tiny_locust_run",
     ),

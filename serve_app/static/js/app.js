@@ -4,7 +4,7 @@
  * message updates only the DOM nodes and markers it concerns (no full re-render), and
  * messages are applied in batches once per animation frame so bursts stay cheap.
  * Modules: core (state, HTTP), map (base layer, cameras), alerts (list, markers, filters),
- * feed (WebSocket), detail (alert panel and actions).
+ * feed (WebSocket), detail (alert panel and actions), stats (statistics panel, CSV export).
  */
 
 import { ensureAudio, rerenderAlerts, setupFilters, updateCounts, upsertAlert } from "./alerts.js";
@@ -13,6 +13,7 @@ import { rerenderDetail, setupDetail } from "./detail.js";
 import { connectWs, flush, handleMessage, rerenderWsStatus } from "./feed.js";
 import { initI18n, language, onLanguageChange, setLanguage, setTimeZone } from "./i18n.js";
 import { addCameras, addLayerControl, refreshCameras, setCameraHealth, setupMap, showCamera } from "./map.js";
+import { setupStats } from "./stats.js";
 
 // -- login -------------------------------------------------------------------------------
 
@@ -108,6 +109,7 @@ async function loadOpenCritical() {
 
 async function start() {
   await setupMap();
+  setupStats();
   // Feed first, listing second: nothing raised in between is missed, and the listing's
   // copies never overwrite newer ones from the feed (upsertAlert compares updated_at).
   connectWs();

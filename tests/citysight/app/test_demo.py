@@ -35,6 +35,27 @@ def test_every_department_has_a_demo_token_duty_included(
     assert "token duty" in out and "duty-token-chosen-by-the-user-0001" in out
 
 
+def test_demo_city_has_townships_grids_and_a_township_token(tmp_path: Path) -> None:
+    """Issue 16: synthetic areas around the demo cameras, which are placed by position."""
+    from citysight.app.demo import DEMO_TOWNSHIP
+
+    cfg = parse_config(demo_config_dict(tmp_path), "<demo>")
+    assert cfg.tree().levels() == ["city", "township", "grid"]
+    assert "synthetic" in cfg.jurisdictions.source
+    assert all("synthetic" in a.name or a.level == "city" for a in cfg.tree().areas.values())
+    placed = {c.id: cfg.jurisdiction_path(c.jurisdiction) for c in cfg.cameras}
+    assert placed == {
+        "cam-plate-01": ["haikou", "longhua", "longhua-g1"],
+        "cam-face-01": ["haikou", "longhua", "longhua-g2"],
+        "cam-fire-01": ["haikou", "meilan", "meilan-g2"],
+        "cam-smoke-01": ["haikou", "xiuying"],
+        "cam-vending-01": ["haikou", "meilan", "meilan-g1"],
+    }
+    (town,) = [t for t in cfg.tokens if t.jurisdiction != "*"]
+    assert town.name == "township" and town.jurisdiction == DEMO_TOWNSHIP == "meilan"
+    assert town.token_env == "CITYSIGHT_DEMO_TOKEN_TOWNSHIP" and town.department == "*"
+
+
 def test_the_demo_map_reads_in_chinese(tmp_path: Path) -> None:
     """``citysight demo``: the page starts in zh-CN, departments have Chinese names."""
     from serve_app.http import STATIC_DIR, map_page_html

@@ -402,6 +402,7 @@ def test_me_health_metrics_openapi(client: TestClient) -> None:
         "role": "police",
         "department": "police",
         "scopes": sorted(ROLES["police"]["scopes"]),
+        "jurisdiction": "*",
     }
     public = client.get("/health")  # a remote caller without a token: liveness only
     assert public.status_code == 200 and set(public.json()) == {"status"}
