@@ -196,6 +196,8 @@ ALERT_ROUTES = [
     ("POST", "/api/alerts/{id}/transitions", {"to": "acknowledged"}),
     ("GET", "/api/alerts/{id}/evidence/ev_0", None),
     ("POST", "/api/alerts/{id}/evidence/ev_0/unredacted", {"reason": "checking the scope"}),
+    ("GET", "/api/alerts/{id}/clip", None),
+    ("POST", "/api/alerts/{id}/clip/unredacted", {"reason": "checking the scope"}),
 ]
 
 
@@ -412,6 +414,7 @@ COVERED = {
     "/api/config/map", "/api/plates/{plate}/reads", "/api/stats", "/api/incidents",
     "/api/incidents/{incident_id}", "/api/alerts/{alert_id}/evidence/{item_id}",
     "/api/alerts/{alert_id}/evidence/{item_id}/unredacted", "/api/alerts/{alert_id}/feedback",
+    "/api/alerts/{alert_id}/clip", "/api/alerts/{alert_id}/clip/unredacted",
 }  # fmt: skip
 
 
