@@ -558,10 +558,10 @@ def map_page_headers(cfg: CitysightConfig) -> dict[str, str]:
             "style-src 'self'",
             "style-src-attr 'unsafe-inline'",
             f"img-src {' '.join(img)}",
-            "media-src 'self' blob:",  # evidence clips play from a blob URL
-            "connect-src 'self'",
-            # Live view plays through Media Source Extensions (a blob: URL).
+            # Evidence clips play from a blob URL, live view through Media Source
+            # Extensions (a blob: URL too).
             "media-src 'self' blob:",
+            "connect-src 'self'",
             "font-src 'self'",
             "base-uri 'none'",
             "form-action 'self'",
