@@ -140,7 +140,7 @@ class NvDecSession:
 
     def packet(self, unit: Any) -> Any:
         """Not offered (see :meth:`stream_info`)."""
-        raise NotImplementedError("NVDEC units are not remuxed")
+        raise RuntimeError("NVDEC sessions offer no packets: stream_info() is None")
 
     def close(self) -> None:
         """Drop the demuxer and decoder (freed by PyNvVideoCodec)."""

@@ -23,9 +23,8 @@ from fastapi import APIRouter, Header, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from citysight.clips import ClipRecord, ClipState, ClipStoreError
-from citysight.config import Scope
 from serve_app.api.deps import ctx, scoped_alert
-from serve_app.api.evidence import UnredactRequest
+from serve_app.api.evidence import UnredactRequest, unredacted_access
 from serve_app.auth import Reader
 from serve_app.store.clips import ClipRendering, ClipService, ClipUnavailable
 from serve_app.store.evidence import RedactionUnavailable
@@ -187,15 +186,7 @@ def unredacted_clip(
 ) -> Response:
     """The original clip; the audit record is written before the bytes leave."""
     c = ctx(request)
-    alert = scoped_alert(c, alert_id, principal)
-    if not principal.has(Scope.EVIDENCE_UNREDACTED):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing scope: evidence:unredacted")
-    reason = body.reason.strip()
-    if len(reason) < 3:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "reason is required (at least 3 characters) for the unredacted clip",
-        )
+    alert, reason = unredacted_access(c, alert_id, principal, body, "the unredacted clip")
     svc = _service(request)
     try:
         rec = svc.ready(alert)

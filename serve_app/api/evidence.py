@@ -10,15 +10,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from citysight.config import Scope
 from serve_app.api.deps import ctx, scoped_alert
-from serve_app.auth import Reader
+from serve_app.auth import Principal, Reader
 from serve_app.store.evidence import RedactionUnavailable
+
+if TYPE_CHECKING:
+    from citysight.contracts import Alert
+    from serve_app.http import ApiContext
 
 router = APIRouter(prefix="/api/alerts", tags=["evidence"])
 
@@ -33,6 +37,37 @@ class UnredactRequest(BaseModel):
     reason: str = Field(
         "", max_length=500, description="Why the unredacted view is needed (audited)"
     )
+
+
+def redaction_unavailable() -> HTTPException:
+    """Fail closed: without a face detector nothing is served as redacted."""
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "evidence redaction unavailable: faces cannot be detected right now, so no "
+        "redacted image is served (see the redaction component of /health)",
+        headers={"Retry-After": "30"},
+    )
+
+
+def unredacted_access(
+    c: ApiContext, alert_id: str, principal: Principal, body: UnredactRequest, what: str
+) -> tuple[Alert, str]:
+    """The alert (in scope) and the stripped reason for an unredacted view of ``what``.
+
+    Raises:
+        HTTPException: 404 out of scope or missing, 403 without ``evidence:unredacted``,
+            422 without a reason of at least 3 characters.
+    """
+    alert = scoped_alert(c, alert_id, principal)
+    if not principal.has(Scope.EVIDENCE_UNREDACTED):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing scope: evidence:unredacted")
+    reason = body.reason.strip()
+    if len(reason) < 3:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"reason is required (at least 3 characters) for {what}",
+        )
+    return alert, reason
 
 
 def _jpeg(jpeg: bytes | None, *, redacted: bool) -> Response:
@@ -69,13 +104,7 @@ def evidence(
     try:
         jpeg = c.evidence.get(alert, unredacted=False)
     except RedactionUnavailable:
-        # Fail closed: without a face detector no image is served as redacted.
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "evidence redaction unavailable: faces cannot be detected right now, so no "
-            "redacted image is served (see the redaction component of /health)",
-            headers={"Retry-After": "30"},
-        ) from None
+        raise redaction_unavailable() from None
     return _jpeg(jpeg, redacted=True)
 
 
@@ -93,15 +122,7 @@ def unredacted_evidence(
 ) -> Response:
     """The original JPEG; the audit record is written before the bytes leave."""
     c = ctx(request)
-    alert = scoped_alert(c, alert_id, principal)
-    if not principal.has(Scope.EVIDENCE_UNREDACTED):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing scope: evidence:unredacted")
-    reason = body.reason.strip()
-    if len(reason) < 3:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "reason is required (at least 3 characters) for unredacted evidence",
-        )
+    alert, reason = unredacted_access(c, alert_id, principal, body, "unredacted evidence")
     # Audit before the bytes leave: a failed audit write means no unredacted view.
     c.audit.append(
         actor=principal.name, action="evidence.unredacted", target=alert_id, reason=reason
@@ -129,12 +150,7 @@ def evidence_item(
     try:
         jpeg = c.evidence.get(alert, unredacted=False, item_id=item_id)
     except RedactionUnavailable:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            "evidence redaction unavailable: faces cannot be detected right now, so no "
-            "redacted image is served (see the redaction component of /health)",
-            headers={"Retry-After": "30"},
-        ) from None
+        raise redaction_unavailable() from None
     return _jpeg(jpeg, redacted=True)
 
 
@@ -153,15 +169,7 @@ def unredacted_evidence_item(
 ) -> Response:
     """The original item; the audit record is written before the bytes leave."""
     c = ctx(request)
-    alert = scoped_alert(c, alert_id, principal)
-    if not principal.has(Scope.EVIDENCE_UNREDACTED):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "missing scope: evidence:unredacted")
-    reason = body.reason.strip()
-    if len(reason) < 3:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "reason is required (at least 3 characters) for unredacted evidence",
-        )
+    alert, reason = unredacted_access(c, alert_id, principal, body, "unredacted evidence")
     if c.evidence.ref(alert, item_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such evidence item")
     c.audit.append(
