@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from benchmarks.common.results import emit
 from benchmarks.common.stats import latency_summary
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "metrics.json"
@@ -217,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = measure(srv.url, args)
             finally:
                 srv.stop()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2) if args.json else table(res))
+    emit(res, args.out, as_json=args.json, table=table)
     return 0
 
 

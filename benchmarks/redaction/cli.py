@@ -19,7 +19,6 @@ mode and size: ``mean``/``p50``/``p90`` ms per served image and ``ratio`` = mean
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from benchmarks.common.results import emit
 from benchmarks.common.stats import latency_summary
 from citysight import keys
 from citysight.config import CitysightConfig, InferenceService
@@ -210,10 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--repeats must be at least 1", file=sys.stderr)
         return 2
     res = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table(res))
-    print(json.dumps(res, indent=2) if args.json else table(res))
+    emit(res, args.out, as_json=args.json, table=table, markdown=True)
     return 0
 
 

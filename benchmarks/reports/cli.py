@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import numpy as np
 import redis
 from PIL import Image
 
+from benchmarks.common.results import emit
 from benchmarks.common.stats import latency_summary
 from benchmarks.fanout.world import ServerThread, seed_principals, token_of
 from citysight.config import CitysightConfig
@@ -179,10 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--repeats must be at least 1 and --photos between 1 and 4", file=sys.stderr)
         return 2
     res = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(table(res))
-    print(json.dumps(res, indent=2) if args.json else table(res))
+    emit(res, args.out, as_json=args.json, table=table, markdown=True)
     return 0
 
 

@@ -14,7 +14,6 @@ baseline, and the growth exponent between the shortest and longest length (1 = l
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import statistics
@@ -23,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common.results import emit
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "urls.json"
 REMOVED_PATTERN = r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]+@"
@@ -149,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     res = measure(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2) if args.json else table(res))
+    emit(res, args.out, as_json=args.json, table=table)
     return 0
 
 

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common.results import emit
+
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "webhooks.json"
 SECRET = "bench-secret-0123456789abcdef"
 
@@ -237,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print("citysight bench webhooks: counts must be >= 1 and --rate > 0", file=sys.stderr)
         return 2
     res = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(json.dumps(res, indent=2) if args.json else table(res))
+    emit(res, args.out, as_json=args.json, table=table)
     ok = res["live"]["complete"] and res["outage"]["complete"] and res["outage"]["in_order"]
     return 0 if ok else 1
 
