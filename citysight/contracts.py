@@ -22,6 +22,7 @@ import hashlib
 import math
 import numbers
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -376,6 +377,8 @@ class FrameBatch:
         frame_times: Capture wall time of each frame (Unix seconds).
         detectors: Names of the detectors to run on each frame (``citysight.config.Detector``
             values such as ``"face"``, ``"plate"``, ``"fire_smoke"``, ``"vending"``).
+        options: Per frame, its camera's per-detector settings (detector name → JSON text,
+            ``citysight.config.CameraConfig.detector_options``); empty: none for any frame.
     """
 
     frames: list[npt.NDArray[np.uint8]]
@@ -383,6 +386,7 @@ class FrameBatch:
     frame_nos: list[int]
     frame_times: list[float]
     detectors: list[frozenset[str]]
+    options: list[Mapping[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.frames)
@@ -391,6 +395,8 @@ class FrameBatch:
                 raise ContractError(
                     f"FrameBatch.{name} has {len(getattr(self, name))} items, expected {n}"
                 )
+        if self.options and len(self.options) != n:
+            raise ContractError(f"FrameBatch.options has {len(self.options)} items, expected {n}")
         for i, f in enumerate(self.frames):
             if f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8:
                 raise ContractError(
@@ -399,6 +405,12 @@ class FrameBatch:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def options_of(self, detector: str, idx: list[int]) -> list[str]:
+        """The settings of ``detector`` of frames ``idx`` (``""`` where a camera sent none)."""
+        if not self.options:
+            return [""] * len(idx)
+        return [self.options[i].get(detector, "") for i in idx]
 
 
 # -- alerts ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from citysight.contracts import FrameBatch
 @dataclass(slots=True)
 class _Queue:
     detectors: frozenset[str]
+    options: Mapping[str, str] = field(default_factory=dict)
     items: deque[tuple[int, float, npt.NDArray[np.uint8], float]] = field(default_factory=deque)
     pushed: int = 0
     drops: int = 0
@@ -46,15 +48,28 @@ class FrameMux:
         self._ready = 0
         self._closed = False
 
-    def add_camera(self, camera_id: str, detectors: frozenset[str] = frozenset()) -> None:
-        """Register a camera (idempotent; updates its detectors)."""
+    def add_camera(
+        self,
+        camera_id: str,
+        detectors: frozenset[str] = frozenset(),
+        options: Mapping[str, str] | None = None,
+    ) -> None:
+        """Register a camera (idempotent; updates its detectors and their settings).
+
+        Args:
+            camera_id: The camera.
+            detectors: Detectors its frames go to.
+            options: Per-detector settings sent with its frames (``FrameBatch.options``).
+        """
         with self._cond:
             q = self._queues.get(camera_id)
+            opts = dict(options or {})
             if q is None:
-                self._queues[camera_id] = _Queue(detectors=detectors)
+                self._queues[camera_id] = _Queue(detectors=detectors, options=opts)
                 self._order.append(camera_id)
             else:
                 q.detectors = detectors
+                q.options = opts
 
     def remove_camera(self, camera_id: str) -> None:
         """Forget a camera and its queued frames."""
@@ -151,6 +166,7 @@ class FrameMux:
         nos: list[int] = []
         times: list[float] = []
         dets: list[frozenset[str]] = []
+        opts: list[Mapping[str, str]] = []
         n_cams = len(self._order)
         while len(frames) < max_batch and self._ready > 0 and n_cams:
             took = False
@@ -168,6 +184,7 @@ class FrameMux:
                 nos.append(no)
                 times.append(t)
                 dets.append(q.detectors)
+                opts.append(q.options)
                 took = True
                 last = k
             if not took:
@@ -177,5 +194,11 @@ class FrameMux:
         if not frames:
             return None
         return FrameBatch(
-            frames=frames, camera_ids=cams, frame_nos=nos, frame_times=times, detectors=dets
+            frames=frames,
+            camera_ids=cams,
+            frame_nos=nos,
+            frame_times=times,
+            detectors=dets,
+            # Only when a camera has settings: a batch without any stays as it always was.
+            options=opts if any(opts) else [],
         )

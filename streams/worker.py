@@ -214,7 +214,9 @@ class StreamWorker:
             self._forgotten.discard(camera.id)
         if old is not None:
             old.stop()
-        self.mux.add_camera(camera.id, frozenset(d.value for d in camera.detectors))
+        self.mux.add_camera(
+            camera.id, frozenset(d.value for d in camera.detectors), camera.detector_options()
+        )
         reader = CameraReader(
             camera, self.mux.push, self._put_status, self.reader_options, taps=self.taps
         )

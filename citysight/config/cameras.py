@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -105,6 +106,115 @@ class CameraProfile(Strict):
     loop: bool = _f("Loop", "Loop file sources (replay and load tests).", default=False)
 
 
+class FireSmokeSensitivity(enum.StrEnum):
+    """How readily a camera's fire/smoke detector (the ``det`` tier) reports on video."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+#: The temporal values of each sensitivity (``inference.detectors.fire_smoke_temporal``):
+#: frames remembered, frames that need the box, least flicker / drift (grey levels beyond the
+#: frame's own change), the network's input long side (px), and the change to the model file's
+#: class thresholds. Set from what each value means, not tuned on any clip: ``high`` looks at
+#: a finer input (smaller, farther flames) and confirms on less evidence, ``low`` needs more.
+FIRE_SMOKE_PRESETS: dict[FireSmokeSensitivity, dict[str, float]] = {
+    FireSmokeSensitivity.LOW: {
+        "window": 10, "persist": 6, "fire_flicker": 3.0, "smoke_drift": 2.0,
+        "input_long_side": 320, "threshold_shift": 0.1,
+    },
+    FireSmokeSensitivity.NORMAL: {
+        "window": 8, "persist": 4, "fire_flicker": 2.0, "smoke_drift": 1.5,
+        "input_long_side": 320, "threshold_shift": 0.0,
+    },
+    FireSmokeSensitivity.HIGH: {
+        "window": 6, "persist": 3, "fire_flicker": 1.5, "smoke_drift": 1.0,
+        "input_long_side": 416, "threshold_shift": -0.05,
+    },
+}  # fmt: skip
+
+
+class FireSmokeCameraConfig(Strict):
+    """Per-camera sensitivity of the trained fire/smoke tier on video (presets, overrides)."""
+
+    # Any value set here overrides the preset's; other tiers ignore these.
+
+    sensitivity: FireSmokeSensitivity = _f(
+        "Sensitivity",
+        "low (fewer alerts, more evidence needed), normal, or high (smaller flames, quicker "
+        "alerts, more false ones). docs/detectors.md lists each preset's values.",
+        default=FireSmokeSensitivity.NORMAL,
+    )
+    window: int | None = _f(
+        "Window", "Frames remembered per camera (preset when unset).", default=None, ge=2, le=64
+    )
+    persist: int | None = _f(
+        "Persist",
+        "Frames of the window that need an overlapping box of the class (at most window).",
+        default=None,
+        ge=1,
+        le=64,
+    )
+    fire_flicker: float | None = _f(
+        "Fire flicker",
+        "Least typical frame-to-frame grey change (0..255) inside a fire box beyond the "
+        "frame's own change.",
+        default=None,
+        ge=0,
+        le=255,
+    )
+    smoke_drift: float | None = _f(
+        "Smoke drift",
+        "Least grey change (0..255) inside a smoke box over the window beyond the frame's own.",
+        default=None,
+        ge=0,
+        le=255,
+    )
+    fire_threshold: float | None = _f(
+        "Fire threshold",
+        "The network's fire score threshold (default: the model file's, shifted by the preset).",
+        default=None,
+        gt=0,
+        lt=1,
+    )
+    smoke_threshold: float | None = _f(
+        "Smoke threshold",
+        "The network's smoke score threshold (default: the model file's, shifted by the preset).",
+        default=None,
+        gt=0,
+        lt=1,
+    )
+    input_long_side: int | None = _f(
+        "Input long side",
+        "Long side (px, a multiple of 32) the frame is resized to for the network: larger "
+        "sees smaller flames and costs more CPU.",
+        default=None,
+        ge=160,
+        le=1280,
+        multiple_of=32,
+    )
+
+    def resolved(self) -> dict[str, float]:
+        """The preset's values with this camera's overrides applied."""
+        vals = dict(FIRE_SMOKE_PRESETS[self.sensitivity])
+        for k in ("window", "persist", "fire_flicker", "smoke_drift", "input_long_side"):
+            v = getattr(self, k)
+            if v is not None:
+                vals[k] = v
+        return vals
+
+    @model_validator(mode="after")
+    def _persist_within_window(self) -> FireSmokeCameraConfig:
+        vals = self.resolved()
+        if vals["persist"] > vals["window"]:
+            raise ValueError(
+                f"persist {int(vals['persist'])} exceeds window {int(vals['window'])} "
+                f"(sensitivity {self.sensitivity.value} with the values set here)"
+            )
+        return self
+
+
 class CameraConfig(Strict):
     """One camera."""
 
@@ -158,6 +268,17 @@ class CameraConfig(Strict):
         "Zones", "Polygons used by the rules.", default_factory=list, max_length=256
     )
     lines: list[LineConfig] = _f("Lines", "Counting lines.", default_factory=list, max_length=256)
+    fire_smoke: FireSmokeCameraConfig = _f(
+        "Fire/smoke sensitivity",
+        "Evidence the fire/smoke detector needs on this camera's video.",
+        default_factory=FireSmokeCameraConfig,
+    )
+
+    def detector_options(self) -> dict[str, str]:
+        """Per-detector settings this camera sends with its frames (detector name → JSON);
+        only non-default ones, so a default camera sends nothing."""
+        fs = self.fire_smoke.model_dump(mode="json", exclude_defaults=True)
+        return {Detector.FIRE_SMOKE.value: json.dumps(fs, sort_keys=True)} if fs else {}
 
     @field_validator("url", "substream_url")
     @classmethod

@@ -75,10 +75,13 @@ class OrtClient:
                 det = self._detectors[name]
                 if det is None:
                     continue
+                frames = [batch.frames[i] for i in idx]
+                cams = [batch.camera_ids[i] for i in idx]
                 try:
-                    outs = det.detect(
-                        [batch.frames[i] for i in idx], [batch.camera_ids[i] for i in idx]
-                    )
+                    if getattr(det, "takes_options", False):  # per-camera settings
+                        outs = det.detect(frames, cams, batch.options_of(name, idx))  # type: ignore[call-arg]
+                    else:
+                        outs = det.detect(frames, cams)
                 except Exception:  # one detector's failure must not stop the others
                     self._errors[name] += 1
                     logger.exception("detector %s failed on %d frames", name, len(idx))

@@ -245,13 +245,20 @@ class FireSmokeNetModel:
                 outs_d.append(d)
         return np.concatenate(outs_s), np.concatenate(outs_d)
 
-    def raw(self, frames: list[U8]) -> list[tuple[F32, F32, tuple[int, int], float]]:
+    def raw(
+        self, frames: list[U8], long_sides: list[int] | None = None
+    ) -> list[tuple[F32, F32, tuple[int, int], float]]:
         """Per frame: ``scores``, ``ltrb``, the input ``(h, w)`` and the resize scale.
 
         Frames whose inputs have the same shape run as one batch; differently shaped inputs
         run apart, so a frame's result never depends on what else is in the call.
+
+        Args:
+            frames: BGR frames.
+            long_sides: Per frame, the input long side (default: the model's).
         """
-        prepared = [preprocess(f, self.long_side) for f in frames]
+        sides = long_sides or [self.long_side] * len(frames)
+        prepared = [preprocess(f, side) for f, side in zip(frames, sides, strict=True)]
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (x, _) in enumerate(prepared):
             groups.setdefault((x.shape[1], x.shape[2]), []).append(i)
@@ -262,11 +269,25 @@ class FireSmokeNetModel:
                 out[i] = (s[k], d[k], hw, prepared[i][1])
         return [o for o in out if o is not None]
 
-    def detect(self, frames: list[U8]) -> list[tuple[F32, F32, npt.NDArray[np.intp]]]:
-        """Boxes (frame pixels), scores and class indices per BGR frame."""
+    def detect(
+        self,
+        frames: list[U8],
+        long_sides: list[int] | None = None,
+        thresholds: list[tuple[float, ...]] | None = None,
+    ) -> list[tuple[F32, F32, npt.NDArray[np.intp]]]:
+        """Boxes (frame pixels), scores and class indices per BGR frame.
+
+        Args:
+            frames: BGR frames.
+            long_sides: Per frame, the input long side (default: the model's).
+            thresholds: Per frame, per-class thresholds (default: the model's).
+        """
         results = []
-        for frame, (s, d, hw, scale) in zip(frames, self.raw(frames), strict=True):
-            boxes, conf, cls = decode(s, d, hw, self.thresholds, self.meta.strides)
+        ths = thresholds or [self.thresholds] * len(frames)
+        for frame, (s, d, hw, scale), th in zip(
+            frames, self.raw(frames, long_sides), ths, strict=True
+        ):
+            boxes, conf, cls = decode(s, d, hw, th, self.meta.strides)
             h, w = frame.shape[:2]
             results.append((clip_boxes(boxes / scale, w, h), conf, cls))
         return results
@@ -300,9 +321,31 @@ class NetFireSmoke:
         """Per-class score thresholds in use."""
         return self._model.thresholds
 
-    def detect(self, frames: list[U8], camera_ids: list[str]) -> list[DetectorOutput]:
+    @property
+    def long_side(self) -> int:
+        """The input long side in use when a frame asks for none."""
+        return self._model.long_side
+
+    def class_names(self) -> tuple[str, ...]:
+        """The file's class names, lower case, in output order."""
+        return tuple(c.lower() for c in self._model.meta.classes)
+
+    def detect(
+        self,
+        frames: list[U8],
+        camera_ids: list[str],
+        long_sides: list[int] | None = None,
+        thresholds: list[tuple[float, ...]] | None = None,
+    ) -> list[DetectorOutput]:
         """Fire (class FIRE) and smoke (class SMOKE) boxes per frame; ``camera_ids`` unused
-        (no temporal state)."""
+        (no temporal state).
+
+        Args:
+            frames: BGR ``uint8`` frames.
+            camera_ids: Camera of each frame.
+            long_sides: Per frame, the network input's long side (default: the file's).
+            thresholds: Per frame, per-class score thresholds (default: the file's).
+        """
         if len(frames) != len(camera_ids):
             raise ValueError(f"{len(frames)} frames but {len(camera_ids)} camera ids")
         if not frames:
@@ -313,5 +356,5 @@ class NetFireSmoke:
         ids = np.asarray(self._ids, np.int32)
         return [
             DetectorOutput(boxes=b, scores=s, class_ids=ids[c])
-            for b, s, c in self._model.detect(frames)
+            for b, s, c in self._model.detect(frames, long_sides, thresholds)
         ]

@@ -514,8 +514,10 @@ class TritonClient:
         try:
             frames = np.stack([batch.frames[i] for i in idx])
             cams = np.asarray([[batch.camera_ids[i].encode()] for i in idx], dtype=object)
+            opts = batch.options_of(model, idx)
+            extra = np.asarray([[o.encode()] for o in opts], dtype=object) if any(opts) else None
             try:
-                result = self._send(model, frames, cams, slot)
+                result = self._send(model, frames, cams, slot, extra)
             except Exception as exc:
                 if not (self.use_shm and _region_unknown(exc)):
                     raise
@@ -524,7 +526,7 @@ class TritonClient:
                 logger.info("triton lost region %s (%s); registering it again", slot.name, exc)
                 slot.registered = False
                 self._count("reregistrations")
-                result = self._send(model, frames, cams, slot)
+                result = self._send(model, frames, cams, slot, extra)
             return self._decode(model, result)
         except Exception as exc:
             self._count("request_errors")
@@ -534,7 +536,12 @@ class TritonClient:
             self._slots.put(slot)
 
     def _send(
-        self, model: str, frames: npt.NDArray[np.uint8], cams: npt.NDArray[Any], slot: _Slot
+        self,
+        model: str,
+        frames: npt.NDArray[np.uint8],
+        cams: npt.NDArray[Any],
+        slot: _Slot,
+        options: npt.NDArray[Any] | None = None,
     ) -> Any:
         import tritonclient.grpc as grpcclient
 
@@ -561,7 +568,12 @@ class TritonClient:
             inp.set_data_from_numpy(frames)
         ids = grpcclient.InferInput("CAMERA_IDS", list(cams.shape), "BYTES")
         ids.set_data_from_numpy(cams)
-        return self._client.infer(model, [inp, ids], client_timeout=self.timeout_s)
+        inputs = [inp, ids]
+        if options is not None:  # per-camera settings (an optional input of the model)
+            opt = grpcclient.InferInput("OPTIONS", list(options.shape), "BYTES")
+            opt.set_data_from_numpy(options)
+            inputs.append(opt)
+        return self._client.infer(model, inputs, client_timeout=self.timeout_s)
 
     def _fall_back_to_system_shm(self, why: str) -> None:
         with self._lock:

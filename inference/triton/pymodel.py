@@ -155,6 +155,7 @@ class _BaseModel(abc.ABC):
         responses: list[Any] = [None] * len(requests)
         frames: list[npt.NDArray[np.uint8]] = []
         cams: list[str] = []
+        opts: list[str] = []
         spans: list[tuple[int, int, int]] = []  # (request index, start, stop)
         for r, request in enumerate(requests):
             batch = pb_utils.get_input_tensor_by_name(request, "FRAMES").as_numpy()
@@ -169,6 +170,16 @@ class _BaseModel(abc.ABC):
             )
             if problem is None and len(ids) != batch.shape[0]:
                 problem = f"CAMERA_IDS has {len(ids)} values for {batch.shape[0]} frames"
+            opt_t = pb_utils.get_input_tensor_by_name(request, "OPTIONS")  # optional
+            req_opts = (
+                [""] * len(ids)
+                if opt_t is None
+                else [
+                    x.decode() if isinstance(x, bytes) else str(x) for x in opt_t.as_numpy().ravel()
+                ]
+            )
+            if problem is None and len(req_opts) != batch.shape[0]:
+                problem = f"OPTIONS has {len(req_opts)} values for {batch.shape[0]} frames"
             if problem is not None:
                 responses[r] = pb_utils.InferenceResponse(
                     output_tensors=[], error=pb_utils.TritonError(f"{self.model_name}: {problem}")
@@ -177,9 +188,10 @@ class _BaseModel(abc.ABC):
             spans.append((r, len(frames), len(frames) + batch.shape[0]))
             frames.extend(batch)
             cams.extend(ids)
+            opts.extend(req_opts)
         if frames:
             try:
-                results = self._run(frames, cams)
+                results = self._run(frames, cams, opts)
             except Exception as exc:  # report per request; never kill the stub
                 logger.exception("%s: inference failed", self.model_name)
                 for r, _, _ in spans:
@@ -200,8 +212,11 @@ class _BaseModel(abc.ABC):
         return responses
 
     @abc.abstractmethod
-    def _run(self, frames: list[npt.NDArray[np.uint8]], cams: list[str]) -> list[Any]:
-        """Run the model on same-size frames of the given cameras."""
+    def _run(
+        self, frames: list[npt.NDArray[np.uint8]], cams: list[str], opts: list[str]
+    ) -> list[Any]:
+        """Run the model on same-size frames of the given cameras (``opts``: each frame's
+        camera settings as JSON, ``""`` for none)."""
 
     @abc.abstractmethod
     def _tensors(self, results: list[Any]) -> dict[str, npt.NDArray[Any]]:
@@ -229,7 +244,11 @@ class DetectorModel(_BaseModel):
         self.with_text = "TEXT" in self.output_names
         logger.info("%s: tier %s from %s", self.model_name, self.detector.tier, models_dir)
 
-    def _run(self, frames: list[npt.NDArray[np.uint8]], cams: list[str]) -> list[Any]:
+    def _run(
+        self, frames: list[npt.NDArray[np.uint8]], cams: list[str], opts: list[str]
+    ) -> list[Any]:
+        if any(opts) and getattr(self.detector, "takes_options", False):
+            return list(self.detector.detect(frames, cams, opts))  # type: ignore[call-arg]
         return list(self.detector.detect(frames, cams))
 
     def _tensors(self, results: list[Any]) -> dict[str, npt.NDArray[Any]]:
@@ -256,7 +275,9 @@ class CanaryModel(_BaseModel):
         )
         self.probe = load_detector(params.get("probe_detector") or "face", models_dir)
 
-    def _run(self, frames: list[npt.NDArray[np.uint8]], cams: list[str]) -> list[Any]:
+    def _run(
+        self, frames: list[npt.NDArray[np.uint8]], cams: list[str], opts: list[str]
+    ) -> list[Any]:
         probe = self.probe.detect(frames, cams)
         return [(find_canary_boxes(f), p) for f, p in zip(frames, probe, strict=True)]
 

@@ -112,3 +112,24 @@ def test_remove_camera_discards_its_frames() -> None:
     batch = mux.next_batch(4, 1)
     assert batch is not None and batch.camera_ids == ["b"]
     assert mux.stats() == {"b": {"pushed": 1, "drops": 0, "queued": 0}}
+
+
+def test_camera_settings_travel_with_its_frames() -> None:
+    """A camera's per-detector settings come out with each of its frames; a batch where no
+    camera has any carries none; re-adding a camera updates them."""
+    mux = FrameMux(queue_frames=4)
+    mux.add_camera("a", frozenset({"fire_smoke"}), {"fire_smoke": '{"sensitivity": "high"}'})
+    mux.add_camera("b", frozenset({"fire_smoke"}))
+    mux.push("a", 1, 0.0, _frame())
+    mux.push("b", 1, 0.0, _frame())
+    batch = mux.next_batch(8, 1)
+    assert batch is not None and batch.camera_ids == ["a", "b"]
+    assert batch.options_of("fire_smoke", [0, 1]) == ['{"sensitivity": "high"}', ""]
+    mux.push("b", 2, 0.0, _frame())
+    only_b = mux.next_batch(8, 1)
+    assert only_b is not None and only_b.options == []
+    assert only_b.options_of("fire_smoke", [0]) == [""]
+    mux.add_camera("a", frozenset({"fire_smoke"}), {})
+    mux.push("a", 2, 0.0, _frame())
+    again = mux.next_batch(8, 1)
+    assert again is not None and again.options == []

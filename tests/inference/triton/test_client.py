@@ -520,3 +520,26 @@ def test_trained_fire_smoke_tier_through_triton(
         np.testing.assert_array_equal(r.class_ids, d.class_ids)
         np.testing.assert_allclose(r.boxes, d.boxes, atol=1e-3)
         np.testing.assert_allclose(r.scores, d.scores, atol=1e-5)
+
+
+def test_per_camera_fire_smoke_settings_reach_the_triton_model(
+    client: TritonClient, eval_images: Callable[..., Any]
+) -> None:
+    """A camera's fire_smoke settings travel as the model's optional OPTIONS input: a camera
+    whose fire threshold is 0.99 gets no fire box where a default camera gets one, exactly as
+    in process."""
+    from inference.detectors.fire_smoke_net import BUNDLED_MODEL, NetFireSmoke
+    from inference.detectors.fire_smoke_temporal import TemporalFireSmoke
+
+    imgs = [im for im, _ in eval_images("fire", 4)]
+    strict = '{"fire_threshold": 0.99}'
+    batch = _batch(imgs, f"opt-{client.use_shm}-", frozenset({"fire_smoke"}))
+    batch.options = [{"fire_smoke": strict if i % 2 else ""} for i in range(len(imgs))]
+    res = client.infer(batch)
+    direct = TemporalFireSmoke(NetFireSmoke(BUNDLED_MODEL)).detect(
+        imgs, batch.camera_ids, batch.options_of("fire_smoke", list(range(len(imgs))))
+    )
+    fires = [int((r.class_ids == ObjectClass.FIRE).sum()) for r in res]
+    assert all(f == 0 for f in fires[1::2]) and sum(fires[0::2]) >= 1, fires
+    for r, d in zip(res, direct, strict=True):
+        np.testing.assert_array_equal(r.class_ids, d.class_ids)
