@@ -118,7 +118,7 @@ def evaluate(
 
 
 def _table(result: dict[str, Any]) -> str:
-    lines = [f"{'task':<12}{'tier':<14}{'P':>8}{'R':>8}{'F1':>8}{'text':>8}"]
+    lines = [f"{'task':<12}{'tier':<14}{'P':>8}{'R':>8}{'F1':>8}{'text':>8}{'img/s':>8}"]
     for task, r in result.items():
         if task not in TASKS:
             continue
@@ -128,6 +128,8 @@ def _table(result: dict[str, Any]) -> str:
                 lines.append(f"{task:<12}{tier:<14}  error: {v['error']}")
                 continue
             text = f"{v['text_exact']:>8.3f}" if "text_exact" in v else f"{'':>8}"
+            ips = v.get("images_per_s")
+            text += f"{ips:>8.1f}" if ips is not None else f"{'':>8}"
             skipped = len(v.get("skipped_images", []))
             lines.append(
                 f"{task:<12}{tier:<14}{v['precision']:>8.3f}{v['recall']:>8.3f}"

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.eval.scoring import poisson_upper95
 from citysight.contracts import ObjectClass
 from inference.detectors.base import DetectorBackend
 
@@ -83,6 +84,11 @@ def street_false_alarms(det: DetectorBackend, videos: list[Path]) -> dict[str, A
         "smoke_alarms_per_hour": round(smoke / hours, 1) if hours else 0.0,
         # Few minutes of video: zero events only bound the rate (rule of three, 95 %).
         "zero_events_upper95_per_hour": round(3 / hours, 1) if hours else None,
+        # Fire and smoke alarms together, with the exact 95 % Poisson upper bound.
+        "fire_smoke_alarms": fire + smoke,
+        "fire_smoke_alarms_upper95_per_hour": (
+            round(poisson_upper95(fire + smoke) / hours, 1) if hours else None
+        ),
         "persistence": f"{PERSIST_N} of {PERSIST_M} frames at {ANALYTICS_FPS:g} fps",
         "videos": per,
     }

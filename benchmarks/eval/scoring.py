@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,3 +91,16 @@ def image_level(pred: Sequence[bool], truth: Sequence[bool]) -> dict[str, float 
     out = c.metrics()
     out["images"] = len(truth)
     return out
+
+
+def poisson_upper95(k: int) -> float:
+    """Exact one-sided 95 % upper bound of a Poisson mean after ``k`` events (Garwood; 2.996
+    for none, the "rule of three"), by bisection on the Poisson CDF (no scipy needed)."""
+    if k < 0:
+        raise ValueError(f"event count {k} is negative")
+    lo, hi = 0.0, 10.0 + 10.0 * k
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        cdf = sum(math.exp(-mid) * mid**i / math.factorial(i) for i in range(k + 1))
+        lo, hi = (mid, hi) if cdf > 0.05 else (lo, mid)
+    return hi

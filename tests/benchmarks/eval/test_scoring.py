@@ -58,3 +58,21 @@ def test_baseline_caps_wrong_plate_reads() -> None:
     assert check(worse, base) == ["plate_text/ppocrv4_rec: wrong_rate 0.05 > baseline ceiling 0.03"]
     unmeasured = {"plate_text": {"tier": "ppocrv4_rec", "text_exact": 0.99}}
     assert len(check(unmeasured, base)) == 1
+
+
+@pytest.mark.parametrize(
+    ("k", "upper"),
+    # Garwood's exact one-sided 95 % bounds (chi-square tables: χ²(0.95, 2k + 2) / 2).
+    [(0, 2.996), (1, 4.744), (2, 6.296), (5, 10.513), (10, 16.962)],
+)
+def test_poisson_upper95(k: int, upper: float) -> None:
+    from benchmarks.eval.scoring import poisson_upper95
+
+    assert poisson_upper95(k) == pytest.approx(upper, abs=2e-3)
+
+
+def test_poisson_upper95_refuses_a_negative_count() -> None:
+    from benchmarks.eval.scoring import poisson_upper95
+
+    with pytest.raises(ValueError, match="negative"):
+        poisson_upper95(-1)
