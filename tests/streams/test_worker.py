@@ -313,3 +313,39 @@ def test_stop_closes_the_inference_client(redis_url: str, clips: dict[str, Path]
     assert not closed.is_set()
     w.stop()
     assert closed.is_set()
+
+
+def test_camera_fire_smoke_settings_reach_the_inference_batches(
+    redis_url: str, clips: dict[str, Path]
+) -> None:
+    """A camera's fire_smoke sensitivity goes with its frames (FrameBatch.options); a
+    default camera sends none; an updated camera sends its new settings."""
+    seen: list[tuple[str, str]] = []
+
+    def recording_factory() -> Callable:
+        inner = empty_infer_factory()
+
+        def infer(batch):  # type: ignore[no-untyped-def]
+            for i, cam in enumerate(batch.camera_ids):
+                seen.append((cam, batch.options_of("fire_smoke", [i])[0]))
+            return inner(batch)
+
+        return infer
+
+    plain_hi = _cam("hi", clips["short"], analytics_fps=10)
+    high = CameraConfig.model_validate(
+        {**plain_hi.model_dump(), "fire_smoke": {"sensitivity": "high"}}
+    )
+    plain = _cam("plain", clips["short"], analytics_fps=10)
+    w = StreamWorker([high, plain], StreamsService(shards=1), redis_url, recording_factory)
+    try:
+        assert _wait(lambda: {c for c, _ in seen} == {"hi", "plain"})
+        assert {o for c, o in seen if c == "hi"} == {'{"sensitivity": "high"}'}
+        assert {o for c, o in seen if c == "plain"} == {""}
+        low = CameraConfig.model_validate(
+            {**plain.model_dump(), "fire_smoke": {"sensitivity": "low"}}
+        )
+        w.update_camera(low)
+        assert _wait(lambda: ("plain", '{"sensitivity": "low"}') in seen)
+    finally:
+        w.stop()
