@@ -57,8 +57,12 @@ GROUPS: dict[str, dict[str, str]] = {
     },
     # a multi-host cluster on this machine, one network namespace per host (as root)
     "cluster": {
-        name: f"benchmarks.cluster.cli:{name}_main"
-        for name in ("up", "down", "status", "kill", "restore", "failover", "exec")
+        **{
+            name: f"benchmarks.cluster.cli:{name}_main"
+            for name in ("up", "down", "status", "kill", "restore", "failover", "exec")
+        },
+        # infra/k8s from the same layout (benchmarks/cluster/manifests.py)
+        "manifests": "benchmarks.cluster.manifests:main",
     },
 }
 
