@@ -19,6 +19,7 @@ Results: JSON plus a Markdown table (``benchmarks/results/vending.json`` / ``.md
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -198,7 +199,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     seq_clip = videos / AMORTISED_CLIP
     if seq_clip.is_file() and args.amortised_frames:
-        seq = [f for _, f in sampled_frames(seq_clip, 5.0, SIZE)][: args.amortised_frames]
+        frames_at_5fps = sampled_frames(seq_clip, 5.0, SIZE)
+        seq = [f for _, f in itertools.islice(frames_at_5fps, args.amortised_frames)]
         with using_ort_options(opts):
             tiers = {
                 "yolox (every frame, today)": YoloxVending(models / "yolox_nano.onnx", every=1),
