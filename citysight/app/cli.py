@@ -45,6 +45,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "stats": "benchmarks.stats.cli:main",
         "soak": "benchmarks.soak.run:main",
         "redaction": "benchmarks.redaction.cli:main",
+        "vending": "benchmarks.vending.cli:main",
         "reports": "benchmarks.reports.cli:main",
         "cluster": "benchmarks.cluster.bench:main",
         "video": "benchmarks.video.cli:main",
