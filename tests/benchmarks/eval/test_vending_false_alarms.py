@@ -19,6 +19,7 @@ from benchmarks.eval.vending_false_alarms import (
     poisson_upper95,
     rule_sets,
     sampled_frames,
+    vending_false_alarms,
 )
 from citysight.config import RuleConfig
 from inference.detectors.base import load_detector
@@ -55,7 +56,11 @@ def test_undecodable_clip_is_a_clear_error(tmp_path: Path) -> None:
 def test_reference_rule_timings() -> None:
     rules = rule_sets()
     assert rules["demo"].dwell_s == 8.0 and rules["default"].dwell_s == 300.0
-    assert all("person" in r.classes for r in rules.values())
+    assert (rules["dwell_30"].dwell_s, rules["dwell_60"].dwell_s) == (30.0, 60.0)
+    # a person alone is not vending in the reference rule; the comparison variant counts one
+    assert all("person" not in r.classes for n, r in rules.items() if n != "person_counted")
+    assert "person" in rules["person_counted"].classes
+    assert set(rules["person_counted"].classes) - {"person"} == set(rules["demo"].classes)
 
 
 def _cut(out: Path, start: int, stop: int) -> Path:
@@ -79,19 +84,38 @@ def lingering_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _cut(tmp_path_factory.mktemp("vending") / "lingering.mp4", 100, 140)
 
 
-def test_a_person_who_stays_raises_a_vending_alert(lingering_clip: Path) -> None:
-    """The rule as configured counts a person lingering in a no-vending zone: the count is
-    of real alerts from the real detector, tracker and rules engine."""
+def test_a_person_who_stays_is_not_vending(lingering_clip: Path) -> None:
+    """A person lingering in a no-vending zone raises no vending alert under the reference
+    rule, and does under the same rule counting people: the counts are of real alerts from
+    the real detector, tracker and rules engine (the test fails if either side breaks)."""
     det = load_detector("vending", need_shared("models"), ["picodet"])
-    demo = rule_sets()["demo"]
-    short = RuleConfig.model_validate({**demo.model_dump(), "dwell_s": 2.0})
-    res = clip_alerts(det, lingering_clip, {"short": short, "demo": demo})
+    rules = rule_sets()
+
+    def short(name: str) -> RuleConfig:
+        return RuleConfig.model_validate({**rules[name].model_dump(), "dwell_s": 2.0})
+
+    res = clip_alerts(
+        det,
+        lingering_clip,
+        {"short": short("demo"), "short_person": short("person_counted"), "demo": rules["demo"]},
+    )
     assert res["analysed_frames"] == pytest.approx(20, abs=2)
     assert res["seconds"] == pytest.approx(4.0, abs=0.3)
-    assert res["alerts"]["short"] >= 1  # stays > 2 s
+    assert res["alerts"]["short_person"] >= 1  # the person stays > 2 s
+    assert "person" in {a["class"] for a in res["alert_times"]["short_person"]}
+    assert "person" not in {a["class"] for a in res["alert_times"]["short"]}
     assert res["alerts"]["demo"] == 0  # the clip is shorter than the 8 s dwell
-    assert {a["class"] for a in res["alert_times"]["short"]} <= {"person", "stall", "chair"}
-    assert "person" in {a["class"] for a in res["alert_times"]["short"]}
+
+
+def test_rates_are_bounded_on_the_hours_past_the_dwell(tmp_path: Path) -> None:
+    """A clip shorter than a rule's dwell gives that rule no eligible hours (no bound)."""
+    clip = _cut(tmp_path / "street_x.mp4", 0, 40)  # 4 s
+    det = load_detector("vending", need_shared("models"), ["picodet"])
+    res = vending_false_alarms({"picodet": det}, [clip])["tiers"]["picodet"]
+    assert res["camera_hours"] == pytest.approx(4.0 / 3600, rel=0.1)
+    assert res["default"]["eligible_camera_hours"] == 0.0
+    assert res["default"]["upper95_per_eligible_camera_hour"] is None
+    assert res["demo"]["eligible_camera_hours"] == 0.0  # 4 s < 8 s
 
 
 def test_eval_all_tiers_reports_the_vending_section(tmp_path: Path) -> None:
