@@ -39,10 +39,10 @@ from typing import Any, cast
 
 import redis
 
-from benchmarks.cluster import netns, redis_ha
+from benchmarks.cluster import netns, redis_ha, sustain
 from benchmarks.cluster.city import LASTPUB, bench_config
 from benchmarks.cluster.harness import Cluster, ClusterError
-from benchmarks.cluster.spec import MASTER_NAME, ClusterSpec
+from benchmarks.cluster.spec import ALERT_REPLICAS, ALERT_WAIT_MS, MASTER_NAME, ClusterSpec
 from benchmarks.common.stats import latency_summary
 from citysight import keys
 
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=0, help="camera workers (0: 2 per stream node)")
     ap.add_argument("--episodes", type=float, default=120.0,
                     help="alerting episodes per camera per hour, each kind")  # fmt: skip
-    ap.add_argument("--alert-replicas", type=int, default=1)
+    ap.add_argument("--alert-replicas", type=int, default=ALERT_REPLICAS)
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds before the first fault")
     ap.add_argument("--settle", type=float, default=15.0, help="seconds between faults")
     ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of {FAULTS}")
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--subnet", default="10.213.60.0/24")
     ap.add_argument("--out", default=str(RESULTS), help="results JSON ('' to skip)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    sustain.add_arguments(ap)
     return ap
 
 
@@ -362,7 +363,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     city = {
         "cameras": args.cameras, "fps": args.fps, "shards": args.shards, "workers": workers,
         "episodes_per_cam_h": args.episodes, "alert_replicas": args.alert_replicas,
-        "alert_wait_ms": 1000, "master": MASTER_NAME,
+        "alert_wait_ms": ALERT_WAIT_MS, "master": MASTER_NAME,
         "sentinels": [f"{ip}:{port}" for ip, port in spec.sentinel_addresses],
         "rules_ip": next((h.ip for h in spec.hosts if h.name == "serve1"), None),
     }  # fmt: skip
@@ -379,6 +380,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sub_out = spec.root / "subscriber.json"
     try:
         out["bring_up_s"] = round(c.up()["total_s"], 1)
+        if args.sustain:  # on the running cluster, before the city and its faults
+            out.update(sustain.from_args(c, city, args))
         url = f"redis+sentinel://{','.join(city['sentinels'])}/{MASTER_NAME}/0"
         sub = c.popen("client", [sys.executable, "-m", "benchmarks.cluster.city", "subscribe",
                                  url, str(sub_out)], text=True)  # fmt: skip
@@ -491,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
         plot(res, Path(args.out).with_suffix(".png"))
+    sustain.write_results(res, args)
     if args.json:
         print(json.dumps(res, indent=1, sort_keys=True))
     else:
