@@ -50,3 +50,22 @@ def test_the_defaults_are_the_same_rules_with_production_timings() -> None:
         assert {k: dumped[k] for k in definition} == definition, rid
     assert defaults["fire"].cooldown_s == 300 and defaults["vending"].dwell_s == 300
     assert defaults["face-restricted"].schedule[0].start == "22:00"
+
+
+def test_fire_and_smoke_rules_do_not_recut_the_detector_tier() -> None:
+    """The rules take every fire/smoke box the shipped det tier reports (its thresholds
+    decide); a rule threshold above them dropped true flame boxes."""
+    import onnxruntime as ort
+
+    from citysight.config.cameras import FIRE_SMOKE_PRESETS
+    from inference.detectors.fire_smoke_net import BUNDLED_MODEL, NetMeta
+
+    sess = ort.InferenceSession(str(BUNDLED_MODEL), providers=["CPUExecutionProvider"])
+    meta = NetMeta.from_props(sess.get_modelmeta().custom_metadata_map)
+    shift = min(p["threshold_shift"] for p in FIRE_SMOKE_PRESETS.values())
+    tier = min(meta.thresholds) + shift  # the most sensitive preset's lowest threshold
+    assert tier > 0.3
+    for rules in (default_rules(), [RuleConfig.model_validate(d) for d in demo_rules()]):
+        for r in rules:
+            if r.id in ("fire", "smoke"):
+                assert r.min_score < tier, r.id
