@@ -265,9 +265,9 @@ def _fault_serve_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[st
         - claimed_before
     )
 
-    def restarted(d: dict[str, Any]) -> bool:
+    def restarted(d: dict[str, Any]) -> bool:  # a new replica, set up and reading its shards
         i = d["rules"].get(dep, {})
-        return bool(i.get("started") and i["started"] > t_kill and (i.get("processed") or 0) > 0)
+        return bool(i.get("started") and i["started"] > t_kill and i.get("state") == "running")
 
     restored: bool | str = False
     if not spare:  # no other serve host has room: the replica waits for its host's return
@@ -339,10 +339,10 @@ def _audit(
 ) -> dict[str, Any]:
     """Acknowledged alerts missing from Redis, and duplicates.
 
-    A duplicate is a second alert for one camera, rule and subject within the rule's
-    cooldown (what the engine never raises; a redelivery or a lost cooldown could). Alerts
-    are stored by a deterministic id, so a redelivered detection cannot store one twice
-    under the same id.
+    A duplicate is a second alert for one camera, rule and subject triggered within the
+    rule's cooldown of the first (what the engine never raises; a redelivery or a lost
+    cooldown could). Alerts are stored by a deterministic id, so a redelivered detection
+    cannot store one twice under the same id.
     """
     r = _master(spec)
     ids = [keys.text(x) or "" for x in cast("list[bytes]", r.zrange(keys.ALERTS_ALL, 0, -1))]
@@ -354,13 +354,15 @@ def _audit(
     lost = sorted(set(acked) - set(stored))
     by: dict[tuple[str, str, str], list[float]] = {}
     for d in stored.values():
-        t = datetime.fromisoformat(d["started_at"]).timestamp()
+        # the cooldown counts from the triggering frame (detected_at), not the window start:
+        # two episodes' windows can start less than a cooldown apart when their triggers don't
+        t = float(d.get("detected_at") or 0) or datetime.fromisoformat(d["started_at"]).timestamp()
         by.setdefault((d["camera_id"], d.get("rule_id", ""), d.get("subject", "")), []).append(t)
     gaps: list[float] = []
     for (_, rule, _), times in by.items():
         times.sort()
         gaps += [
-            round(b - a, 1) for a, b in itertools.pairwise(times) if b - a < cooldown_s.get(rule, 0)
+            round(b - a, 3) for a, b in itertools.pairwise(times) if b - a < cooldown_s.get(rule, 0)
         ]
     return {
         "stored": len(stored),
@@ -513,7 +515,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 res = FAULT_FUNCS[f](c, w, args)
             except (TimeoutError, ClusterError) as exc:
-                res = {"fault": f, "error": str(exc)}
+                res = {"fault": f, "error": str(exc), "last_status": w.latest()}
             out["faults"].append(res)
             logger.warning("%s", res)
             time.sleep(args.settle)

@@ -251,6 +251,10 @@ def _deploy_serve(spec: dict[str, Any], cfg: CitysightConfig, url: str) -> None:
             "consumer_options": {
                 "claim_min_idle_ms": int(spec.get("claim_min_idle_ms", CLAIM_MIN_IDLE_MS)),
                 "claim_interval_s": 1.0,
+                # a blocking read longer than the cameras' publish period: a consumer is
+                # nearly always inside one, so a host dying leaves what Redis delivered to it
+                # pending (the case the claim path exists for)
+                "block_ms": 1000,
                 "on_batch": LedgerHook(),
             },
         }
@@ -406,6 +410,7 @@ class _Feed:
         self.last_id: str | None = None
         self.connects: list[dict[str, Any]] = []
         self.drops: list[dict[str, Any]] = []
+        self.drops_total = 0
 
     def take(self, raw: str | bytes, now: float) -> None:
         msg = json.loads(raw)
@@ -448,7 +453,9 @@ async def _ws_loop(urls: list[str], token: str, feed: _Feed, stop: Any) -> None:
                         continue
                     feed.take(raw, time.time())
         except (OSError, TimeoutError, WebSocketException) as exc:
-            feed.drops.append({"t": time.time(), "url": url, "error": type(exc).__name__})
+            feed.drops_total += 1
+            if len(feed.drops) < 20:  # at the end Serve stops first: refusals until SIGTERM
+                feed.drops.append({"t": time.time(), "url": url, "error": type(exc).__name__})
             i += 1  # the next ingress address
             await asyncio.sleep(0.2)
 
@@ -470,6 +477,7 @@ def _subscribe(urls: str, token_file: str, out: str) -> int:
         "latency_ms": feed.latency_ms,
         "connects": feed.connects,
         "drops": feed.drops,
+        "drops_total": feed.drops_total,
     }
     with open(out, "w") as f:
         json.dump(doc, f)
