@@ -209,6 +209,7 @@ def _fault_stream_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[s
     restored = _restore(c, victim)
     return {
         "fault": "stream_node",
+        "killed_at": t_kill,
         "restored": restored,
         "host": victim,
         "cameras_moved": per_ip[victim_ip],
@@ -318,6 +319,7 @@ def _fault_redis_primary(c: Cluster, w: Watch, args: argparse.Namespace) -> dict
     )
     return {
         "fault": "redis_primary",
+        "killed_at": t_kill,
         "host": old.name,
         "promoted": c.redis_primary().name,
         "detected_s": round(switched - t_kill, 2) if switched else None,
@@ -546,7 +548,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s["missing"] = len(set(audit["stored_ids"]) - received)
         for res in out["faults"]:
             t_kill = res.get("killed_at")
-            if t_kill is None:
+            if t_kill is None or res["fault"] != "serve_node":
                 continue
             # receiving again through another ingress after the kill (resumed by last_id)
             back = [x for x in s["connects"] if x["t"] > t_kill]
@@ -554,11 +556,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 res["subscriber_reconnect_s"] = round(back[0]["t"] - t_kill, 2)
                 res["subscriber_resumed_via"] = _host_of(spec, back[0]["url"].split("/")[2]
                                                          .split(":")[0])  # fmt: skip
-        out["latency_ms"] = latency_summary(ms for _, ms in s["latency_ms"])
+        lat = s["latency_ms"]
+        out["latency_ms"] = latency_summary(x[1] for x in lat)
         # before the first fault: the steady state (during a fault alerts wait for recovery)
-        out["latency_ms_steady"] = latency_summary(
-            ms for at, ms in s["latency_ms"] if at < first_fault
+        out["latency_ms_steady"] = latency_summary(x[1] for x in lat if x[0] < first_fault)
+        # of it: detection → alert written by the rules consumer (the rest is the feed, the
+        # ingress replica, the Serve proxy and the WebSocket)
+        out["latency_ms_steady_to_written"] = latency_summary(
+            x[2] for x in lat if x[0] < first_fault and len(x) > 2 and x[2] >= 0
         )
+        # from each fault's kill to the next one's (or the end)
+        cuts = [(f["fault"], f["killed_at"]) for f in out["faults"] if f.get("killed_at")]
+        phases = [("before_faults", 0.0), *cuts, ("end", float("inf"))]
+        out["latency_ms_by_phase"] = {
+            name: latency_summary(x[1] for x in lat if t0 <= x[0] < t1)
+            for (name, t0), (_, t1) in itertools.pairwise(phases)
+        }
         out["subscriber"] = {k: v for k, v in s.items() if k != "latency_ms"}
         out["duration_s"] = round(t_end - t_ready, 1)
         out["load_avg_end"] = os.getloadavg()[0]

@@ -406,7 +406,7 @@ class _Feed:
 
     def __init__(self) -> None:
         self.seen: dict[str, int] = {}
-        self.latency_ms: list[list[float]] = []  # [receipt time, latency ms]
+        self.latency_ms: list[list[float]] = []  # see take()
         self.last_id: str | None = None
         self.connects: list[dict[str, Any]] = []
         self.drops: list[dict[str, Any]] = []
@@ -421,8 +421,11 @@ class _Feed:
         a = msg["alert"]
         self.seen[a["id"]] = self.seen.get(a["id"], 0) + 1
         det = float(a.get("detected_at") or 0.0)
+        raised = float(a.get("raised_at") or 0.0)
         if det > 0 and self.seen[a["id"]] == 1:
-            self.latency_ms.append([now, (now - det) * 1000])
+            # [receipt, detection → receipt, of it detection → written by the rules consumer]
+            written = (raised - det) * 1000 if raised else -1.0
+            self.latency_ms.append([now, (now - det) * 1000, written])
 
 
 async def _ws_loop(urls: list[str], token: str, feed: _Feed, stop: Any) -> None:
