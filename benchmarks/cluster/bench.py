@@ -132,11 +132,15 @@ class Watch:
         with self.cond:
             return self.lines[-1] if self.lines else {}
 
-    def wait_for(self, pred: Any, timeout_s: float, what: str) -> dict[str, Any]:
-        """First status line after now for which ``pred`` holds."""
+    def wait_for(
+        self, pred: Any, timeout_s: float, what: str, since: float | None = None
+    ) -> dict[str, Any]:
+        """First status line after now (or stamped at ``since`` or later) where ``pred`` holds."""
         t_end = time.monotonic() + timeout_s
         with self.cond:
             start = len(self.lines)
+            if since is not None:
+                start = next((i for i, d in enumerate(self.lines) if d["t"] >= since), start)
             while True:
                 for doc in self.lines[start:]:
                     if pred(doc):
@@ -259,7 +263,10 @@ def _fault_serve_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[st
         f"consumer {dead_name}'s pending entries claimed",
         interval_s=0.1,
     )
-    dead = w.wait_for(lambda d: victim_ip not in d["alive_nodes"], args.timeout, "node dead")
+    # status lines stamped from the kill on (the claim wait above took seconds)
+    dead = w.wait_for(
+        lambda d: victim_ip not in d["alive_nodes"], args.timeout, "node dead", since=t_kill
+    )
     after = w.wait_for(lambda d: d["t"] > t_claimed, 10, "a status line after the claim")
     claimed_peer = (
         sum(int(after["rules"].get(d, {}).get("claimed_peer") or 0) for d in others)
@@ -273,10 +280,10 @@ def _fault_serve_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[st
     restored: bool | str = False
     if not spare:  # no other serve host has room: the replica waits for its host's return
         restored = _restore(c, victim)
-    back = w.wait_for(restarted, args.timeout + 120, f"Serve restarting {dep}")
+    back = w.wait_for(restarted, args.timeout + 120, f"Serve restarting {dep}", since=t_kill)
     if spare:
         restored = _restore(c, victim)
-    t_back = float(back["t"])
+    t_back = float(back.get("t_rules", back["t"]))
     return {
         "fault": "serve_node",
         "restored": restored,
@@ -289,7 +296,7 @@ def _fault_serve_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[st
         "spare_serve_host": spare,
         "acked_before": acked_before,
         "killed_at": t_kill,
-        "detected_s": round(dead["t"] - t_kill, 2),
+        "detected_s": round(dead.get("t_nodes", dead["t"]) - t_kill, 2),
         "claimed_s": round(t_claimed - t_kill, 2),
         "restarted_s": round(t_back - t_kill, 2),
         "recovery_s": round(max(t_claimed, t_back) - t_kill, 2),

@@ -382,8 +382,10 @@ def _driver(spec: dict[str, Any]) -> int:
         status["workers"] = where
         status["assignments"] = {k: len(v) for k, v in sup.assignments().items()}
         status["rules"] = _rules_info(names)
+        status["t_rules"] = time.time()  # pings and handle calls can take seconds each
         status["ledger"] = ray.get(ledger.summary.remote(), timeout=5.0)
         status["alive_nodes"] = sorted(n["NodeManagerAddress"] for n in _alive_nodes())
+        status["t_nodes"] = time.time()
         print(json.dumps(status), flush=True)
     sup.stop()
     # the consumers acknowledge what is still pending before the ledger is read
