@@ -30,6 +30,7 @@ Every fault reports ``lost`` (acknowledged alerts missing from Redis at the end)
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import itertools
 import json
 import logging
@@ -244,7 +245,8 @@ def _fault_serve_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[st
     ]
     if not on_serve or len(rules) < 2:
         raise ClusterError(f"need two rules replicas, one on a serve node (not the head): {rules}")
-    dep = on_serve[0]
+    # the lowest address: the host the subscriber connected to first (see run())
+    dep = min(on_serve, key=lambda d: ipaddress.ip_address(rules[d]["node_ip"]))
     victim_ip = rules[dep]["node_ip"]
     victim = serve_ips[victim_ip]
     dead_name = rules[dep]["consumer"]
@@ -494,8 +496,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for d, i in ready["rules"].items()
         }  # fmt: skip
         head_ip = spec.host("head").ip
-        # the subscriber's first ingress is a serve host (the serve_node fault's victim)
-        ingress = sorted(ready["ingress_ips"], key=lambda ip: (ip == head_ip, ip))
+        # the subscriber's first ingress: a serve host (not the head) holding a rules
+        # replica, the one the serve_node fault kills
+        victims = {i.get("node_ip") for i in ready["rules"].values()} - {head_ip}
+        ingress = sorted(
+            ready["ingress_ips"], key=lambda ip: (ip not in victims, ipaddress.ip_address(ip))
+        )
         out["ingress"] = [_host_of(spec, ip) for ip in ingress]
         urls = ",".join(f"ws://{ip}:{HTTP_PORT}/ws" for ip in ingress)
         sub = c.popen("client", [sys.executable, "-m", "benchmarks.cluster.city", "subscribe",
