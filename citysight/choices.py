@@ -26,7 +26,7 @@ DETECTOR_TIERS: Final[dict[str, tuple[str, ...]]] = {
     "face": ("yunet", "yunet_n", "haar"),
     "plate": ("y5fu", "y5fu_640", "ocr_det"),
     "fire_smoke": ("det", "yolo", "cnn", "classical"),
-    "vending": ("yolox", "hog"),
+    "vending": ("picodet", "yolox", "hog"),
 }
 """Tiers of each detector (keyed by ``citysight.config.Detector`` value), strongest first
 (``services.inference.tiers``): ``inference.detectors.base.TIERS``."""

@@ -49,10 +49,10 @@ from typing import Any, cast
 import redis
 
 from benchmarks.city.scenario import principals
-from benchmarks.cluster import netns, redis_ha
+from benchmarks.cluster import netns, redis_ha, sustain
 from benchmarks.cluster.city import HTTP_PORT, LASTPUB, bench_config
 from benchmarks.cluster.harness import Cluster, ClusterError
-from benchmarks.cluster.spec import MASTER_NAME, ClusterSpec
+from benchmarks.cluster.spec import ALERT_REPLICAS, ALERT_WAIT_MS, MASTER_NAME, ClusterSpec
 from benchmarks.common.stats import latency_summary
 from citysight import keys
 
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=0, help="camera workers (0: 2 per stream node)")
     ap.add_argument("--episodes", type=float, default=120.0,
                     help="alerting episodes per camera per hour, each kind")  # fmt: skip
-    ap.add_argument("--alert-replicas", type=int, default=1)
+    ap.add_argument("--alert-replicas", type=int, default=ALERT_REPLICAS)
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds before the first fault")
     ap.add_argument("--settle", type=float, default=15.0, help="seconds between faults")
     ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of {FAULTS}")
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--subnet", default="10.213.60.0/24")
     ap.add_argument("--out", default=str(RESULTS), help="results JSON ('' to skip)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    sustain.add_arguments(ap)
     return ap
 
 
@@ -458,7 +459,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     city = {
         "cameras": args.cameras, "fps": args.fps, "shards": args.shards, "workers": workers,
         "episodes_per_cam_h": args.episodes, "alert_replicas": args.alert_replicas,
-        "alert_wait_ms": 1000, "master": MASTER_NAME,
+        "alert_wait_ms": ALERT_WAIT_MS, "master": MASTER_NAME,
         "sentinels": [f"{ip}:{port}" for ip, port in spec.sentinel_addresses],
         "consumers": consumers, "ingress_replicas": consumers,
     }  # fmt: skip
@@ -478,6 +479,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     city["principals"] = principals({"duty": token})
     try:
         out["bring_up_s"] = round(c.up()["total_s"], 1)
+        if args.sustain:  # on the running cluster, before the city and its faults
+            # the search runs one plain consumer of every shard (sustain.py), not the city's
+            # Serve replicas
+            rules_ip = next((h.ip for h in spec.hosts if h.name == "serve1"), None)
+            out.update(sustain.from_args(c, dict(city, consumers=1, rules_ip=rules_ip), args))
         token_file = spec.root / "client" / "token"
         token_file.touch(mode=0o600)
         token_file.write_text(token)
@@ -643,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
         plot(res, Path(args.out).with_suffix(".png"))
+    sustain.write_results(res, args)
     if args.json:
         print(json.dumps(res, indent=1, sort_keys=True))
     else:

@@ -61,6 +61,36 @@ def sentinel_argv(conf: Path) -> list[str]:
     return [redis_binary(), str(conf), "--sentinel"]
 
 
+# Persistence and replica behaviour of every Redis server, here and in infra/k8s/redis.yaml
+# (generated from this list by benchmarks.cluster.manifests).
+DURABILITY = (
+    "appendonly yes",
+    "appendfsync everysec",
+    # AOF only: an RDB snapshot would fork a copy of the dataset on a loaded machine
+    'save ""',
+    # a replica that lost its primary answers reads with possibly old data rather than
+    # refusing; writes are refused anyway (replica-read-only)
+    "replica-serve-stale-data yes",
+    "replica-read-only yes",
+)
+
+
+def sentinel_directives(spec: ClusterSpec, primary_host: str) -> list[str]:
+    """The ``sentinel ...`` lines that monitor the master (harness and manifests alike).
+
+    Args:
+        spec: The cluster (master name, port, quorum, timings).
+        primary_host: Address or DNS name of the initial primary.
+    """
+    t = spec.timings
+    return [
+        f"sentinel monitor {MASTER_NAME} {primary_host} {spec.redis_port} {spec.quorum}",
+        f"sentinel down-after-milliseconds {MASTER_NAME} {t.sentinel_down_after_ms}",
+        f"sentinel failover-timeout {MASTER_NAME} {t.sentinel_failover_timeout_ms}",
+        f"sentinel parallel-syncs {MASTER_NAME} {t.sentinel_parallel_syncs}",
+    ]
+
+
 def redis_conf(spec: ClusterSpec, host: Host, folder: Path) -> Path:
     """Write ``redis.conf`` for a Redis server of the cluster; returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -77,13 +107,7 @@ def redis_conf(spec: ClusterSpec, host: Host, folder: Path) -> Path:
                 f"pidfile {folder / 'redis.pid'}",
                 f"logfile {folder / 'redis.log'}",
                 f"dir {folder}",
-                "appendonly yes",
-                "appendfsync everysec",
-                'save ""',
-                # a replica that lost its primary answers reads with possibly old data
-                # rather than refusing; writes are refused anyway (replica-read-only)
-                "replica-serve-stale-data yes",
-                "replica-read-only yes",
+                *DURABILITY,
                 "",
             ]
         )
@@ -95,7 +119,6 @@ def sentinel_conf(spec: ClusterSpec, host: Host, folder: Path, primary: Host) ->
     """Write ``sentinel.conf`` (Sentinel rewrites it, so it lives in the node's folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     conf = folder / "sentinel.conf"
-    t = spec.timings
     conf.write_text(
         "\n".join(
             [
@@ -106,10 +129,7 @@ def sentinel_conf(spec: ClusterSpec, host: Host, folder: Path, primary: Host) ->
                 f"pidfile {folder / 'sentinel.pid'}",
                 f"logfile {folder / 'sentinel.log'}",
                 f"dir {folder}",
-                f"sentinel monitor {MASTER_NAME} {primary.ip} {spec.redis_port} {spec.quorum}",
-                f"sentinel down-after-milliseconds {MASTER_NAME} {t.sentinel_down_after_ms}",
-                f"sentinel failover-timeout {MASTER_NAME} {t.sentinel_failover_timeout_ms}",
-                f"sentinel parallel-syncs {MASTER_NAME} 1",
+                *sentinel_directives(spec, primary.ip),
                 "",
             ]
         )

@@ -24,6 +24,14 @@ MASTER_NAME = "citysight"
 SERVE_NODE = "serve_node"
 STREAM_NODE = "stream_node"
 
+# services.redis.alert_replicas / alert_wait_ms of the city on the cluster and of the
+# KubeRay config: an alert is acknowledged once this many replicas hold it (docs/cluster.md).
+ALERT_REPLICAS = 1
+ALERT_WAIT_MS = 1000
+
+# Share of a role resource each actor or Serve replica asks for (any number fit on a node).
+ROLE_SHARE = 0.01
+
 # host kinds
 RAY_HEAD = "ray-head"
 RAY_WORKER = "ray-worker"
@@ -67,6 +75,7 @@ class Timings:
         sentinel_down_after_ms: Silence before a Sentinel thinks the primary is down.
         sentinel_failover_timeout_ms: Sentinel's failover timeout (a second failover of
             the same master waits twice this long).
+        sentinel_parallel_syncs: Replicas resynchronised with a new primary at once.
     """
 
     ray_health_check_period_ms: int = 1000
@@ -74,6 +83,7 @@ class Timings:
     ray_health_check_failure_threshold: int = 3
     sentinel_down_after_ms: int = 2000
     sentinel_failover_timeout_ms: int = 6000
+    sentinel_parallel_syncs: int = 1
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Prints one JSON object keyed by task (``faces``, ``plates``, ``plate_text``, ``fire``,
 ``smoke``), each with ``precision``, ``recall``, ``f1`` (``text_exact`` for plates and
 plate crops) and the ``tier`` used. ``--all-tiers`` adds every tier's numbers under
-``tiers``; ``--false-alarms`` adds fire/smoke alarms per hour of street video.
+``tiers`` and false vending alerts per camera-hour of the no-vending street clips
+(``vending_false_alarms``); ``--false-alarms`` adds fire/smoke alarms per hour of street video.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from benchmarks.eval.dataset import TASKS, DatasetError, available_tasks
 from benchmarks.eval.false_alarms import street_false_alarms, video_alarms
 from benchmarks.eval.runner import TASK_DETECTOR, run_task
+from benchmarks.eval.vending_false_alarms import eval_section as vending_eval_section
 from inference.detectors.base import DetectorLoadError, available_tiers, load_detector
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +99,8 @@ def evaluate(
                 except DetectorLoadError as exc:
                     per[tier] = {"error": str(exc)}
             result[task]["tiers"] = per
+    if all_tiers:
+        result["vending_false_alarms"] = vending_eval_section(models, data.parent / "videos")
     if false_alarms:
         vids = street_videos(data)
         names = [tiers["fire_smoke"]] if "fire_smoke" in tiers else available_tiers("fire_smoke")

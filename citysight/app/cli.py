@@ -45,6 +45,7 @@ GROUPS: dict[str, dict[str, str]] = {
         "stats": "benchmarks.stats.cli:main",
         "soak": "benchmarks.soak.run:main",
         "redaction": "benchmarks.redaction.cli:main",
+        "vending": "benchmarks.vending.cli:main",
         "reports": "benchmarks.reports.cli:main",
         "cluster": "benchmarks.cluster.bench:main",
         "video": "benchmarks.video.cli:main",
@@ -57,8 +58,12 @@ GROUPS: dict[str, dict[str, str]] = {
     },
     # a multi-host cluster on this machine, one network namespace per host (as root)
     "cluster": {
-        name: f"benchmarks.cluster.cli:{name}_main"
-        for name in ("up", "down", "status", "kill", "restore", "failover", "exec")
+        **{
+            name: f"benchmarks.cluster.cli:{name}_main"
+            for name in ("up", "down", "status", "kill", "restore", "failover", "exec")
+        },
+        # infra/k8s from the same layout (benchmarks/cluster/manifests.py)
+        "manifests": "benchmarks.cluster.manifests:main",
     },
 }
 

@@ -34,12 +34,18 @@ def build_serve_config(
 
     http = cfg.services.http
     n = cfg.services.rules.consumers
+    # placement by role (services.ray.serve_resource): a share, so any number fit a node
+    role = cfg.services.ray.serve_resource
+
+    def placed() -> dict[str, Any]:  # a fresh dict each time: no YAML anchors
+        return {"resources": {role: 0.01}} if role else {}
+
     rules = [
         {
             "name": rules_deployment_name(i, n),
             "num_replicas": 1,
             "max_ongoing_requests": 100,
-            "ray_actor_options": {"num_cpus": 2},
+            "ray_actor_options": {"num_cpus": 2, **placed()},
         }
         for i in range(n)
     ]
@@ -56,7 +62,7 @@ def build_serve_config(
                         "num_replicas": max(2, http.ingress_replicas),
                         # Each open WebSocket holds one slot for its whole life.
                         "max_ongoing_requests": http.max_connections,
-                        "ray_actor_options": {"num_cpus": 1},
+                        "ray_actor_options": {"num_cpus": 1, **placed()},
                     },
                     *rules,
                 ],

@@ -137,6 +137,15 @@ class RayService(Strict):
         default=None,
     )
     num_cpus: int | None = _f("CPUs", "CPUs given to the local Ray.", default=None, ge=1)
+    serve_resource: str | None = _f(
+        "Serve resource",
+        "Ray custom resource every Serve replica (Ingress, RulesConsumer-<i>) asks for a share "
+        "of in the generated serveConfigV2, so a cluster places them only on nodes that "
+        "advertise it: serve_node, as the KubeRay head and serve-workers groups and the "
+        "namespace cluster's head and serve nodes do (docs/cluster.md); empty: any node.",
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+    )
     temp_dir: str = _f(
         "Temp dir",
         "Private temp dir of the local Ray (at most 40 characters: Ray puts Unix sockets "

@@ -83,6 +83,8 @@ RUNS: tuple[Run, ...] = (
     Run(r"citysight (bench [a-z]+|plan|eval|models install|triton [a-z]+) --help", 180, "usage:"),
     Run(r"citysight plan( --[a-z-]+ [\w.=,]+)*( --json)?", 180, "capacity plan"),
     Run(r"python -m pytest tests/docs/test_doc_commands\.py -k \w+", 300, "passed"),
+    # docs/cluster.md: infra/k8s against the namespace cluster's layout (writes nothing)
+    Run(r"citysight cluster manifests --check", 120, doc="docs/cluster.md"),
 )
 
 COVERED: tuple[Covered, ...] = (

@@ -67,7 +67,7 @@ def test_results_per_frame_with_tracks_and_health(client: InferenceClient, data_
         "face": "yunet",
         "plate": "y5fu",
         "fire_smoke": "det",
-        "vending": "yolox",
+        "vending": "picodet",
     }
 
 
@@ -138,7 +138,13 @@ def test_corrupt_model_files_fall_back_and_show_in_health(
 ) -> None:
     from inference.backends.onnxruntime import OrtClient
 
-    names = ("yunet_s_640_640.onnx", "y5fu_320x_sim.onnx", "yolox_nano.onnx", "fire_smoke_det.onnx")
+    names = (
+        "yunet_s_640_640.onnx",
+        "y5fu_320x_sim.onnx",
+        "picodet_s_416_coco.onnx",
+        "yolox_nano.onnx",
+        "fire_smoke_det.onnx",
+    )
     for name in names:
         (tmp_path / name).write_bytes(b"\x08\x01garbage")
     with caplog.at_level("WARNING"):
@@ -150,6 +156,6 @@ def test_corrupt_model_files_fall_back_and_show_in_health(
         "fire_smoke": "classical",
         "vending": "hog",
     }
-    assert "yolox_nano.onnx" in caplog.text
+    assert "yolox_nano.onnx" in caplog.text and "picodet_s_416_coco.onnx" in caplog.text
     (res,) = client.infer(_batch([np.zeros((120, 160, 3), np.uint8)], {"face", "vending"}))
     assert res.width == 160 and res.height == 120

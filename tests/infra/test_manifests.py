@@ -338,7 +338,9 @@ def test_cluster_config_is_a_valid_citysight_config() -> None:
     """Strict validation (unknown keys are errors): the pods would refuse a bad file."""
     cfg = _cluster_config()
     redis = cfg.services.redis
-    assert redis.url and redis.password_env == "REDIS_PASSWORD"  # the Secret's variable
+    # through sentinel.yaml's Sentinels, never a fixed primary (it changes on failover)
+    assert redis.sentinels and not redis.url
+    assert redis.password_env == "REDIS_PASSWORD"  # the Secret's variable
     assert cfg.services.inference.type == "triton" and cfg.services.inference.triton_url
     assert cfg.services.rules.consumers <= cfg.services.streams.shards
 

@@ -13,7 +13,7 @@ from inference.detectors.base import load_detector
 from inference.detectors.stationary import StationaryCue
 
 
-@pytest.mark.parametrize("tier", ["yolox", "hog"])
+@pytest.mark.parametrize("tier", ["picodet", "yolox", "hog"])
 def test_vending_finds_person(models_dir: Path, data_dir: Path, tier: str) -> None:
     img = cv2.imread(str(data_dir / "eval/faces/images/faces__skimage__astronaut.png"))
     det = load_detector("vending", models_dir, [tier])

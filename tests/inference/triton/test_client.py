@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import signal
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pytest
+from testkit import need_shared
 
 from citysight.config import InferenceService
 from citysight.contracts import ContractError, FrameBatch, FrameResult, ObjectClass
@@ -154,7 +156,7 @@ def test_health_reports_tiers_before_any_frame(triton: LocalTriton) -> None:
         "face": "yunet",
         "plate": "y5fu",
         "fire_smoke": "det",
-        "vending": "yolox",
+        "vending": "picodet",
     }
 
 
@@ -516,6 +518,28 @@ def test_trained_fire_smoke_tier_through_triton(
     res = client.infer(batch)
     direct = TemporalFireSmoke(NetFireSmoke(BUNDLED_MODEL)).detect(imgs, batch.camera_ids)
     assert sum(int((r.class_ids == ObjectClass.FIRE).sum()) for r in res) >= 2
+    for r, d in zip(res, direct, strict=True):
+        np.testing.assert_array_equal(r.class_ids, d.class_ids)
+        np.testing.assert_allclose(r.boxes, d.boxes, atol=1e-3)
+        np.testing.assert_allclose(r.scores, d.scores, atol=1e-5)
+
+
+def test_picodet_vending_tier_through_triton(client: TritonClient, models_dir: Path) -> None:
+    """The default vending tier (PicoDet-S, network on every 5th frame of a camera, held
+    result and stationary cue in between) gives through the Triton python model exactly
+    what it gives in process, and finds the person."""
+    import av
+
+    from inference.detectors.vending import PicodetVending
+
+    assert client.health()["detectors"]["vending"]["tier"] == "picodet"
+    clip = need_shared("data/videos/street_intel_one-by-one-person-detection.mp4")
+    with av.open(str(clip)) as c:
+        imgs = [f.to_ndarray(format="bgr24") for f in itertools.islice(c.decode(video=0), 100, 107)]
+    batch = _batch(imgs, f"pico-{client.use_shm}-", frozenset({"vending"}))
+    res = client.infer(batch)
+    direct = PicodetVending(models_dir / "picodet_s_416_coco.onnx").detect(imgs, batch.camera_ids)
+    assert any((r.class_ids == ObjectClass.PERSON).any() for r in res)
     for r, d in zip(res, direct, strict=True):
         np.testing.assert_array_equal(r.class_ids, d.class_ids)
         np.testing.assert_allclose(r.boxes, d.boxes, atol=1e-3)
