@@ -83,7 +83,12 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     Args:
         args: ``{"config": <CitysightConfig JSON dict>, "redis_url": str}`` or
             ``{"config_path": "/etc/citysight/citysight.yaml"}`` (see :func:`app_config`);
-            the rules deployments are skipped when ``"rules": false``.
+            the rules deployments are skipped when ``"rules": false``. Optional:
+            ``"ingress_actor_options"`` and ``"rules_actor_options"`` (merged into the
+            deployments' ``ray_actor_options``: node-role placement such as
+            ``{"resources": {"serve_node": 0.01}}``, the labels the KubeRay manifests give
+            their nodes), ``"consumer_options"`` (keyword arguments of
+            :class:`serve_app.consumer.DetectionsConsumer`, e.g. ``claim_min_idle_ms``).
 
     Returns:
         The bound application: ``Ingress`` plus one rules-consumer deployment per shard group
@@ -98,6 +103,13 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 
         cfg_json = cfg.model_dump(mode="json")
         groups = cfg.services.rules_shard_groups()
+        rules_opts: dict[str, Any] = {}
+        if args.get("rules_actor_options"):
+            rules_opts["ray_actor_options"] = {
+                **(cast(serve.Deployment, RulesConsumer).ray_actor_options or {}),
+                **dict(args["rules_actor_options"]),
+            }
+        consumer_options = dict(args.get("consumer_options") or {})
         for i, shards in enumerate(groups):
             # user_config makes rule edits hot-reloadable (RulesConsumer.reconfigure).
             # @serve.deployment made the class a Deployment (mypy keeps the class type).
@@ -107,8 +119,14 @@ def build_app(args: dict[str, Any]) -> serve.Application:
                     name=rules_deployment_name(i, len(groups)),
                     num_replicas=1,
                     user_config={"config": cfg_json},
+                    **rules_opts,
                 )
-                .bind(cfg_json, redis_url, shards if len(groups) > 1 else None)
+                .bind(
+                    cfg_json,
+                    redis_url,
+                    shards if len(groups) > 1 else None,
+                    options=consumer_options or None,
+                )
             )
     # Given the class, serve.deployment returns the Deployment (ray annotates the decorator).
     ingress = cast(
@@ -118,7 +136,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
             name="Ingress",
             num_replicas=http.ingress_replicas,
             max_ongoing_requests=http.max_connections,
-            ray_actor_options={"num_cpus": 0},
+            ray_actor_options={"num_cpus": 0, **dict(args.get("ingress_actor_options") or {})},
         ),
     )
     return ingress.bind(cfg.model_dump(mode="json"), redis_url, rules_apps)

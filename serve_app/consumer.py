@@ -8,7 +8,11 @@ Durability (docs/architecture.md, "Hard rules"):
   ``SET NX``, so a redelivered entry never duplicates an alert.
 * On start the consumer reads its *own* pending entries first (id ``0``), then new ones
   (``>``) in batches. Entries of dead consumers idle longer than ``claim_min_idle_ms`` are
-  taken over with ``XAUTOCLAIM``.
+  taken over with ``XAUTOCLAIM``, on the owned streams and (``claim_peer_shards``) on the
+  other shard groups' streams too: when a consumer's host dies, a living consumer of
+  another group handles its delivered-but-unacknowledged detections without waiting for
+  the dead one's restart (cooldowns reloaded from Redis first, so the takeover cannot alert
+  twice within a cooldown; new entries of those shards still wait for their owner).
 * Poison entries are isolated per entry, whatever they raise: an entry that fails to decode
   (any exception: a malformed entry is that entry's fault) or whose frame makes the
   evaluation raise is retried while the batch's other entries are written and
@@ -118,6 +122,8 @@ class DetectionsConsumer:
         block_ms: How long a read waits for new entries.
         claim_min_idle_ms: Pending entries idle this long are claimed from other consumers.
         claim_interval_s: How often to run ``XAUTOCLAIM``.
+        claim_peer_shards: Also claim idle entries of the other shard groups' streams (a
+            dead peer's pending detections; see the module docstring).
         max_deliveries: Deliveries after which a failing entry is dead-lettered.
         retry_interval_s: Wait before a failed entry is read again.
         stuck_after_s: Outstanding entries and no acknowledgement for this long: ``stuck``.
@@ -144,6 +150,7 @@ class DetectionsConsumer:
         block_ms: int = 200,
         claim_min_idle_ms: int = 30_000,
         claim_interval_s: float = 5.0,
+        claim_peer_shards: bool = True,
         max_deliveries: int = 5,
         retry_interval_s: float = 1.0,
         stuck_after_s: float = 30.0,
@@ -165,6 +172,17 @@ class DetectionsConsumer:
         self.block_ms = block_ms
         self.claim_min_idle_ms = claim_min_idle_ms
         self.claim_interval_s = claim_interval_s
+        self.peer_streams = (
+            [
+                detections_stream(s)
+                for s in range(cfg.services.streams.shards)
+                if s not in self.shards
+            ]
+            if claim_peer_shards
+            else []
+        )
+        # peer streams where this consumer holds claimed entries (read with its own pending)
+        self._peer_held: set[str] = set()
         self.max_deliveries = max_deliveries
         self.retry_interval_s = retry_interval_s
         self.stuck_after_s = stuck_after_s
@@ -196,8 +214,8 @@ class DetectionsConsumer:
         )
         self.stats: dict[str, Any] = {
             "processed": 0, "alerts": 0, "plate_reads": 0, "dead": 0, "failures": 0,
-            "claimed": 0, "replayed": 0, "escalated": 0, "trimmed": 0, "lag_ms": 0.0,
-            "batch_lag_ms": 0.0, "pending": 0, "backlog": 0, "resolved": 0,
+            "claimed": 0, "claimed_peer": 0, "replayed": 0, "escalated": 0, "trimmed": 0,
+            "lag_ms": 0.0, "batch_lag_ms": 0.0, "pending": 0, "backlog": 0, "resolved": 0,
         }  # fmt: skip
         self.state = "starting"  # lifecycle; the published state is health() (the truth)
         self.last_error = ""  # the last error seen (kept for diagnostics)
@@ -359,12 +377,14 @@ class DetectionsConsumer:
     def read_pending(self) -> int:
         """Process this consumer's own pending entries (delivered before, not acknowledged).
 
-        Covers the owned detection streams and the camera-status stream (whose entries are
-        retried the same way when their processing failed).
+        Covers the owned detection streams, the peer streams it claimed entries of, and the
+        camera-status stream (whose entries are retried the same way when their processing
+        failed).
         """
         n = 0
-        for s in [*self.streams, CAMERA_STATUS_STREAM]:
+        for s in [*self.streams, *sorted(self._peer_held), CAMERA_STATUS_STREAM]:
             last = "0"
+            found = False
             while not self._stop.is_set():
                 reply = cast(
                     _ReadReply,
@@ -373,11 +393,16 @@ class DetectionsConsumer:
                 entries = [(s, _sid(i), f) for _, rows in reply for i, f in rows]
                 if not entries:
                     break
+                found = True
                 if s == CAMERA_STATUS_STREAM:
                     self.process_status(entries)
+                elif s in self._peer_held:
+                    n += self._process_peer(entries)
                 else:
                     n += self.process(entries, redelivered=True)
                 last = entries[-1][1]
+            if not found:
+                self._peer_held.discard(s)
         return n
 
     def read_new(self) -> int:
@@ -401,19 +426,28 @@ class DetectionsConsumer:
         return n
 
     def claim(self) -> int:
-        """Take over entries of consumers that stopped (idle past ``claim_min_idle_ms``)."""
+        """Take over entries of consumers that stopped (idle past ``claim_min_idle_ms``).
+
+        Owned streams, the camera-status stream and, with ``claim_peer_shards``, the other
+        shard groups' streams (see :meth:`_process_peer`).
+        """
         n = 0
-        for s in [*self.streams, CAMERA_STATUS_STREAM]:
+        for s in [*self.streams, CAMERA_STATUS_STREAM, *self.peer_streams]:
             cursor = "0-0"
             for _ in range(100):  # bounded: a huge backlog is taken over across iterations
-                res = self.r.xautoclaim(
-                    s,
-                    keys.RULES_GROUP,
-                    self.name,
-                    self.claim_min_idle_ms,
-                    start_id=cursor,
-                    count=self.count,
-                )
+                try:
+                    res = self.r.xautoclaim(
+                        s,
+                        keys.RULES_GROUP,
+                        self.name,
+                        self.claim_min_idle_ms,
+                        start_id=cursor,
+                        count=self.count,
+                    )
+                except redis.ResponseError as exc:
+                    if s in self.peer_streams and "NOGROUP" in str(exc):
+                        break  # that group's owner never started: nothing to take over
+                    raise
                 cursor = _sid(res[0])
                 entries = [(s, _sid(i), f) for i, f in res[1]]
                 if entries:
@@ -421,10 +455,33 @@ class DetectionsConsumer:
                     logger.info("claimed %d idle entries of %s", len(entries), s)
                     if s == CAMERA_STATUS_STREAM:
                         self.process_status(entries)
+                    elif s in self.peer_streams:
+                        self._peer_held.add(s)
+                        n += self._process_peer(entries)
                     else:
                         n += self.process(entries, redelivered=True)
                 if cursor == "0-0":
                     break
+        return n
+
+    def _process_peer(self, entries: list[Entry]) -> int:
+        """Process entries claimed from another shard group's consumer (it stopped).
+
+        The cooldowns are reloaded from Redis first (the owner persisted its own), so the
+        takeover cannot alert twice within a cooldown; cameras seen only here are not added
+        to this consumer's re-check ownership (their owner's restart takes them back).
+        """
+        cooldowns = {_sid(k): float(v) for k, v in self.r.hgetall(keys.RULES_COOLDOWN).items()}
+        with self._lock:
+            self.engine.restore_cooldowns(cooldowns)
+            before = set(self.recheck.seen)
+        n = self.process(entries, redelivered=True)
+        with self._lock:
+            nshards = self.cfg.services.streams.shards
+            for cid in set(self.recheck.seen) - before:
+                if shard_of(cid, nshards) not in self.shards:
+                    del self.recheck.seen[cid]
+        self.stats["claimed_peer"] += len(entries)
         return n
 
     # -- processing ------------------------------------------------------------------------

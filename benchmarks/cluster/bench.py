@@ -8,9 +8,16 @@ other with a settle in between:
 
 * ``stream_node``: SIGKILL a stream node. ``detected_s``: the supervisor moved its cameras
   (its workers are gone from the assignment); ``recovery_s``: every camera published again.
-* ``serve_node``: SIGKILL the node running the rules consumer (``--nodes`` >= 4).
-  ``detected_s``: Ray reports the node dead; ``recovery_s``: the consumer, restarted by Ray
-  on a living serve node, acknowledged an alert again.
+* ``serve_node``: the serve host (not the head) running one of the two rules-consumer
+  replicas (Ray Serve, ``serve_node`` hosts) and the ingress the WebSocket subscriber is
+  connected to hangs for ``--freeze`` seconds (SIGSTOP: its consumer holds the entries
+  Redis delivered to its blocked read, as a host dying mid-batch does), then dies
+  (SIGKILL). ``detected_s``: Ray reports the node dead; ``claimed_s``: the dead consumer's
+  pending count reached 0 (``claimed_by_other``: entries the living replica of the other
+  shard group took over with ``XAUTOCLAIM``); ``restarted_s``: Serve's replacement replica
+  (same consumer name) processing again, on a spare serve host or, with none, on the
+  restored one; ``recovery_s``: the later of the two; ``subscriber_reconnect_s``: the
+  subscriber receiving again through another ingress, resumed with ``last_id``.
 * ``redis_primary``: SIGKILL the Redis primary. ``detected_s``: Sentinel's
   ``+switch-master``; ``recovery_s``: every camera published again (writes resumed);
   ``alerts_recovery_s``: an alert acknowledged again (needs a replica: the old primary is
@@ -23,10 +30,12 @@ Every fault reports ``lost`` (acknowledged alerts missing from Redis at the end)
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import itertools
 import json
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -39,8 +48,9 @@ from typing import Any, cast
 
 import redis
 
+from benchmarks.city.scenario import principals
 from benchmarks.cluster import netns, redis_ha, sustain
-from benchmarks.cluster.city import LASTPUB, bench_config
+from benchmarks.cluster.city import HTTP_PORT, LASTPUB, bench_config
 from benchmarks.cluster.harness import Cluster, ClusterError
 from benchmarks.cluster.spec import ALERT_REPLICAS, ALERT_WAIT_MS, MASTER_NAME, ClusterSpec
 from benchmarks.common.stats import latency_summary
@@ -58,8 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument(
         "--nodes", type=int, default=4,
-        help="Ray nodes: the head, a serve node from 4 on, the rest stream nodes",
+        help="Ray nodes: the head, the serve nodes, the rest stream nodes",
     )  # fmt: skip
+    ap.add_argument(
+        "--serve-nodes",
+        type=int,
+        default=-1,
+        help="serve nodes besides the head (default: 1 from --nodes 4 on, else 0)",
+    )
+    ap.add_argument(
+        "--freeze",
+        type=float,
+        default=1.0,
+        help="seconds the serve_node fault's host hangs before it dies",
+    )
     ap.add_argument("--cameras", type=int, default=24)
     ap.add_argument("--fps", type=float, default=2.0, help="frame results per camera per second")
     ap.add_argument("--shards", type=int, default=4)
@@ -85,6 +107,7 @@ class Watch:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
         self.lines: list[dict[str, Any]] = []
+        self.ready_doc: dict[str, Any] = {}
         self.final: dict[str, Any] | None = None
         self.ready = threading.Event()
         self.cond = threading.Condition()
@@ -98,6 +121,7 @@ class Watch:
             doc = json.loads(line)
             with self.cond:
                 if doc.get("ready"):
+                    self.ready_doc = doc
                     self.ready.set()
                 elif doc.get("final"):
                     self.final = doc
@@ -110,11 +134,15 @@ class Watch:
         with self.cond:
             return self.lines[-1] if self.lines else {}
 
-    def wait_for(self, pred: Any, timeout_s: float, what: str) -> dict[str, Any]:
-        """First status line after now for which ``pred`` holds."""
+    def wait_for(
+        self, pred: Any, timeout_s: float, what: str, since: float | None = None
+    ) -> dict[str, Any]:
+        """First status line after now (or stamped at ``since`` or later) where ``pred`` holds."""
         t_end = time.monotonic() + timeout_s
         with self.cond:
             start = len(self.lines)
+            if since is not None:
+                start = next((i for i, d in enumerate(self.lines) if d["t"] >= since), start)
             while True:
                 for doc in self.lines[start:]:
                     if pred(doc):
@@ -150,6 +178,10 @@ def _wait(pred: Any, timeout_s: float, what: str, interval_s: float = 0.1) -> fl
     return time.time()
 
 
+def _host_of(spec: ClusterSpec, ip: str | None) -> str | None:
+    return next((h.name for h in spec.hosts if h.ip == ip), None)
+
+
 def _restore(c: Cluster, name: str) -> bool | str:
     """Restart a killed host for the next fault; the measurement stands either way."""
     try:
@@ -183,6 +215,7 @@ def _fault_stream_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[s
     restored = _restore(c, victim)
     return {
         "fault": "stream_node",
+        "killed_at": t_kill,
         "restored": restored,
         "host": victim,
         "cameras_moved": per_ip[victim_ip],
@@ -191,32 +224,85 @@ def _fault_stream_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[s
     }
 
 
+def consumer_pending(spec: ClusterSpec, shards: int) -> dict[str, int]:
+    """Pending (delivered, unacknowledged) detections per rules consumer, every shard."""
+    r = _master(spec)
+    out: dict[str, int] = {}
+    for s in range(shards):
+        info = r.xpending(keys.detections_stream(s), keys.RULES_GROUP)
+        for c in info.get("consumers") or []:
+            name = keys.text(c["name"]) or ""
+            out[name] = out.get(name, 0) + int(c["pending"])
+    return out
+
+
 def _fault_serve_node(c: Cluster, w: Watch, args: argparse.Namespace) -> dict[str, Any]:
     st = w.latest()
-    rules_ip = st["rules"]["ip"]
-    victim = next(h.name for h in c.spec.hosts if h.ip == rules_ip)
-    if victim == "head":
-        raise ClusterError("the rules consumer runs on the head: no serve node to kill")
+    serve_ips = {h.ip: h.name for h in c.spec.hosts if "serve_node" in h.resources}
+    rules = {d: i for d, i in st["rules"].items() if "error" not in i}
+    head_ip = c.spec.host("head").ip
+    on_serve = [
+        d for d, i in rules.items() if i["node_ip"] in serve_ips and i["node_ip"] != head_ip
+    ]
+    if not on_serve or len(rules) < 2:
+        raise ClusterError(f"need two rules replicas, one on a serve node (not the head): {rules}")
+    # the lowest address: the host the subscriber connected to first (see run())
+    dep = min(on_serve, key=lambda d: ipaddress.ip_address(rules[d]["node_ip"]))
+    victim_ip = rules[dep]["node_ip"]
+    victim = serve_ips[victim_ip]
+    dead_name = rules[dep]["consumer"]
+    others = {d: i for d, i in rules.items() if d != dep}
+    claimed_before = sum(int(i.get("claimed_peer") or 0) for i in others.values())
+    spare = len(serve_ips) > len(rules)
     acked_before = st["ledger"]["acked"]
+    # a host that hangs mid-batch, then dies: its blocked read keeps what Redis delivered
+    netns.kill_pids(netns.ns_pids(c.spec.ns(victim)), signal.SIGSTOP)
+    time.sleep(args.freeze)
+    pending_at_kill = consumer_pending(c.spec, args.shards).get(dead_name, 0)
     t_kill = c.kill_node(victim)
-    dead = w.wait_for(lambda d: rules_ip not in d["alive_nodes"], args.timeout, "node dead")
-    back = w.wait_for(
-        lambda d: (
-            d["rules"].get("ip") not in (None, rules_ip)
-            and d["ledger"]["last_at"] > t_kill
-            and d["ledger"]["acked"] > acked_before
-        ),
+    t_claimed = _wait(
+        lambda: consumer_pending(c.spec, args.shards).get(dead_name, 0) == 0,
         args.timeout,
-        "the rules consumer acknowledging alerts on another node",
+        f"consumer {dead_name}'s pending entries claimed",
+        interval_s=0.1,
     )
-    restored = _restore(c, victim)
+    # status lines stamped from the kill on (the claim wait above took seconds)
+    dead = w.wait_for(
+        lambda d: victim_ip not in d["alive_nodes"], args.timeout, "node dead", since=t_kill
+    )
+    after = w.wait_for(lambda d: d["t"] > t_claimed, 10, "a status line after the claim")
+    claimed_peer = (
+        sum(int(after["rules"].get(d, {}).get("claimed_peer") or 0) for d in others)
+        - claimed_before
+    )
+
+    def restarted(d: dict[str, Any]) -> bool:  # a new replica, set up and reading its shards
+        i = d["rules"].get(dep, {})
+        return bool(i.get("started") and i["started"] > t_kill and i.get("state") == "running")
+
+    restored: bool | str = False
+    if not spare:  # no other serve host has room: the replica waits for its host's return
+        restored = _restore(c, victim)
+    back = w.wait_for(restarted, args.timeout + 120, f"Serve restarting {dep}", since=t_kill)
+    if spare:
+        restored = _restore(c, victim)
+    t_back = float(back.get("t_rules", back["t"]))
     return {
         "fault": "serve_node",
         "restored": restored,
         "host": victim,
-        "rescheduled_to": back["rules"]["ip"],
-        "detected_s": round(dead["t"] - t_kill, 2),
-        "recovery_s": round(back["ledger"]["last_at"] - t_kill, 2),
+        "consumer": dead_name,
+        "freeze_s": args.freeze,
+        "pending_at_kill": pending_at_kill,
+        "claimed_by_other": claimed_peer,
+        "rescheduled_to": back["rules"][dep]["node_ip"],
+        "spare_serve_host": spare,
+        "acked_before": acked_before,
+        "killed_at": t_kill,
+        "detected_s": round(dead.get("t_nodes", dead["t"]) - t_kill, 2),
+        "claimed_s": round(t_claimed - t_kill, 2),
+        "restarted_s": round(t_back - t_kill, 2),
+        "recovery_s": round(max(t_claimed, t_back) - t_kill, 2),
     }
 
 
@@ -243,6 +329,7 @@ def _fault_redis_primary(c: Cluster, w: Watch, args: argparse.Namespace) -> dict
     )
     return {
         "fault": "redis_primary",
+        "killed_at": t_kill,
         "host": old.name,
         "promoted": c.redis_primary().name,
         "detected_s": round(switched - t_kill, 2) if switched else None,
@@ -264,10 +351,10 @@ def _audit(
 ) -> dict[str, Any]:
     """Acknowledged alerts missing from Redis, and duplicates.
 
-    A duplicate is a second alert for one camera, rule and subject within the rule's
-    cooldown (what the engine never raises; a redelivery or a lost cooldown could). Alerts
-    are stored by a deterministic id, so a redelivered detection cannot store one twice
-    under the same id.
+    A duplicate is a second alert for one camera, rule and subject triggered within the
+    rule's cooldown of the first (what the engine never raises; a redelivery or a lost
+    cooldown could). Alerts are stored by a deterministic id, so a redelivered detection
+    cannot store one twice under the same id.
     """
     r = _master(spec)
     ids = [keys.text(x) or "" for x in cast("list[bytes]", r.zrange(keys.ALERTS_ALL, 0, -1))]
@@ -279,16 +366,19 @@ def _audit(
     lost = sorted(set(acked) - set(stored))
     by: dict[tuple[str, str, str], list[float]] = {}
     for d in stored.values():
-        t = datetime.fromisoformat(d["started_at"]).timestamp()
+        # the cooldown counts from the triggering frame (detected_at), not the window start:
+        # two episodes' windows can start less than a cooldown apart when their triggers don't
+        t = float(d.get("detected_at") or 0) or datetime.fromisoformat(d["started_at"]).timestamp()
         by.setdefault((d["camera_id"], d.get("rule_id", ""), d.get("subject", "")), []).append(t)
     gaps: list[float] = []
     for (_, rule, _), times in by.items():
         times.sort()
         gaps += [
-            round(b - a, 1) for a, b in itertools.pairwise(times) if b - a < cooldown_s.get(rule, 0)
+            round(b - a, 3) for a, b in itertools.pairwise(times) if b - a < cooldown_s.get(rule, 0)
         ]
     return {
         "stored": len(stored),
+        "stored_ids": sorted(stored),
         "acked": len(acked),
         "lost": lost,
         "duplicates": len(gaps),
@@ -330,14 +420,15 @@ def planner_view(args: argparse.Namespace, measured: dict[str, Any]) -> dict[str
         return {"error": res.stderr.strip()[-300:]}
     plan = json.loads(res.stdout)
     rules = measured.get("rules_at_end") or {}
+    states = [i.get("state") for i in rules.values()]
     rate = args.cameras * args.fps
     return {
         "results_per_s": rate,
         "redis_shards": {"planned": plan["redis_shards"]["value"], "ran_with": 1,
                          "basis": plan["redis_shards"]["basis"]},
         "rules_cpu_cores": {"planned": plan["rules_cpu_cores"]["value"],
-                            "ran_with": "1 consumer (one Ray node of 2 logical CPUs)"},
-        "rules_kept_up": rules.get("state") == "running",
+                            "ran_with": f"{len(rules)} Serve rules replica(s), one per serve host"},
+        "rules_kept_up": bool(states) and all(x == "running" for x in states),
         "recovery": "the planner has no failover model: it predicts no detection or recovery "
                     "times, and no cost of WAIT",
     }  # fmt: skip
@@ -349,12 +440,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for f in faults:
         if f not in FAULT_FUNCS:
             raise ValueError(f"unknown fault {f!r}: choose from {', '.join(FAULTS)}")
-    if args.nodes < 3:
-        raise ValueError("--nodes must be at least 3 (the head and two stream nodes)")
-    serve_nodes = 1 if args.nodes >= 4 else 0
-    if "serve_node" in faults and not serve_nodes:
-        raise ValueError("the serve_node fault needs --nodes 4 or more")
+    serve_nodes = args.serve_nodes if args.serve_nodes >= 0 else (1 if args.nodes >= 4 else 0)
     stream_nodes = args.nodes - 1 - serve_nodes
+    if stream_nodes < 1 or ("stream_node" in faults and stream_nodes < 2):
+        raise ValueError(
+            f"--nodes {args.nodes} with {serve_nodes} serve node(s) leaves {stream_nodes} "
+            "stream node(s): at least 1, and 2 for the stream_node fault"
+        )
+    if "serve_node" in faults and not serve_nodes:
+        raise ValueError("the serve_node fault needs a serve node (--serve-nodes 1 or more)")
+    # one rules consumer per serve host (city.RULES_SHARE), two when there are two hosts
+    consumers = min(2, 1 + serve_nodes)
     spec = ClusterSpec(
         prefix=args.prefix, subnet=args.subnet, stream_nodes=stream_nodes,
         serve_nodes=serve_nodes,
@@ -365,10 +461,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "episodes_per_cam_h": args.episodes, "alert_replicas": args.alert_replicas,
         "alert_wait_ms": ALERT_WAIT_MS, "master": MASTER_NAME,
         "sentinels": [f"{ip}:{port}" for ip, port in spec.sentinel_addresses],
-        "rules_ip": next((h.ip for h in spec.hosts if h.name == "serve1"), None),
+        "consumers": consumers, "ingress_replicas": consumers,
     }  # fmt: skip
     out: dict[str, Any] = {
         "nodes": args.nodes, "stream_nodes": stream_nodes, "serve_nodes": serve_nodes + 1,
+        "rules_consumers": consumers,
         "cameras": args.cameras, "fps": args.fps, "workers": workers,
         "alert_replicas": args.alert_replicas, "cpus": os.cpu_count(),
         "load_avg_start": os.getloadavg()[0], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ",
@@ -378,20 +475,52 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     driver: subprocess.Popen[str] | None = None
     sub: subprocess.Popen[str] | None = None
     sub_out = spec.root / "subscriber.json"
+    token = secrets.token_urlsafe(24)
+    city["principals"] = principals({"duty": token})
     try:
         out["bring_up_s"] = round(c.up()["total_s"], 1)
         if args.sustain:  # on the running cluster, before the city and its faults
-            out.update(sustain.from_args(c, city, args))
-        url = f"redis+sentinel://{','.join(city['sentinels'])}/{MASTER_NAME}/0"
-        sub = c.popen("client", [sys.executable, "-m", "benchmarks.cluster.city", "subscribe",
-                                 url, str(sub_out)], text=True)  # fmt: skip
+            # the search runs one plain consumer of every shard (sustain.py), not the city's
+            # Serve replicas
+            rules_ip = next((h.ip for h in spec.hosts if h.name == "serve1"), None)
+            out.update(sustain.from_args(c, dict(city, consumers=1, rules_ip=rules_ip), args))
+        token_file = spec.root / "client" / "token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token)
         driver = c.popen(
             "head", [sys.executable, "-m", "benchmarks.cluster.city", "driver", json.dumps(city)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         w = Watch(driver)
-        if not w.ready.wait(180):
+        if not w.ready.wait(420):
             raise ClusterError("the city driver did not start (see /tmp/<prefix>/head)")
+        ready = w.ready_doc
+        out["serve_deployed_s"] = ready.get("serve_deployed_s")
+        out["placement"] = {
+            d: {"node_ip": i.get("node_ip"), "host": _host_of(spec, i.get("node_ip")),
+                "consumer": i.get("consumer")}
+            for d, i in ready["rules"].items()
+        }  # fmt: skip
+        head_ip = spec.host("head").ip
+        # the subscriber's first ingress: a serve host (not the head) holding a rules
+        # replica, the one the serve_node fault kills
+        victims = {i.get("node_ip") for i in ready["rules"].values()} - {head_ip}
+        ingress = sorted(
+            ready["ingress_ips"], key=lambda ip: (ip not in victims, ipaddress.ip_address(ip))
+        )
+        out["ingress"] = [_host_of(spec, ip) for ip in ingress]
+        urls = ",".join(f"ws://{ip}:{HTTP_PORT}/ws" for ip in ingress)
+        sub = c.popen("client", [sys.executable, "-m", "benchmarks.cluster.city", "subscribe",
+                                 urls, str(token_file), str(sub_out)],
+                      stdout=subprocess.PIPE, text=True)  # fmt: skip
+        assert sub.stdout is not None
+        line = sub.stdout.readline()  # {"connected": url} once the WebSocket is open
+        if not line.startswith('{"connected"'):
+            raise ClusterError(f"the subscriber did not connect: {line.strip()[:200]}")
+        threading.Thread(target=sub.stdout.read, daemon=True).start()
+        assert driver.stdin is not None
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
         t_ready = time.time()
         t_all = _wait(
             lambda: _all_published_after(spec, t_ready, args.cameras),
@@ -407,7 +536,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 res = FAULT_FUNCS[f](c, w, args)
             except (TimeoutError, ClusterError) as exc:
-                res = {"fault": f, "error": str(exc)}
+                res = {"fault": f, "error": str(exc), "last_status": w.latest()}
             out["faults"].append(res)
             logger.warning("%s", res)
             time.sleep(args.settle)
@@ -422,7 +551,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise ClusterError("the city driver ended without its final report")
         cooldowns = {r.id: r.cooldown_s for r in bench_config(city).rules}
         audit = _audit(spec, w.final["acked"], cooldowns)
-        out["alerts"] = {k: (len(v) if k == "lost" else v) for k, v in audit.items()}
+        out["rules_at_end"] = w.final.get("rules")
+        out["alerts"] = {
+            k: (len(v) if k == "lost" else v) for k, v in audit.items() if k != "stored_ids"
+        }
         for res in out["faults"]:
             # one audit for the whole run: an alert lost to any fault counts against each
             res["lost"] = len(audit["lost"])
@@ -431,11 +563,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sub.wait(30)
         s = json.loads(sub_out.read_text())
         first_fault = t_faults
-        out["latency_ms"] = latency_summary(ms for _, ms in s["latency_ms"])
+        received = set(s.pop("ids"))
+        s["missing"] = len(set(audit["stored_ids"]) - received)
+        for res in out["faults"]:
+            t_kill = res.get("killed_at")
+            if t_kill is None or res["fault"] != "serve_node":
+                continue
+            # receiving again through another ingress after the kill (resumed by last_id)
+            back = [x for x in s["connects"] if x["t"] > t_kill]
+            if back:
+                res["subscriber_reconnect_s"] = round(back[0]["t"] - t_kill, 2)
+                res["subscriber_resumed_via"] = _host_of(spec, back[0]["url"].split("/")[2]
+                                                         .split(":")[0])  # fmt: skip
+        lat = s["latency_ms"]
+        out["latency_ms"] = latency_summary(x[1] for x in lat)
         # before the first fault: the steady state (during a fault alerts wait for recovery)
-        out["latency_ms_steady"] = latency_summary(
-            ms for at, ms in s["latency_ms"] if at < first_fault
+        out["latency_ms_steady"] = latency_summary(x[1] for x in lat if x[0] < first_fault)
+        # of it: detection → alert written by the rules consumer (the rest is the feed, the
+        # ingress replica, the Serve proxy and the WebSocket)
+        out["latency_ms_steady_to_written"] = latency_summary(
+            x[2] for x in lat if x[0] < first_fault and len(x) > 2 and x[2] >= 0
         )
+        # from each fault's kill to the next one's (or the end)
+        cuts = [(f["fault"], f["killed_at"]) for f in out["faults"] if f.get("killed_at")]
+        phases = [("before_faults", 0.0), *cuts, ("end", float("inf"))]
+        out["latency_ms_by_phase"] = {
+            name: latency_summary(x[1] for x in lat if t0 <= x[0] < t1)
+            for (name, t0), (_, t1) in itertools.pairwise(phases)
+        }
         out["subscriber"] = {k: v for k, v in s.items() if k != "latency_ms"}
         out["duration_s"] = round(t_end - t_ready, 1)
         out["load_avg_end"] = os.getloadavg()[0]

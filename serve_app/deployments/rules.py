@@ -9,6 +9,7 @@ it reads its own pending entries first (see ``serve_app/consumer.py``).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ray import serve
@@ -57,6 +58,7 @@ class RulesConsumer:
         cfg = parse_config(config, "RulesConsumer config")
         owned = list(range(cfg.services.streams.shards)) if shards is None else list(shards)
         name = consumer_name or default_consumer_name(owned)
+        self.started = time.time()
         self.consumer = DetectionsConsumer(redis_url, cfg, name, owned, **(options or {}))
         self.consumer.start()
         logger.info("rules consumer %s started on shards %s", name, owned)
@@ -76,8 +78,16 @@ class RulesConsumer:
             raise RuntimeError(f"rules consume loop is not running: {self.consumer.last_error}")
 
     def stats(self) -> dict[str, Any]:
-        """Counters and state (for diagnostics only)."""
-        return {"state": self.consumer.state, **self.consumer.stats}
+        """Counters, state, consumer name and the node it runs on (diagnostics only)."""
+        import ray
+
+        return {
+            "state": self.consumer.state,
+            "consumer": self.consumer.name,
+            "node_ip": ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
+            "started": self.started,
+            **self.consumer.stats,
+        }
 
     def __del__(self) -> None:
         consumer = getattr(self, "consumer", None)

@@ -181,3 +181,36 @@ def test_app_config_errors_are_clear(tmp_path: Any, monkeypatch: pytest.MonkeyPa
     _, url = app_config({"config": cfg})
     assert url == "redis://:p%40ss@h:6379/0"
     assert redis.connection.parse_url(url)["password"] == "p@ss"
+
+
+@pytest.mark.parametrize(
+    ("extra", "ingress", "rules", "options"),
+    [
+        ({}, {"num_cpus": 0}, {"num_cpus": 0.5}, None),
+        (
+            {
+                "ingress_actor_options": {"resources": {"serve_node": 0.01}},
+                "rules_actor_options": {"num_cpus": 0, "resources": {"serve_node": 0.6}},
+                "consumer_options": {"claim_min_idle_ms": 8000},
+            },
+            {"num_cpus": 0, "resources": {"serve_node": 0.01}},
+            {"num_cpus": 0, "resources": {"serve_node": 0.6}},
+            {"claim_min_idle_ms": 8000},
+        ),
+    ],
+)
+def test_build_app_places_replicas_by_node_role(
+    extra: dict[str, Any], ingress: dict[str, Any], rules: dict[str, Any], options: Any
+) -> None:
+    """Node-role actor options reach every deployment, consumer options every consumer
+    (built without a running Ray: only the bound application is inspected)."""
+    from serve_app.app import build_app
+
+    cfg = {"services": {"streams": {"shards": 4}, "rules": {"consumers": 2}}}
+    app = build_app({"config": cfg, "redis_url": "redis://127.0.0.1:1", **extra})
+    dep = app._bound_deployment  # ray keeps the bound deployment here
+    assert dep.ray_actor_options == ingress
+    bound = [r._bound_deployment for r in dep.init_args[2]]
+    assert [b.name for b in bound] == ["RulesConsumer-0", "RulesConsumer-1"]
+    assert all(b.ray_actor_options == rules for b in bound)
+    assert all(b.init_kwargs == {"options": options} for b in bound)

@@ -15,7 +15,7 @@ import redis
 from redisha import Proc, add_replica
 
 from citysight.config import CitysightConfig
-from citysight.contracts import CameraState, CameraStatus, FrameResult, ObjectClass
+from citysight.contracts import CameraState, CameraStatus, FrameResult, ObjectClass, shard_of
 from citysight.keys import CAMERA_STATUS_STREAM, detections_stream
 from citysight.keys import RULES_GROUP as GROUP
 from serve_app.consumer import DetectionsConsumer, NotReplicated
@@ -131,6 +131,67 @@ def test_xautoclaim_takes_over_a_dead_consumer(r: redis.Redis, redis_url: str) -
     live.step()
     assert n_pending(r) == 0 and live.stats["claimed"] == 10
     assert len(AlertStore(r, CFG).query()) == 2
+
+
+def _two_groups() -> CitysightConfig:
+    return CFG.model_copy(
+        update={
+            "services": CFG.services.model_validate(
+                {"streams": {"shards": 2}, "rules": {"consumers": 2}}
+            )
+        }
+    )
+
+
+@pytest.mark.parametrize("peer_claims", [True, False])
+def test_a_peer_group_takes_over_a_dead_consumers_pending_entries(
+    r: redis.Redis, redis_url: str, peer_claims: bool
+) -> None:
+    """``rules-1`` claims what dead ``rules-0`` held on shard 0: alerts once, even after the
+    owner's restart replays the same frames; cameras of shard 0 stay the owner's."""
+    cfg = _two_groups()
+    kw = {"block_ms": 5, "claim_min_idle_ms": 100, "claim_interval_s": 0.0, "replay_s": 30.0}
+    a = DetectionsConsumer(redis_url, cfg, "rules-0", [0], **kw)  # type: ignore[arg-type]
+    b = DetectionsConsumer(
+        redis_url,
+        cfg,
+        "rules-1",
+        [1],
+        claim_peer_shards=peer_claims,
+        **kw,  # type: ignore[arg-type]
+    )
+    a.setup()
+    b.setup()
+    t0 = time.time()
+    frames = [f for f in fire_frames(4, 5, t0) if shard_of(f.camera_id, 2) == 0]
+    publish(r, frames, S0)
+    r.xreadgroup(GROUP, "rules-0", {S0: ">"}, count=100)  # delivered; its host then died
+    del a
+    time.sleep(0.15)
+    drain(b, 3)
+    if not peer_claims:
+        assert n_pending(r) == len(frames) and b.stats["claimed_peer"] == 0
+        return
+    assert n_pending(r) == 0 and b.stats["claimed_peer"] == len(frames)
+    alerts = {x.id for x in AlertStore(r, cfg).query(limit=100)}
+    cams = {f.camera_id for f in frames}
+    assert len(alerts) == len(cams) > 0
+    assert not cams & set(b.recheck.seen)  # shard 0's cameras are not b's to re-check
+    restarted = DetectionsConsumer(redis_url, cfg, "rules-0", [0], **kw)  # type: ignore[arg-type]
+    restarted.setup()  # replays the frames b handled
+    drain(restarted, 3)
+    assert {x.id for x in AlertStore(r, cfg).query(limit=100)} == alerts
+
+
+def test_peer_claims_skip_a_shard_whose_group_does_not_exist(
+    r: redis.Redis, redis_url: str
+) -> None:
+    """No consumer of shard 0 ever started (no group there): claiming is not an error."""
+    b = DetectionsConsumer(redis_url, _two_groups(), "rules-1", [1], block_ms=5,
+                           claim_interval_s=0.0)  # fmt: skip
+    b.setup()
+    b.step()
+    assert b.error == "" and b.stats["claimed_peer"] == 0
 
 
 def test_poison_entries_are_dead_lettered_after_n_deliveries(
