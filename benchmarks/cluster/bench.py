@@ -449,7 +449,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if "serve_node" in faults and not serve_nodes:
         raise ValueError("the serve_node fault needs a serve node (--serve-nodes 1 or more)")
-    # one rules consumer per serve host (city.RULES_SHARE), two when there are two hosts
+    # one rules consumer per serve host (serve_config.RULES_SHARE), two when there are two hosts
     consumers = min(2, 1 + serve_nodes)
     spec = ClusterSpec(
         prefix=args.prefix, subnet=args.subnet, stream_nodes=stream_nodes,

@@ -43,6 +43,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from benchmarks.city.producer import CameraSim, ProducerSpec
 from benchmarks.city.scenario import Mix, city_config_dict
 from citysight import keys, redisconn
+from citysight.app.serve_config import INGRESS_SHARE, RULES_SHARE
 from citysight.config import CameraConfig, CitysightConfig
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,6 @@ STREAM_NODE = "stream_node"
 SERVE_NODE = "serve_node"
 HTTP_PORT = 8000
 """The Serve proxy's port on every serve host (each namespace has its own port space)."""
-INGRESS_SHARE = 0.01
-RULES_SHARE = 0.6
-"""``serve_node`` per rules replica: more than half a host, so at most one per host."""
 CLAIM_MIN_IDLE_MS = 8000
 """Idle time before a living consumer claims an entry: above a consumer's longest retry
 cycle (5 s backoff, a 1 s ``WAIT``, a step), so a living consumer's entries are never taken."""

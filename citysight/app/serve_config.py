@@ -16,6 +16,14 @@ APP_NAME = "citysight"
 IMPORT_PATH = "serve_app.app:build_app"
 
 
+INGRESS_SHARE = 0.01
+"""``serve_resource`` per ingress replica: a sliver, so any number share a serve node."""
+RULES_SHARE = 0.6
+"""``serve_resource`` per rules replica: more than half a node, so at most one per node and
+one node's death takes exactly one consumer (its peers claim its pending entries). The
+namespace cluster (benchmarks/cluster/city.py) places its replicas with the same shares."""
+
+
 def build_serve_config(
     cfg: CitysightConfig, *, config_path: str = "/etc/citysight/citysight.yaml"
 ) -> dict[str, Any]:
@@ -34,18 +42,18 @@ def build_serve_config(
 
     http = cfg.services.http
     n = cfg.services.rules.consumers
-    # placement by role (services.ray.serve_resource): a share, so any number fit a node
+    # placement by role (services.ray.serve_resource): shares of the node's one unit
     role = cfg.services.ray.serve_resource
 
-    def placed() -> dict[str, Any]:  # a fresh dict each time: no YAML anchors
-        return {"resources": {role: 0.01}} if role else {}
+    def placed(share: float) -> dict[str, Any]:  # a fresh dict each time: no YAML anchors
+        return {"resources": {role: share}} if role else {}
 
     rules = [
         {
             "name": rules_deployment_name(i, n),
             "num_replicas": 1,
             "max_ongoing_requests": 100,
-            "ray_actor_options": {"num_cpus": 2, **placed()},
+            "ray_actor_options": {"num_cpus": 2, **placed(RULES_SHARE)},
         }
         for i in range(n)
     ]
@@ -62,7 +70,7 @@ def build_serve_config(
                         "num_replicas": max(2, http.ingress_replicas),
                         # Each open WebSocket holds one slot for its whole life.
                         "max_ongoing_requests": http.max_connections,
-                        "ray_actor_options": {"num_cpus": 1, **placed()},
+                        "ray_actor_options": {"num_cpus": 1, **placed(INGRESS_SHARE)},
                     },
                     *rules,
                 ],

@@ -141,6 +141,28 @@ def test_serve_replicas_and_stream_workers_ask_for_their_roles() -> None:
     assert services["streams"]["node_resource"] == STREAM_NODE
 
 
+def test_rules_replicas_take_one_serve_node_each_as_on_the_namespace_cluster() -> None:
+    """The generated serveConfigV2 places replicas with the shares the city on the cluster
+    deploys with (one rules consumer per serve node), and the Ray groups offer a serve node
+    per consumer."""
+    from benchmarks.cluster import city
+    from citysight.app.serve_config import INGRESS_SHARE, RULES_SHARE
+
+    assert city.INGRESS_SHARE is INGRESS_SHARE and city.RULES_SHARE is RULES_SHARE
+    assert RULES_SHARE > 0.5  # two never fit one node
+    rs = _find("rayservice.yaml", "RayService", "citysight")
+    (app,) = yaml.safe_load(rs["spec"]["serveConfigV2"])["applications"]
+    deps = app["deployments"]
+    shares = {d["name"]: d["ray_actor_options"]["resources"][SERVE_NODE] for d in deps}
+    rules = [n for n in shares if n.startswith("RulesConsumer")]
+    assert rules and all(shares[n] == RULES_SHARE for n in rules)
+    assert shares["Ingress"] == INGRESS_SHARE
+    cluster = rs["spec"]["rayClusterConfig"]
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    serve_nodes = 1 + int(groups["serve-workers"]["replicas"])  # the head has serve_node: 1
+    assert serve_nodes >= len(rules) == _cluster_config()["services"]["rules"]["consumers"]
+
+
 def test_redis_section_is_the_one_the_city_on_the_cluster_runs() -> None:
     from benchmarks.cluster.bench import build_parser
 
