@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 bash infra/local/setup.sh --test || exit $?
 export ORT_DISABLE_TELEMETRY=1 RAY_USAGE_STATS_ENABLED=0
-if [ "$#" -eq 0 ]; then set -- -m "not slow and not chaos and not gpu and not soak and not cluster"; fi
+if [ "$#" -eq 0 ]; then set -- -m "not slow and not chaos and not gpu and not soak and (not cluster or cluster_ci)"; fi
 .venv/bin/python -m pytest "$@"
 rc=$?
 # pytest exits 5 when no test was collected (e.g. a -m selection that matches nothing).
