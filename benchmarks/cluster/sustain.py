@@ -472,10 +472,10 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "cluster-sustain.jso
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """``citysight bench cluster`` options of the search."""
-    g = ap.add_argument_group("cameras sustained (--sustain)")
-    g.add_argument("--sustain", action="store_true",
+    g = ap.add_argument_group("cameras sustained (--sustain, on by default)")
+    g.add_argument("--sustain", action=argparse.BooleanOptionalAction, default=True,
                    help="search the largest camera count the cluster keeps up with, "
-                        "before the city and its faults")  # fmt: skip
+                        "before the city and its faults (--no-sustain: skip it)")  # fmt: skip
     g.add_argument("--sustain-start", type=int, default=Limits.start)
     g.add_argument("--max-cameras", type=int, default=Limits.max_cameras,
                    help="the search never offers more")  # fmt: skip

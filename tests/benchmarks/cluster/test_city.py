@@ -32,7 +32,7 @@ def result() -> dict[str, Any]:
     args = bench.build_parser().parse_args(
         ["--nodes", "3", "--cameras", "8", "--warmup", "8", "--settle", "5",
          "--faults", "stream_node,redis_primary", "--timeout", "45",
-         "--prefix", PREFIX, "--subnet", SUBNET, "--out", ""]
+         "--prefix", PREFIX, "--subnet", SUBNET, "--out", "", "--no-sustain"]
     )  # fmt: skip
     try:
         res = bench.run(args)

@@ -36,7 +36,7 @@ def result() -> dict[str, Any]:
         # 5 shards: the 8 cameras split 4/4 between the two shard groups
         ["--nodes", "3", "--serve-nodes", "1", "--cameras", "8", "--shards", "5", "--warmup", "8",
          "--settle", "3", "--faults", "serve_node", "--timeout", "45",
-         "--prefix", PREFIX, "--subnet", SUBNET, "--out", ""]
+         "--prefix", PREFIX, "--subnet", SUBNET, "--out", "", "--no-sustain"]
     )  # fmt: skip
     try:
         res = bench.run(args)

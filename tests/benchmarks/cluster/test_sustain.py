@@ -200,8 +200,12 @@ def test_bench_options_and_results_file(tmp_path: object) -> None:
 
     assert json.loads(out.read_text()) == {"nodes": 4, "cameras_sustained": 40,
                                            "sustain": {"steps": []}}  # fmt: skip
-    # without --sustain nothing is written
-    args2 = build_parser().parse_args(["--sustain-out", str(tmp_path) + "/none.json"])
+    # the search is on by default (the command reports cameras sustained)
+    assert build_parser().parse_args([]).sustain
+    # with --no-sustain nothing is written
+    args2 = build_parser().parse_args(
+        ["--no-sustain", "--sustain-out", str(tmp_path) + "/none.json"]
+    )
     sustain.write_results({"cameras_sustained": 1, "sustain": {}}, args2)
     assert not (Path(str(tmp_path)) / "none.json").exists()
     assert isinstance(args2, argparse.Namespace) and not args2.sustain
