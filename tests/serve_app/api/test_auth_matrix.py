@@ -448,3 +448,14 @@ def test_map_page_served_when_present(client: TestClient) -> None:
         assert client.get("/static/index.html").status_code == 200
     else:
         assert r.status_code == 404
+
+
+@pytest.mark.parametrize("page", ["/", "/report"])
+def test_pages_name_an_icon_that_is_served(client: TestClient, page: str) -> None:
+    """Each page links its icon (Chromium otherwise asks for /favicon.ico: a 404 in the
+    console on every load); the icon is served without a token."""
+    html = client.get(page).text
+    assert '<link rel="icon" href="/static/favicon.svg"' in html
+    r = client.get("/static/favicon.svg")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+
