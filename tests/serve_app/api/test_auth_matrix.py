@@ -458,4 +458,3 @@ def test_pages_name_an_icon_that_is_served(client: TestClient, page: str) -> Non
     assert '<link rel="icon" href="/static/favicon.svg"' in html
     r = client.get("/static/favicon.svg")
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
-
