@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ def every_from_env(default: int, env: dict[str, str] | None = None) -> int:
     return every
 
 
-class _NetVending:
+class _NetVending(ABC):
     """A COCO network mapped to vending classes, plus stationary objects.
 
     The network runs on every ``every``-th frame of each camera (the first frame of a camera
@@ -112,8 +113,9 @@ class _NetVending:
         # camera -> (frames since its last network run, frame shape, that run's output)
         self._held: dict[str, tuple[int, tuple[int, ...], DetectorOutput]] = {}
 
+    @abstractmethod
     def _run(self, frames: list[npt.NDArray[np.uint8]]) -> list[Detections]:
-        raise NotImplementedError
+        """The network's detections (COCO classes) of each of ``frames``."""
 
     def _mapped(self, det: Detections, shape: tuple[int, ...]) -> DetectorOutput:
         boxes, scores, cls = det
