@@ -12,13 +12,12 @@ is no vending in these clips.
 
 The clips are minutes long, so a zero bounds the rate only loosely: the 95 % upper bound of
 a Poisson rate with ``k`` events in ``h`` hours is reported next to each rate (3.0 / h for
-zero events). Clips are never looped: a replay is not independent evidence.
+zero events, exactly 2.996 / h). Clips are never looped: a replay is not independent evidence.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.eval import scoring
 from citysight.config import CameraConfig, CameraProfile, CitysightConfig, RuleConfig
 from citysight.contracts import FrameBatch, ObjectClass
 from citysight.rulesets import default_rules, demo_rules
@@ -60,29 +60,10 @@ def no_vending_clips(videos_dir: Path) -> list[Path]:
     )
 
 
-def poisson_upper(events: int, confidence: float = 0.95) -> float:
-    """One-sided upper confidence bound of a Poisson mean after ``events`` events.
-
-    The ``lam`` with ``P(X <= events; lam) = 1 - confidence`` (exact, by bisection); 3.0
-    for zero events at 95 %, the rule of three that ``benchmarks.eval.false_alarms`` uses.
-    """
-    if events == 0 and confidence == 0.95:
-        return 3.0  # the rule of three (exact: -ln 0.05 = 2.996), as false_alarms reports
-    alpha = 1.0 - confidence
-
-    def cdf(lam: float) -> float:
-        term = total = math.exp(-lam)
-        for i in range(1, events + 1):
-            term *= lam / i
-            total += term
-        return total
-
-    lo: float = float(events)
-    hi: float = float(events) + 10.0 * math.sqrt(events + 1) + 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) > alpha else (lo, mid)
-    return hi
+def poisson_upper(events: int) -> float:
+    """The exact one-sided 95 % upper bound of a Poisson mean after ``events`` events (the
+    one every false-alarm figure uses, :func:`benchmarks.eval.scoring.poisson_upper95`)."""
+    return scoring.poisson_upper95(events)
 
 
 def poisson_upper95(events: int, hours: float) -> float | None:
